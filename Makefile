@@ -1,0 +1,48 @@
+# banger: build, test, install. `make help` lists the targets.
+PREFIX ?= /usr/local
+CARGO ?= cargo
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
+# Host packages the tests and the daemon use (Debian/Ubuntu names).
+DEB_PACKAGES := e2fsprogs iproute2 nftables openssh-client openssh-server sudo
+
+.PHONY: help deps build test lint bench install uninstall clean
+
+help:
+	@echo "make deps      install the host packages banger uses (apt-get)"
+	@echo "make build     build ./banger and ./bangerd (release)"
+	@echo "make test      run the whole test suite"
+	@echo "make lint      cargo fmt --check and clippy -D warnings"
+	@echo "make bench     print the control-plane figures"
+	@echo "make install   install both binaries under PREFIX=$(PREFIX)"
+
+deps:
+	$(SUDO) apt-get update
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y $(DEB_PACKAGES)
+
+build:
+	$(CARGO) build --release --bins
+	cp target/release/banger target/release/bangerd .
+
+test:
+	$(CARGO) test
+
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+bench:
+	$(CARGO) bench --bench control_plane
+
+install: build
+	install -D -m 0755 banger $(DESTDIR)$(PREFIX)/bin/banger
+	install -D -m 0755 bangerd $(DESTDIR)$(PREFIX)/bin/bangerd
+	install -D -m 0644 contrib/bangerd.service $(DESTDIR)$(PREFIX)/lib/systemd/user/bangerd.service
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/banger $(DESTDIR)$(PREFIX)/bin/bangerd \
+	      $(DESTDIR)$(PREFIX)/lib/systemd/user/bangerd.service
+
+clean:
+	$(CARGO) clean
+	rm -f banger bangerd

@@ -1,0 +1,66 @@
+//! The daemon's listening socket: private modes, stale-socket replacement,
+//! and the peer's uid on every connection.
+
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use axum::extract::connect_info::Connected;
+use axum::serve::IncomingStream;
+use tokio::net::UnixListener;
+
+/// Errors binding the socket.
+#[derive(Debug, thiserror::Error)]
+pub enum SocketError {
+    #[error("cannot replace stale socket {path}")]
+    RemoveStale {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot listen on {path}")]
+    Bind {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Binds `path` with mode 0600. Only the lock holder calls this, so a socket
+/// file already there belongs to a daemon that died: it is replaced.
+pub fn bind(path: &Path) -> Result<UnixListener, SocketError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => tracing::info!(path = %path.display(), "replaced stale socket"),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(source) => {
+            return Err(SocketError::RemoveStale {
+                path: path.into(),
+                source,
+            });
+        }
+    }
+    let bind_err = |source| SocketError::Bind {
+        path: path.into(),
+        source,
+    };
+    let listener = UnixListener::bind(path).map_err(bind_err)?;
+    // The directory is already 0700; this keeps the socket private even if
+    // someone loosens the directory.
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(bind_err)?;
+    Ok(listener)
+}
+
+/// Who is on the other end of a connection (SO_PEERCRED).
+#[derive(Debug, Clone, Copy)]
+pub struct Peer {
+    /// None when the kernel would not say; such a peer is refused.
+    pub uid: Option<u32>,
+}
+
+impl Connected<IncomingStream<'_, UnixListener>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, UnixListener>) -> Self {
+        Peer {
+            uid: stream.io().peer_cred().ok().map(|cred| cred.uid()),
+        }
+    }
+}

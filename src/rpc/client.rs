@@ -1,0 +1,147 @@
+//! The client side of the API: one HTTP/1.1 request per connection over the
+//! daemon's unix socket.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde::de::DeserializeOwned;
+use tokio::net::UnixStream;
+
+use super::api::{DoctorReport, ErrorBody, Health, ImageSummary, VmSummary};
+
+/// Errors talking to the daemon.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Nothing listens on the socket: the daemon is not running.
+    #[error("bangerd is not running (no answer on {socket})")]
+    NotRunning {
+        socket: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// The socket exists but could not be used.
+    #[error("cannot connect to bangerd at {socket}")]
+    Connect {
+        socket: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// The HTTP exchange broke off.
+    #[error("request to bangerd failed")]
+    Http(#[from] hyper::Error),
+    /// The daemon answered with something that is not the expected JSON.
+    #[error("bangerd sent an answer this banger does not understand (HTTP {status})")]
+    Decode {
+        status: StatusCode,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The daemon refused or failed the request; `chain` is its cause chain.
+    #[error("{}", chain.first().map(String::as_str).unwrap_or("bangerd reported an error"))]
+    Api {
+        status: StatusCode,
+        chain: Vec<String>,
+        hint: Option<String>,
+    },
+}
+
+impl ClientError {
+    /// True when the daemon is simply not there (so starting it may help).
+    pub fn is_not_running(&self) -> bool {
+        matches!(self, ClientError::NotRunning { .. })
+    }
+}
+
+/// A handle on the daemon's socket.
+#[derive(Debug, Clone)]
+pub struct Client {
+    socket: PathBuf,
+}
+
+impl Client {
+    pub fn new(socket: impl Into<PathBuf>) -> Client {
+        Client {
+            socket: socket.into(),
+        }
+    }
+
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    pub async fn health(&self) -> Result<Health, ClientError> {
+        self.call(Method::GET, "/v1/health", None).await
+    }
+
+    pub async fn doctor(&self) -> Result<DoctorReport, ClientError> {
+        self.call(Method::GET, "/v1/doctor", None).await
+    }
+
+    pub async fn list_vms(&self) -> Result<Vec<VmSummary>, ClientError> {
+        self.call(Method::GET, "/v1/vms", None).await
+    }
+
+    pub async fn list_images(&self) -> Result<Vec<ImageSummary>, ClientError> {
+        self.call(Method::GET, "/v1/images", None).await
+    }
+
+    /// Asks the daemon to stop; it answers before it goes.
+    pub async fn shutdown(&self) -> Result<(), ClientError> {
+        let _: serde_json::Value = self.call(Method::POST, "/v1/daemon/shutdown", None).await?;
+        Ok(())
+    }
+
+    /// Sends one request and decodes the JSON answer (or the error chain).
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<T, ClientError> {
+        let stream = UnixStream::connect(&self.socket).await.map_err(|source| {
+            let socket = self.socket.clone();
+            match source.kind() {
+                io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {
+                    ClientError::NotRunning { socket, source }
+                }
+                _ => ClientError::Connect { socket, source },
+            }
+        })?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        // The connection task ends when the response is read; its own error,
+        // if any, surfaces through `send_request` below.
+        tokio::spawn(conn);
+
+        let body = match body {
+            Some(value) => Bytes::from(value.to_string()),
+            None => Bytes::new(),
+        };
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, "bangerd")
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(body))
+            .expect("a request built from a static path and valid headers");
+        let response = sender.send_request(request).await?;
+        let status = response.status();
+        let bytes = response.into_body().collect().await?.to_bytes();
+        if status.is_success() {
+            return serde_json::from_slice(&bytes)
+                .map_err(|source| ClientError::Decode { status, source });
+        }
+        match serde_json::from_slice::<ErrorBody>(&bytes) {
+            Ok(err) => Err(ClientError::Api {
+                status,
+                chain: err.error,
+                hint: err.hint,
+            }),
+            Err(source) => Err(ClientError::Decode { status, source }),
+        }
+    }
+}

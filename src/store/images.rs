@@ -1,0 +1,151 @@
+//! Image records: a base rootfs and the kernel that boots it.
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+use serde::Serialize;
+
+use super::error::{Taken, conflict};
+use super::{Store, StoreError};
+
+/// What it takes to register an image.
+#[derive(Debug, Clone)]
+pub struct NewImage {
+    /// Unique among images; what `--image` names.
+    pub name: String,
+    /// The base rootfs each VM's disk is cloned from.
+    pub rootfs_path: PathBuf,
+    /// The kernel to boot it with; `None` uses the runtime bundle's.
+    pub kernel_path: Option<PathBuf>,
+    /// Size of the rootfs file, when known, for listings.
+    pub size_bytes: Option<u64>,
+}
+
+/// An image as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ImageRecord {
+    /// Row id, which VMs refer to.
+    pub id: i64,
+    /// Unique among images; what `--image` names.
+    pub name: String,
+    /// The base rootfs each VM's disk is cloned from.
+    pub rootfs_path: PathBuf,
+    /// The kernel to boot it with; `None` uses the runtime bundle's.
+    pub kernel_path: Option<PathBuf>,
+    /// Size of the rootfs file, when known, for listings.
+    pub size_bytes: Option<u64>,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+const SELECT_IMAGE: &str =
+    "SELECT id, name, rootfs_path, kernel_path, size_bytes, created_at FROM images";
+
+fn image_from_row(row: &Row<'_>) -> rusqlite::Result<ImageRecord> {
+    Ok(ImageRecord {
+        id: row.get("id")?,
+        name: row.get("name")?,
+        rootfs_path: PathBuf::from(row.get::<_, String>("rootfs_path")?),
+        kernel_path: row
+            .get::<_, Option<String>>("kernel_path")?
+            .map(PathBuf::from),
+        size_bytes: row.get("size_bytes")?,
+        created_at: row.get("created_at")?,
+    })
+}
+
+/// The image named `name`, or `NotFound`.
+fn image_named(conn: &Connection, name: &str) -> Result<ImageRecord, StoreError> {
+    conn.query_row(
+        &format!("{SELECT_IMAGE} WHERE name = ?1"),
+        [name],
+        image_from_row,
+    )
+    .optional()?
+    .ok_or_else(|| not_found(name))
+}
+
+/// The row id of the image named `name`, or `NotFound`.
+pub(super) fn image_id(conn: &Connection, name: &str) -> Result<i64, StoreError> {
+    conn.query_row("SELECT id FROM images WHERE name = ?1", [name], |row| {
+        row.get(0)
+    })
+    .optional()?
+    .ok_or_else(|| not_found(name))
+}
+
+fn not_found(name: &str) -> StoreError {
+    StoreError::NotFound {
+        kind: "image",
+        name: name.to_string(),
+    }
+}
+
+/// `path` as text, which is how SQLite keeps it.
+fn path_text(path: &Path) -> Result<&str, StoreError> {
+    path.to_str().ok_or_else(|| StoreError::NonUtf8Path {
+        path: path.to_path_buf(),
+    })
+}
+
+impl Store {
+    /// Registers an image. A taken name is a [`StoreError::Conflict`].
+    pub fn insert_image(&mut self, image: &NewImage) -> Result<ImageRecord, StoreError> {
+        let rootfs_path = path_text(&image.rootfs_path)?;
+        let kernel_path = image.kernel_path.as_deref().map(path_text).transpose()?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute(
+            "INSERT INTO images (name, rootfs_path, kernel_path, size_bytes, created_at)
+             VALUES (?1, ?2, ?3, ?4, unixepoch())",
+            params![image.name, rootfs_path, kernel_path, image.size_bytes],
+        )
+        .map_err(|err| {
+            conflict(err, |what| {
+                (what == Taken::ImageName).then_some(image.name.as_str())
+            })
+        })?;
+        let record = image_named(&tx, &image.name)?;
+        tx.commit()?;
+        Ok(record)
+    }
+
+    /// Every image, by name.
+    pub fn list_images(&self) -> Result<Vec<ImageRecord>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(&format!("{SELECT_IMAGE} ORDER BY name"))?;
+        let images = stmt
+            .query_map([], image_from_row)?
+            .collect::<Result<_, _>>()?;
+        Ok(images)
+    }
+
+    /// The image named `name`.
+    pub fn get_image(&self, name: &str) -> Result<ImageRecord, StoreError> {
+        image_named(&self.conn, name)
+    }
+
+    /// Forgets an image no VM uses ([`StoreError::ImageInUse`] otherwise).
+    /// Returns what was deleted, so the caller can remove its files.
+    pub fn delete_image(&mut self, name: &str) -> Result<ImageRecord, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let record = image_named(&tx, name)?;
+        let in_use: bool = tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM vms WHERE image_id = ?1)",
+            [record.id],
+            |row| row.get(0),
+        )?;
+        if in_use {
+            return Err(StoreError::ImageInUse {
+                name: name.to_string(),
+            });
+        }
+        tx.execute("DELETE FROM images WHERE id = ?1", [record.id])?;
+        tx.commit()?;
+        Ok(record)
+    }
+}

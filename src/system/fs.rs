@@ -1,0 +1,294 @@
+//! Native file helpers for disk images: grow, and clone (reflink, else a
+//! sparse-preserving copy).
+
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{RenameFlags, SeekFrom};
+use rustix::io::Errno;
+use thiserror::Error;
+
+/// How [`clone_file`] produced its copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloneMethod {
+    /// The filesystem shares the extents (FICLONE); instant, no extra space.
+    Reflink,
+    /// Only the source's data extents were copied; holes stay holes.
+    SparseCopy,
+    /// Every byte was copied (the filesystem cannot report holes).
+    PlainCopy,
+}
+
+impl fmt::Display for CloneMethod {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CloneMethod::Reflink => "reflink",
+            CloneMethod::SparseCopy => "sparse copy",
+            CloneMethod::PlainCopy => "plain copy",
+        })
+    }
+}
+
+/// Why a file helper failed.
+#[derive(Debug, Error)]
+pub enum FsError {
+    /// [`grow_file`] was asked to make a file smaller.
+    #[error("Refusing to shrink {path} from {current} to {requested} bytes")]
+    Shrink {
+        /// The file.
+        path: PathBuf,
+        /// Its size now.
+        current: u64,
+        /// The smaller size asked for.
+        requested: u64,
+    },
+    /// [`clone_file`] never overwrites its destination.
+    #[error("{path} already exists")]
+    Exists {
+        /// The destination.
+        path: PathBuf,
+    },
+    /// A file operation failed.
+    #[error("Cannot {op} {path}")]
+    Io {
+        /// What was being done, e.g. "open" or "copy data into".
+        op: &'static str,
+        /// The file it was done to.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> FsError {
+    let path = path.to_path_buf();
+    move |source| FsError::Io { op, path, source }
+}
+
+/// Grows `path` to `new_len` bytes (the new tail is a hole). Equal size is
+/// a no-op; a smaller size is refused.
+pub fn grow_file(path: &Path, new_len: u64) -> Result<(), FsError> {
+    let file = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(io_err("open", path))?;
+    let current = file.metadata().map_err(io_err("stat", path))?.len();
+    if new_len < current {
+        return Err(FsError::Shrink {
+            path: path.to_path_buf(),
+            current,
+            requested: new_len,
+        });
+    }
+    if new_len > current {
+        file.set_len(new_len).map_err(io_err("resize", path))?;
+        file.sync_all().map_err(io_err("sync", path))?;
+    }
+    Ok(())
+}
+
+/// Copies `src` to the new file `dst`: a reflink where the filesystem
+/// supports it, else a sparse copy. `dst` must not exist; the copy is made
+/// in a temporary file next to it and renamed into place, so a failure
+/// never leaves a partial `dst`.
+pub fn clone_file(src: &Path, dst: &Path) -> Result<CloneMethod, FsError> {
+    clone_via_temp(src, dst, true)
+}
+
+/// Like [`clone_file`] but never reflinks: copies only the data extents of
+/// `src`, keeping its holes.
+pub fn sparse_copy(src: &Path, dst: &Path) -> Result<CloneMethod, FsError> {
+    clone_via_temp(src, dst, false)
+}
+
+/// Removes the temporary file on drop unless it was renamed into place.
+struct TempFile {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+fn clone_via_temp(src: &Path, dst: &Path, try_reflink: bool) -> Result<CloneMethod, FsError> {
+    if dst.symlink_metadata().is_ok() {
+        return Err(FsError::Exists {
+            path: dst.to_path_buf(),
+        });
+    }
+    let name = dst.file_name().ok_or_else(|| FsError::Io {
+        op: "clone to",
+        path: dst.to_path_buf(),
+        source: io::Error::new(io::ErrorKind::InvalidInput, "no file name"),
+    })?;
+    let tmp_path = dst.with_file_name(format!(
+        ".{}.tmp-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+
+    let src_file = File::open(src).map_err(io_err("open", src))?;
+    let src_meta = src_file.metadata().map_err(io_err("stat", src))?;
+    let tmp_file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(src_meta.permissions().mode() & 0o777)
+        .open(&tmp_path)
+        .map_err(io_err("create", &tmp_path))?;
+    let mut tmp = TempFile {
+        path: tmp_path,
+        keep: false,
+    };
+
+    let reflinked = try_reflink && reflink(&src_file, &tmp_file).map_err(io_err("clone", src))?;
+    let method = if reflinked {
+        CloneMethod::Reflink
+    } else {
+        copy_sparse(&src_file, &tmp_file, src_meta.len()).map_err(io_err("copy", src))?
+    };
+    // No fsync: it would triple the time of a clone (the data is still in
+    // the page cache), and a disk cloned just before a host crash belongs to
+    // a VM that was not running yet; `cp` makes the same choice.
+    rename_noreplace(&tmp.path, dst)?;
+    tmp.keep = true;
+    Ok(method)
+}
+
+/// FICLONE `src` into `dst`; `Ok(false)` when the filesystem cannot.
+fn reflink(src: &File, dst: &File) -> io::Result<bool> {
+    match rustix::fs::ioctl_ficlone(dst, src) {
+        Ok(()) => Ok(true),
+        Err(Errno::OPNOTSUPP | Errno::XDEV | Errno::INVAL | Errno::NOTTY) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Renames `from` to `to`, failing with [`FsError::Exists`] rather than
+/// replacing a file that appeared meanwhile.
+fn rename_noreplace(from: &Path, to: &Path) -> Result<(), FsError> {
+    let cwd = rustix::fs::CWD;
+    match rustix::fs::renameat_with(cwd, from, cwd, to, RenameFlags::NOREPLACE) {
+        Ok(()) => Ok(()),
+        Err(Errno::EXIST) => Err(FsError::Exists {
+            path: to.to_path_buf(),
+        }),
+        // The filesystem cannot do RENAME_NOREPLACE: check, then rename.
+        Err(Errno::INVAL | Errno::NOSYS) => {
+            if to.symlink_metadata().is_ok() {
+                return Err(FsError::Exists {
+                    path: to.to_path_buf(),
+                });
+            }
+            std::fs::rename(from, to).map_err(io_err("rename into place", to))
+        }
+        Err(e) => Err(io_err("rename into place", to)(e.into())),
+    }
+}
+
+/// Copies the data extents of `src` (found with SEEK_DATA/SEEK_HOLE) into
+/// the empty file `dst`, then sets its length to `len`; falls back to
+/// copying every byte when the filesystem cannot report holes.
+fn copy_sparse(src: &File, dst: &File, len: u64) -> io::Result<CloneMethod> {
+    let mut copier = RangeCopier::default();
+    let mut pos = 0;
+    while pos < len {
+        let data = match rustix::fs::seek(src, SeekFrom::Data(pos)) {
+            Ok(data) => data,
+            // No data after `pos`: the rest is a hole.
+            Err(Errno::NXIO) => break,
+            Err(Errno::INVAL) if pos == 0 => {
+                copier.copy(src, dst, 0, len)?;
+                dst.set_len(len)?;
+                return Ok(CloneMethod::PlainCopy);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if data >= len {
+            break;
+        }
+        let hole = rustix::fs::seek(src, SeekFrom::Hole(data))?.min(len);
+        copier.copy(src, dst, data, hole - data)?;
+        pos = hole;
+    }
+    dst.set_len(len)?;
+    Ok(CloneMethod::SparseCopy)
+}
+
+/// Copies byte ranges between files at the same offsets, with
+/// copy_file_range until the kernel refuses it, then with pread/pwrite.
+#[derive(Default)]
+struct RangeCopier {
+    read_write: bool,
+}
+
+impl RangeCopier {
+    fn copy(&mut self, src: &File, dst: &File, offset: u64, len: u64) -> io::Result<()> {
+        let end = offset + len;
+        let mut pos = offset;
+        while pos < end && !self.read_write {
+            let mut off_in = pos;
+            let mut off_out = pos;
+            let chunk = usize::try_from(end - pos)
+                .unwrap_or(usize::MAX)
+                .min(1 << 30);
+            match rustix::fs::copy_file_range(
+                src,
+                Some(&mut off_in),
+                dst,
+                Some(&mut off_out),
+                chunk,
+            ) {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => pos += n as u64,
+                Err(Errno::XDEV | Errno::NOSYS | Errno::INVAL | Errno::OPNOTSUPP) => {
+                    self.read_write = true;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if pos == end {
+            return Ok(());
+        }
+        let mut buf = vec![0u8; 1 << 20];
+        while pos < end {
+            let want = usize::try_from(end - pos)
+                .unwrap_or(usize::MAX)
+                .min(buf.len());
+            let n = src.read_at(&mut buf[..want], pos)?;
+            if n == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            dst.write_all_at(&buf[..n], pos)?;
+            pos += n as u64;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn range_copier_read_write_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        std::fs::write(&a, b"hello, world").unwrap();
+        let src = File::open(&a).unwrap();
+        let dst = File::create(&b).unwrap();
+        let mut copier = RangeCopier { read_write: true };
+        copier.copy(&src, &dst, 7, 5).unwrap();
+        assert_eq!(std::fs::read(&b).unwrap(), b"\0\0\0\0\0\0\0world");
+        // Asking past the end of the source is an error, not a short copy.
+        assert!(copier.copy(&src, &dst, 10, 5).is_err());
+    }
+}

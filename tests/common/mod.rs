@@ -1,0 +1,150 @@
+//! Shared test harness: a private XDG tree per test, the real `banger` and
+//! `bangerd` binaries, and cleanup of any daemon a test started.
+#![allow(clippy::disallowed_methods, dead_code)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+/// One isolated banger user: its own config, state, data and runtime dirs.
+pub struct Sandbox {
+    pub root: tempfile::TempDir,
+}
+
+impl Sandbox {
+    pub fn new() -> Sandbox {
+        let root = tempfile::Builder::new()
+            .prefix("banger-test-")
+            .tempdir()
+            .unwrap();
+        for dir in ["home", "config", "state", "data", "run"] {
+            std::fs::create_dir(root.path().join(dir)).unwrap();
+        }
+        std::fs::set_permissions(
+            root.path().join("run"),
+            std::fs::Permissions::from_mode(0o700),
+        )
+        .unwrap();
+        Sandbox { root }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.root.path().join(rel)
+    }
+
+    pub fn runtime_dir(&self) -> PathBuf {
+        self.path("run/banger")
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.runtime_dir().join("bangerd.sock")
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.path("state/banger")
+    }
+
+    pub fn config_file(&self) -> PathBuf {
+        self.path("config/banger/config.toml")
+    }
+
+    /// A command for one of the project's binaries with this sandbox's environment.
+    pub fn command(&self, binary: &str) -> Command {
+        let program = match binary {
+            "banger" => env!("CARGO_BIN_EXE_banger"),
+            "bangerd" => env!("CARGO_BIN_EXE_bangerd"),
+            other => panic!("unknown binary {other}"),
+        };
+        let mut cmd = Command::new(program);
+        cmd.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.path("home"))
+            .env("XDG_CONFIG_HOME", self.path("config"))
+            .env("XDG_STATE_HOME", self.path("state"))
+            .env("XDG_DATA_HOME", self.path("data"))
+            .env("XDG_RUNTIME_DIR", self.path("run"));
+        cmd
+    }
+
+    /// Runs `banger ARGS...` to completion.
+    pub fn banger(&self, args: &[&str]) -> Output {
+        self.command("banger").args(args).output().unwrap()
+    }
+
+    /// The pid recorded in the daemon's lock file, if any.
+    pub fn daemon_pid(&self) -> Option<i32> {
+        std::fs::read_to_string(self.runtime_dir().join("bangerd.lock"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+}
+
+impl Drop for Sandbox {
+    /// Never leaves a daemon behind, whatever the test did.
+    fn drop(&mut self) {
+        if let Some(pid) = self.daemon_pid() {
+            if process_alive(pid) {
+                signal(pid, rustix::process::Signal::KILL);
+            }
+        }
+    }
+}
+
+/// Sends `sig` to `pid`, ignoring a process that is already gone.
+pub fn signal(pid: i32, sig: rustix::process::Signal) {
+    if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+        let _ = rustix::process::kill_process(pid, sig);
+    }
+}
+
+/// True while `pid` exists and is not a zombie.
+pub fn process_alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let state = stat
+                .rsplit_once(") ")
+                .and_then(|(_, rest)| rest.chars().next());
+            !matches!(state, Some('Z') | Some('X') | None)
+        }
+        Err(_) => false,
+    }
+}
+
+/// Polls `cond` every 10 ms until it holds or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    cond()
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Asserts success and returns stdout.
+pub fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "command failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        stdout(&out),
+        stderr(&out)
+    );
+    stdout(&out)
+}
+
+pub fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}

@@ -1,0 +1,282 @@
+//! The real `banger` and `bangerd` over a real unix socket, each test in its
+//! own XDG tree.
+#![allow(clippy::disallowed_methods)]
+
+mod common;
+
+use std::os::unix::process::CommandExt;
+use std::time::Duration;
+
+use common::*;
+
+#[test]
+fn autostart_then_status_list_and_stop() {
+    let sb = Sandbox::new();
+    assert!(!sb.socket().exists());
+
+    // No daemon yet: the first command starts one.
+    let out = ok(sb.banger(&["vm", "list"]));
+    assert_eq!(out.trim(), "No VMs.");
+    let pid = sb.daemon_pid().expect("the daemon recorded its pid");
+    assert!(process_alive(pid));
+
+    // Private modes on the socket and its directory.
+    assert_eq!(mode(&sb.runtime_dir()), 0o700);
+    assert_eq!(mode(&sb.socket()), 0o600);
+
+    let status: serde_json::Value =
+        serde_json::from_str(&ok(sb.banger(&["daemon", "status", "--json"]))).unwrap();
+    assert_eq!(status["running"], true);
+    assert_eq!(status["daemon"]["pid"], pid);
+    assert_eq!(status["daemon"]["version"], env!("CARGO_PKG_VERSION"));
+
+    assert_eq!(ok(sb.banger(&["vm", "list", "--json"])).trim(), "[]");
+    assert_eq!(ok(sb.banger(&["image", "list", "--json"])).trim(), "[]");
+    assert_eq!(ok(sb.banger(&["image", "list"])).trim(), "No images.");
+    // Still the same daemon: commands reuse it rather than starting more.
+    assert_eq!(sb.daemon_pid(), Some(pid));
+
+    assert_eq!(ok(sb.banger(&["daemon", "stop"])).trim(), "bangerd stopped");
+    assert!(!sb.socket().exists(), "the socket is removed on shutdown");
+    assert!(
+        wait_until(Duration::from_secs(5), || !process_alive(pid)),
+        "daemon exited"
+    );
+
+    let out = sb.banger(&["daemon", "status"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stdout(&out).trim(), "bangerd is not running");
+    assert_eq!(
+        ok(sb.banger(&["daemon", "stop"])).trim(),
+        "bangerd is not running"
+    );
+
+    let log = std::fs::read_to_string(sb.state_dir().join("bangerd.log")).unwrap();
+    assert!(log.contains("bangerd listening"), "{log}");
+    assert!(log.contains("bangerd stopped"), "{log}");
+}
+
+#[test]
+fn second_daemon_is_refused() {
+    let sb = Sandbox::new();
+    let out = ok(sb.banger(&["daemon", "start"]));
+    assert!(out.starts_with("bangerd started"), "{out}");
+    let pid = sb.daemon_pid().unwrap();
+
+    let second = sb.command("bangerd").output().unwrap();
+    assert_eq!(second.status.code(), Some(1));
+    let err = stderr(&second);
+    assert!(
+        err.contains(&format!("bangerd is already running as pid {pid}")),
+        "{err}"
+    );
+
+    let again = ok(sb.banger(&["daemon", "start"]));
+    assert_eq!(
+        again.trim(),
+        format!("bangerd is already running (pid {pid})")
+    );
+    // The first one is untouched and still serving.
+    assert_eq!(sb.daemon_pid(), Some(pid));
+    ok(sb.banger(&["vm", "list"]));
+}
+
+#[test]
+fn stale_socket_from_a_dead_daemon_is_replaced() {
+    let sb = Sandbox::new();
+    std::fs::create_dir_all(sb.runtime_dir()).unwrap();
+    // A bound-then-dropped listener leaves its socket file behind, exactly
+    // as a daemon killed with SIGKILL does.
+    drop(std::os::unix::net::UnixListener::bind(sb.socket()).unwrap());
+    assert!(sb.socket().exists());
+
+    assert_eq!(ok(sb.banger(&["vm", "list"])).trim(), "No VMs.");
+    assert_eq!(mode(&sb.socket()), 0o600);
+}
+
+#[test]
+fn daemon_killed_with_sigkill_is_replaced_on_next_command() {
+    let sb = Sandbox::new();
+    ok(sb.banger(&["daemon", "start"]));
+    let first = sb.daemon_pid().unwrap();
+    signal(first, rustix::process::Signal::KILL);
+    assert!(wait_until(Duration::from_secs(5), || !process_alive(first)));
+
+    ok(sb.banger(&["vm", "list"]));
+    let second = sb.daemon_pid().unwrap();
+    assert_ne!(first, second);
+}
+
+#[test]
+fn sigterm_stops_the_daemon_cleanly() {
+    let sb = Sandbox::new();
+    ok(sb.banger(&["daemon", "start"]));
+    let pid = sb.daemon_pid().unwrap();
+    signal(pid, rustix::process::Signal::TERM);
+    assert!(wait_until(Duration::from_secs(5), || !process_alive(pid)));
+    assert!(!sb.socket().exists());
+    let log = std::fs::read_to_string(sb.state_dir().join("bangerd.log")).unwrap();
+    assert!(log.contains("SIGTERM"), "{log}");
+}
+
+#[test]
+fn foreground_daemon_logs_to_stderr_and_stops_on_sigint() {
+    let sb = Sandbox::new();
+    let child = sb
+        .command("bangerd")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(10), || sb.socket().exists()));
+    ok(sb.banger(&["vm", "list"]));
+    signal(child.id() as i32, rustix::process::Signal::INT);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{:?}", out.status);
+    let err = stderr(&out);
+    assert!(
+        err.contains("bangerd listening") && err.contains("SIGINT"),
+        "{err}"
+    );
+}
+
+#[test]
+fn another_uid_is_refused() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: needs root to run the client as another uid");
+        return;
+    }
+    let sb = Sandbox::new();
+    ok(sb.banger(&["daemon", "start"]));
+    // Open the way to the socket for everyone, so that only the daemon's own
+    // peer check stands between uid 65534 and the API.
+    use std::os::unix::fs::PermissionsExt;
+    let open = |p: std::path::PathBuf, m| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+    };
+    for dir in ["", "run", "home", "config", "state", "data"] {
+        open(sb.path(dir), 0o755);
+    }
+    open(sb.runtime_dir(), 0o755);
+    open(sb.socket(), 0o666);
+
+    let out = sb
+        .command("banger")
+        .args(["vm", "list"])
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("bangerd refused a connection from uid 65534: it serves only uid 0"),
+        "{err}"
+    );
+    assert!(err.contains("hint:"), "{err}");
+    // The owner is still served.
+    ok(sb.banger(&["vm", "list"]));
+}
+
+#[test]
+fn unknown_config_key_stops_the_daemon_with_a_clear_error() {
+    let sb = Sandbox::new();
+    std::fs::create_dir_all(sb.config_file().parent().unwrap()).unwrap();
+    std::fs::write(sb.config_file(), "log_levle = \"debug\"\n").unwrap();
+
+    let out = sb.banger(&["vm", "list"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("bangerd exited at start-up"), "{err}");
+    assert!(err.contains("log_levle"), "{err}");
+    assert!(
+        err.contains(&sb.config_file().display().to_string()),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn corrupt_database_is_kept_and_named() {
+    let sb = Sandbox::new();
+    std::fs::create_dir_all(sb.state_dir()).unwrap();
+    let db = sb.state_dir().join("state.db");
+    let garbage = vec![0x5a_u8; 8192];
+    std::fs::write(&db, &garbage).unwrap();
+
+    let out = sb.banger(&["vm", "list"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains(&db.display().to_string()), "{err}");
+    assert_eq!(
+        std::fs::read(&db).unwrap(),
+        garbage,
+        "the database is left as it was"
+    );
+}
+
+#[test]
+fn usage_errors_exit_2_and_help_reads_well() {
+    let sb = Sandbox::new();
+    let out = sb.banger(&["vm", "frobnicate"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = sb.banger(&["--help"]);
+    let help = ok(out);
+    for word in [
+        "vm",
+        "image",
+        "doctor",
+        "daemon",
+        "version",
+        "completions",
+        "--json",
+    ] {
+        assert!(help.contains(word), "help lacks {word}:\n{help}");
+    }
+    // Neither usage errors nor help start a daemon.
+    assert!(!sb.socket().exists());
+}
+
+#[test]
+fn version_does_not_start_a_daemon() {
+    let sb = Sandbox::new();
+    let out = ok(sb.banger(&["version"]));
+    assert!(
+        out.contains(&format!("banger {}", env!("CARGO_PKG_VERSION"))),
+        "{out}"
+    );
+    assert!(out.contains("bangerd not running"), "{out}");
+    assert!(!sb.socket().exists());
+}
+
+#[test]
+fn completions_for_each_shell() {
+    let sb = Sandbox::new();
+    for shell in ["bash", "zsh", "fish"] {
+        let script = ok(sb.banger(&["completions", shell]));
+        assert!(script.contains("banger"), "{shell}");
+        assert!(script.contains("doctor"), "{shell}");
+    }
+}
+
+#[test]
+fn doctor_lists_every_requirement() {
+    let sb = Sandbox::new();
+    let out = sb.banger(&["doctor", "--json"]);
+    // Exit status depends on this host; the report's shape does not.
+    let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let names: Vec<&str> = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    for needed in ["mkfs.ext4", "ip", "nft", "ssh"] {
+        assert!(
+            names.iter().any(|n| n.contains(needed)),
+            "{needed} missing from {names:?}"
+        );
+    }
+    assert!(names.iter().any(|n| n.contains("kvm")), "{names:?}");
+    let text = stdout(&sb.banger(&["doctor"]));
+    assert!(text.contains('✓') || text.contains('✗'), "{text}");
+}
