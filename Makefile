@@ -4,9 +4,10 @@ CARGO ?= cargo
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 # Host packages the tests and the daemon use (Debian/Ubuntu names).
-DEB_PACKAGES := e2fsprogs iproute2 nftables openssh-client openssh-server sudo
+DEB_PACKAGES := e2fsprogs iproute2 nftables openssh-client openssh-server sudo \
+	qemu-system-x86 debootstrap busybox-static cpio lz4 zstd curl ca-certificates
 
-.PHONY: help deps build test lint bench install uninstall clean
+.PHONY: help deps build test lint bench install uninstall clean runtime-debian runtime-bundle verify
 
 help:
 	@echo "make deps      install the host packages banger uses (apt-get)"
@@ -15,6 +16,9 @@ help:
 	@echo "make lint      cargo fmt --check and clippy -D warnings"
 	@echo "make bench     print the control-plane figures"
 	@echo "make install   install both binaries under PREFIX=$(PREFIX)"
+	@echo "make runtime-debian  build ./runtime (kernel, initrd, rootfs) from Debian's packages"
+	@echo "make runtime-bundle  fetch ./runtime from the archive RUNTIME_MANIFEST names"
+	@echo "make verify    boot a real VM and run the smoke test (verify.sh)"
 
 deps:
 	$(SUDO) apt-get update
@@ -46,3 +50,13 @@ uninstall:
 clean:
 	$(CARGO) clean
 	rm -f banger bangerd
+
+runtime-debian:
+	scripts/make-bundle.sh runtime
+
+RUNTIME_MANIFEST ?= runtime-bundle.toml
+runtime-bundle:
+	RUNTIME_MANIFEST=$(RUNTIME_MANIFEST) scripts/fetch-bundle.sh
+
+verify: build
+	./verify.sh $(if $(VMM),--vmm $(VMM))

@@ -26,12 +26,59 @@ pub enum ConfigError {
 pub struct Config {
     /// How much the daemon logs: error, warn, info, debug or trace.
     pub log_level: LogLevel,
+    /// Which VMM runs new VMs: `auto` probes the host (see `banger doctor`).
+    pub vmm: VmmChoice,
+    /// The runtime bundle's directory, when not `./runtime` of a checkout
+    /// or `$XDG_DATA_HOME/banger/runtime`.
+    pub runtime_dir: Option<PathBuf>,
+    /// A firecracker binary to use instead of the bundle's or PATH's.
+    pub firecracker: Option<PathBuf>,
+    /// How long a booting VM has to answer SSH.
+    pub ssh_timeout_secs: u64,
+    /// How long `vm stop` waits for a clean shutdown before killing the VMM.
+    pub stop_timeout_secs: u64,
+    pub network: NetworkConfig,
+}
+
+/// `[network]`: the bridge VMs attach to.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NetworkConfig {
+    /// The host bridge's name.
+    pub bridge: String,
+    /// The bridge's address and prefix; guests get addresses from it.
+    pub subnet: String,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        NetworkConfig {
+            bridge: "banger0".into(),
+            subnet: "172.30.0.1/24".into(),
+        }
+    }
+}
+
+/// The VMM choice, in config and on `vm create --vmm`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VmmChoice {
+    /// Firecracker where the host can boot guests with it, else QEMU.
+    Auto,
+    Firecracker,
+    Qemu,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
             log_level: LogLevel::Info,
+            vmm: VmmChoice::Auto,
+            runtime_dir: None,
+            firecracker: None,
+            ssh_timeout_secs: 300,
+            stop_timeout_secs: 30,
+            network: NetworkConfig::default(),
         }
     }
 }
@@ -109,6 +156,14 @@ mod tests {
             parse("log_level = \"debug\"").unwrap().log_level,
             LogLevel::Debug
         );
+    }
+
+    #[test]
+    fn network_section_is_read() {
+        let cfg = parse("vmm = \"qemu\"\n[network]\nsubnet = \"10.1.2.1/24\"\n").unwrap();
+        assert_eq!(cfg.vmm, VmmChoice::Qemu);
+        assert_eq!(cfg.network.subnet, "10.1.2.1/24");
+        assert_eq!(cfg.network.bridge, "banger0");
     }
 
     #[test]

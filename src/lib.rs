@@ -7,13 +7,25 @@
 //! - [`rpc`]: the contract between the two: API types (serde, no I/O) and the client.
 //! - [`store`]: SQLite schema, migrations and queries; sole owner of on-disk state.
 //! - [`system`]: the shell-out layer and native host helpers. May spawn.
+//! - [`firecracker`]: launch Firecracker and drive it through its API socket. May spawn.
+//! - [`vm`]: VM lifecycle: create, start, stop, delete, reconcile; the VMM backends.
+//! - [`image`]: the image registry and its disk files.
+//! - [`net`]: network planning (subnet, IP, MAC, tap), pure.
+//! - [`bundle`]: the runtime bundle (kernel, initrd, base rootfs, defaults).
+//! - [`size`]: sizes as people type them.
 //! - [`paths`]: XDG locations and the daemon socket.
 //! - [`config`]: `config.toml`, every key defaulted.
 
+pub mod bundle;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod firecracker;
+pub mod image;
+pub mod net;
 pub mod paths;
 pub mod rpc;
+pub mod size;
 pub mod store;
 pub mod system;
+pub mod vm;

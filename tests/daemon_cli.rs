@@ -16,7 +16,7 @@ fn autostart_then_status_list_and_stop() {
 
     // No daemon yet: the first command starts one.
     let out = ok(sb.banger(&["vm", "list"]));
-    assert_eq!(out.trim(), "No VMs.");
+    assert!(out.starts_with("No VMs."), "{out}");
     let pid = sb.daemon_pid().expect("the daemon recorded its pid");
     assert!(process_alive(pid));
 
@@ -32,7 +32,7 @@ fn autostart_then_status_list_and_stop() {
 
     assert_eq!(ok(sb.banger(&["vm", "list", "--json"])).trim(), "[]");
     assert_eq!(ok(sb.banger(&["image", "list", "--json"])).trim(), "[]");
-    assert_eq!(ok(sb.banger(&["image", "list"])).trim(), "No images.");
+    assert!(ok(sb.banger(&["image", "list"])).starts_with("No images."));
     // Still the same daemon: commands reuse it rather than starting more.
     assert_eq!(sb.daemon_pid(), Some(pid));
 
@@ -90,7 +90,7 @@ fn stale_socket_from_a_dead_daemon_is_replaced() {
     drop(std::os::unix::net::UnixListener::bind(sb.socket()).unwrap());
     assert!(sb.socket().exists());
 
-    assert_eq!(ok(sb.banger(&["vm", "list"])).trim(), "No VMs.");
+    assert!(ok(sb.banger(&["vm", "list"])).starts_with("No VMs."));
     assert_eq!(mode(&sb.socket()), 0o600);
 }
 

@@ -86,6 +86,7 @@ fn write_until_killed(path: &Path) -> ! {
             disk_bytes: 1 << 30,
             work_disk_bytes: None,
             lease: None,
+            nat: true,
         })
         .unwrap();
     let process = VmProcess {

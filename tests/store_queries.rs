@@ -34,6 +34,7 @@ fn vm(name: &str, n: u8) -> NewVm {
         disk_bytes: 4 << 30,
         work_disk_bytes: Some(1 << 30),
         lease: Some(lease(n)),
+        nat: true,
     }
 }
 
@@ -131,6 +132,7 @@ fn vms_insert_list_get_delete_with_leases() {
     let bare = store
         .insert_vm(&NewVm {
             lease: None,
+            nat: true,
             backend: "qemu".into(),
             ..vm("bare", 0)
         })
@@ -211,6 +213,7 @@ fn each_unique_vm_field_conflicts_and_leaves_no_partial_row() {
     let free = lease(9);
     let second = |lease| NewVm {
         lease: Some(lease),
+        nat: true,
         ..vm("second", 0)
     };
 

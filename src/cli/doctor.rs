@@ -10,10 +10,11 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<ExitCode> {
     // start, check from here (same host) and say so.
     let (report, daemon_problem) = match autostart::client(&ctx.paths).await {
         Ok(client) => (client.doctor().await?, None),
-        Err(err) => (
-            crate::daemon::doctor_report().await,
-            Some(format!("{err:#}")),
-        ),
+        Err(err) => {
+            let config = crate::config::Config::load(&ctx.paths.config_file()).unwrap_or_default();
+            let report = crate::daemon::doctor_report(&config, &ctx.paths).await;
+            (report, Some(format!("{err:#}")))
+        }
     };
     if ctx.json {
         output::json(&report)?;

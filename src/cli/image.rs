@@ -1,42 +1,91 @@
 //! `banger image ...`
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::Subcommand;
 
 use super::{Ctx, autostart, output};
+use crate::rpc::api::ImportImage;
+use crate::size::format_size;
 
 #[derive(Debug, Subcommand)]
 pub enum ImageCommand {
     /// List the registered root filesystem images.
     #[command(visible_alias = "ls")]
     List,
+    /// Show one image: size, the VMs using it, its packages.
+    Show { name: String },
+    /// Register an ext4 root filesystem image (it is checked and copied).
+    Import { name: String, path: PathBuf },
+    /// Forget an image and delete its files (refused while a VM uses it).
+    #[command(visible_alias = "rm")]
+    Delete { name: String },
 }
 
 pub async fn run(ctx: &Ctx, command: ImageCommand) -> anyhow::Result<ExitCode> {
+    let client = autostart::client(&ctx.paths).await?;
     match command {
-        ImageCommand::List => list(ctx).await,
-    }
-}
-
-async fn list(ctx: &Ctx) -> anyhow::Result<ExitCode> {
-    let images = autostart::client(&ctx.paths).await?.list_images().await?;
-    if ctx.json {
-        output::json(&images)?;
-    } else if images.is_empty() {
-        println!("No images.");
-    } else {
-        let rows: Vec<Vec<String>> = images
-            .into_iter()
-            .map(|image| {
-                vec![
-                    image.name,
-                    image.size_bytes.map_or_else(|| "-".into(), output::bytes),
-                    image.rootfs.display().to_string(),
-                ]
-            })
-            .collect();
-        output::table(&["NAME", "SIZE", "ROOTFS"], &rows);
+        ImageCommand::List => {
+            let images = client.list_images().await?;
+            if ctx.json {
+                output::json(&images)?;
+            } else if images.is_empty() {
+                println!(
+                    "No images. The runtime bundle's rootfs becomes `default` on the first `vm create`."
+                );
+            } else {
+                let rows: Vec<Vec<String>> = images
+                    .into_iter()
+                    .map(|image| {
+                        vec![
+                            image.name,
+                            image.size_bytes.map_or_else(|| "-".into(), format_size),
+                            image.rootfs.display().to_string(),
+                        ]
+                    })
+                    .collect();
+                output::table(&["NAME", "SIZE", "ROOTFS"], &rows);
+            }
+        }
+        ImageCommand::Show { name } => {
+            let image = client.image(&name).await?;
+            if ctx.json {
+                output::json(&image)?;
+            } else {
+                println!("name      {}", image.name);
+                println!(
+                    "size      {}",
+                    image.size_bytes.map_or_else(|| "-".into(), format_size)
+                );
+                println!("rootfs    {}", image.rootfs.display());
+                let used = if image.used_by.is_empty() {
+                    "-".into()
+                } else {
+                    image.used_by.join(", ")
+                };
+                println!("used by   {used}");
+                match &image.packages {
+                    Some(p) => println!("packages  {} (manifest next to the rootfs)", p.len()),
+                    None => println!("packages  - (no manifest)"),
+                }
+            }
+        }
+        ImageCommand::Import { name, path } => {
+            let path = std::path::absolute(&path)
+                .with_context(|| format!("bad path {}", path.display()))?;
+            let image = client.import_image(&ImportImage { name, path }).await?;
+            println!(
+                "imported {} ({})",
+                image.name,
+                image.size_bytes.map_or_else(|| "-".into(), format_size)
+            );
+        }
+        ImageCommand::Delete { name } => {
+            client.delete_image(&name).await?;
+            println!("{name} deleted");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -30,17 +30,6 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) {
     }
 }
 
-/// `1536 MiB`, `2.0 GiB`: a size for people.
-pub fn bytes(n: u64) -> String {
-    const MIB: u64 = 1 << 20;
-    const GIB: u64 = 1 << 30;
-    if n >= GIB {
-        format!("{:.1} GiB", n as f64 / GIB as f64)
-    } else {
-        format!("{} MiB", n.div_ceil(MIB))
-    }
-}
-
 /// `3d 4h`, `5m 2s`: a duration for people.
 pub fn duration(secs: u64) -> String {
     let (d, h, m, s) = (secs / 86400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
@@ -57,9 +46,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sizes_and_durations_read_well() {
-        assert_eq!(bytes(1536 << 20), "1.5 GiB");
-        assert_eq!(bytes(300 << 20), "300 MiB");
+    fn durations_read_well() {
         assert_eq!(duration(42), "42s");
         assert_eq!(duration(3 * 60 + 2), "3m 2s");
         assert_eq!(duration(2 * 3600 + 60), "2h 1m");

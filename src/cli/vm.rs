@@ -1,49 +1,378 @@
 //! `banger vm ...`
 
+use std::os::unix::process::CommandExt;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use clap::Subcommand;
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
 
 use super::{Ctx, autostart, output};
+use crate::rpc::api::{CreateVm, VmDetails, VmOpResult};
+use crate::size::{format_size, parse_size};
 
 #[derive(Debug, Subcommand)]
 pub enum VmCommand {
+    /// Create a VM and boot it; prints its address once SSH answers.
+    Create(CreateArgs),
     /// List every VM with its state and address.
     #[command(visible_alias = "ls")]
     List,
+    /// Show everything about one VM.
+    Show { name: String },
+    /// Boot a stopped VM with the disks it had.
+    Start { name: String },
+    /// Shut a VM down (its disks and address are kept).
+    Stop {
+        name: String,
+        /// Kill the VMM at once instead of asking the guest to shut down.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Stop, then start.
+    Restart { name: String },
+    /// Delete a VM and its disks (a running one is stopped first).
+    #[command(visible_alias = "rm")]
+    Delete {
+        name: String,
+        /// Kill a running VM instead of shutting it down cleanly.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Open a shell in a VM, or run a command there (`banger vm ssh box -- uname -a`).
+    Ssh {
+        name: String,
+        /// Print the ssh command instead of running it.
+        #[arg(long)]
+        print: bool,
+        /// The command to run; without one, an interactive shell.
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
+    /// CPU, memory and uptime of the VM's VMM process.
+    Stats { name: String },
+    /// The VM's serial console and VMM log.
+    Logs {
+        name: String,
+        /// Keep printing what is appended.
+        #[arg(short, long)]
+        follow: bool,
+        /// How many lines of each log to print first.
+        #[arg(short = 'n', long, default_value_t = 100)]
+        lines: usize,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// The VM's name, also its host name and DNS name (<name>.vm).
+    #[arg(long)]
+    name: String,
+    /// The image to clone its root disk from (default: the bundle's).
+    #[arg(long)]
+    image: Option<String>,
+    #[arg(long)]
+    vcpus: Option<u32>,
+    /// Memory: MiB, or a size like 2G.
+    #[arg(long)]
+    memory: Option<String>,
+    /// Root disk size, like 4G (at least the image's size).
+    #[arg(long)]
+    disk: Option<String>,
+    /// Size of the persistent work disk mounted at /work, like 8G.
+    #[arg(long)]
+    work_disk: Option<String>,
+    /// Make the disks and keys but do not boot.
+    #[arg(long)]
+    no_start: bool,
+    /// Host-only networking: no NAT to the outside world.
+    #[arg(long)]
+    no_nat: bool,
+    /// The VMM: auto (default), firecracker or qemu.
+    #[arg(long, value_parser = ["auto", "firecracker", "qemu"])]
+    vmm: Option<String>,
 }
 
 pub async fn run(ctx: &Ctx, command: VmCommand) -> anyhow::Result<ExitCode> {
+    let name = match &command {
+        VmCommand::Create(args) => Some(&args.name),
+        VmCommand::List => None,
+        VmCommand::Show { name }
+        | VmCommand::Start { name }
+        | VmCommand::Stop { name, .. }
+        | VmCommand::Restart { name }
+        | VmCommand::Delete { name, .. }
+        | VmCommand::Ssh { name, .. }
+        | VmCommand::Stats { name }
+        | VmCommand::Logs { name, .. } => Some(name),
+    };
+    if let Some(name) = name {
+        crate::net::check_dns_label(name).map_err(anyhow::Error::msg)?;
+    }
+    let client = autostart::client(&ctx.paths).await?;
     match command {
-        VmCommand::List => list(ctx).await,
+        VmCommand::Create(args) => {
+            let req = create_request(args)?;
+            let result = client.create_vm(&req).await?;
+            print_op(ctx, &result, "created")?;
+        }
+        VmCommand::List => list(ctx, client.list_vms().await?)?,
+        VmCommand::Show { name } => show(ctx, &client.vm(&name).await?)?,
+        VmCommand::Start { name } => print_op(ctx, &client.start_vm(&name).await?, "started")?,
+        VmCommand::Restart { name } => {
+            print_op(ctx, &client.restart_vm(&name).await?, "restarted")?
+        }
+        VmCommand::Stop { name, force } => {
+            let vm = client.stop_vm(&name, force).await?;
+            if ctx.json {
+                output::json(&vm)?;
+            } else {
+                println!("{} stopped", vm.name);
+            }
+        }
+        VmCommand::Delete { name, force } => {
+            client.delete_vm(&name, force).await?;
+            println!("{name} deleted");
+        }
+        VmCommand::Ssh {
+            name,
+            print,
+            command,
+        } => return ssh(&client.vm(&name).await?, print, command),
+        VmCommand::Stats { name } => {
+            let stats = client.vm_stats(&name).await?;
+            if ctx.json {
+                output::json(&stats)?;
+            } else {
+                output::table(
+                    &["NAME", "PID", "CPU", "MEMORY", "UPTIME"],
+                    &[vec![
+                        stats.name,
+                        stats.pid.to_string(),
+                        format!("{:.1}%", stats.cpu_percent),
+                        format_size(stats.rss_bytes),
+                        output::duration(stats.uptime_secs),
+                    ]],
+                );
+            }
+        }
+        VmCommand::Logs {
+            name,
+            follow,
+            lines,
+        } => logs(&client.vm(&name).await?, follow, lines).await?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn create_request(args: CreateArgs) -> anyhow::Result<CreateVm> {
+    let size = |flag: &str, value: Option<String>| -> anyhow::Result<Option<u64>> {
+        value
+            .map(|v| parse_size(&v).map_err(|e| anyhow::anyhow!("--{flag}: {e}")))
+            .transpose()
+    };
+    // A bare number is MiB, as Firecracker and QEMU count memory.
+    let memory_mib = match args.memory {
+        Some(m) if m.trim().chars().all(|c| c.is_ascii_digit()) => Some(m.trim().parse()?),
+        other => size("memory", other)?.map(|b| (b >> 20) as u32),
+    };
+    Ok(CreateVm {
+        name: args.name,
+        image: args.image,
+        vcpus: args.vcpus,
+        memory_mib,
+        disk_bytes: size("disk", args.disk)?,
+        work_disk_bytes: size("work-disk", args.work_disk)?,
+        vmm: args.vmm,
+        start: !args.no_start,
+        nat: !args.no_nat,
+    })
+}
+
+fn print_op(ctx: &Ctx, result: &VmOpResult, verb: &str) -> anyhow::Result<()> {
+    if ctx.json {
+        return output::json(result);
+    }
+    let vm = &result.vm;
+    let ip = vm.ip.as_deref().unwrap_or("-");
+    match result.ssh_ready_ms {
+        Some(ms) => println!(
+            "{} {verb}: {ip} ({}), SSH ready in {:.1} s",
+            vm.name,
+            vm.dns_name,
+            ms as f64 / 1000.0
+        ),
+        None => println!("{} {verb} ({}), not started", vm.name, vm.state),
+    }
+    println!("  vmm: {}", vm.backend_detail);
+    println!("  ssh: banger vm ssh {}", vm.name);
+    Ok(())
+}
+
+fn list(ctx: &Ctx, vms: Vec<crate::rpc::api::VmSummary>) -> anyhow::Result<()> {
+    if ctx.json {
+        return output::json(&vms);
+    }
+    if vms.is_empty() {
+        println!("No VMs. Create one: banger vm create --name NAME");
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = vms
+        .into_iter()
+        .map(|vm| {
+            vec![
+                vm.name,
+                vm.state,
+                vm.image.unwrap_or_else(|| "-".into()),
+                vm.backend,
+                vm.vcpus.to_string(),
+                format_size(u64::from(vm.memory_mib) << 20),
+                vm.ip.unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    output::table(
+        &["NAME", "STATE", "IMAGE", "VMM", "VCPUS", "MEMORY", "IP"],
+        &rows,
+    );
+    Ok(())
+}
+
+fn show(ctx: &Ctx, vm: &VmDetails) -> anyhow::Result<()> {
+    if ctx.json {
+        return output::json(vm);
+    }
+    let dash = |v: Option<&str>| v.unwrap_or("-").to_string();
+    let rows = [
+        ("name", vm.name.clone()),
+        ("state", vm.state.clone()),
+        ("image", dash(vm.image.as_deref())),
+        ("vmm", vm.backend_detail.clone()),
+        ("vcpus", vm.vcpus.to_string()),
+        ("memory", format_size(u64::from(vm.memory_mib) << 20)),
+        ("disk", format_size(vm.disk_bytes)),
+        (
+            "work disk",
+            vm.work_disk_bytes
+                .map_or("-".into(), |b| format!("{} at /work", format_size(b))),
+        ),
+        ("ip", dash(vm.ip.as_deref())),
+        ("dns", vm.dns_name.clone()),
+        ("mac", dash(vm.mac.as_deref())),
+        ("tap", dash(vm.tap.as_deref())),
+        (
+            "nat",
+            if vm.nat {
+                "yes".into()
+            } else {
+                "no (host-only)".into()
+            },
+        ),
+        ("pid", vm.pid.map_or("-".into(), |p| p.to_string())),
+        (
+            "uptime",
+            vm.uptime_secs.map_or("-".into(), output::duration),
+        ),
+        ("directory", vm.dir.display().to_string()),
+    ];
+    for (key, value) in rows {
+        println!("{key:<10} {value}");
+    }
+    Ok(())
+}
+
+/// Replaces this process with the system ssh client, so the remote exit
+/// code is ours and the terminal is the user's.
+fn ssh(vm: &VmDetails, print: bool, command: Vec<String>) -> anyhow::Result<ExitCode> {
+    if vm.state != "running" {
+        bail!(
+            "VM `{}` is {}; start it with `banger vm start {}`",
+            vm.name,
+            vm.state,
+            vm.name
+        );
+    }
+    let ip = vm.ip.as_deref().context("the VM has no address")?;
+    let mut argv = crate::system::ssh::client_options(&vm.ssh_key, &vm.known_hosts);
+    argv.push(format!("root@{ip}"));
+    if !command.is_empty() {
+        argv.push("--".into());
+        argv.extend(command);
+    }
+    if print {
+        let quoted: Vec<String> = argv.iter().map(|a| shell_quote(a)).collect();
+        println!("ssh {}", quoted.join(" "));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let err = std::process::Command::new("ssh").args(&argv).exec();
+    Err(anyhow::Error::new(err).context("cannot run ssh (install openssh-client)"))
+}
+
+/// Quotes `arg` for a POSIX shell when it needs it (for `--print` only).
+fn shell_quote(arg: &str) -> String {
+    if !arg.is_empty()
+        && arg
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:@,+".contains(c))
+    {
+        arg.to_string()
+    } else {
+        format!("'{}'", arg.replace('\'', r"'\''"))
     }
 }
 
-async fn list(ctx: &Ctx) -> anyhow::Result<ExitCode> {
-    let vms = autostart::client(&ctx.paths).await?.list_vms().await?;
-    if ctx.json {
-        output::json(&vms)?;
-    } else if vms.is_empty() {
-        println!("No VMs.");
-    } else {
-        let rows: Vec<Vec<String>> = vms
-            .into_iter()
-            .map(|vm| {
-                vec![
-                    vm.name,
-                    vm.state,
-                    vm.image.unwrap_or_else(|| "-".into()),
-                    vm.backend,
-                    vm.vcpus.to_string(),
-                    output::bytes(u64::from(vm.memory_mib) << 20),
-                    vm.ip.unwrap_or_else(|| "-".into()),
-                ]
-            })
-            .collect();
-        output::table(
-            &["NAME", "STATE", "IMAGE", "VMM", "VCPUS", "MEMORY", "IP"],
-            &rows,
-        );
+/// Prints the tail of the VMM log and the console, then, with `follow`,
+/// what is appended to either.
+async fn logs(vm: &VmDetails, follow: bool, lines: usize) -> anyhow::Result<()> {
+    let sources = [("vmm log", &vm.vmm_log), ("console", &vm.console_log)];
+    let mut offsets = Vec::new();
+    for (label, path) in sources {
+        let bytes = std::fs::read(path).unwrap_or_default();
+        println!("==> {label} ({}) <==", path.display());
+        let text = String::from_utf8_lossy(&bytes);
+        let all: Vec<&str> = text.lines().collect();
+        for line in &all[all.len().saturating_sub(lines)..] {
+            println!("{line}");
+        }
+        offsets.push(bytes.len() as u64);
     }
-    Ok(ExitCode::SUCCESS)
+    if !follow {
+        return Ok(());
+    }
+    let mut current = 1;
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        for (i, (label, path)) in sources.iter().enumerate() {
+            let Ok(bytes) = std::fs::read(path) else {
+                continue;
+            };
+            let len = bytes.len() as u64;
+            if len < offsets[i] {
+                offsets[i] = 0; // truncated or replaced
+            }
+            if len > offsets[i] {
+                if current != i {
+                    println!("==> {label} <==");
+                    current = i;
+                }
+                print!("{}", String::from_utf8_lossy(&bytes[offsets[i] as usize..]));
+                offsets[i] = len;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn print_quotes_only_what_needs_it() {
+        assert_eq!(shell_quote("root@172.30.0.2"), "root@172.30.0.2");
+        assert_eq!(
+            shell_quote("UserKnownHostsFile=/a b"),
+            "'UserKnownHostsFile=/a b'"
+        );
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+    }
 }

@@ -71,3 +71,79 @@ impl IntoResponse for ApiError {
         (self.status, Json(self.body)).into_response()
     }
 }
+
+impl From<crate::vm::VmError> for ApiError {
+    fn from(err: crate::vm::VmError) -> ApiError {
+        use crate::vm::VmError as E;
+        let (status, hint) = match &err {
+            E::Store(StoreError::NotFound { .. }) => (
+                StatusCode::NOT_FOUND,
+                Some("`banger vm list` shows your VMs".to_string()),
+            ),
+            E::Store(StoreError::Conflict { .. }) => (
+                StatusCode::CONFLICT,
+                Some("pick another name, or delete the old VM".into()),
+            ),
+            E::UnknownImage(_) => (
+                StatusCode::NOT_FOUND,
+                Some(
+                    "`banger image list` shows images; `banger image import NAME PATH` adds one"
+                        .into(),
+                ),
+            ),
+            E::WrongState { action, .. } => (
+                StatusCode::CONFLICT,
+                Some(match *action {
+                    "start" => {
+                        "it is already running: `banger vm ssh NAME`, or `banger vm restart NAME`"
+                            .into()
+                    }
+                    _ => "start it first: `banger vm start NAME`".into(),
+                }),
+            ),
+            E::BackendUnavailable(..) => (
+                StatusCode::BAD_REQUEST,
+                Some("`banger doctor` shows which VMMs this host can run".into()),
+            ),
+            E::Bundle(_) => (StatusCode::INTERNAL_SERVER_ERROR, None),
+            E::Image(e) => return ApiError::from_image(e, &err),
+            e if e.is_user_error() => (StatusCode::BAD_REQUEST, None),
+            _ => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Some(
+                    "the daemon log has the details: `banger daemon status` shows where it is"
+                        .into(),
+                ),
+            ),
+        };
+        if status.is_server_error() {
+            tracing::error!(error = %err, "VM operation failed");
+        }
+        let api = ApiError::new(status, &err);
+        match hint {
+            Some(h) => api.hint(h),
+            None => api,
+        }
+    }
+}
+
+impl From<crate::image::ImageError> for ApiError {
+    fn from(err: crate::image::ImageError) -> ApiError {
+        ApiError::from_image(&err, &err)
+    }
+}
+
+impl ApiError {
+    fn from_image(image: &crate::image::ImageError, err: &(dyn Error + 'static)) -> ApiError {
+        use crate::image::ImageError as E;
+        let status = match image {
+            E::Store(StoreError::NotFound { .. }) => StatusCode::NOT_FOUND,
+            E::Store(StoreError::Conflict { .. } | StoreError::ImageInUse { .. }) => {
+                StatusCode::CONFLICT
+            }
+            E::BadName(_) | E::NoSource { .. } | E::NotExt4 { .. } => StatusCode::BAD_REQUEST,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError::new(status, err)
+    }
+}

@@ -2,13 +2,15 @@
 //! socket and serves the `/v1` API until SIGTERM, SIGINT or a shutdown request.
 
 mod error;
+mod image_routes;
 mod lock;
 mod routes;
 mod socket;
+mod vm_routes;
 
 use std::fs::OpenOptions;
 use std::future::Future;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::Context;
@@ -23,39 +25,34 @@ pub use socket::{Peer, SocketError};
 
 use crate::config::Config;
 use crate::paths::Paths;
-use crate::store::Store;
+use crate::store::{SharedStore, Store};
+use crate::vm::Manager;
 
 /// What every request handler shares.
 pub struct Daemon {
     pub paths: Paths,
-    pub config: Config,
     /// The only uid this daemon serves (its own).
     pub uid: u32,
     pub started: Instant,
-    /// One connection; SQLite serializes writers anyway, and every query is short.
-    store: Mutex<Store>,
+    /// Every VM and image operation.
+    pub vms: Arc<Manager>,
     /// Woken by `POST /v1/daemon/shutdown`.
     pub shutdown: Notify,
 }
 
 impl Daemon {
-    pub fn new(paths: Paths, config: Config, store: Store) -> Daemon {
+    pub fn new(vms: Arc<Manager>, paths: Paths) -> Daemon {
         Daemon {
             paths,
-            config,
             uid: crate::paths::current_uid(),
             started: Instant::now(),
-            store: Mutex::new(store),
+            vms,
             shutdown: Notify::new(),
         }
     }
 
-    /// The store, for one short query. A panic while it was held leaves it
-    /// usable: every write is its own transaction.
-    pub fn store(&self) -> MutexGuard<'_, Store> {
-        self.store
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    pub fn store(&self) -> std::sync::MutexGuard<'_, crate::store::Store> {
+        self.vms.store().lock()
     }
 }
 
@@ -89,7 +86,12 @@ pub fn main() -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
         let listener = socket::bind(&paths.socket())?;
-        let daemon = Arc::new(Daemon::new(paths.clone(), config, store));
+        let vms = Manager::new(paths.clone(), config, SharedStore::new(store))?;
+        let found = vms.reconcile().await?;
+        if !found.adopted.is_empty() || !found.released.is_empty() {
+            tracing::info!(adopted = ?found.adopted, released = ?found.released, "reconciled VMs");
+        }
+        let daemon = Arc::new(Daemon::new(vms, paths.clone()));
         tracing::info!(pid = std::process::id(), socket = %paths.socket().display(), "bangerd listening");
         let stop = stop_signal(daemon.clone());
         serve(listener, daemon, stop).await.context("the server failed")?;

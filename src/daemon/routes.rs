@@ -13,15 +13,34 @@ use axum::{Json, Router};
 use super::Daemon;
 use super::error::ApiError;
 use super::socket::Peer;
-use crate::rpc::api::{DoctorCheck, DoctorReport, Health, ImageSummary, VmSummary};
+use super::{image_routes, vm_routes};
+use crate::bundle::Bundle;
+use crate::config::{Config, VmmChoice};
+use crate::paths::Paths;
+use crate::rpc::api::{DoctorCheck, DoctorReport, Health};
 
 /// The daemon's HTTP surface.
 pub fn router(daemon: Arc<Daemon>) -> Router {
     Router::new()
         .route("/v1/health", get(health))
         .route("/v1/doctor", get(doctor))
-        .route("/v1/vms", get(list_vms))
-        .route("/v1/images", get(list_images))
+        .route("/v1/vms", get(vm_routes::list).post(vm_routes::create))
+        .route(
+            "/v1/vms/{name}",
+            get(vm_routes::show).delete(vm_routes::delete),
+        )
+        .route("/v1/vms/{name}/start", post(vm_routes::start))
+        .route("/v1/vms/{name}/stop", post(vm_routes::stop))
+        .route("/v1/vms/{name}/restart", post(vm_routes::restart))
+        .route("/v1/vms/{name}/stats", get(vm_routes::stats))
+        .route(
+            "/v1/images",
+            get(image_routes::list).post(image_routes::import),
+        )
+        .route(
+            "/v1/images/{name}",
+            get(image_routes::show).delete(image_routes::delete),
+        )
         .route("/v1/daemon/shutdown", post(shutdown))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
@@ -67,14 +86,14 @@ async fn health(State(daemon): State<Arc<Daemon>>) -> Json<Health> {
     })
 }
 
-async fn doctor() -> Json<DoctorReport> {
-    Json(doctor_report().await)
+async fn doctor(State(daemon): State<Arc<Daemon>>) -> Json<DoctorReport> {
+    Json(doctor_report(&daemon.vms.config, &daemon.paths).await)
 }
 
-/// Every host check, as the API reports it. The CLI calls this directly when
-/// the daemon cannot start.
-pub async fn doctor_report() -> DoctorReport {
-    let checks = crate::system::host::doctor_checks(None)
+/// Every host check, then the runtime bundle and which VMM `auto` picks
+/// here and why. The CLI calls this directly when the daemon cannot start.
+pub async fn doctor_report(config: &Config, paths: &Paths) -> DoctorReport {
+    let mut checks: Vec<DoctorCheck> = crate::system::host::doctor_checks(None)
         .await
         .into_iter()
         .map(|c| DoctorCheck {
@@ -85,42 +104,44 @@ pub async fn doctor_report() -> DoctorReport {
             fix: c.fix,
         })
         .collect();
+    let bundle = Bundle::locate(config.runtime_dir.as_deref(), &paths.data_dir);
+    checks.push(match &bundle {
+        Ok(b) => DoctorCheck {
+            name: "runtime bundle".into(),
+            ok: true,
+            required: true,
+            detail: format!(
+                "{} (kernel {})",
+                b.dir.display(),
+                b.kernel_version.as_deref().unwrap_or("unknown")
+            ),
+            fix: None,
+        },
+        Err(e) => DoctorCheck {
+            name: "runtime bundle".into(),
+            ok: false,
+            required: true,
+            detail: e.to_string(),
+            fix: Some("`make runtime-debian` builds one from Debian's packages".into()),
+        },
+    });
+    let (backend, why) = crate::vm::describe_host(config, bundle.as_ref().ok());
+    let chosen = match config.vmm {
+        VmmChoice::Auto => format!("auto -> {}: {why}", backend.name()),
+        other => format!(
+            "{other:?} (set in config.toml); auto would pick {}: {why}",
+            backend.name()
+        )
+        .to_lowercase(),
+    };
+    checks.push(DoctorCheck {
+        name: "vmm".into(),
+        ok: true,
+        required: false,
+        detail: chosen,
+        fix: None,
+    });
     DoctorReport { checks }
-}
-
-async fn list_vms(State(daemon): State<Arc<Daemon>>) -> Result<Json<Vec<VmSummary>>, ApiError> {
-    let vms = daemon.store().list_vms()?;
-    Ok(Json(
-        vms.into_iter()
-            .map(|vm| VmSummary {
-                name: vm.name,
-                state: vm.state.as_str().to_string(),
-                image: vm.image,
-                backend: vm.backend,
-                vcpus: vm.vcpus,
-                memory_mib: vm.memory_mib,
-                ip: vm.ip,
-                created_at: vm.created_at,
-            })
-            .collect(),
-    ))
-}
-
-async fn list_images(
-    State(daemon): State<Arc<Daemon>>,
-) -> Result<Json<Vec<ImageSummary>>, ApiError> {
-    let images = daemon.store().list_images()?;
-    Ok(Json(
-        images
-            .into_iter()
-            .map(|image| ImageSummary {
-                name: image.name,
-                rootfs: image.rootfs_path,
-                size_bytes: image.size_bytes,
-                created_at: image.created_at,
-            })
-            .collect(),
-    ))
 }
 
 async fn shutdown(State(daemon): State<Arc<Daemon>>) -> Json<serde_json::Value> {

@@ -77,3 +77,109 @@ pub struct ErrorBody {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hint: Option<String>,
 }
+
+/// `POST /v1/vms`: what to create. Unset fields take the bundle's defaults.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CreateVm {
+    pub name: String,
+    pub image: Option<String>,
+    pub vcpus: Option<u32>,
+    pub memory_mib: Option<u32>,
+    pub disk_bytes: Option<u64>,
+    pub work_disk_bytes: Option<u64>,
+    /// `auto`, `firecracker` or `qemu`; unset means the configured choice.
+    pub vmm: Option<String>,
+    /// False for `--no-start`: disks and keys are made, nothing boots.
+    pub start: bool,
+    /// False for `--no-nat`: host-only networking.
+    pub nat: bool,
+}
+
+/// One VM in full, as `vm show` prints it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct VmDetails {
+    pub name: String,
+    pub state: String,
+    pub image: Option<String>,
+    pub backend: String,
+    /// Why this backend, and how it runs here (e.g. software emulation).
+    pub backend_detail: String,
+    pub vcpus: u32,
+    pub memory_mib: u32,
+    pub disk_bytes: u64,
+    pub work_disk_bytes: Option<u64>,
+    pub ip: Option<String>,
+    pub mac: Option<String>,
+    pub tap: Option<String>,
+    pub dns_name: String,
+    pub nat: bool,
+    pub pid: Option<u32>,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    /// Seconds since the VMM started, while it runs.
+    pub uptime_secs: Option<u64>,
+    pub dir: PathBuf,
+    pub console_log: PathBuf,
+    pub vmm_log: PathBuf,
+    /// The private key `vm ssh` uses and the known_hosts holding this VM's key.
+    pub ssh_key: PathBuf,
+    pub known_hosts: PathBuf,
+    pub host_key: Option<String>,
+}
+
+/// How long one step of an operation took.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Timing {
+    pub step: String,
+    pub ms: u64,
+}
+
+/// The answer to create, start and restart.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct VmOpResult {
+    pub vm: VmDetails,
+    /// Step by step, for `--verbose` and benchmarks.
+    pub timings: Vec<Timing>,
+    /// From the request to SSH answering, when the VM was booted.
+    pub ssh_ready_ms: Option<u64>,
+}
+
+/// `POST /v1/vms/{name}/stop` and `DELETE /v1/vms/{name}`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StopVm {
+    /// Kill the VMM at once instead of asking the guest to shut down.
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// `GET /v1/vms/{name}/stats`: the VMM process, from /proc.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct VmStats {
+    pub name: String,
+    pub pid: u32,
+    /// Percent of one core over a short sample.
+    pub cpu_percent: f64,
+    pub rss_bytes: u64,
+    pub uptime_secs: u64,
+    pub cpu_time_ms: u64,
+}
+
+/// `POST /v1/images`: register an ext4 rootfs.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ImportImage {
+    pub name: String,
+    pub path: PathBuf,
+}
+
+/// One image in full.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ImageDetails {
+    pub name: String,
+    pub rootfs: PathBuf,
+    pub size_bytes: Option<u64>,
+    pub created_at: i64,
+    /// VMs created from it (it cannot be deleted while any exist).
+    pub used_by: Vec<String>,
+    /// `name version` lines from the package manifest, when it has one.
+    pub packages: Option<Vec<String>>,
+}

@@ -11,7 +11,14 @@ use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use tokio::net::UnixStream;
 
-use super::api::{DoctorReport, ErrorBody, Health, ImageSummary, VmSummary};
+use super::api::{
+    CreateVm, DoctorReport, ErrorBody, Health, ImageDetails, ImageSummary, ImportImage, StopVm,
+    VmDetails, VmOpResult, VmStats, VmSummary,
+};
+
+fn json<T: serde::Serialize>(value: &T) -> serde_json::Value {
+    serde_json::to_value(value).expect("API types serialize")
+}
 
 /// Errors talking to the daemon.
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +94,60 @@ impl Client {
 
     pub async fn list_images(&self) -> Result<Vec<ImageSummary>, ClientError> {
         self.call(Method::GET, "/v1/images", None).await
+    }
+
+    pub async fn create_vm(&self, req: &CreateVm) -> Result<VmOpResult, ClientError> {
+        self.call(Method::POST, "/v1/vms", Some(json(req))).await
+    }
+
+    pub async fn vm(&self, name: &str) -> Result<VmDetails, ClientError> {
+        self.call(Method::GET, &format!("/v1/vms/{name}"), None)
+            .await
+    }
+
+    pub async fn start_vm(&self, name: &str) -> Result<VmOpResult, ClientError> {
+        self.call(Method::POST, &format!("/v1/vms/{name}/start"), None)
+            .await
+    }
+
+    pub async fn stop_vm(&self, name: &str, force: bool) -> Result<VmDetails, ClientError> {
+        let body = json(&StopVm { force });
+        self.call(Method::POST, &format!("/v1/vms/{name}/stop"), Some(body))
+            .await
+    }
+
+    pub async fn restart_vm(&self, name: &str) -> Result<VmOpResult, ClientError> {
+        self.call(Method::POST, &format!("/v1/vms/{name}/restart"), None)
+            .await
+    }
+
+    pub async fn delete_vm(&self, name: &str, force: bool) -> Result<(), ClientError> {
+        let body = json(&StopVm { force });
+        let _: serde_json::Value = self
+            .call(Method::DELETE, &format!("/v1/vms/{name}"), Some(body))
+            .await?;
+        Ok(())
+    }
+
+    pub async fn vm_stats(&self, name: &str) -> Result<VmStats, ClientError> {
+        self.call(Method::GET, &format!("/v1/vms/{name}/stats"), None)
+            .await
+    }
+
+    pub async fn image(&self, name: &str) -> Result<ImageDetails, ClientError> {
+        self.call(Method::GET, &format!("/v1/images/{name}"), None)
+            .await
+    }
+
+    pub async fn import_image(&self, req: &ImportImage) -> Result<ImageDetails, ClientError> {
+        self.call(Method::POST, "/v1/images", Some(json(req))).await
+    }
+
+    pub async fn delete_image(&self, name: &str) -> Result<(), ClientError> {
+        let _: serde_json::Value = self
+            .call(Method::DELETE, &format!("/v1/images/{name}"), None)
+            .await?;
+        Ok(())
     }
 
     /// Asks the daemon to stop; it answers before it goes.

@@ -55,6 +55,12 @@ const MIGRATIONS: &[&str] = &[
     ) STRICT;
     CREATE INDEX events_vm_id ON events (vm_id);
     ",
+    // 2: the VM's SSH host key (checked strictly by `vm ssh`) and whether it
+    // gets NAT out through the host.
+    "
+    ALTER TABLE vms ADD COLUMN host_key TEXT;
+    ALTER TABLE vms ADD COLUMN nat INTEGER NOT NULL DEFAULT 1 CHECK (nat IN (0, 1));
+    ",
 ];
 
 /// The schema version this binary writes: the number of migrations it knows.

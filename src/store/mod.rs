@@ -30,6 +30,25 @@ pub use vms::{Lease, NewVm, VmProcess, VmRecord, VmState};
 use error::is_corruption;
 use migrations::{migrate, user_version};
 
+/// The store shared by the daemon's tasks. Hold the lock only for a query
+/// or two, never across an await.
+#[derive(Clone)]
+pub struct SharedStore(std::sync::Arc<std::sync::Mutex<Store>>);
+
+impl SharedStore {
+    pub fn new(store: Store) -> SharedStore {
+        SharedStore(std::sync::Arc::new(std::sync::Mutex::new(store)))
+    }
+
+    /// The store, for one short query. A panic while it was held leaves it
+    /// usable: every write is its own transaction.
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, Store> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
 /// How long a query waits for another writer before failing with "busy".
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 

@@ -7,12 +7,22 @@
 //! - [`e2fs`]: ext4 images through e2fsprogs: mkfs, grow, fsck, geometry.
 //! - [`lines`]: normalized line lists (package manifests).
 //! - [`host`]: host checks for `banger doctor`, KVM kind.
+//! - [`pid`]: is a pid still our process, signal it, wait for its exit (pidfd).
+//! - [`net`]: the VM bridge and taps through `ip`.
+//! - [`debugfs`]: write files into an ext4 image without mounting it.
+//! - [`ssh`]: SSH keys (`ssh-keygen`), readiness probe, the `ssh` argv.
+//! - [`qemu`]: the QEMU `microvm` VMM process and its QMP socket.
 #![allow(clippy::disallowed_methods)]
 
+pub mod debugfs;
 pub mod e2fs;
 pub mod exec;
 pub mod fs;
 pub mod host;
 pub mod lines;
+pub mod net;
+pub mod pid;
 pub mod proc;
+pub mod qemu;
+pub mod ssh;
 pub mod tools;

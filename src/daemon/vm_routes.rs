@@ -1,0 +1,108 @@
+//! `/v1/vms`: each handler hands the request to the VM manager. Operations
+//! that change a VM run in a task of their own, so a client hanging up
+//! cannot leave one half done.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+
+use super::Daemon;
+use super::error::ApiError;
+use crate::rpc::api::{CreateVm, StopVm, VmDetails, VmOpResult, VmStats, VmSummary};
+use crate::vm::VmError;
+
+/// Runs `op` to completion even if the request is dropped.
+async fn detached<T: Send + 'static>(
+    op: impl Future<Output = Result<T, VmError>> + Send + 'static,
+) -> Result<Json<T>, ApiError> {
+    match tokio::spawn(op).await {
+        Ok(result) => Ok(Json(result?)),
+        Err(join) => Err(ApiError::message(
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the operation failed inside bangerd: {join}"),
+        )),
+    }
+}
+
+pub async fn list(State(daemon): State<Arc<Daemon>>) -> Result<Json<Vec<VmSummary>>, ApiError> {
+    let vms = daemon.store().list_vms()?;
+    Ok(Json(
+        vms.into_iter()
+            .map(|vm| VmSummary {
+                name: vm.name,
+                state: vm.state.as_str().to_string(),
+                image: vm.image,
+                backend: vm.backend,
+                vcpus: vm.vcpus,
+                memory_mib: vm.memory_mib,
+                ip: vm.ip,
+                created_at: vm.created_at,
+            })
+            .collect(),
+    ))
+}
+
+pub async fn create(
+    State(daemon): State<Arc<Daemon>>,
+    Json(req): Json<CreateVm>,
+) -> Result<Json<VmOpResult>, ApiError> {
+    let vms = daemon.vms.clone();
+    detached(async move { vms.create(req).await }).await
+}
+
+pub async fn show(
+    State(daemon): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+) -> Result<Json<VmDetails>, ApiError> {
+    let vm = daemon.vms.get(&name)?;
+    Ok(Json(daemon.vms.details(&vm)))
+}
+
+pub async fn start(
+    State(daemon): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+) -> Result<Json<VmOpResult>, ApiError> {
+    let vms = daemon.vms.clone();
+    detached(async move { vms.start(&name).await }).await
+}
+
+pub async fn stop(
+    State(daemon): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+    body: Option<Json<StopVm>>,
+) -> Result<Json<VmDetails>, ApiError> {
+    let vms = daemon.vms.clone();
+    let force = body.is_some_and(|Json(b)| b.force);
+    detached(async move { vms.stop(&name, force).await }).await
+}
+
+pub async fn restart(
+    State(daemon): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+) -> Result<Json<VmOpResult>, ApiError> {
+    let vms = daemon.vms.clone();
+    detached(async move { vms.restart(&name).await }).await
+}
+
+pub async fn delete(
+    State(daemon): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+    body: Option<Json<StopVm>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let vms = daemon.vms.clone();
+    let force = body.is_some_and(|Json(b)| b.force);
+    detached(async move {
+        vms.delete(&name, force).await?;
+        Ok(serde_json::json!({ "deleted": name }))
+    })
+    .await
+}
+
+pub async fn stats(
+    State(daemon): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+) -> Result<Json<VmStats>, ApiError> {
+    Ok(Json(daemon.vms.stats(&name).await?))
+}

@@ -1,0 +1,461 @@
+//! Launching a VM: spawn `firecracker` in its own session (so it outlives
+//! the daemon), wait for its API socket, configure logger, machine, boot
+//! source, drives and network, then `InstanceStart`. Any failure after the
+//! spawn kills and reaps the process and removes its socket, so a failed
+//! launch leaves nothing behind.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tokio::process::{Child, Command};
+
+use super::FirecrackerError;
+use super::client::{ApiError, Client};
+use super::models::{BootSource, Drive, LogLevel, Logger, MachineConfiguration, NetworkInterface};
+
+/// How long a fresh process may take to answer on its API socket (measured
+/// here: 5–40 ms).
+pub const API_READY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How often the API socket is polled while waiting for it.
+const API_POLL_INTERVAL: Duration = Duration::from_millis(2);
+
+/// How much of the console's end goes into an early-exit error.
+const CONSOLE_TAIL_BYTES: u64 = 2048;
+
+/// The guest network interface's id; banger gives each VM one NIC.
+const IFACE_ID: &str = "eth0";
+
+/// What to boot.
+#[derive(Debug, Clone)]
+pub struct MachineSpec {
+    pub vcpus: u32,
+    pub memory_mib: u32,
+    /// An uncompressed ELF `vmlinux` (x86_64).
+    pub kernel: PathBuf,
+    pub initrd: Option<PathBuf>,
+    pub kernel_args: String,
+    /// Attached in order: the first is the guest's `/dev/vda`.
+    pub drives: Vec<DriveSpec>,
+    /// No network device when absent.
+    pub net: Option<NetSpec>,
+}
+
+/// One block device.
+#[derive(Debug, Clone)]
+pub struct DriveSpec {
+    /// Firecracker's drive id (alphanumeric and `_`), e.g. `rootfs`.
+    pub id: String,
+    pub path: PathBuf,
+    /// The kernel's `root=` is this device.
+    pub root: bool,
+    pub read_only: bool,
+}
+
+/// The VM's network interface.
+#[derive(Debug, Clone)]
+pub struct NetSpec {
+    /// A tap device the VMM's user may open.
+    pub tap: String,
+    pub mac: String,
+}
+
+/// The per-VM files Firecracker uses, all inside the VM's directory.
+#[derive(Debug, Clone)]
+pub struct RunFiles {
+    /// The API socket; a stale one is removed before launch.
+    pub api_socket: PathBuf,
+    /// Firecracker's own log, appended to.
+    pub log: PathBuf,
+    /// The guest serial console and Firecracker's stdout/stderr, appended to.
+    pub console: PathBuf,
+}
+
+/// A started VMM.
+#[derive(Debug)]
+pub struct Launched {
+    pub pid: u32,
+    /// The process handle: wait on it to reap the VMM when it exits. Dropping
+    /// it leaves the VMM running (it is in its own session).
+    pub child: Child,
+    /// How long each launch step took, in order (`spawn`, `api_ready`,
+    /// `put_logger`, ..., `instance_start`), for "create → InstanceStart"
+    /// figures.
+    pub timings: Vec<(&'static str, Duration)>,
+}
+
+impl Launched {
+    /// Time from the spawn to the end of `InstanceStart`.
+    pub fn total(&self) -> Duration {
+        self.timings.iter().map(|(_, d)| *d).sum()
+    }
+
+    /// Kills the VMM (SIGKILL), reaps it and removes its API socket.
+    pub async fn kill(mut self, files: &RunFiles) -> Result<(), FirecrackerError> {
+        kill_and_reap(&mut self.child, self.pid, files).await
+    }
+}
+
+/// Spawns `binary` for VM `vm_id`, configures it from `spec` and starts the
+/// instance. Returns once `InstanceStart` is accepted (the vCPUs run; the
+/// guest is still booting).
+pub async fn launch(
+    binary: &Path,
+    vm_id: &str,
+    files: &RunFiles,
+    spec: &MachineSpec,
+) -> Result<Launched, FirecrackerError> {
+    let mut watch = Stopwatch::new(vm_id);
+    remove_stale_socket(&files.api_socket)?;
+    // Firecracker opens the log file but does not create it.
+    open_append(&files.log)?;
+    let console = open_append(&files.console)?;
+    let console_start = console
+        .metadata()
+        .map_err(|source| prepare(&files.console, source))?
+        .len();
+    let console_err = console
+        .try_clone()
+        .map_err(|source| prepare(&files.console, source))?;
+
+    let mut command = Command::new(binary);
+    command
+        .arg("--api-sock")
+        .arg(&files.api_socket)
+        .arg("--id")
+        .arg(vm_id)
+        .stdin(Stdio::null())
+        .stdout(console)
+        .stderr(console_err)
+        .kill_on_drop(false);
+    // SAFETY: the closure runs in the forked child before exec; it only calls
+    // setsid(2), which is async-signal-safe, and allocates nothing.
+    unsafe {
+        command.pre_exec(|| rustix::process::setsid().map(drop).map_err(io::Error::from));
+    }
+    let child = command
+        .spawn()
+        .map_err(|source| FirecrackerError::SpawnProcess {
+            binary: binary.to_owned(),
+            source,
+        })?;
+    // From here on a dropped launch (error or cancelled future) must not
+    // leave the VMM behind.
+    let mut guard = SpawnGuard {
+        child: Some(child),
+        api_socket: &files.api_socket,
+    };
+    let Some(pid) = guard.child().id() else {
+        // Not reachable: a just-spawned child has not been waited on yet.
+        let status = guard.child().wait().await.unwrap_or_default();
+        return Err(FirecrackerError::ProcessExited {
+            status,
+            console: console_tail(&files.console, console_start),
+        });
+    };
+    watch.lap("spawn");
+    tracing::debug!(vm = vm_id, pid, binary = %binary.display(), "firecracker spawned");
+
+    let client = Client::new(&files.api_socket);
+    let configured = async {
+        wait_api_ready(&client, guard.child(), &files.console, console_start).await?;
+        watch.lap("api_ready");
+        configure(&client, files, spec, &mut watch).await?;
+        client.instance_start().await?;
+        watch.lap("instance_start");
+        Ok::<(), FirecrackerError>(())
+    }
+    .await;
+
+    let mut child = guard.disarm();
+    match configured {
+        Ok(()) => Ok(Launched {
+            pid,
+            child,
+            timings: watch.laps,
+        }),
+        Err(err) => {
+            tracing::debug!(vm = vm_id, pid, error = %err, "firecracker launch failed; killing it");
+            if let Err(kill_err) = kill_and_reap(&mut child, pid, files).await {
+                tracing::warn!(vm = vm_id, pid, error = %kill_err, "cannot clean up firecracker");
+            }
+            Err(err)
+        }
+    }
+}
+
+/// Asks the guest behind `api_socket` to shut down (Ctrl+Alt+Del). The
+/// guest may take its time or ignore it; the caller waits for the process
+/// and kills it after its own grace period.
+pub async fn request_shutdown(api_socket: &Path) -> Result<(), FirecrackerError> {
+    Client::new(api_socket).send_ctrl_alt_del().await
+}
+
+/// Owns the VMM while it is being configured: dropped armed (the launch
+/// future was cancelled), it sends SIGKILL and removes the API socket; tokio
+/// reaps the orphaned child in the background.
+struct SpawnGuard<'a> {
+    child: Option<Child>,
+    api_socket: &'a Path,
+}
+
+impl SpawnGuard<'_> {
+    fn child(&mut self) -> &mut Child {
+        self.child.as_mut().expect("an armed guard holds the child")
+    }
+
+    /// Hands the child over; the guard no longer kills it.
+    fn disarm(mut self) -> Child {
+        self.child.take().expect("an armed guard holds the child")
+    }
+}
+
+impl Drop for SpawnGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.start_kill();
+            let _ = std::fs::remove_file(self.api_socket);
+        }
+    }
+}
+
+/// Times the launch steps, one lap per step.
+struct Stopwatch<'a> {
+    vm_id: &'a str,
+    last: Instant,
+    laps: Vec<(&'static str, Duration)>,
+}
+
+impl<'a> Stopwatch<'a> {
+    fn new(vm_id: &'a str) -> Stopwatch<'a> {
+        Stopwatch {
+            vm_id,
+            last: Instant::now(),
+            laps: Vec::new(),
+        }
+    }
+
+    /// Records the time since the previous lap as step `name`.
+    fn lap(&mut self, name: &'static str) {
+        let now = Instant::now();
+        let took = now - self.last;
+        self.last = now;
+        tracing::debug!(
+            vm = self.vm_id,
+            step = name,
+            ?took,
+            "firecracker launch step"
+        );
+        self.laps.push((name, took));
+    }
+}
+
+/// Every configuration request before `InstanceStart`, in Firecracker's order.
+async fn configure(
+    client: &Client,
+    files: &RunFiles,
+    spec: &MachineSpec,
+    watch: &mut Stopwatch<'_>,
+) -> Result<(), FirecrackerError> {
+    client
+        .put_logger(&Logger {
+            log_path: Some(files.log.clone()),
+            level: Some(LogLevel::Info),
+            show_level: Some(true),
+            show_log_origin: Some(false),
+        })
+        .await?;
+    watch.lap("put_logger");
+    client
+        .put_machine_config(&MachineConfiguration {
+            vcpu_count: spec.vcpus,
+            mem_size_mib: spec.memory_mib,
+            smt: None,
+        })
+        .await?;
+    watch.lap("put_machine_config");
+    client
+        .put_boot_source(&BootSource {
+            kernel_image_path: spec.kernel.clone(),
+            initrd_path: spec.initrd.clone(),
+            boot_args: Some(spec.kernel_args.clone()),
+        })
+        .await?;
+    watch.lap("put_boot_source");
+    for drive in &spec.drives {
+        client
+            .put_drive(&Drive {
+                drive_id: drive.id.clone(),
+                path_on_host: drive.path.clone(),
+                is_root_device: drive.root,
+                is_read_only: drive.read_only,
+                cache_type: None,
+            })
+            .await?;
+        watch.lap("put_drive");
+    }
+    if let Some(net) = &spec.net {
+        client
+            .put_network_interface(&NetworkInterface {
+                iface_id: IFACE_ID.to_owned(),
+                host_dev_name: net.tap.clone(),
+                guest_mac: Some(net.mac.clone()),
+            })
+            .await?;
+        watch.lap("put_network_interface");
+    }
+    Ok(())
+}
+
+/// Polls `GET /` until it answers, the process exits, or the timeout passes.
+async fn wait_api_ready(
+    client: &Client,
+    child: &mut Child,
+    console: &Path,
+    console_start: u64,
+) -> Result<(), FirecrackerError> {
+    let deadline = Instant::now() + API_READY_TIMEOUT;
+    let mut last: Option<ApiError> = None;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(FirecrackerError::ProcessExited {
+                status,
+                console: console_tail(console, console_start),
+            });
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(FirecrackerError::WaitApiSocket {
+                socket: client.socket().to_owned(),
+                timeout: API_READY_TIMEOUT,
+                source: last,
+            });
+        }
+        // The socket file appears when Firecracker binds it; connecting
+        // before that only costs a failed syscall.
+        if client.socket().exists() {
+            match client.clone().with_timeout(left).describe_instance().await {
+                Ok(_) => return Ok(()),
+                Err(err) => last = into_api(err),
+            }
+        }
+        tokio::time::sleep(API_POLL_INTERVAL).await;
+    }
+}
+
+fn into_api(err: FirecrackerError) -> Option<ApiError> {
+    match err {
+        FirecrackerError::DescribeInstance(api) => Some(api),
+        _ => None,
+    }
+}
+
+/// SIGKILL, reap, remove the socket (Firecracker cannot remove it itself).
+async fn kill_and_reap(
+    child: &mut Child,
+    pid: u32,
+    files: &RunFiles,
+) -> Result<(), FirecrackerError> {
+    let killed = match child.start_kill() {
+        // Already exited and reaped: nothing to signal.
+        Err(_) if child.id().is_none() => Ok(()),
+        result => result,
+    };
+    let reaped = child.wait().await.map(drop);
+    let removed = remove_stale_socket(&files.api_socket);
+    killed
+        .and(reaped)
+        .map_err(|source| FirecrackerError::KillProcess { pid, source })?;
+    removed
+}
+
+fn remove_stale_socket(socket: &Path) -> Result<(), FirecrackerError> {
+    match std::fs::remove_file(socket) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(prepare(socket, source)),
+    }
+}
+
+fn open_append(path: &Path) -> Result<File, FirecrackerError> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|source| prepare(path, source))
+}
+
+fn prepare(path: &Path, source: io::Error) -> FirecrackerError {
+    FirecrackerError::PrepareFile {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// The last bytes the process wrote to the console since `start`, trimmed,
+/// as text for an error message.
+fn console_tail(console: &Path, start: u64) -> String {
+    let read = || -> io::Result<String> {
+        let mut file = File::open(console)?;
+        let len = file.metadata()?.len();
+        let from = start.max(len.saturating_sub(CONSOLE_TAIL_BYTES));
+        file.seek(SeekFrom::Start(from))?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)?;
+        Ok(String::from_utf8_lossy(&bytes).trim().to_owned())
+    };
+    match read() {
+        Ok(text) if text.is_empty() => String::from("(no output)"),
+        Ok(text) => text,
+        Err(e) => format!("(cannot read {}: {e})", console.display()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    #[test]
+    fn console_tail_reads_only_this_run_and_at_most_the_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("console.log");
+        std::fs::write(&path, "previous run\n").unwrap();
+        let start = std::fs::metadata(&path).unwrap().len();
+        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+        writeln!(file, "Error: bad argument").unwrap();
+        assert_eq!(console_tail(&path, start), "Error: bad argument");
+
+        let long = "x".repeat(CONSOLE_TAIL_BYTES as usize * 2);
+        write!(file, "{long}").unwrap();
+        assert_eq!(
+            console_tail(&path, start).len(),
+            CONSOLE_TAIL_BYTES as usize
+        );
+    }
+
+    #[test]
+    fn console_tail_says_when_there_is_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("console.log");
+        std::fs::write(&path, "").unwrap();
+        assert_eq!(console_tail(&path, 0), "(no output)");
+        assert!(console_tail(&dir.path().join("absent"), 0).starts_with("(cannot read"));
+    }
+
+    #[test]
+    fn stale_socket_is_removed_and_absence_is_fine() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("firecracker.sock");
+        std::fs::write(&socket, "").unwrap();
+        remove_stale_socket(&socket).unwrap();
+        assert!(!socket.exists());
+        remove_stale_socket(&socket).unwrap();
+    }
+}

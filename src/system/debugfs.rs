@@ -1,0 +1,170 @@
+//! Writing files into an ext4 image without mounting it, through
+//! `debugfs -w`: per-VM hostname, keys and fstab go in before first boot.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use super::exec::{Cmd, ExecError};
+
+/// Errors editing an image.
+#[derive(Debug, thiserror::Error)]
+pub enum DebugfsError {
+    #[error(transparent)]
+    Exec(#[from] ExecError),
+    /// debugfs ran but a request failed (it exits 0 regardless).
+    #[error("debugfs could not edit {image}: {detail}")]
+    Request { image: String, detail: String },
+    /// A guest path debugfs cannot take safely.
+    #[error("guest path `{0}` must be absolute and free of spaces and quotes")]
+    BadPath(String),
+    #[error("cannot write scratch file {path}")]
+    Scratch {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A file to place in the guest.
+#[derive(Debug, Clone)]
+pub struct GuestFile {
+    /// Absolute path inside the image.
+    pub path: String,
+    pub contents: Vec<u8>,
+    /// Permission bits, e.g. `0o600`.
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl GuestFile {
+    /// A root-owned file.
+    pub fn root(path: &str, contents: impl Into<Vec<u8>>, mode: u32) -> GuestFile {
+        GuestFile {
+            path: path.to_string(),
+            contents: contents.into(),
+            mode,
+            uid: 0,
+            gid: 0,
+        }
+    }
+}
+
+/// Creates `dirs` (root-owned, with their modes; parents must exist) and
+/// writes `files` into `image`, replacing what was there. `scratch` is a
+/// private directory for the files' contents on their way in.
+pub async fn write_files(
+    image: &Path,
+    dirs: &[(&str, u32)],
+    files: &[GuestFile],
+    scratch: &Path,
+) -> Result<(), DebugfsError> {
+    for path in dirs
+        .iter()
+        .map(|(p, _)| *p)
+        .chain(files.iter().map(|f| f.path.as_str()))
+    {
+        if !path.starts_with('/') || path.contains(|c: char| c.is_whitespace() || c == '"') {
+            return Err(DebugfsError::BadPath(path.to_string()));
+        }
+    }
+    // Pass 1 clears the way: `rm` of a file that is not there fails
+    // harmlessly, but `mkdir` of a directory that is there must not run at
+    // all (debugfs then leaves an orphaned inode behind), so look first.
+    let mut clear = String::new();
+    for (dir, _) in dirs {
+        if !exists(image, dir).await? {
+            writeln!(clear, "mkdir {dir}").unwrap();
+        }
+    }
+    for file in files {
+        writeln!(clear, "rm {}", file.path).unwrap();
+    }
+    run_requests(image, &clear, scratch, "clear").await?;
+
+    // Pass 2 must succeed line by line.
+    let mut write = String::new();
+    for (dir, mode) in dirs {
+        set_owner_and_mode(&mut write, dir, 0o040000 | mode, 0, 0);
+    }
+    for (i, file) in files.iter().enumerate() {
+        let local = scratch.join(format!("file-{i}"));
+        std::fs::write(&local, &file.contents).map_err(|source| DebugfsError::Scratch {
+            path: local.display().to_string(),
+            source,
+        })?;
+        writeln!(write, "write {} {}", local.display(), file.path).unwrap();
+        set_owner_and_mode(
+            &mut write,
+            &file.path,
+            0o100000 | file.mode,
+            file.uid,
+            file.gid,
+        );
+    }
+    let stderr = run_requests(image, &write, scratch, "write").await?;
+    if let Some(problem) = stderr.lines().find(|l| !is_banner(l)) {
+        return Err(DebugfsError::Request {
+            image: image.display().to_string(),
+            detail: problem.trim().to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// The contents of `path` inside `image`, or `None` when it is absent.
+pub async fn read_file(image: &Path, path: &str) -> Result<Option<Vec<u8>>, DebugfsError> {
+    let out = Cmd::new("debugfs")
+        .arg("-R")
+        .arg(format!("cat {path}"))
+        .arg(image)
+        .run()
+        .await?;
+    if out.stderr.lines().any(|l| !is_banner(l)) {
+        return Ok(None);
+    }
+    Ok(Some(out.stdout.into_bytes()))
+}
+
+/// True when `path` exists inside `image`.
+pub async fn exists(image: &Path, path: &str) -> Result<bool, DebugfsError> {
+    let out = Cmd::new("debugfs")
+        .arg("-R")
+        .arg(format!("stat {path}"))
+        .arg(image)
+        .run()
+        .await?;
+    Ok(!out.stderr.contains("not found"))
+}
+
+fn set_owner_and_mode(requests: &mut String, path: &str, mode: u32, uid: u32, gid: u32) {
+    writeln!(requests, "set_inode_field {path} mode 0{mode:o}").unwrap();
+    writeln!(requests, "set_inode_field {path} uid {uid}").unwrap();
+    writeln!(requests, "set_inode_field {path} gid {gid}").unwrap();
+}
+
+/// debugfs prints its version on stderr before anything else.
+fn is_banner(line: &str) -> bool {
+    line.starts_with("debugfs ") || line.trim().is_empty()
+}
+
+async fn run_requests(
+    image: &Path,
+    requests: &str,
+    scratch: &Path,
+    name: &str,
+) -> Result<String, DebugfsError> {
+    let file = scratch.join(format!("debugfs-{name}.cmds"));
+    std::fs::write(&file, requests).map_err(|source| DebugfsError::Scratch {
+        path: file.display().to_string(),
+        source,
+    })?;
+    let out = Cmd::new("debugfs")
+        .arg("-w")
+        .arg("-f")
+        .arg(&file)
+        .arg(image)
+        .run()
+        .await?;
+    Ok(out.stderr)
+}

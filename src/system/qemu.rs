@@ -1,0 +1,312 @@
+//! The QEMU `microvm` VMM: launched in its own session (so it outlives the
+//! daemon), controlled over its QMP socket. Same kernel, disks and tap as
+//! Firecracker; used where Firecracker cannot boot a guest.
+
+use std::fs::OpenOptions;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+
+use super::tools;
+
+/// Errors launching or talking to QEMU.
+#[derive(Debug, thiserror::Error)]
+pub enum QemuError {
+    #[error(
+        "qemu-system-x86_64 is not installed; install it: apt-get install qemu-system-x86 (Debian/Ubuntu), dnf install qemu-system-x86-core (Fedora)"
+    )]
+    NotInstalled,
+    #[error("cannot open {path}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start qemu")]
+    Spawn(#[source] std::io::Error),
+    #[error("QMP on {socket} failed")]
+    Qmp {
+        socket: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("QMP command `{command}` failed: {message}")]
+    QmpCommand { command: String, message: String },
+}
+
+/// How QEMU executes guest code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accel {
+    /// Hardware virtualization through /dev/kvm.
+    Kvm,
+    /// Software emulation: slow, but boots anywhere.
+    Tcg,
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct QemuSpec {
+    pub name: String,
+    pub accel: Accel,
+    pub vcpus: u32,
+    pub memory_mib: u32,
+    pub kernel: PathBuf,
+    pub initrd: Option<PathBuf>,
+    pub kernel_args: String,
+    /// Block devices in order: the first is `/dev/vda`.
+    pub drives: Vec<PathBuf>,
+    /// Tap device and guest MAC.
+    pub net: Option<(String, String)>,
+}
+
+/// Where QEMU's files go.
+#[derive(Debug, Clone)]
+pub struct QemuFiles {
+    pub qmp_socket: PathBuf,
+    /// The guest's serial console, appended to.
+    pub console: PathBuf,
+    /// QEMU's own stdout and stderr, appended to.
+    pub log: PathBuf,
+}
+
+/// The argv after the program name.
+pub fn args(spec: &QemuSpec, files: &QemuFiles) -> Vec<String> {
+    let mut args: Vec<String> = vec!["-name".into(), spec.name.clone()];
+    match spec.accel {
+        // Under TCG the guest needs the PIT and PIC for its timer, or it
+        // hangs calibrating the TSC (E2E.md).
+        Accel::Tcg => args.extend(
+            [
+                "-M",
+                "microvm,acpi=on,rtc=on,pit=on,pic=on",
+                "-accel",
+                "tcg",
+                "-cpu",
+                "max",
+            ]
+            .map(String::from),
+        ),
+        Accel::Kvm => args.extend(
+            [
+                "-M",
+                "microvm,acpi=on,rtc=on",
+                "-accel",
+                "kvm",
+                "-cpu",
+                "host",
+            ]
+            .map(String::from),
+        ),
+    }
+    args.extend([
+        "-m".into(),
+        spec.memory_mib.to_string(),
+        "-smp".into(),
+        spec.vcpus.to_string(),
+        "-nodefaults".into(),
+        "-no-user-config".into(),
+        "-display".into(),
+        "none".into(),
+        "-no-reboot".into(),
+        "-chardev".into(),
+        format!("file,id=console,path={},append=on", files.console.display()),
+        "-serial".into(),
+        "chardev:console".into(),
+        "-qmp".into(),
+        format!("unix:{},server=on,wait=off", files.qmp_socket.display()),
+        "-kernel".into(),
+        spec.kernel.display().to_string(),
+        "-append".into(),
+        spec.kernel_args.clone(),
+    ]);
+    if let Some(initrd) = &spec.initrd {
+        args.extend(["-initrd".into(), initrd.display().to_string()]);
+    }
+    for (i, drive) in spec.drives.iter().enumerate() {
+        args.extend([
+            "-drive".into(),
+            format!("id=disk{i},file={},format=raw,if=none", drive.display()),
+            "-device".into(),
+            format!("virtio-blk-device,drive=disk{i}"),
+        ]);
+    }
+    if let Some((tap, mac)) = &spec.net {
+        args.extend([
+            "-netdev".into(),
+            format!("tap,id=net0,ifname={tap},script=no,downscript=no"),
+            "-device".into(),
+            format!("virtio-net-device,netdev=net0,mac={mac}"),
+        ]);
+    }
+    args
+}
+
+/// Starts QEMU in its own session; returns the child (the caller reaps it).
+pub fn launch(spec: &QemuSpec, files: &QemuFiles) -> Result<tokio::process::Child, QemuError> {
+    let program = tools::find_program("qemu-system-x86_64", None).ok_or(QemuError::NotInstalled)?;
+    let _ = std::fs::remove_file(&files.qmp_socket);
+    let open = |path: &Path| {
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|source| QemuError::Open {
+                path: path.to_path_buf(),
+                source,
+            })
+    };
+    let log = open(&files.log)?;
+    let log2 = log.try_clone().map_err(|source| QemuError::Open {
+        path: files.log.clone(),
+        source,
+    })?;
+    open(&files.console)?;
+    let mut command = std::process::Command::new(program);
+    command
+        .args(args(spec, files))
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log2);
+    // SAFETY: setsid is async-signal-safe and touches no memory of ours; a
+    // session of its own keeps the VMM alive when the daemon goes.
+    unsafe {
+        command.pre_exec(|| rustix::process::setsid().map(drop).map_err(Into::into));
+    }
+    tracing::debug!(argv = ?command, "launching qemu");
+    tokio::process::Command::from(command)
+        .kill_on_drop(false)
+        .spawn()
+        .map_err(QemuError::Spawn)
+}
+
+/// Sends one QMP command and returns its `return` value.
+pub async fn qmp(
+    socket: &Path,
+    command: &str,
+    arguments: Option<Value>,
+) -> Result<Value, QemuError> {
+    let mut request = json!({ "execute": command });
+    if let Some(arguments) = arguments {
+        request["arguments"] = arguments;
+    }
+    let exchange = async {
+        let stream = UnixStream::connect(socket).await?;
+        let (read, mut write) = stream.into_split();
+        let mut lines = BufReader::new(read).lines();
+        lines.next_line().await?; // the greeting
+        for message in [json!({ "execute": "qmp_capabilities" }), request] {
+            write.write_all(format!("{message}\n").as_bytes()).await?;
+            let reply = loop {
+                // QEMU may close the socket as it quits: that is its answer.
+                let Some(line) = lines.next_line().await? else {
+                    break Ok(Value::Null);
+                };
+                let value: Value = serde_json::from_str(&line).map_err(std::io::Error::other)?;
+                if let Some(error) = value.get("error") {
+                    break Err(error["desc"]
+                        .as_str()
+                        .unwrap_or("unknown error")
+                        .to_string());
+                }
+                if let Some(ret) = value.get("return") {
+                    break Ok(ret.clone());
+                }
+                // Anything else is an asynchronous event: skip it.
+            };
+            if message["execute"] == command {
+                return Ok(reply);
+            }
+            if let Err(e) = reply {
+                return Ok(Err(e));
+            }
+        }
+        unreachable!("the loop returns on the request's reply")
+    };
+    let io = |source| QemuError::Qmp {
+        socket: socket.to_path_buf(),
+        source,
+    };
+    tokio::time::timeout(Duration::from_secs(5), exchange)
+        .await
+        .map_err(|_| io(std::io::ErrorKind::TimedOut.into()))?
+        .map_err(io)?
+        .map_err(|message| QemuError::QmpCommand {
+            command: command.to_string(),
+            message,
+        })
+}
+
+/// Presses the ACPI power button: a graceful shutdown request.
+pub async fn powerdown(socket: &Path) -> Result<(), QemuError> {
+    qmp(socket, "system_powerdown", None).await.map(drop)
+}
+
+/// Whether this host's KVM can run QEMU guests with hardware acceleration.
+pub fn accel_for(kvm: super::host::KvmKind) -> Accel {
+    use super::host::KvmKind;
+    let usable = rustix::fs::access(
+        "/dev/kvm",
+        rustix::fs::Access::READ_OK | rustix::fs::Access::WRITE_OK,
+    )
+    .is_ok();
+    match kvm {
+        KvmKind::Intel | KvmKind::Amd if usable => Accel::Kvm,
+        // kvm_pvm runs Firecracker's API but not a standard guest kernel.
+        _ => Accel::Tcg,
+    }
+}
+
+/// The host TSC frequency in kHz, for `tsc_early_khz=` under TCG (skips the
+/// PIT calibration that sometimes hangs there).
+pub fn host_tsc_khz() -> Option<u64> {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let mhz: f64 = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("cpu MHz"))?
+        .split(':')
+        .nth(1)?
+        .trim()
+        .parse()
+        .ok()?;
+    Some((mhz * 1000.0).round() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn argv_has_disks_in_order_and_the_tap() {
+        let spec = QemuSpec {
+            name: "box".into(),
+            accel: Accel::Tcg,
+            vcpus: 2,
+            memory_mib: 512,
+            kernel: "/k".into(),
+            initrd: Some("/i".into()),
+            kernel_args: "console=ttyS0".into(),
+            drives: vec!["/root.ext4".into(), "/work.ext4".into()],
+            net: Some(("bg-1".into(), "06:00:00:00:00:01".into())),
+        };
+        let files = QemuFiles {
+            qmp_socket: "/q.sock".into(),
+            console: "/c.log".into(),
+            log: "/l".into(),
+        };
+        let argv = args(&spec, &files).join(" ");
+        assert!(argv.contains("-accel tcg"), "{argv}");
+        assert!(argv.contains("pit=on,pic=on"), "{argv}");
+        assert!(argv.contains("-initrd /i"), "{argv}");
+        let root = argv.find("file=/root.ext4").unwrap();
+        let work = argv.find("file=/work.ext4").unwrap();
+        assert!(root < work);
+        assert!(argv.contains("ifname=bg-1,script=no"), "{argv}");
+        assert!(argv.contains("mac=06:00:00:00:00:01"), "{argv}");
+        assert!(argv.contains("unix:/q.sock,server=on,wait=off"), "{argv}");
+    }
+}

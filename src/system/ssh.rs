@@ -1,0 +1,168 @@
+//! SSH from the host side: keys made with `ssh-keygen`, the readiness probe
+//! a VM must pass before banger calls it up, and the argv of the `ssh`
+//! client with banger's own key and known_hosts (never `~/.ssh/known_hosts`).
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+
+use super::exec::{Cmd, ExecError};
+
+/// Errors with keys or reaching a guest.
+#[derive(Debug, thiserror::Error)]
+pub enum SshError {
+    #[error("cannot make an SSH key at {path}")]
+    Keygen {
+        path: PathBuf,
+        #[source]
+        source: ExecError,
+    },
+    #[error("cannot read SSH key {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The guest did not accept banger's key with the recorded host key in time.
+    #[error("SSH on {ip} was not ready within {} s{}", timeout.as_secs(), last.as_ref().map(|l| format!(" (last attempt: {l})")).unwrap_or_default())]
+    NotReady {
+        ip: Ipv4Addr,
+        timeout: Duration,
+        last: Option<String>,
+    },
+}
+
+/// Generates an ed25519 key pair at `path` and `path.pub` (no passphrase);
+/// returns the public key line.
+pub async fn generate_key(path: &Path, comment: &str) -> Result<String, SshError> {
+    let keygen = |source| SshError::Keygen {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|source| SshError::Read {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+    }
+    Cmd::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f"])
+        .arg(path)
+        .run()
+        .await
+        .map_err(keygen)?;
+    public_key(path)
+}
+
+/// The public key line of the pair at `path`.
+pub fn public_key(path: &Path) -> Result<String, SshError> {
+    let pub_path = path.with_extension("pub");
+    std::fs::read_to_string(&pub_path)
+        .map(|s| s.trim().to_string())
+        .map_err(|source| SshError::Read {
+            path: pub_path,
+            source,
+        })
+}
+
+/// The user's key at `path`, made on first use. Concurrent callers (two
+/// creates at once) make it once.
+pub async fn ensure_key(path: &Path, comment: &str) -> Result<String, SshError> {
+    static MAKING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _held = MAKING.lock().await;
+    if path.exists() && path.with_extension("pub").exists() {
+        return public_key(path);
+    }
+    generate_key(path, comment).await
+}
+
+/// Options every banger ssh call uses: this key only, this known_hosts
+/// only, strict host key checking.
+pub fn client_options(key: &Path, known_hosts: &Path) -> Vec<String> {
+    [
+        "-i".to_string(),
+        key.display().to_string(),
+        "-o".into(),
+        "IdentitiesOnly=yes".into(),
+        "-o".into(),
+        "StrictHostKeyChecking=yes".into(),
+        "-o".into(),
+        format!("UserKnownHostsFile={}", known_hosts.display()),
+        "-o".into(),
+        "GlobalKnownHostsFile=/dev/null".into(),
+        "-o".into(),
+        "LogLevel=ERROR".into(),
+    ]
+    .into()
+}
+
+/// Waits until the guest at `ip` answers SSH with the host key in
+/// `known_hosts` and accepts `key`: first a TCP banner (cheap to poll), then
+/// one real `ssh ... true`. Returns how long it took.
+pub async fn wait_ready(
+    ip: Ipv4Addr,
+    key: &Path,
+    known_hosts: &Path,
+    timeout: Duration,
+) -> Result<Duration, SshError> {
+    let start = Instant::now();
+    let deadline = start + timeout;
+    let mut last = None;
+    while Instant::now() < deadline {
+        match banner(ip).await {
+            Ok(()) => {
+                let probe = Cmd::new("ssh")
+                    .args([
+                        "-F",
+                        "/dev/null",
+                        "-o",
+                        "BatchMode=yes",
+                        "-o",
+                        "ConnectTimeout=5",
+                    ])
+                    .args(client_options(key, known_hosts))
+                    .arg(format!("root@{ip}"))
+                    .arg("true")
+                    .timeout(Duration::from_secs(20))
+                    .run()
+                    .await;
+                match probe {
+                    Ok(_) => return Ok(start.elapsed()),
+                    Err(e) => last = Some(e.to_string()),
+                }
+            }
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err(SshError::NotReady { ip, timeout, last })
+}
+
+/// Connects to port 22 and reads the server's `SSH-` identification.
+async fn banner(ip: Ipv4Addr) -> Result<(), String> {
+    let addr = SocketAddr::from((ip, 22));
+    let attempt = async {
+        let mut stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        let mut buf = [0u8; 4];
+        stream
+            .read_exact(&mut buf)
+            .await
+            .map_err(|e| e.to_string())?;
+        if &buf == b"SSH-" {
+            Ok(())
+        } else {
+            Err("not an SSH server".to_string())
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(2), attempt)
+        .await
+        .unwrap_or_else(|_| Err(format!("no SSH banner from {addr}")))
+}

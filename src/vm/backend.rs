@@ -1,0 +1,217 @@
+//! The VMM backends. Firecracker is what banger is built for; QEMU's
+//! `microvm` machine boots the same kernel, disks and tap where Firecracker
+//! cannot boot a guest (no hardware KVM, e.g. nested under kvm_pvm).
+//! Everything above this file is shared.
+
+use std::path::{Path, PathBuf};
+
+use crate::bundle::Bundle;
+use crate::config::{Config, VmmChoice};
+use crate::system::host::{KvmKind, kvm_kind};
+use crate::system::qemu::{self, Accel};
+use crate::system::tools;
+
+use super::{VmError, VmFiles};
+
+/// A VMM banger can drive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Firecracker,
+    Qemu,
+}
+
+impl Backend {
+    /// The name stored with the VM.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Firecracker => "firecracker",
+            Backend::Qemu => "qemu",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Backend> {
+        match name {
+            "firecracker" => Some(Backend::Firecracker),
+            "qemu" => Some(Backend::Qemu),
+            _ => None,
+        }
+    }
+
+    /// How this backend runs on this host, for `vm show`.
+    pub fn detail(self) -> String {
+        let kvm = kvm_kind();
+        match self {
+            Backend::Firecracker => format!("firecracker (KVM: {kvm})"),
+            Backend::Qemu => match qemu::accel_for(kvm) {
+                Accel::Kvm => format!("qemu microvm with KVM ({kvm})"),
+                Accel::Tcg => format!("qemu microvm, software emulation (TCG; host KVM: {kvm})"),
+            },
+        }
+    }
+}
+
+/// The firecracker binary banger would use: configured, else the bundle's,
+/// else PATH's.
+pub fn firecracker_binary(config: &Config, bundle: Option<&Bundle>) -> Option<PathBuf> {
+    config
+        .firecracker
+        .clone()
+        .or_else(|| bundle.and_then(|b| b.firecracker.clone()))
+        .filter(|p| p.is_file())
+        .or_else(|| tools::find_program("firecracker", None))
+}
+
+/// What `auto` picks on this host, and why: for `doctor` and for create.
+pub fn describe_host(config: &Config, bundle: Option<&Bundle>) -> (Backend, String) {
+    let kvm = kvm_kind();
+    let hardware = matches!(kvm, KvmKind::Intel | KvmKind::Amd);
+    match (firecracker_binary(config, bundle), hardware) {
+        (Some(fc), true) => (
+            Backend::Firecracker,
+            format!("{} with hardware KVM ({kvm})", fc.display()),
+        ),
+        (Some(_), false) => (
+            Backend::Qemu,
+            format!(
+                "QEMU: Firecracker is present but cannot boot a guest without hardware KVM (host KVM: {kvm})"
+            ),
+        ),
+        (None, _) => (
+            Backend::Qemu,
+            format!("QEMU: no firecracker binary found (host KVM: {kvm})"),
+        ),
+    }
+}
+
+/// Resolves a VMM choice to a backend that can run here.
+pub fn choose(choice: VmmChoice, config: &Config, bundle: &Bundle) -> Result<Backend, VmError> {
+    match choice {
+        VmmChoice::Auto => Ok(describe_host(config, Some(bundle)).0),
+        VmmChoice::Firecracker => match firecracker_binary(config, Some(bundle)) {
+            Some(_) => Ok(Backend::Firecracker),
+            None => Err(VmError::BackendUnavailable(
+                "firecracker",
+                "no firecracker binary (set `firecracker` in config.toml, put one in the runtime bundle or on PATH)".into(),
+            )),
+        },
+        VmmChoice::Qemu => match tools::find_program("qemu-system-x86_64", None) {
+            Some(_) => Ok(Backend::Qemu),
+            None => Err(VmError::BackendUnavailable(
+                "qemu",
+                "qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)".into(),
+            )),
+        },
+    }
+}
+
+/// What to boot.
+#[derive(Debug, Clone)]
+pub(crate) struct LaunchPlan {
+    pub name: String,
+    pub vcpus: u32,
+    pub memory_mib: u32,
+    pub kernel: PathBuf,
+    pub initrd: Option<PathBuf>,
+    pub kernel_args: String,
+    pub tap: String,
+    pub mac: String,
+}
+
+/// A started VMM.
+pub(crate) struct Launched {
+    pub pid: u32,
+    /// Our child: whoever watches it must reap it.
+    pub child: tokio::process::Child,
+}
+
+/// Boots `plan` on `backend` with the disks in `files`.
+pub(crate) async fn launch(
+    backend: Backend,
+    plan: &LaunchPlan,
+    files: &VmFiles,
+    firecracker: Option<&Path>,
+) -> Result<Launched, VmError> {
+    let failed = |source: Box<dyn std::error::Error + Send + Sync>| VmError::Launch {
+        backend: backend.name(),
+        source,
+    };
+    match backend {
+        Backend::Qemu => {
+            let spec = qemu::QemuSpec {
+                name: plan.name.clone(),
+                accel: qemu::accel_for(kvm_kind()),
+                vcpus: plan.vcpus,
+                memory_mib: plan.memory_mib,
+                kernel: plan.kernel.clone(),
+                initrd: plan.initrd.clone(),
+                kernel_args: plan.kernel_args.clone(),
+                drives: vec![files.rootfs.clone(), files.work_disk.clone()],
+                net: Some((plan.tap.clone(), plan.mac.clone())),
+            };
+            let qemu_files = qemu::QemuFiles {
+                qmp_socket: files.api_socket.clone(),
+                console: files.console.clone(),
+                log: files.vmm_log.clone(),
+            };
+            let child = qemu::launch(&spec, &qemu_files).map_err(|e| failed(e.into()))?;
+            let pid = child
+                .id()
+                .ok_or_else(|| failed("qemu exited at once".into()))?;
+            Ok(Launched { pid, child })
+        }
+        Backend::Firecracker => {
+            use crate::firecracker::{DriveSpec, MachineSpec, NetSpec, RunFiles};
+            let binary = firecracker.ok_or_else(|| failed("no firecracker binary".into()))?;
+            let spec = MachineSpec {
+                vcpus: plan.vcpus,
+                memory_mib: plan.memory_mib,
+                kernel: plan.kernel.clone(),
+                initrd: plan.initrd.clone(),
+                kernel_args: plan.kernel_args.clone(),
+                drives: vec![
+                    DriveSpec {
+                        id: "rootfs".into(),
+                        path: files.rootfs.clone(),
+                        root: true,
+                        read_only: false,
+                    },
+                    DriveSpec {
+                        id: "work".into(),
+                        path: files.work_disk.clone(),
+                        root: false,
+                        read_only: false,
+                    },
+                ],
+                net: Some(NetSpec {
+                    tap: plan.tap.clone(),
+                    mac: plan.mac.clone(),
+                }),
+            };
+            let run_files = RunFiles {
+                api_socket: files.api_socket.clone(),
+                log: files.vmm_log.clone(),
+                console: files.console.clone(),
+            };
+            let launched = crate::firecracker::launch(binary, &plan.name, &run_files, &spec)
+                .await
+                .map_err(|e| failed(e.into()))?;
+            Ok(Launched {
+                pid: launched.pid,
+                child: launched.child,
+            })
+        }
+    }
+}
+
+/// Asks the guest to shut down: the ACPI power button (QEMU) or
+/// Ctrl-Alt-Del (Firecracker).
+pub(crate) async fn request_shutdown(backend: Backend, files: &VmFiles) -> Result<(), String> {
+    match backend {
+        Backend::Qemu => qemu::powerdown(&files.api_socket)
+            .await
+            .map_err(|e| e.to_string()),
+        Backend::Firecracker => crate::firecracker::request_shutdown(&files.api_socket)
+            .await
+            .map_err(|e| e.to_string()),
+    }
+}

@@ -1,0 +1,323 @@
+//! `vm create`: claim a name and a lease, clone and grow the root disk, make
+//! the work disk and the host key, write the guest's files, then boot.
+
+use std::collections::HashSet;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use crate::config::VmmChoice;
+use crate::image::DEFAULT_IMAGE;
+use crate::net::{check_dns_label, mac_for, tap_for};
+use crate::rpc::api::{CreateVm, VmOpResult};
+use crate::store::{Lease, NewVm, StoreError, Taken};
+use crate::system::debugfs::{self, GuestFile};
+use crate::system::{e2fs, fs, ssh, tools};
+
+use super::backend::{self, Backend};
+use super::rollback::{Rollback, Undo};
+use super::{Clock, Manager, VmError, VmFiles};
+
+/// Smallest sizes that make sense.
+const MIN_MEMORY_MIB: u32 = 128;
+const MIN_WORK_DISK: u64 = 16 << 20;
+const MAX_VCPUS: u32 = 32;
+
+/// Where the work disk is mounted in the guest.
+pub const WORK_MOUNT: &str = "/work";
+
+impl Manager {
+    /// Creates VM `req.name` and, unless told not to, boots it and waits for SSH.
+    pub async fn create(self: &Arc<Manager>, req: CreateVm) -> Result<VmOpResult, VmError> {
+        check_dns_label(&req.name).map_err(VmError::BadName)?;
+        let lock = self.vm_lock(&req.name);
+        let _held = lock.lock().await;
+        let mut clock = Clock::start();
+        let mut rollback = Rollback::new(self.store.clone());
+        match self.create_locked(&req, &mut clock, &mut rollback).await {
+            Ok(()) => rollback.disarm(),
+            Err(e) => {
+                tracing::warn!(vm = %req.name, error = %e, "create failed; rolling back");
+                rollback.run().await;
+                return Err(e);
+            }
+        }
+        let mut ssh_ready_ms = None;
+        if req.start {
+            // A VM that cannot boot is not worth keeping half-made: undo the
+            // whole create.
+            match self.start_locked(&req.name, &mut clock).await {
+                Ok(ms) => ssh_ready_ms = Some(ms),
+                Err(e) => {
+                    tracing::warn!(vm = %req.name, error = %e, "first boot failed; deleting the VM");
+                    let mut undo = Rollback::new(self.store.clone());
+                    let files = self.files(&req.name);
+                    undo.push(Undo::DeleteVm(req.name.clone()));
+                    undo.push(Undo::RemoveDir(files.dir));
+                    undo.push(Undo::RemoveDir(files.run_dir));
+                    undo.run().await;
+                    return Err(e);
+                }
+            }
+        }
+        let vm = self.get(&req.name)?;
+        self.event(
+            &req.name,
+            "created",
+            &format!("created from image {}", vm.image.as_deref().unwrap_or("-")),
+        );
+        Ok(VmOpResult {
+            vm: self.details(&vm),
+            timings: clock.steps,
+            ssh_ready_ms,
+        })
+    }
+
+    async fn create_locked(
+        &self,
+        req: &CreateVm,
+        clock: &mut Clock,
+        rollback: &mut Rollback,
+    ) -> Result<(), VmError> {
+        let bundle = self.bundle()?;
+        let defaults = &bundle.defaults;
+        let image_name = req.image.as_deref().unwrap_or(DEFAULT_IMAGE);
+        let vcpus = req.vcpus.unwrap_or(defaults.vcpus);
+        let memory_mib = req.memory_mib.unwrap_or(defaults.memory_mib);
+        let work_disk_bytes = req.work_disk_bytes.unwrap_or(defaults.work_disk_bytes);
+        if !(1..=MAX_VCPUS).contains(&vcpus) {
+            return Err(VmError::BadRequest(format!(
+                "--vcpus {vcpus}: use 1 to {MAX_VCPUS}"
+            )));
+        }
+        if memory_mib < MIN_MEMORY_MIB {
+            return Err(VmError::BadRequest(format!(
+                "--memory {memory_mib} MiB is too small: a guest needs at least {MIN_MEMORY_MIB} MiB"
+            )));
+        }
+        if work_disk_bytes < MIN_WORK_DISK {
+            return Err(VmError::BadRequest(format!(
+                "--work-disk {} is too small: use at least 16M",
+                crate::size::format_size(work_disk_bytes)
+            )));
+        }
+        let choice = match &req.vmm {
+            Some(v) => parse_vmm(v)?,
+            None => self.config.vmm,
+        };
+        let backend = backend::choose(choice, &self.config, &bundle)?;
+        tools::preflight("banger vm create", &required_tools(backend), None)?;
+        if self.store.lock().get_vm(&req.name).is_ok() {
+            return Err(StoreError::Conflict {
+                what: Taken::VmName,
+                value: req.name.clone(),
+            }
+            .into());
+        }
+        let image = self
+            .images
+            .get_or_default(&self.store, image_name, Some(&bundle))
+            .await?
+            .ok_or_else(|| VmError::UnknownImage(image_name.to_string()))?;
+        let image_bytes = std::fs::metadata(&image.rootfs_path)
+            .map_err(VmError::io(&image.rootfs_path))?
+            .len();
+        let disk_bytes = req
+            .disk_bytes
+            .unwrap_or(defaults.disk_bytes)
+            .max(image_bytes);
+        if let Some(asked) = req.disk_bytes.filter(|d| *d < image_bytes) {
+            return Err(VmError::BadRequest(format!(
+                "--disk {} is smaller than image `{image_name}` ({}); use at least that",
+                crate::size::format_size(asked),
+                crate::size::format_size(image_bytes)
+            )));
+        }
+        clock.lap("validate");
+
+        let new_vm = NewVm {
+            name: req.name.clone(),
+            image: Some(image.name.clone()),
+            backend: backend.name().to_string(),
+            vcpus,
+            memory_mib,
+            disk_bytes,
+            work_disk_bytes: Some(work_disk_bytes),
+            lease: None,
+            nat: req.nat,
+        };
+        let ip = self.insert_with_lease(new_vm)?;
+        rollback.push(Undo::DeleteVm(req.name.clone()));
+        clock.lap("lease");
+
+        let files = self.files(&req.name);
+        rollback.push(Undo::RemoveDir(files.dir.clone()));
+        rollback.push(Undo::RemoveDir(files.run_dir.clone()));
+        crate::paths::private_dir(&files.dir).map_err(|e| VmError::Io {
+            path: files.dir.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        std::fs::create_dir_all(&files.scratch).map_err(VmError::io(&files.scratch))?;
+
+        let (src, dst) = (image.rootfs_path.clone(), files.rootfs.clone());
+        tokio::task::spawn_blocking(move || fs::clone_file(&src, &dst))
+            .await
+            .expect("clone task panicked")?;
+        clock.lap("clone rootfs");
+        if disk_bytes > image_bytes {
+            e2fs::grow_ext4(&files.rootfs, disk_bytes).await?;
+            clock.lap("grow rootfs");
+        }
+        make_work_disk(&files, work_disk_bytes).await?;
+        clock.lap("work disk");
+
+        let user_key = ssh::ensure_key(&self.ssh_key(), "banger").await?;
+        let host_key = ssh::generate_key(&files.host_key, &format!("root@{}", req.name)).await?;
+        self.store.lock().set_vm_host_key(&req.name, &host_key)?;
+        write_known_hosts(&files, &req.name, ip, &host_key)?;
+        clock.lap("keys");
+
+        let guest = guest_files(&req.name, ip, self.subnet.gateway, &user_key, &files)?;
+        debugfs::write_files(
+            &files.rootfs,
+            &[("/root/.ssh", 0o700), (WORK_MOUNT, 0o755)],
+            &guest,
+            &files.scratch,
+        )
+        .await?;
+        let _ = std::fs::remove_dir_all(&files.scratch);
+        clock.lap("inject files");
+        tracing::info!(vm = %req.name, %ip, backend = backend.name(), "created");
+        Ok(())
+    }
+
+    /// Records the VM with the lowest free IP (and the MAC and tap derived
+    /// from it). Two creates racing for one address: the loser takes the next.
+    fn insert_with_lease(&self, mut vm: NewVm) -> Result<Ipv4Addr, VmError> {
+        for _ in 0..16 {
+            let mut store = self.store.lock();
+            let used: HashSet<Ipv4Addr> = store
+                .list_vms()?
+                .iter()
+                .filter_map(|v| v.ip.as_deref()?.parse().ok())
+                .collect();
+            let ip = self.subnet.allocate(&used)?;
+            vm.lease = Some(Lease {
+                ip: ip.to_string(),
+                mac: mac_for(ip),
+                tap: tap_for(ip),
+            });
+            match store.insert_vm(&vm) {
+                Ok(_) => return Ok(ip),
+                Err(StoreError::Conflict {
+                    what: Taken::Ip | Taken::Mac | Taken::Tap,
+                    ..
+                }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(VmError::BadRequest(
+            "could not lease an address; try again".into(),
+        ))
+    }
+
+    pub(crate) fn event(&self, vm: &str, kind: &str, message: &str) {
+        if let Err(e) = self.store.lock().record_event(Some(vm), kind, message) {
+            tracing::warn!(%vm, error = %e, "cannot record event");
+        }
+    }
+}
+
+fn parse_vmm(value: &str) -> Result<VmmChoice, VmError> {
+    match value {
+        "auto" => Ok(VmmChoice::Auto),
+        "firecracker" => Ok(VmmChoice::Firecracker),
+        "qemu" => Ok(VmmChoice::Qemu),
+        other => Err(VmError::BadRequest(format!(
+            "--vmm {other}: use auto, firecracker or qemu"
+        ))),
+    }
+}
+
+/// The host tools a create needs on `backend`.
+fn required_tools(backend: Backend) -> Vec<&'static str> {
+    let mut tools = vec![
+        "ip",
+        "mkfs.ext4",
+        "e2fsck",
+        "resize2fs",
+        "debugfs",
+        "ssh",
+        "ssh-keygen",
+    ];
+    if backend == Backend::Qemu {
+        tools.push("qemu-system-x86_64");
+    }
+    tools
+}
+
+/// A sparse file of `bytes`, formatted ext4 with label `work`.
+async fn make_work_disk(files: &VmFiles, bytes: u64) -> Result<(), VmError> {
+    let file = std::fs::File::create(&files.work_disk).map_err(VmError::io(&files.work_disk))?;
+    file.set_len(bytes).map_err(VmError::io(&files.work_disk))?;
+    drop(file);
+    e2fs::mkfs_ext4(&files.work_disk, Some("work")).await?;
+    Ok(())
+}
+
+/// The VM's entry in its own known_hosts: by address and by `.vm` name.
+fn write_known_hosts(
+    files: &VmFiles,
+    name: &str,
+    ip: Ipv4Addr,
+    host_key: &str,
+) -> Result<(), VmError> {
+    // Only the key type and body: the comment is not part of the key.
+    let key: Vec<&str> = host_key.split_whitespace().take(2).collect();
+    let line = format!("{ip},{name}.vm {}\n", key.join(" "));
+    std::fs::write(&files.known_hosts, line).map_err(VmError::io(&files.known_hosts))
+}
+
+/// What banger writes into a new VM's root disk before its first boot.
+fn guest_files(
+    name: &str,
+    ip: Ipv4Addr,
+    gateway: Ipv4Addr,
+    user_key: &str,
+    files: &VmFiles,
+) -> Result<Vec<GuestFile>, VmError> {
+    let read = |path: &std::path::Path| std::fs::read(path).map_err(VmError::io(path));
+    Ok(vec![
+        GuestFile::root("/etc/hostname", format!("{name}\n"), 0o644),
+        GuestFile::root(
+            "/etc/hosts",
+            format!(
+                "127.0.0.1\tlocalhost\n{ip}\t{name}.vm {name}\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+            ),
+            0o644,
+        ),
+        // The daemon answers DNS on the bridge address.
+        GuestFile::root(
+            "/etc/resolv.conf",
+            format!("nameserver {gateway}\nsearch vm\n"),
+            0o644,
+        ),
+        GuestFile::root(
+            "/etc/fstab",
+            format!(
+                "/dev/vda\t/\text4\tdefaults\t0 1\n/dev/vdb\t{WORK_MOUNT}\text4\tdefaults,nofail\t0 2\n"
+            ),
+            0o644,
+        ),
+        GuestFile::root("/root/.ssh/authorized_keys", format!("{user_key}\n"), 0o600),
+        GuestFile::root(
+            "/etc/ssh/ssh_host_ed25519_key",
+            read(&files.host_key)?,
+            0o600,
+        ),
+        GuestFile::root(
+            "/etc/ssh/ssh_host_ed25519_key.pub",
+            read(&files.host_key.with_extension("pub"))?,
+            0o644,
+        ),
+    ])
+}

@@ -1,0 +1,122 @@
+//! What can go wrong with a VM operation.
+
+use std::path::PathBuf;
+
+use crate::bundle::BundleError;
+use crate::image::ImageError;
+use crate::net::NetError;
+use crate::store::{StoreError, VmState};
+use crate::system::debugfs::DebugfsError;
+use crate::system::e2fs::E2fsError;
+use crate::system::exec::ExecError;
+use crate::system::fs::FsError;
+use crate::system::ssh::SshError;
+use crate::system::tools::PreflightError;
+
+/// Errors of VM operations. The first group are the user's to fix (bad
+/// input, wrong state); the rest are the host's.
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    #[error("invalid VM name: {0}")]
+    BadName(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("no image named `{0}`")]
+    UnknownImage(String),
+    #[error("VM `{name}` is {state}: cannot {action} it")]
+    WrongState {
+        name: String,
+        state: VmState,
+        action: &'static str,
+    },
+    #[error("the {0} backend cannot run here: {1}")]
+    BackendUnavailable(&'static str, String),
+    #[error("invalid network configuration")]
+    Config(#[source] NetError),
+    #[error(transparent)]
+    Network(#[from] NetError),
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+    #[error(transparent)]
+    Preflight(#[from] PreflightError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error("cannot prepare the VM's disk")]
+    Disk(#[from] FsError),
+    #[error("cannot prepare the VM's filesystem")]
+    Ext4(#[from] E2fsError),
+    #[error("cannot write the VM's files into its disk")]
+    Inject(#[from] DebugfsError),
+    #[error("SSH setup failed")]
+    Ssh(#[source] Box<SshError>),
+    #[error("cannot set up the VM's network device {device}")]
+    Tap {
+        device: String,
+        #[source]
+        source: Box<ExecError>,
+    },
+    #[error("cannot use {path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the {backend} VMM did not start")]
+    Launch {
+        backend: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The VMM exited while the guest was booting.
+    #[error(
+        "the {backend} VMM exited during boot; its log ends with:\n{log_tail}\nthe console ends with:\n{console_tail}"
+    )]
+    ExitedEarly {
+        backend: &'static str,
+        log_tail: String,
+        console_tail: String,
+    },
+    /// The guest booted (or not) but SSH never answered.
+    #[error("the guest did not answer SSH in time; the console ends with:\n{console_tail}")]
+    NotReady {
+        console_tail: String,
+        #[source]
+        source: Box<SshError>,
+    },
+}
+
+impl From<SshError> for VmError {
+    fn from(err: SshError) -> VmError {
+        VmError::Ssh(Box::new(err))
+    }
+}
+
+impl VmError {
+    /// The error for a tap or bridge `device` that could not be set up.
+    pub(crate) fn tap(device: &str) -> impl FnOnce(ExecError) -> VmError {
+        let device = device.to_string();
+        move |source| VmError::Tap {
+            device,
+            source: Box::new(source),
+        }
+    }
+
+    /// True when the request, not the host, is at fault.
+    pub fn is_user_error(&self) -> bool {
+        matches!(
+            self,
+            VmError::BadName(_)
+                | VmError::BadRequest(_)
+                | VmError::UnknownImage(_)
+                | VmError::WrongState { .. }
+                | VmError::BackendUnavailable(..)
+        )
+    }
+
+    pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> VmError {
+        let path = path.into();
+        move |source| VmError::Io { path, source }
+    }
+}

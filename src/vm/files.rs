@@ -1,0 +1,68 @@
+//! Where one VM's files live: disks, logs and keys under the state
+//! directory; the VMM's control socket under the runtime directory (short
+//! paths: a unix socket path has at most 107 bytes).
+
+use std::path::{Path, PathBuf};
+
+use crate::paths::Paths;
+
+/// The files of one VM.
+#[derive(Debug, Clone)]
+pub struct VmFiles {
+    /// `$XDG_STATE_HOME/banger/vms/<name>`: everything that persists.
+    pub dir: PathBuf,
+    pub rootfs: PathBuf,
+    pub work_disk: PathBuf,
+    /// The guest's serial console, appended across boots.
+    pub console: PathBuf,
+    /// The VMM's own log.
+    pub vmm_log: PathBuf,
+    /// The VM's SSH host key pair, made by banger before first boot.
+    pub host_key: PathBuf,
+    /// The only known_hosts `vm ssh` trusts for this VM.
+    pub known_hosts: PathBuf,
+    /// Scratch space for file injection.
+    pub scratch: PathBuf,
+    /// `$XDG_RUNTIME_DIR/banger/vms/<name>`: the VMM's control socket.
+    pub run_dir: PathBuf,
+    pub api_socket: PathBuf,
+}
+
+impl VmFiles {
+    pub fn new(paths: &Paths, name: &str) -> VmFiles {
+        let dir = paths.state_dir.join("vms").join(name);
+        let run_dir = paths.runtime_dir.join("vms").join(name);
+        VmFiles {
+            rootfs: dir.join("rootfs.ext4"),
+            work_disk: dir.join("work.ext4"),
+            console: dir.join("console.log"),
+            vmm_log: dir.join("vmm.log"),
+            host_key: dir.join("ssh_host_ed25519_key"),
+            known_hosts: dir.join("known_hosts"),
+            scratch: dir.join("scratch"),
+            api_socket: run_dir.join("vmm.sock"),
+            run_dir,
+            dir,
+        }
+    }
+}
+
+/// The last `n` lines of a log file written after byte `from`, indented.
+pub fn tail(path: &Path, from: u64, n: usize) -> String {
+    let bytes = std::fs::read(path).unwrap_or_default();
+    let text = String::from_utf8_lossy(bytes.get(from as usize..).unwrap_or_default());
+    let lines: Vec<&str> = text.lines().collect();
+    let tail = &lines[lines.len().saturating_sub(n)..];
+    if tail.is_empty() {
+        return "    (nothing)".into();
+    }
+    tail.iter()
+        .map(|l| format!("    {}", l.trim_end()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The current length of a file, 0 when absent: where this run's output starts.
+pub fn len(path: &Path) -> u64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}

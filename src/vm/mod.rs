@@ -1,0 +1,196 @@
+//! VM lifecycle: one file per verb, each an `impl Manager` block; the VMM
+//! backends behind [`backend`]; state guards on [`VmState`].
+//!
+//! Every mutating operation holds its VM's lock for its whole run and runs
+//! in a task of its own, so a client that hangs up cannot cut it in half.
+
+mod backend;
+mod create;
+mod delete;
+mod error;
+mod files;
+mod monitor;
+mod reconcile;
+mod rollback;
+mod start;
+mod stats;
+mod stop;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub use backend::{Backend, describe_host};
+pub use error::VmError;
+pub use files::VmFiles;
+
+use crate::bundle::Bundle;
+use crate::config::Config;
+use crate::image::Images;
+use crate::net::Subnet;
+use crate::paths::Paths;
+use crate::rpc::api::{Timing, VmDetails};
+use crate::store::{SharedStore, VmRecord, VmState};
+
+/// Which transitions a state allows.
+pub trait Guards {
+    fn can_start(self) -> bool;
+    fn can_stop(self) -> bool;
+}
+
+impl Guards for VmState {
+    fn can_start(self) -> bool {
+        matches!(self, VmState::Created | VmState::Stopped | VmState::Failed)
+    }
+
+    fn can_stop(self) -> bool {
+        matches!(
+            self,
+            VmState::Starting | VmState::Running | VmState::Stopping
+        )
+    }
+}
+
+/// Owns every VM of one user.
+pub struct Manager {
+    pub(crate) paths: Paths,
+    pub config: Config,
+    pub(crate) store: SharedStore,
+    pub(crate) images: Images,
+    pub(crate) subnet: Subnet,
+    /// The daemon's uid: taps are made for it, so the VMM needs no root.
+    pub(crate) uid: u32,
+    /// One lock per VM name, held by the operation working on it.
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Manager {
+    pub fn new(paths: Paths, config: Config, store: SharedStore) -> Result<Arc<Manager>, VmError> {
+        let subnet: Subnet = config.network.subnet.parse().map_err(VmError::Config)?;
+        Ok(Arc::new(Manager {
+            images: Images::new(&paths.data_dir),
+            paths,
+            config,
+            store,
+            subnet,
+            uid: crate::paths::current_uid(),
+            locks: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    pub fn store(&self) -> &SharedStore {
+        &self.store
+    }
+
+    pub fn images(&self) -> &Images {
+        &self.images
+    }
+
+    /// The runtime bundle, read afresh so a rebuilt one is picked up.
+    pub fn bundle(&self) -> Result<Bundle, VmError> {
+        Ok(Bundle::locate(
+            self.config.runtime_dir.as_deref(),
+            &self.paths.data_dir,
+        )?)
+    }
+
+    /// The lock serializing operations on VM `name`.
+    pub(crate) fn vm_lock(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        locks.entry(name.to_string()).or_default().clone()
+    }
+
+    pub(crate) fn files(&self, name: &str) -> VmFiles {
+        VmFiles::new(&self.paths, name)
+    }
+
+    /// The user's SSH key, shared by all their VMs.
+    pub(crate) fn ssh_key(&self) -> PathBuf {
+        self.paths.state_dir.join("ssh").join("id_ed25519")
+    }
+
+    pub fn get(&self, name: &str) -> Result<VmRecord, VmError> {
+        Ok(self.store.lock().get_vm(name)?)
+    }
+
+    /// Everything `vm show` says about a VM.
+    pub fn details(&self, vm: &VmRecord) -> VmDetails {
+        let files = self.files(&vm.name);
+        let uptime_secs = match (vm.state, vm.pid) {
+            (VmState::Running | VmState::Starting | VmState::Stopping, Some(pid)) => {
+                crate::system::proc::ProcStats::read(pid)
+                    .ok()
+                    .map(|s| s.uptime().as_secs())
+            }
+            _ => None,
+        };
+        VmDetails {
+            name: vm.name.clone(),
+            state: vm.state.to_string(),
+            image: vm.image.clone(),
+            backend: vm.backend.clone(),
+            backend_detail: Backend::from_name(&vm.backend)
+                .map(|b| b.detail())
+                .unwrap_or_else(|| vm.backend.clone()),
+            vcpus: vm.vcpus,
+            memory_mib: vm.memory_mib,
+            disk_bytes: vm.disk_bytes,
+            work_disk_bytes: vm.work_disk_bytes,
+            ip: vm.ip.clone(),
+            mac: vm.mac.clone(),
+            tap: vm.tap.clone(),
+            dns_name: format!("{}.vm", vm.name),
+            nat: vm.nat,
+            pid: vm.pid,
+            created_at: vm.created_at,
+            started_at: vm.started_at,
+            uptime_secs,
+            console_log: files.console.clone(),
+            vmm_log: files.vmm_log.clone(),
+            known_hosts: files.known_hosts.clone(),
+            dir: files.dir,
+            ssh_key: self.ssh_key(),
+            host_key: vm.host_key.clone(),
+        }
+    }
+
+    fn ssh_timeout(&self) -> Duration {
+        Duration::from_secs(self.config.ssh_timeout_secs)
+    }
+}
+
+/// Step timings of one operation.
+#[derive(Debug, Default)]
+pub(crate) struct Clock {
+    start: Option<Instant>,
+    last: Option<Instant>,
+    pub steps: Vec<Timing>,
+}
+
+impl Clock {
+    pub fn start() -> Clock {
+        let now = Instant::now();
+        Clock {
+            start: Some(now),
+            last: Some(now),
+            steps: Vec::new(),
+        }
+    }
+
+    /// Records the time since the previous step under `step`.
+    pub fn lap(&mut self, step: &str) {
+        let now = Instant::now();
+        let since = self.last.map_or(Duration::ZERO, |l| now - l);
+        self.last = Some(now);
+        self.steps.push(Timing {
+            step: step.to_string(),
+            ms: since.as_millis() as u64,
+        });
+        tracing::debug!(step, ms = since.as_millis() as u64, "step done");
+    }
+
+    pub fn total(&self) -> Duration {
+        self.start.map_or(Duration::ZERO, |s| s.elapsed())
+    }
+}

@@ -1,0 +1,151 @@
+//! `vm start`: bridge and tap up, VMM launched in its own session, then wait
+//! until the guest answers SSH with the host key banger gave it.
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use crate::rpc::api::VmOpResult;
+use crate::store::{VmProcess, VmState};
+use crate::system::host::kvm_kind;
+use crate::system::pid::{self, ExitWatch};
+use crate::system::{net, qemu, ssh};
+
+use super::backend::{self, Backend, LaunchPlan};
+use super::files::{len, tail};
+use super::rollback::{Rollback, Undo};
+use super::{Clock, Guards, Manager, VmError};
+
+impl Manager {
+    /// Boots a stopped VM with the disks, address and keys it had.
+    pub async fn start(self: &Arc<Manager>, name: &str) -> Result<VmOpResult, VmError> {
+        let lock = self.vm_lock(name);
+        let _held = lock.lock().await;
+        let mut clock = Clock::start();
+        let ms = self.start_locked(name, &mut clock).await?;
+        let vm = self.get(name)?;
+        Ok(VmOpResult {
+            vm: self.details(&vm),
+            timings: clock.steps,
+            ssh_ready_ms: Some(ms),
+        })
+    }
+
+    /// [`Manager::start`] with the VM's lock held; returns the milliseconds
+    /// from the start of `clock` to SSH answering.
+    pub(crate) async fn start_locked(
+        self: &Arc<Manager>,
+        name: &str,
+        clock: &mut Clock,
+    ) -> Result<u64, VmError> {
+        let vm = self.get(name)?;
+        if !vm.state.can_start() {
+            return Err(VmError::WrongState {
+                name: name.into(),
+                state: vm.state,
+                action: "start",
+            });
+        }
+        let backend = Backend::from_name(&vm.backend)
+            .ok_or_else(|| VmError::BadRequest(format!("unknown backend `{}`", vm.backend)))?;
+        let (Some(ip), Some(mac), Some(tap)) = (vm.ip.clone(), vm.mac.clone(), vm.tap.clone())
+        else {
+            return Err(VmError::BadRequest(format!(
+                "VM `{name}` has no network lease"
+            )));
+        };
+        let ip: Ipv4Addr = ip
+            .parse()
+            .map_err(|_| VmError::BadRequest(format!("bad IP {ip}")))?;
+        let bundle = self.bundle()?;
+        let firecracker = backend::firecracker_binary(&self.config, Some(&bundle));
+        let files = self.files(name);
+        let mut rollback = Rollback::new(self.store.clone());
+
+        let result = async {
+            let bridge = &self.config.network.bridge;
+            let gateway_cidr = format!("{}/{}", self.subnet.gateway, self.subnet.prefix);
+            net::ensure_bridge(bridge, &gateway_cidr)
+                .await
+                .map_err(VmError::tap(bridge))?;
+            net::add_tap(&tap, self.uid, bridge)
+                .await
+                .map_err(VmError::tap(&tap))?;
+            rollback.push(Undo::DeleteTap(tap.clone()));
+            clock.lap("network");
+
+            let mut kernel_args = format!(
+                "{} root=/dev/vda rw {}",
+                bundle.defaults.kernel_args,
+                self.subnet.kernel_ip_arg(ip, name)
+            );
+            if backend == Backend::Qemu && qemu::accel_for(kvm_kind()) == qemu::Accel::Tcg {
+                if let Some(khz) = qemu::host_tsc_khz() {
+                    kernel_args.push_str(&format!(" tsc_early_khz={khz}"));
+                }
+            }
+            let plan = LaunchPlan {
+                name: name.to_string(),
+                vcpus: vm.vcpus,
+                memory_mib: vm.memory_mib,
+                kernel: bundle.kernel.clone(),
+                initrd: bundle.initrd.clone(),
+                kernel_args,
+                tap: tap.clone(),
+                mac,
+            };
+            crate::paths::private_dir(&files.run_dir).map_err(|e| VmError::Io {
+                path: files.run_dir.clone(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+            let (log_from, console_from) = (len(&files.vmm_log), len(&files.console));
+            self.store
+                .lock()
+                .set_vm_state(name, VmState::Starting, None)?;
+            let launched = backend::launch(backend, &plan, &files, firecracker.as_deref()).await?;
+            let pid = launched.pid;
+            rollback.push(Undo::Kill(pid));
+            let watch = ExitWatch::new(pid).map_err(VmError::io(format!("/proc/{pid}")))?;
+            let start_ticks = pid::start_ticks(pid).unwrap_or(0);
+            self.store.lock().set_vm_state(
+                name,
+                VmState::Running,
+                Some(VmProcess { pid, start_ticks }),
+            )?;
+            self.watch(name, pid, Some(launched.child));
+            clock.lap("launch");
+
+            let key = self.ssh_key();
+            let ready = ssh::wait_ready(ip, &key, &files.known_hosts, self.ssh_timeout());
+            tokio::select! {
+                result = ready => result.map_err(|source| VmError::NotReady { console_tail: tail(&files.console, console_from, 25), source: Box::new(source) })?,
+                () = watch.exited() => return Err(VmError::ExitedEarly {
+                    backend: backend.name(),
+                    log_tail: tail(&files.vmm_log, log_from, 15),
+                    console_tail: tail(&files.console, console_from, 25),
+                }),
+            };
+            clock.lap("ssh ready");
+            Ok(())
+        }
+        .await;
+
+        match result {
+            Ok(()) => {
+                rollback.disarm();
+                self.event(
+                    name,
+                    "started",
+                    &format!("SSH ready in {} ms", clock.total().as_millis()),
+                );
+                tracing::info!(vm = name, ms = clock.total().as_millis() as u64, "started");
+                Ok(clock.total().as_millis() as u64)
+            }
+            Err(e) => {
+                rollback.run().await;
+                let _ = self.store.lock().set_vm_state(name, VmState::Failed, None);
+                self.event(name, "start-failed", &e.to_string());
+                Err(e)
+            }
+        }
+    }
+}

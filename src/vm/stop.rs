@@ -1,0 +1,98 @@
+//! `vm stop` and `vm restart`: ask the guest to shut down, kill the VMM if it
+//! does not in time, keep the disks and the lease.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustix::process::Signal;
+
+use crate::rpc::api::{VmDetails, VmOpResult};
+use crate::store::{VmProcess, VmState};
+use crate::system::pid::{self, ExitWatch};
+
+use super::backend::{self, Backend};
+use super::{Clock, Guards, Manager, VmError};
+
+impl Manager {
+    /// Stops VM `name`: gracefully unless `force`.
+    pub async fn stop(self: &Arc<Manager>, name: &str, force: bool) -> Result<VmDetails, VmError> {
+        let lock = self.vm_lock(name);
+        let _held = lock.lock().await;
+        self.stop_locked(name, force).await?;
+        Ok(self.details(&self.get(name)?))
+    }
+
+    /// Stops then starts VM `name`.
+    pub async fn restart(self: &Arc<Manager>, name: &str) -> Result<VmOpResult, VmError> {
+        let lock = self.vm_lock(name);
+        let _held = lock.lock().await;
+        let mut clock = Clock::start();
+        if self.get(name)?.state.can_stop() {
+            self.stop_locked(name, false).await?;
+            clock.lap("stop");
+        }
+        let ms = self.start_locked(name, &mut clock).await?;
+        let vm = self.get(name)?;
+        Ok(VmOpResult {
+            vm: self.details(&vm),
+            timings: clock.steps,
+            ssh_ready_ms: Some(ms),
+        })
+    }
+
+    pub(crate) async fn stop_locked(&self, name: &str, force: bool) -> Result<(), VmError> {
+        let vm = self.get(name)?;
+        if !vm.state.can_stop() {
+            return Err(VmError::WrongState {
+                name: name.into(),
+                state: vm.state,
+                action: "stop",
+            });
+        }
+        let (Some(pid), Some(start_ticks)) = (vm.pid, vm.pid_start_ticks) else {
+            self.store
+                .lock()
+                .set_vm_state(name, VmState::Stopped, None)?;
+            return Ok(());
+        };
+        if !pid::is_alive(pid, start_ticks) {
+            self.release_if_current(name, pid).await;
+            return Ok(());
+        }
+        let watch = ExitWatch::new(pid).map_err(VmError::io(format!("/proc/{pid}")))?;
+        self.store.lock().set_vm_state(
+            name,
+            VmState::Stopping,
+            Some(VmProcess { pid, start_ticks }),
+        )?;
+        let timeout = Duration::from_secs(self.config.stop_timeout_secs);
+        let mut clean = false;
+        if !force {
+            let backend = Backend::from_name(&vm.backend).unwrap_or(Backend::Qemu);
+            match backend::request_shutdown(backend, &self.files(name)).await {
+                Ok(()) => clean = watch.exited_within(timeout).await,
+                Err(e) => tracing::warn!(vm = name, error = %e, "shutdown request failed; killing"),
+            }
+        }
+        if !clean {
+            if !force {
+                tracing::warn!(
+                    vm = name,
+                    "guest did not shut down in {} s; killing the VMM",
+                    timeout.as_secs()
+                );
+            }
+            pid::signal(pid, Signal::KILL).map_err(VmError::io(format!("/proc/{pid}")))?;
+            watch.exited_within(Duration::from_secs(10)).await;
+        }
+        self.release_if_current(name, pid).await;
+        let how = if clean {
+            "shut down cleanly"
+        } else {
+            "VMM killed"
+        };
+        self.event(name, "stopped", how);
+        tracing::info!(vm = name, how, "stopped");
+        Ok(())
+    }
+}

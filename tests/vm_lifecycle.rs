@@ -1,0 +1,321 @@
+//! End to end on real guests: the real daemon and CLI, the runtime bundle's
+//! kernel and rootfs, QEMU (software emulation where the host cannot run the
+//! guest under KVM), real bridge, taps and SSH. Needs root and a runtime
+//! bundle (`make runtime-debian`); skips, saying why, without them.
+#![allow(clippy::disallowed_methods)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use common::*;
+
+/// Each test gets its own bridge and subnet so tests can run side by side.
+static NEXT_NET: AtomicU32 = AtomicU32::new(0);
+
+struct VmSandbox {
+    sb: Sandbox,
+    bridge: String,
+}
+
+impl VmSandbox {
+    /// None (and a printed reason) when this host cannot run the tier.
+    fn new(extra_config: &str) -> Option<VmSandbox> {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("skipped: needs root for bridges and taps");
+            return None;
+        }
+        let bundle = runtime_dir();
+        if !bundle.join("bundle.json").is_file() {
+            eprintln!(
+                "skipped: no runtime bundle at {} (make runtime-debian, or set BANGER_RUNTIME)",
+                bundle.display()
+            );
+            return None;
+        }
+        if !Path::new("/usr/bin/qemu-system-x86_64").exists() {
+            eprintln!("skipped: qemu-system-x86_64 is not installed");
+            return None;
+        }
+        let n = std::process::id() % 50 * 4 + NEXT_NET.fetch_add(1, Ordering::SeqCst);
+        let bridge = format!("bgt{n}");
+        let sb = Sandbox::new();
+        std::fs::create_dir_all(sb.config_file().parent().unwrap()).unwrap();
+        std::fs::write(
+            sb.config_file(),
+            format!(
+                "vmm = \"qemu\"\nruntime_dir = \"{}\"\n{extra_config}\n[network]\nbridge = \"{bridge}\"\nsubnet = \"10.213.{n}.1/24\"\n",
+                bundle.display()
+            ),
+        )
+        .unwrap();
+        Some(VmSandbox { sb, bridge })
+    }
+
+    fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut args = args.to_vec();
+        args.push("--json");
+        serde_json::from_str(&ok(self.sb.banger(&args))).unwrap()
+    }
+}
+
+impl Drop for VmSandbox {
+    fn drop(&mut self) {
+        // Delete every VM the test left (killing VMMs, removing taps), then the bridge.
+        if self.sb.daemon_pid().is_some_and(process_alive) {
+            if let Ok(out) = self
+                .sb
+                .command("banger")
+                .args(["vm", "list", "--json"])
+                .output()
+            {
+                let vms: Vec<serde_json::Value> =
+                    serde_json::from_slice(&out.stdout).unwrap_or_default();
+                for vm in vms {
+                    let name = vm["name"].as_str().unwrap_or_default();
+                    let _ = self.sb.banger(&["vm", "delete", "--force", name]);
+                }
+            }
+            let _ = self.sb.banger(&["daemon", "stop"]);
+        }
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .output();
+    }
+}
+
+fn runtime_dir() -> PathBuf {
+    std::env::var_os("BANGER_RUNTIME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("runtime"))
+}
+
+fn link_exists(name: &str) -> bool {
+    Path::new("/sys/class/net").join(name).exists()
+}
+
+#[test]
+fn lifecycle_on_a_real_guest() {
+    let Some(t) = VmSandbox::new("") else { return };
+    let sb = &t.sb;
+
+    let out = ok(sb.banger(&["vm", "create", "--name", "e2e", "--memory", "512"]));
+    assert!(
+        out.contains("e2e created") && out.contains("SSH ready"),
+        "{out}"
+    );
+    let vm = t.json(&["vm", "show", "e2e"]);
+    assert_eq!(vm["state"], "running");
+    let ip = vm["ip"].as_str().unwrap().to_string();
+    let tap = vm["tap"].as_str().unwrap().to_string();
+    let pid = vm["pid"].as_i64().unwrap() as i32;
+    assert!(link_exists(&tap));
+
+    // SSH: a command's output and exit code come back; the host key is checked.
+    let uname = ok(sb.banger(&["vm", "ssh", "e2e", "--", "uname", "-a"]));
+    assert!(uname.starts_with("Linux e2e "), "{uname}");
+    let exit = sb.banger(&["vm", "ssh", "e2e", "--", "exit", "7"]);
+    assert_eq!(exit.status.code(), Some(7));
+    let hostname = ok(sb.banger(&["vm", "ssh", "e2e", "--", "cat", "/etc/hostname"]));
+    assert_eq!(hostname.trim(), "e2e");
+    ok(sb.banger(&[
+        "vm",
+        "ssh",
+        "e2e",
+        "--",
+        "echo kept > /work/marker && echo root > /root/marker && sync",
+    ]));
+    let printed = ok(sb.banger(&["vm", "ssh", "e2e", "--print"]));
+    assert!(
+        printed.contains("StrictHostKeyChecking=yes") && printed.contains(&format!("root@{ip}")),
+        "{printed}"
+    );
+
+    let stats = t.json(&["vm", "stats", "e2e"]);
+    assert_eq!(stats["pid"], pid);
+    assert!(stats["rss_bytes"].as_u64().unwrap() > 10 << 20, "{stats}");
+
+    // Stop keeps the disks and the address; start brings the same machine back.
+    ok(sb.banger(&["vm", "stop", "e2e"]));
+    let vm = t.json(&["vm", "show", "e2e"]);
+    assert_eq!(vm["state"], "stopped");
+    assert!(!link_exists(&tap), "tap removed on stop");
+    assert!(wait_until(Duration::from_secs(5), || !process_alive(pid)));
+    let out = sb.banger(&["vm", "ssh", "e2e", "--", "true"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("vm start e2e"), "{}", stderr(&out));
+
+    ok(sb.banger(&["vm", "start", "e2e"]));
+    let vm = t.json(&["vm", "show", "e2e"]);
+    assert_eq!(vm["ip"], ip.as_str());
+    assert_eq!(
+        ok(sb.banger(&["vm", "ssh", "e2e", "--", "cat", "/work/marker"])).trim(),
+        "kept"
+    );
+    assert_eq!(
+        ok(sb.banger(&["vm", "ssh", "e2e", "--", "cat", "/root/marker"])).trim(),
+        "root"
+    );
+
+    // The daemon dies; the VM does not, and the next daemon adopts it.
+    let pid = vm["pid"].as_i64().unwrap() as i32;
+    let daemon = sb.daemon_pid().unwrap();
+    signal(daemon, rustix::process::Signal::KILL);
+    assert!(wait_until(Duration::from_secs(5), || !process_alive(
+        daemon
+    )));
+    assert!(process_alive(pid), "the VMM survives its daemon");
+    let vm = t.json(&["vm", "show", "e2e"]);
+    assert_eq!(vm["state"], "running");
+    assert_eq!(vm["pid"], pid);
+    ok(sb.banger(&["vm", "ssh", "e2e", "--", "true"]));
+
+    // Daemon and VMM both die: the next daemon marks the VM stopped and
+    // removes its tap; a start works again.
+    let daemon = sb.daemon_pid().unwrap();
+    signal(daemon, rustix::process::Signal::KILL);
+    signal(pid, rustix::process::Signal::KILL);
+    assert!(wait_until(Duration::from_secs(5), || !process_alive(
+        daemon
+    ) && !process_alive(
+        pid
+    )));
+    let vm = t.json(&["vm", "show", "e2e"]);
+    assert_eq!(vm["state"], "stopped");
+    assert!(!link_exists(&tap));
+
+    // Delete leaves nothing: no process, tap, files or lease.
+    let dir = PathBuf::from(vm["dir"].as_str().unwrap());
+    assert!(dir.exists());
+    ok(sb.banger(&["vm", "delete", "e2e"]));
+    assert!(!dir.exists());
+    assert!(!link_exists(&tap));
+    assert_eq!(ok(sb.banger(&["vm", "list", "--json"])).trim(), "[]");
+    let out = sb.banger(&["vm", "show", "e2e"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("no VM named `e2e`"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn failed_boot_rolls_everything_back() {
+    // A guest that cannot answer SSH in 1 s: the create fails with the
+    // console's tail and leaves no VM, disk, tap or process behind.
+    let Some(t) = VmSandbox::new("ssh_timeout_secs = 1") else {
+        return;
+    };
+    let sb = &t.sb;
+    let out = sb.banger(&["vm", "create", "--name", "doomed", "--memory", "256"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("did not answer SSH in time"), "{err}");
+    assert!(err.contains("console ends with"), "{err}");
+    assert_eq!(ok(sb.banger(&["vm", "list", "--json"])).trim(), "[]");
+    assert!(!sb.state_dir().join("vms/doomed").exists());
+    let brif = Path::new("/sys/class/net").join(&t.bridge).join("brif");
+    let attached = std::fs::read_dir(&brif).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(attached, 0, "no tap left on {}", t.bridge);
+    let qemus = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| std::fs::read(e.unwrap().path().join("cmdline")).ok())
+        .filter(|c| String::from_utf8_lossy(c).contains("doomed"))
+        .count();
+    assert_eq!(qemus, 0, "no VMM left running");
+}
+
+#[test]
+fn bad_requests_leave_nothing_behind() {
+    let Some(t) = VmSandbox::new("") else { return };
+    let sb = &t.sb;
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["vm", "create", "--name", "Bad_Name"],
+            "may hold only lowercase letters",
+        ),
+        (
+            &["vm", "create", "--name", "x", "--image", "nope"],
+            "no image named `nope`",
+        ),
+        (
+            &["vm", "create", "--name", "x", "--disk", "1M"],
+            "is smaller than image `default`",
+        ),
+        (
+            &["vm", "create", "--name", "x", "--memory", "16"],
+            "too small",
+        ),
+        (
+            &["vm", "create", "--name", "x", "--disk", "lots"],
+            "is not a size",
+        ),
+        (&["vm", "start", "ghost"], "no VM named `ghost`"),
+    ];
+    for (args, expected) in cases {
+        let out = sb.banger(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(
+            stderr(&out).contains(expected),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+    assert_eq!(ok(sb.banger(&["vm", "list", "--json"])).trim(), "[]");
+    let vms_dir = sb.state_dir().join("vms");
+    let leftovers = std::fs::read_dir(&vms_dir).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(leftovers, 0, "nothing under {}", vms_dir.display());
+
+    // A duplicate name is refused and the first VM is untouched.
+    ok(sb.banger(&["vm", "create", "--name", "one", "--no-start"]));
+    let out = sb.banger(&["vm", "create", "--name", "one", "--no-start"]);
+    assert!(
+        stderr(&out).contains("a VM named `one` already exists"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(t.json(&["vm", "show", "one"])["state"], "created");
+}
+
+#[test]
+fn concurrent_creates_get_unique_addresses() {
+    let Some(t) = VmSandbox::new("") else { return };
+    let sb = &t.sb;
+    ok(sb.banger(&["daemon", "start"]));
+    let outputs: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|i| {
+                s.spawn(move || {
+                    sb.banger(&["vm", "create", "--name", &format!("c{i}"), "--no-start"])
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for out in outputs {
+        ok(out);
+    }
+    let vms = t.json(&["vm", "list"]);
+    let vms = vms.as_array().unwrap();
+    assert_eq!(vms.len(), 4);
+    let mut seen = std::collections::HashSet::new();
+    for vm in vms {
+        let details = t.json(&["vm", "show", vm["name"].as_str().unwrap()]);
+        for key in ["ip", "mac", "tap"] {
+            assert!(
+                seen.insert(details[key].as_str().unwrap().to_string()),
+                "duplicate {key}: {details}"
+            );
+        }
+        // Each got its own host key, written into its own disk.
+        assert!(
+            details["host_key"]
+                .as_str()
+                .unwrap()
+                .starts_with("ssh-ed25519 ")
+        );
+    }
+}
