@@ -48,6 +48,11 @@ pub struct NetworkConfig {
     pub bridge: String,
     /// The bridge's address and prefix; guests get addresses from it.
     pub subnet: String,
+    /// Resolvers the `.vm` DNS server forwards other names to, as
+    /// `IP` or `IP:PORT`; unset means the host's own, from /etc/resolv.conf.
+    pub dns_upstreams: Option<Vec<String>>,
+    /// The name of banger's own nftables table (family `ip`).
+    pub nat_table: String,
 }
 
 impl Default for NetworkConfig {
@@ -55,6 +60,8 @@ impl Default for NetworkConfig {
         NetworkConfig {
             bridge: "banger0".into(),
             subnet: "172.30.0.1/24".into(),
+            dns_upstreams: None,
+            nat_table: "banger".into(),
         }
     }
 }

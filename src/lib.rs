@@ -10,6 +10,7 @@
 //! - [`firecracker`]: launch Firecracker and drive it through its API socket. May spawn.
 //! - [`vm`]: VM lifecycle: create, start, stop, delete, reconcile; the VMM backends.
 //! - [`image`]: the image registry and its disk files.
+//! - [`dns`]: the `.vm` DNS server (answers VM names, forwards the rest).
 //! - [`net`]: network planning (subnet, IP, MAC, tap), pure.
 //! - [`bundle`]: the runtime bundle (kernel, initrd, base rootfs, defaults).
 //! - [`size`]: sizes as people type them.
@@ -20,6 +21,7 @@ pub mod bundle;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod dns;
 pub mod firecracker;
 pub mod image;
 pub mod net;

@@ -179,9 +179,7 @@ fn another_uid_is_refused() {
 
 #[test]
 fn unknown_config_key_stops_the_daemon_with_a_clear_error() {
-    let sb = Sandbox::new();
-    std::fs::create_dir_all(sb.config_file().parent().unwrap()).unwrap();
-    std::fs::write(sb.config_file(), "log_levle = \"debug\"\n").unwrap();
+    let sb = Sandbox::with_config("log_levle = \"debug\"");
 
     let out = sb.banger(&["vm", "list"]);
     assert_eq!(out.status.code(), Some(1));

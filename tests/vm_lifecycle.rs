@@ -6,14 +6,12 @@
 
 mod common;
 
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
-
-/// Each test gets its own bridge and subnet so tests can run side by side.
-static NEXT_NET: AtomicU32 = AtomicU32::new(0);
 
 struct VmSandbox {
     sb: Sandbox,
@@ -39,18 +37,11 @@ impl VmSandbox {
             eprintln!("skipped: qemu-system-x86_64 is not installed");
             return None;
         }
-        let n = std::process::id() % 50 * 4 + NEXT_NET.fetch_add(1, Ordering::SeqCst);
-        let bridge = format!("bgt{n}");
-        let sb = Sandbox::new();
-        std::fs::create_dir_all(sb.config_file().parent().unwrap()).unwrap();
-        std::fs::write(
-            sb.config_file(),
-            format!(
-                "vmm = \"qemu\"\nruntime_dir = \"{}\"\n{extra_config}\n[network]\nbridge = \"{bridge}\"\nsubnet = \"10.213.{n}.1/24\"\n",
-                bundle.display()
-            ),
-        )
-        .unwrap();
+        let sb = Sandbox::with_config(&format!(
+            "vmm = \"qemu\"\nruntime_dir = \"{}\"\n{extra_config}",
+            bundle.display()
+        ));
+        let bridge = sb.bridge.clone();
         Some(VmSandbox { sb, bridge })
     }
 
@@ -318,4 +309,253 @@ fn concurrent_creates_get_unique_addresses() {
                 .starts_with("ssh-ed25519 ")
         );
     }
+}
+
+/// A test host outside the VM network: its own namespace joined to the host
+/// by a veth pair, serving TCP (replying with the peer's address) and DNS
+/// (answering `upstream.test`), recording what reaches it.
+struct Upstream {
+    ns: String,
+    veth: String,
+    host_ip: String,
+    ip: String,
+    dns_names: Arc<Mutex<Vec<String>>>,
+    peers: Arc<Mutex<Vec<String>>>,
+}
+
+impl Upstream {
+    fn new(n: u32) -> Upstream {
+        let (ns, veth) = (format!("bgup{n}"), format!("bgup{n}h"));
+        let (host_ip, ip) = (format!("10.214.{n}.1"), format!("10.214.{n}.2"));
+        let ip_cmd = |args: &[&str]| {
+            let out = std::process::Command::new("ip")
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "ip {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &ns])
+            .output();
+        ip_cmd(&["netns", "add", &ns]);
+        ip_cmd(&[
+            "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+        ]);
+        ip_cmd(&["addr", "add", &format!("{host_ip}/30"), "dev", &veth]);
+        ip_cmd(&["link", "set", &veth, "up"]);
+        ip_cmd(&["-n", &ns, "addr", "add", &format!("{ip}/30"), "dev", "eth0"]);
+        ip_cmd(&["-n", &ns, "link", "set", "eth0", "up"]);
+        ip_cmd(&["-n", &ns, "link", "set", "lo", "up"]);
+        let up = Upstream {
+            ns,
+            veth,
+            host_ip,
+            ip,
+            dns_names: Arc::new(Mutex::new(Vec::new())),
+            peers: Arc::new(Mutex::new(Vec::new())),
+        };
+        up.serve();
+        up
+    }
+
+    fn serve(&self) {
+        let (ns, ip) = (self.ns.clone(), self.ip.clone());
+        let (peers, names) = (self.peers.clone(), self.dns_names.clone());
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            common::netns::enter_named_netns(&ns);
+            let tcp = std::net::TcpListener::bind((ip.as_str(), 8080)).unwrap();
+            let udp = std::net::UdpSocket::bind((ip.as_str(), 53)).unwrap();
+            ready_tx.send(()).unwrap();
+            let answer: Ipv4Addr = ip.parse().unwrap();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 1500];
+                while let Ok((len, peer)) = udp.recv_from(&mut buf) {
+                    let Ok(query) = simple_dns::Packet::parse(&buf[..len]) else {
+                        continue;
+                    };
+                    let name = query.questions[0].qname.to_string();
+                    names.lock().unwrap().push(name.clone());
+                    let mut reply = simple_dns::Packet::new_reply(query.id());
+                    reply.questions.push(query.questions[0].clone());
+                    if name == "upstream.test"
+                        && query.questions[0].qtype == simple_dns::QTYPE::TYPE(simple_dns::TYPE::A)
+                    {
+                        reply.answers.push(simple_dns::ResourceRecord::new(
+                            query.questions[0].qname.clone(),
+                            simple_dns::CLASS::IN,
+                            5,
+                            simple_dns::rdata::RData::A(simple_dns::rdata::A {
+                                address: answer.into(),
+                            }),
+                        ));
+                    }
+                    let _ = udp.send_to(&reply.build_bytes_vec().unwrap(), peer);
+                }
+            });
+            for stream in tcp.incoming().flatten() {
+                let peer = stream.peer_addr().unwrap().ip().to_string();
+                peers.lock().unwrap().push(peer.clone());
+                let _ =
+                    std::io::Write::write_all(&mut &stream, format!("peer {peer}\n").as_bytes());
+            }
+        });
+        ready_rx.recv().unwrap();
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &self.veth])
+            .output();
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.ns])
+            .output();
+    }
+}
+
+#[test]
+fn guests_resolve_each_other_and_reach_out_through_nat() {
+    if !rustix::process::geteuid().is_root() || !runtime_dir().join("bundle.json").is_file() {
+        eprintln!("skipped: needs root and a runtime bundle");
+        return;
+    }
+    let n = std::process::id() % 200 + 20;
+    let upstream = Upstream::new(n);
+    let Some(t) = VmSandbox::new("") else { return };
+    // Point the daemon's forwarding at the test upstream (never the host's resolvers).
+    let config = std::fs::read_to_string(t.sb.config_file()).unwrap()
+        + &format!("dns_upstreams = [\"{}:53\"]\n", upstream.ip);
+    std::fs::write(t.sb.config_file(), config).unwrap();
+    let sb = &t.sb;
+
+    ok(sb.banger(&["daemon", "start"]));
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| {
+            sb.banger(&[
+                "vm", "create", "--name", "a", "--memory", "384", "--vcpus", "1",
+            ])
+        });
+        let b = s.spawn(|| {
+            sb.banger(&[
+                "vm", "create", "--name", "b", "--memory", "384", "--vcpus", "1", "--no-nat",
+            ])
+        });
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    ok(a);
+    ok(b);
+    let table = sb.nat_table.clone();
+    let ruleset = String::from_utf8_lossy(
+        &std::process::Command::new("nft")
+            .args(["list", "table", "ip", &table])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .into_owned();
+    let a_ip = t.json(&["vm", "show", "a"])["ip"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let b_ip = t.json(&["vm", "show", "b"])["ip"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        ruleset.contains(&a_ip) && !ruleset.contains(&b_ip),
+        "only NAT VMs masquerade:\n{ruleset}"
+    );
+
+    // From the host: the daemon's DNS on the bridge answers VM names.
+    let gateway = sb.subnet.split('/').next().unwrap().to_string();
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    socket
+        .send_to(
+            &banger::dns::build_query(42, "b.vm", simple_dns::TYPE::A),
+            (gateway.as_str(), 53),
+        )
+        .unwrap();
+    let mut buf = [0u8; 1500];
+    let len = socket.recv(&mut buf).unwrap();
+    let (_, _, ips) = banger::dns::parse_reply(&buf[..len]).unwrap();
+    assert_eq!(ips, vec![b_ip.parse::<Ipv4Addr>().unwrap()]);
+
+    // Guest to guest by name.
+    let got = ok(sb.banger(&["vm", "ssh", "a", "--", "getent", "hosts", "b.vm"]));
+    assert!(got.starts_with(&b_ip), "{got}");
+    let banner = ok(sb.banger(&[
+        "vm",
+        "ssh",
+        "a",
+        "--",
+        "timeout 10 bash -c 'exec 3<>/dev/tcp/b.vm/22; head -c 4 <&3'",
+    ]));
+    assert_eq!(banner, "SSH-");
+
+    // Out through NAT, by a name the test upstream resolves: it sees the
+    // host's address, not the guest's.
+    let reply = ok(sb.banger(&[
+        "vm",
+        "ssh",
+        "a",
+        "--",
+        "timeout 10 bash -c 'exec 3<>/dev/tcp/upstream.test/8080; cat <&3'",
+    ]));
+    assert_eq!(reply.trim(), format!("peer {}", upstream.host_ip));
+    assert_eq!(
+        upstream.peers.lock().unwrap().clone(),
+        vec![upstream.host_ip.clone()]
+    );
+
+    // A host-only VM does not get out.
+    let out = sb.banger(&[
+        "vm",
+        "ssh",
+        "b",
+        "--",
+        &format!("timeout 5 bash -c 'exec 3<>/dev/tcp/{}/8080'", upstream.ip),
+    ]);
+    assert_ne!(
+        out.status.code(),
+        Some(0),
+        "a --no-nat VM reached the outside"
+    );
+
+    let names = upstream.dns_names.lock().unwrap().clone();
+    assert!(names.iter().any(|n| n == "upstream.test"), "{names:?}");
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.ends_with(".vm") || n.ends_with(".vm.")),
+        ".vm never goes upstream: {names:?}"
+    );
+
+    // The last VM gone: no NAT table, no taps.
+    let status = t.json(&["network", "status"]);
+    assert_eq!(status["leases"].as_array().unwrap().len(), 2);
+    ok(sb.banger(&["vm", "delete", "--force", "a"]));
+    ok(sb.banger(&["vm", "delete", "--force", "b"]));
+    let tables = String::from_utf8_lossy(
+        &std::process::Command::new("nft")
+            .args(["list", "tables"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .into_owned();
+    assert!(!tables.contains(&table), "{tables}");
+    let cleanup = ok(sb.banger(&["network", "cleanup"]));
+    assert!(
+        cleanup.contains(&format!("removed bridge {}", t.bridge)),
+        "{cleanup}"
+    );
 }

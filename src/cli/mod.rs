@@ -6,6 +6,7 @@ mod autostart;
 mod daemon;
 mod doctor;
 mod image;
+mod network;
 mod output;
 mod version;
 mod vm;
@@ -38,6 +39,9 @@ enum Command {
     /// Manage root filesystem images.
     #[command(subcommand)]
     Image(image::ImageCommand),
+    /// The VM bridge, NAT table, `.vm` DNS server and address leases.
+    #[command(subcommand)]
+    Network(network::NetworkCommand),
     /// Check every host requirement and say how to fix what is missing.
     Doctor,
     /// Start, stop or inspect the background daemon.
@@ -90,6 +94,7 @@ async fn run(ctx: &Ctx, command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Vm(cmd) => vm::run(ctx, cmd).await,
         Command::Image(cmd) => image::run(ctx, cmd).await,
+        Command::Network(cmd) => network::run(ctx, cmd).await,
         Command::Doctor => doctor::run(ctx).await,
         Command::Daemon(cmd) => daemon::run(ctx, cmd).await,
         Command::Version => version::run(ctx).await,

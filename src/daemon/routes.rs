@@ -17,7 +17,7 @@ use super::{image_routes, vm_routes};
 use crate::bundle::Bundle;
 use crate::config::{Config, VmmChoice};
 use crate::paths::Paths;
-use crate::rpc::api::{DoctorCheck, DoctorReport, Health};
+use crate::rpc::api::{DoctorCheck, DoctorReport, Health, NetworkCleanup, NetworkStatus};
 
 /// The daemon's HTTP surface.
 pub fn router(daemon: Arc<Daemon>) -> Router {
@@ -41,6 +41,8 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
             "/v1/images/{name}",
             get(image_routes::show).delete(image_routes::delete),
         )
+        .route("/v1/network", get(network_status))
+        .route("/v1/network/cleanup", post(network_cleanup))
         .route("/v1/daemon/shutdown", post(shutdown))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
@@ -142,6 +144,22 @@ pub async fn doctor_report(config: &Config, paths: &Paths) -> DoctorReport {
         fix: None,
     });
     DoctorReport { checks }
+}
+
+async fn network_status(
+    State(daemon): State<Arc<Daemon>>,
+) -> Result<Json<NetworkStatus>, ApiError> {
+    Ok(Json(daemon.vms.network_status().await?))
+}
+
+async fn network_cleanup(
+    State(daemon): State<Arc<Daemon>>,
+) -> Result<Json<NetworkCleanup>, ApiError> {
+    let vms = daemon.vms.clone();
+    let done = tokio::spawn(async move { vms.network_cleanup().await })
+        .await
+        .map_err(|e| ApiError::message(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    Ok(Json(done))
 }
 
 async fn shutdown(State(daemon): State<Arc<Daemon>>) -> Json<serde_json::Value> {

@@ -1,6 +1,8 @@
 //! Network planning, pure: the subnet, each VM's IP, MAC and tap name, and
 //! the guest's `ip=` boot argument. Applying a plan is `system::net`'s job.
 
+pub mod nat;
+
 use std::collections::HashSet;
 use std::fmt;
 use std::net::Ipv4Addr;

@@ -183,3 +183,36 @@ pub struct ImageDetails {
     /// `name version` lines from the package manifest, when it has one.
     pub packages: Option<Vec<String>>,
 }
+
+/// `GET /v1/network`: the bridge, NAT table, DNS listener and leases.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NetworkStatus {
+    pub bridge: String,
+    pub bridge_present: bool,
+    pub bridge_addresses: Vec<String>,
+    pub subnet: String,
+    /// Whether banger's nftables table is loaded, and its rules.
+    pub nat_table: Option<String>,
+    /// Where the `.vm` DNS server listens, when it does.
+    pub dns_listen: Option<String>,
+    pub dns_upstreams: Vec<String>,
+    pub leases: Vec<LeaseStatus>,
+}
+
+/// One VM's network identity and whether its tap exists.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LeaseStatus {
+    pub vm: String,
+    pub state: String,
+    pub ip: String,
+    pub mac: String,
+    pub tap: String,
+    pub tap_present: bool,
+    pub nat: bool,
+}
+
+/// What `network cleanup` removed.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NetworkCleanup {
+    pub removed: Vec<String>,
+}

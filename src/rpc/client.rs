@@ -12,8 +12,8 @@ use serde::de::DeserializeOwned;
 use tokio::net::UnixStream;
 
 use super::api::{
-    CreateVm, DoctorReport, ErrorBody, Health, ImageDetails, ImageSummary, ImportImage, StopVm,
-    VmDetails, VmOpResult, VmStats, VmSummary,
+    CreateVm, DoctorReport, ErrorBody, Health, ImageDetails, ImageSummary, ImportImage,
+    NetworkCleanup, NetworkStatus, StopVm, VmDetails, VmOpResult, VmStats, VmSummary,
 };
 
 fn json<T: serde::Serialize>(value: &T) -> serde_json::Value {
@@ -148,6 +148,14 @@ impl Client {
             .call(Method::DELETE, &format!("/v1/images/{name}"), None)
             .await?;
         Ok(())
+    }
+
+    pub async fn network_status(&self) -> Result<NetworkStatus, ClientError> {
+        self.call(Method::GET, "/v1/network", None).await
+    }
+
+    pub async fn network_cleanup(&self) -> Result<NetworkCleanup, ClientError> {
+        self.call(Method::POST, "/v1/network/cleanup", None).await
     }
 
     /// Asks the daemon to stop; it answers before it goes.

@@ -8,7 +8,8 @@
 //! - [`lines`]: normalized line lists (package manifests).
 //! - [`host`]: host checks for `banger doctor`, KVM kind.
 //! - [`pid`]: is a pid still our process, signal it, wait for its exit (pidfd).
-//! - [`net`]: the VM bridge and taps through `ip`.
+//! - [`net`]: the VM bridge and taps through `ip`, routes, IP forwarding.
+//! - [`nft`]: nftables scripts on stdin; only banger's table is touched.
 //! - [`debugfs`]: write files into an ext4 image without mounting it.
 //! - [`ssh`]: SSH keys (`ssh-keygen`), readiness probe, the `ssh` argv.
 //! - [`qemu`]: the QEMU `microvm` VMM process and its QMP socket.
@@ -21,6 +22,7 @@ pub mod fs;
 pub mod host;
 pub mod lines;
 pub mod net;
+pub mod nft;
 pub mod pid;
 pub mod proc;
 pub mod qemu;

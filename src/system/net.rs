@@ -2,13 +2,55 @@
 //! Presence is read natively from `/sys/class/net`; changes go through the
 //! exec point, privileged.
 
-use std::path::Path;
-
 use super::exec::{Cmd, ExecError};
 
-/// True when a network interface named `name` exists.
+/// True when a network interface named `name` exists in this thread's
+/// network namespace (asked of the kernel with SIOCGIFINDEX, so it also
+/// holds for a thread that entered another namespace, as tests do).
 pub fn link_exists(name: &str) -> bool {
-    Path::new("/sys/class/net").join(name).exists()
+    use rustix::net::{AddressFamily, SocketType, socket};
+    match socket(AddressFamily::INET, SocketType::DGRAM, None) {
+        Ok(fd) => rustix::net::netdevice::name_to_index(&fd, name).is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// The host's IPv4 routes, from this thread's namespace.
+pub fn routes() -> std::io::Result<Vec<crate::net::nat::Route>> {
+    let text = std::fs::read_to_string("/proc/thread-self/net/route")?;
+    Ok(crate::net::nat::parse_proc_routes(&text))
+}
+
+/// Turns on IPv4 forwarding (needed for NAT); left on afterwards, since
+/// other software on the host may rely on it too.
+pub async fn enable_ip_forward() -> Result<(), ExecError> {
+    const KNOB: &str = "/proc/sys/net/ipv4/ip_forward";
+    if std::fs::read_to_string(KNOB).is_ok_and(|v| v.trim() == "1") {
+        return Ok(());
+    }
+    if std::fs::write(KNOB, "1").is_ok() {
+        return Ok(());
+    }
+    Cmd::new("sysctl")
+        .args(["-w", "net.ipv4.ip_forward=1"])
+        .privileged()
+        .run()
+        .await
+        .map(drop)
+}
+
+/// The IPv4 addresses (with prefix) on interface `name`.
+pub async fn addresses(name: &str) -> Result<Vec<String>, ExecError> {
+    let out = ip(&["-o", "-4", "addr", "show", "dev", name]).await?;
+    Ok(out
+        .lines()
+        .filter_map(|l| {
+            l.split_whitespace()
+                .skip_while(|w| *w != "inet")
+                .nth(1)
+                .map(String::from)
+        })
+        .collect())
 }
 
 /// Creates bridge `name` with address `gateway_cidr` (e.g. `172.30.0.1/24`)
@@ -18,8 +60,7 @@ pub async fn ensure_bridge(name: &str, gateway_cidr: &str) -> Result<(), ExecErr
     if !link_exists(name) {
         ip(&["link", "add", "name", name, "type", "bridge"]).await?;
     }
-    let addrs = ip(&["-o", "-4", "addr", "show", "dev", name]).await?;
-    if !addrs.split_whitespace().any(|word| word == gateway_cidr) {
+    if !addresses(name).await?.iter().any(|a| a == gateway_cidr) {
         ip(&["addr", "add", gateway_cidr, "dev", name]).await?;
     }
     ip(&["link", "set", name, "up"]).await?;
@@ -55,4 +96,24 @@ pub async fn delete_link(name: &str) -> Result<(), ExecError> {
 
 async fn ip(args: &[&str]) -> Result<String, ExecError> {
     Ok(Cmd::new("ip").args(args).privileged().run().await?.stdout)
+}
+
+/// Tells systemd-resolved, where it runs, to send `.vm` queries to
+/// `dns` on `bridge`, so `getent hosts box.vm` works on the host.
+pub async fn register_resolved(bridge: &str, dns: std::net::Ipv4Addr) -> Result<(), ExecError> {
+    if !std::path::Path::new("/run/systemd/resolve").is_dir() {
+        return Ok(());
+    }
+    let dns = dns.to_string();
+    Cmd::new("resolvectl")
+        .args(["dns", bridge, &dns])
+        .privileged()
+        .run()
+        .await?;
+    Cmd::new("resolvectl")
+        .args(["domain", bridge, "~vm"])
+        .privileged()
+        .run()
+        .await?;
+    Ok(())
 }

@@ -10,6 +10,7 @@ mod delete;
 mod error;
 mod files;
 mod monitor;
+mod network;
 mod reconcile;
 mod rollback;
 mod start;
@@ -63,6 +64,10 @@ pub struct Manager {
     pub(crate) uid: u32,
     /// One lock per VM name, held by the operation working on it.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// The `.vm` DNS server, once the bridge is up.
+    dns: tokio::sync::Mutex<Option<network::DnsListener>>,
+    /// Serializes changes to the bridge and the NAT table.
+    net_lock: tokio::sync::Mutex<()>,
 }
 
 impl Manager {
@@ -76,6 +81,8 @@ impl Manager {
             subnet,
             uid: crate::paths::current_uid(),
             locks: Mutex::new(HashMap::new()),
+            dns: tokio::sync::Mutex::new(None),
+            net_lock: tokio::sync::Mutex::new(()),
         }))
     }
 

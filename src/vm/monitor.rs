@@ -49,6 +49,9 @@ impl Manager {
         if let Err(e) = self.store.lock().set_vm_state(name, VmState::Stopped, None) {
             tracing::error!(vm = name, error = %e, "cannot record that the VM stopped");
         }
+        if let Err(e) = self.sync_nat().await {
+            tracing::error!(vm = name, error = %e, "cannot update the NAT table");
+        }
         if let Some(tap) = &vm.tap {
             if let Err(e) = net::delete_link(tap).await {
                 tracing::error!(vm = name, %tap, error = %e, "cannot remove tap");

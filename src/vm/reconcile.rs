@@ -56,6 +56,13 @@ impl Manager {
                 }
             }
         }
+        // The NAT table matches what runs now; names resolve again.
+        if let Err(e) = self.sync_nat().await {
+            tracing::warn!(error = %e, "cannot bring the NAT table in line with the running VMs");
+        }
+        if net::link_exists(&self.config.network.bridge) {
+            self.ensure_dns().await;
+        }
         Ok(found)
     }
 }

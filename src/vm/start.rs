@@ -62,12 +62,8 @@ impl Manager {
         let mut rollback = Rollback::new(self.store.clone());
 
         let result = async {
-            let bridge = &self.config.network.bridge;
-            let gateway_cidr = format!("{}/{}", self.subnet.gateway, self.subnet.prefix);
-            net::ensure_bridge(bridge, &gateway_cidr)
-                .await
-                .map_err(VmError::tap(bridge))?;
-            net::add_tap(&tap, self.uid, bridge)
+            self.prepare_network().await?;
+            net::add_tap(&tap, self.uid, &self.config.network.bridge)
                 .await
                 .map_err(VmError::tap(&tap))?;
             rollback.push(Undo::DeleteTap(tap.clone()));
@@ -113,6 +109,8 @@ impl Manager {
             )?;
             self.watch(name, pid, Some(launched.child));
             clock.lap("launch");
+            self.sync_nat().await?;
+            clock.lap("nat");
 
             let key = self.ssh_key();
             let ready = ssh::wait_ready(ip, &key, &files.known_hosts, self.ssh_timeout());

@@ -2,18 +2,39 @@
 //! `bangerd` binaries, and cleanup of any daemon a test started.
 #![allow(clippy::disallowed_methods, dead_code)]
 
+pub mod netns;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-/// One isolated banger user: its own config, state, data and runtime dirs.
+/// One isolated banger user: its own config, state, data and runtime dirs,
+/// and its own bridge, subnet and nftables table, so sandboxes never touch
+/// each other's (or a real banger's) host networking.
 pub struct Sandbox {
     pub root: tempfile::TempDir,
+    pub bridge: String,
+    pub nat_table: String,
+    /// `10.213.N.1/24`.
+    pub subnet: String,
 }
+
+static NEXT_NET: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 impl Sandbox {
     pub fn new() -> Sandbox {
+        Sandbox::with_config("")
+    }
+
+    /// A sandbox whose config.toml starts with `top` (top-level keys).
+    pub fn with_config(top: &str) -> Sandbox {
+        let n = (std::process::id() % 15) * 16
+            + NEXT_NET.fetch_add(1, std::sync::atomic::Ordering::SeqCst) % 16
+            + 1;
+        let bridge = format!("bgt{n}");
+        let nat_table = format!("bangertest{n}");
+        let subnet = format!("10.213.{n}.1/24");
         let root = tempfile::Builder::new()
             .prefix("banger-test-")
             .tempdir()
@@ -26,7 +47,21 @@ impl Sandbox {
             std::fs::Permissions::from_mode(0o700),
         )
         .unwrap();
-        Sandbox { root }
+        let config_dir = root.path().join("config/banger");
+        std::fs::create_dir_all(&config_dir).unwrap();
+        std::fs::write(
+            config_dir.join("config.toml"),
+            format!(
+                "{top}\n[network]\nbridge = \"{bridge}\"\nsubnet = \"{subnet}\"\nnat_table = \"{nat_table}\"\n"
+            ),
+        )
+        .unwrap();
+        Sandbox {
+            root,
+            bridge,
+            nat_table,
+            subnet,
+        }
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {

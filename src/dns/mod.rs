@@ -1,0 +1,228 @@
+//! The `.vm` DNS server: answers `<name>.vm` from the VMs that exist
+//! (NXDOMAIN for any other `.vm` name, never forwarded) and relays every
+//! other query to the upstream resolvers, for guests. UDP, one task per query.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use simple_dns::rdata::{A, RData};
+use simple_dns::{CLASS, Name, Packet, PacketFlag, QTYPE, RCODE, ResourceRecord, TYPE};
+use tokio::net::UdpSocket;
+
+/// How long an upstream has to answer before the next one is asked.
+const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
+/// Answers change as VMs come and go: caches should not keep them.
+const TTL: u32 = 1;
+
+/// Looks a VM name up: `Some(ip)` when a VM of that name exists.
+pub type Lookup = Arc<dyn Fn(&str) -> Option<Ipv4Addr> + Send + Sync>;
+
+/// What one query needs.
+struct Server {
+    lookup: Lookup,
+    upstreams: Vec<SocketAddr>,
+}
+
+/// Serves DNS on `socket` until the task is aborted.
+pub async fn serve(socket: UdpSocket, lookup: Lookup, upstreams: Vec<SocketAddr>) {
+    let socket = Arc::new(socket);
+    let server = Arc::new(Server { lookup, upstreams });
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let (len, peer) = match socket.recv_from(&mut buf).await {
+            Ok(got) => got,
+            Err(e) => {
+                tracing::warn!(error = %e, "DNS receive failed");
+                continue;
+            }
+        };
+        let query = buf[..len].to_vec();
+        let (socket, server) = (socket.clone(), server.clone());
+        tokio::spawn(async move {
+            if let Some(reply) = server.answer(&query).await {
+                let _ = socket.send_to(&reply, peer).await;
+            }
+        });
+    }
+}
+
+impl Server {
+    /// The reply to `query`, or None for something that is not a query.
+    async fn answer(&self, query: &[u8]) -> Option<Vec<u8>> {
+        let packet = Packet::parse(query).ok()?;
+        if packet.has_flags(PacketFlag::RESPONSE) {
+            return None;
+        }
+        let Some(question) = packet.questions.first() else {
+            return reply(&packet, RCODE::FormatError, None);
+        };
+        let qname = question.qname.to_string().to_ascii_lowercase();
+        let qname = qname.trim_end_matches('.');
+        match vm_label(qname) {
+            Some(label) => {
+                let ip = (self.lookup)(label);
+                let wants_a = matches!(question.qtype, QTYPE::TYPE(TYPE::A) | QTYPE::ANY);
+                match ip {
+                    None => reply(&packet, RCODE::NameError, None),
+                    Some(ip) if wants_a => reply(&packet, RCODE::NoError, Some(ip)),
+                    // The name exists, without records of that type.
+                    Some(_) => reply(&packet, RCODE::NoError, None),
+                }
+            }
+            None => match self.forward(query).await {
+                Some(answer) => Some(answer),
+                None => reply(&packet, RCODE::ServerFailure, None),
+            },
+        }
+    }
+
+    /// Relays `query` to each upstream in turn; the first answer wins.
+    async fn forward(&self, query: &[u8]) -> Option<Vec<u8>> {
+        for upstream in &self.upstreams {
+            let bind: SocketAddr = if upstream.is_ipv4() {
+                ([0, 0, 0, 0], 0).into()
+            } else {
+                "[::]:0".parse().ok()?
+            };
+            let Ok(socket) = UdpSocket::bind(bind).await else {
+                continue;
+            };
+            if socket.send_to(query, upstream).await.is_err() {
+                continue;
+            }
+            let mut buf = vec![0u8; 4096];
+            match tokio::time::timeout(UPSTREAM_TIMEOUT, socket.recv_from(&mut buf)).await {
+                Ok(Ok((len, from))) if from == *upstream => return Some(buf[..len].to_vec()),
+                _ => tracing::debug!(%upstream, "upstream did not answer"),
+            }
+        }
+        None
+    }
+}
+
+/// `box` for `box.vm`; None for names outside `.vm`. Deeper names under a
+/// VM (`a.box.vm`) and `vm` itself give an empty label: they never exist.
+fn vm_label(qname: &str) -> Option<&str> {
+    if qname == "vm" {
+        return Some("");
+    }
+    let label = qname.strip_suffix(".vm")?;
+    Some(if label.contains('.') { "" } else { label })
+}
+
+/// A reply to `query` with `rcode` and, if given, one A record for its question.
+fn reply(query: &Packet<'_>, rcode: RCODE, ip: Option<Ipv4Addr>) -> Option<Vec<u8>> {
+    let mut reply = Packet::new_reply(query.id());
+    reply.set_flags(PacketFlag::AUTHORITATIVE_ANSWER);
+    if query.has_flags(PacketFlag::RECURSION_DESIRED) {
+        reply.set_flags(PacketFlag::RECURSION_DESIRED | PacketFlag::RECURSION_AVAILABLE);
+    }
+    *reply.rcode_mut() = rcode;
+    if let Some(question) = query.questions.first() {
+        reply.questions.push(question.clone());
+        if let Some(ip) = ip {
+            let name: Name<'_> = question.qname.clone();
+            let record =
+                ResourceRecord::new(name, CLASS::IN, TTL, RData::A(A { address: ip.into() }));
+            reply.answers.push(record);
+        }
+    }
+    reply.build_bytes_vec().ok()
+}
+
+/// The resolvers in `resolv.conf` text, skipping `skip` (our own address:
+/// never forward to ourselves).
+pub fn upstreams_from_resolv_conf(text: &str, skip: Ipv4Addr) -> Vec<SocketAddr> {
+    text.lines()
+        .filter_map(|line| line.trim().strip_prefix("nameserver"))
+        .filter_map(|rest| rest.trim().parse::<std::net::IpAddr>().ok())
+        .filter(|ip| *ip != std::net::IpAddr::V4(skip))
+        .map(|ip| SocketAddr::new(ip, 53))
+        .collect()
+}
+
+/// Builds a query packet, for tests and benchmarks.
+pub fn build_query(id: u16, name: &str, qtype: TYPE) -> Vec<u8> {
+    let mut packet = Packet::new_query(id);
+    packet.set_flags(PacketFlag::RECURSION_DESIRED);
+    let name = Name::new_unchecked(name);
+    packet.questions.push(simple_dns::Question::new(
+        name,
+        QTYPE::TYPE(qtype),
+        simple_dns::QCLASS::CLASS(CLASS::IN),
+        false,
+    ));
+    packet
+        .build_bytes_vec()
+        .expect("a query with one question builds")
+}
+
+/// The rcode and A records of a reply, for tests and benchmarks.
+pub fn parse_reply(bytes: &[u8]) -> Option<(u16, RCODE, Vec<Ipv4Addr>)> {
+    let packet = Packet::parse(bytes).ok()?;
+    let ips = packet
+        .answers
+        .iter()
+        .filter_map(|rr| match &rr.rdata {
+            RData::A(a) => Some(Ipv4Addr::from(a.address)),
+            _ => None,
+        })
+        .collect();
+    Some((packet.id(), packet.rcode(), ips))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(upstreams: Vec<SocketAddr>) -> Server {
+        Server {
+            lookup: Arc::new(|name| (name == "box").then_some(Ipv4Addr::new(172, 30, 0, 2))),
+            upstreams,
+        }
+    }
+
+    #[tokio::test]
+    async fn vm_names_answer_from_the_lookup() {
+        let s = server(vec![]);
+        let got = s.answer(&build_query(7, "box.vm", TYPE::A)).await.unwrap();
+        assert_eq!(
+            parse_reply(&got),
+            Some((7, RCODE::NoError, vec![Ipv4Addr::new(172, 30, 0, 2)]))
+        );
+        let got = s.answer(&build_query(8, "BOX.VM.", TYPE::A)).await.unwrap();
+        assert_eq!(
+            parse_reply(&got).unwrap().2,
+            vec![Ipv4Addr::new(172, 30, 0, 2)]
+        );
+        for missing in ["other.vm", "a.box.vm", "vm"] {
+            let got = s.answer(&build_query(9, missing, TYPE::A)).await.unwrap();
+            assert_eq!(parse_reply(&got).unwrap().1, RCODE::NameError, "{missing}");
+        }
+        let got = s
+            .answer(&build_query(10, "box.vm", TYPE::AAAA))
+            .await
+            .unwrap();
+        assert_eq!(parse_reply(&got), Some((10, RCODE::NoError, vec![])));
+    }
+
+    #[tokio::test]
+    async fn other_names_fail_without_upstreams() {
+        let got = server(vec![])
+            .answer(&build_query(1, "example.org", TYPE::A))
+            .await
+            .unwrap();
+        assert_eq!(parse_reply(&got).unwrap().1, RCODE::ServerFailure);
+    }
+
+    #[test]
+    fn resolv_conf_upstreams_skip_ourselves() {
+        let text = "# c\nnameserver 10.0.0.53\nnameserver 172.30.0.1\nsearch x\nnameserver ::1\n";
+        let got = upstreams_from_resolv_conf(text, Ipv4Addr::new(172, 30, 0, 1));
+        assert_eq!(
+            got,
+            vec!["10.0.0.53:53".parse().unwrap(), "[::1]:53".parse().unwrap()]
+        );
+    }
+}

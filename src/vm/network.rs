@@ -1,0 +1,235 @@
+//! The host side of VM networking: the bridge (refused when its subnet
+//! clashes with a host route), the NAT table kept equal to the running VMs,
+//! the `.vm` DNS listener on the bridge address, and cleanup.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+
+use crate::dns;
+use crate::net::nat::{self, NatPlan};
+use crate::rpc::api::{LeaseStatus, NetworkCleanup, NetworkStatus};
+use crate::store::VmState;
+use crate::system::{net, nft};
+
+use super::{Guards, Manager, VmError};
+
+/// The running DNS listener.
+pub(crate) struct DnsListener {
+    addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Manager {
+    /// Brings the bridge up (after checking its subnet is free) and the DNS
+    /// listener with it.
+    pub(crate) async fn prepare_network(self: &Arc<Manager>) -> Result<(), VmError> {
+        let bridge = &self.config.network.bridge;
+        let held = self.net_lock.lock().await;
+        if !net::link_exists(bridge) {
+            let routes = net::routes().map_err(VmError::io("/proc/thread-self/net/route"))?;
+            if let Some(route) = nat::clashing_route(&routes, &self.subnet, bridge) {
+                return Err(VmError::BadRequest(format!(
+                    "the VM subnet {} clashes with the host route {}/{} on {}; set `network.subnet` in {} to a free range",
+                    self.subnet.cidr(),
+                    route.destination,
+                    route.prefix,
+                    route.iface,
+                    self.paths.config_file().display()
+                )));
+            }
+        }
+        let gateway_cidr = format!("{}/{}", self.subnet.gateway, self.subnet.prefix);
+        net::ensure_bridge(bridge, &gateway_cidr)
+            .await
+            .map_err(VmError::tap(bridge))?;
+        drop(held);
+        self.ensure_dns().await;
+        Ok(())
+    }
+
+    /// Starts the DNS listener on the bridge address if it is not running.
+    /// A failure is logged, not fatal: VMs work without names.
+    pub(crate) async fn ensure_dns(self: &Arc<Manager>) {
+        let mut dns = self.dns.lock().await;
+        if dns.as_ref().is_some_and(|d| !d.task.is_finished()) {
+            return;
+        }
+        let addr = SocketAddr::from((self.subnet.gateway, 53));
+        let socket = match tokio::net::UdpSocket::bind(addr).await {
+            Ok(socket) => socket,
+            Err(e) => {
+                tracing::warn!(%addr, error = %e, "cannot serve .vm DNS (VMs still work, by address)");
+                return;
+            }
+        };
+        let store = self.store.clone();
+        let lookup: dns::Lookup = Arc::new(move |name: &str| {
+            let vm = store.lock().get_vm(name).ok()?;
+            vm.ip?.parse().ok()
+        });
+        let upstreams = self.dns_upstreams();
+        tracing::info!(%addr, ?upstreams, "serving .vm DNS");
+        let task = tokio::spawn(dns::serve(socket, lookup, upstreams));
+        *dns = Some(DnsListener { addr, task });
+        drop(dns);
+        let bridge = &self.config.network.bridge;
+        if let Err(e) = net::register_resolved(bridge, self.subnet.gateway).await {
+            tracing::info!(error = %e, "systemd-resolved not told about .vm (see `banger doctor`)");
+        }
+    }
+
+    /// Configured upstreams, else the host's resolvers (never ourselves).
+    fn dns_upstreams(&self) -> Vec<SocketAddr> {
+        match &self.config.network.dns_upstreams {
+            Some(list) => list
+                .iter()
+                .filter_map(|s| {
+                    s.parse::<SocketAddr>().ok().or_else(|| {
+                        s.parse::<std::net::IpAddr>()
+                            .ok()
+                            .map(|ip| SocketAddr::new(ip, 53))
+                    })
+                })
+                .collect(),
+            None => {
+                let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+                dns::upstreams_from_resolv_conf(&text, self.subnet.gateway)
+            }
+        }
+    }
+
+    /// Makes banger's nftables table match the running VMs: created with
+    /// the first, removed with the last.
+    pub(crate) async fn sync_nat(&self) -> Result<(), VmError> {
+        let _held = self.net_lock.lock().await;
+        let vms = self.store.lock().list_vms()?;
+        let running: Vec<_> = vms.iter().filter(|vm| vm.state.can_stop()).collect();
+        if running.is_empty() {
+            nft::delete_table(nat::FAMILY, &self.config.network.nat_table)
+                .await
+                .map_err(VmError::tap("nftables"))?;
+            return Ok(());
+        }
+        let plan = NatPlan {
+            table: self.config.network.nat_table.clone(),
+            bridge: self.config.network.bridge.clone(),
+            nat_sources: running
+                .iter()
+                .filter(|vm| vm.nat)
+                .filter_map(|vm| vm.ip.as_deref()?.parse::<Ipv4Addr>().ok())
+                .collect(),
+        };
+        net::enable_ip_forward()
+            .await
+            .map_err(VmError::tap("ip_forward"))?;
+        nft::apply(&plan.script())
+            .await
+            .map_err(VmError::tap("nftables"))?;
+        Ok(())
+    }
+
+    /// What `banger network status` shows.
+    pub async fn network_status(&self) -> Result<NetworkStatus, VmError> {
+        let bridge = self.config.network.bridge.clone();
+        let bridge_present = net::link_exists(&bridge);
+        let bridge_addresses = if bridge_present {
+            net::addresses(&bridge).await.unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let nat_table = match nft::table_exists(nat::FAMILY, &self.config.network.nat_table).await {
+            Ok(true) => nft::list_table(nat::FAMILY, &self.config.network.nat_table)
+                .await
+                .ok(),
+            _ => None,
+        };
+        let dns_listen = self
+            .dns
+            .lock()
+            .await
+            .as_ref()
+            .filter(|d| !d.task.is_finished())
+            .map(|d| d.addr.to_string());
+        let leases = self
+            .store
+            .lock()
+            .list_vms()?
+            .into_iter()
+            .filter_map(|vm| {
+                Some(LeaseStatus {
+                    tap_present: net::link_exists(vm.tap.as_deref()?),
+                    vm: vm.name,
+                    state: vm.state.to_string(),
+                    ip: vm.ip?,
+                    mac: vm.mac?,
+                    tap: vm.tap?,
+                    nat: vm.nat,
+                })
+            })
+            .collect();
+        Ok(NetworkStatus {
+            bridge,
+            bridge_present,
+            bridge_addresses,
+            subnet: self.subnet.to_string(),
+            nat_table,
+            dns_listen,
+            dns_upstreams: self
+                .dns_upstreams()
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            leases,
+        })
+    }
+
+    /// Removes banger's host networking that no running VM needs: taps of
+    /// stopped VMs and, when nothing runs, the NAT table, the DNS listener
+    /// and the bridge. Leases stay with their VMs.
+    pub async fn network_cleanup(&self) -> Result<NetworkCleanup, VmError> {
+        let mut removed = Vec::new();
+        let vms = self.store.lock().list_vms()?;
+        for vm in &vms {
+            if let Some(tap) = vm
+                .tap
+                .as_deref()
+                .filter(|t| !vm.state.can_stop() && net::link_exists(t))
+            {
+                net::delete_link(tap).await.map_err(VmError::tap(tap))?;
+                removed.push(format!("tap {tap}"));
+            }
+        }
+        if vms
+            .iter()
+            .any(|vm| vm.state.can_stop() && vm.state != VmState::Stopping)
+        {
+            self.sync_nat().await?;
+            return Ok(NetworkCleanup { removed });
+        }
+        if nft::table_exists(nat::FAMILY, &self.config.network.nat_table)
+            .await
+            .map_err(VmError::tap("nftables"))?
+        {
+            nft::delete_table(nat::FAMILY, &self.config.network.nat_table)
+                .await
+                .map_err(VmError::tap("nftables"))?;
+            removed.push(format!(
+                "nftables table {} {}",
+                nat::FAMILY,
+                &self.config.network.nat_table
+            ));
+        }
+        if let Some(listener) = self.dns.lock().await.take() {
+            listener.task.abort();
+            removed.push(format!("DNS listener {}", listener.addr));
+        }
+        let bridge = &self.config.network.bridge;
+        if net::link_exists(bridge) {
+            net::delete_link(bridge)
+                .await
+                .map_err(VmError::tap(bridge))?;
+            removed.push(format!("bridge {bridge}"));
+        }
+        Ok(NetworkCleanup { removed })
+    }
+}
