@@ -4,8 +4,8 @@ CARGO ?= cargo
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 # Host packages the tests and the daemon use (Debian/Ubuntu names).
-DEB_PACKAGES := e2fsprogs iproute2 nftables openssh-client openssh-server sudo \
-	qemu-system-x86 debootstrap busybox-static cpio lz4 zstd curl ca-certificates
+DEB_PACKAGES := e2fsprogs iproute2 nftables openssh-client sudo ca-certificates \
+	qemu-system-x86 debootstrap busybox-static cpio lz4 zstd kmod binutils curl
 
 .PHONY: help deps build test lint bench install uninstall clean runtime-debian runtime-bundle verify
 
@@ -52,11 +52,11 @@ clean:
 	rm -f banger bangerd
 
 runtime-debian:
-	scripts/make-bundle.sh runtime
+	$(SUDO) scripts/make-bundle.sh runtime
 
 RUNTIME_MANIFEST ?= runtime-bundle.toml
 runtime-bundle:
-	RUNTIME_MANIFEST=$(RUNTIME_MANIFEST) scripts/fetch-bundle.sh
+	RUNTIME_MANIFEST=$(RUNTIME_MANIFEST) scripts/fetch-bundle.sh runtime
 
 verify: build
-	./verify.sh $(if $(VMM),--vmm $(VMM))
+	./verify.sh $(if $(VMM),--vmm $(VMM)) $(if $(NAT),--nat)

@@ -77,6 +77,14 @@ impl Drop for VmSandbox {
     }
 }
 
+/// Tests that boot guests take turns: under software emulation on two
+/// cores, concurrent boots only slow each other down.
+static BOOTING: Mutex<()> = Mutex::new(());
+
+fn booting() -> std::sync::MutexGuard<'static, ()> {
+    BOOTING.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn runtime_dir() -> PathBuf {
     std::env::var_os("BANGER_RUNTIME")
         .map(PathBuf::from)
@@ -90,6 +98,7 @@ fn link_exists(name: &str) -> bool {
 #[test]
 fn lifecycle_on_a_real_guest() {
     let Some(t) = VmSandbox::new("") else { return };
+    let _turn = booting();
     let sb = &t.sb;
 
     let out = ok(sb.banger(&["vm", "create", "--name", "e2e", "--memory", "512"]));
@@ -428,6 +437,7 @@ fn guests_resolve_each_other_and_reach_out_through_nat() {
     let n = std::process::id() % 200 + 20;
     let upstream = Upstream::new(n);
     let Some(t) = VmSandbox::new("") else { return };
+    let _turn = booting();
     // Point the daemon's forwarding at the test upstream (never the host's resolvers).
     let config = std::fs::read_to_string(t.sb.config_file()).unwrap()
         + &format!("dns_upstreams = [\"{}:53\"]\n", upstream.ip);

@@ -88,6 +88,9 @@ pub struct CreateArgs {
     /// Host-only networking: no NAT to the outside world.
     #[arg(long)]
     no_nat: bool,
+    /// Return once the VMM runs the guest, without waiting for SSH.
+    #[arg(long)]
+    no_wait: bool,
     /// The VMM: auto (default), firecracker or qemu.
     #[arg(long, value_parser = ["auto", "firecracker", "qemu"])]
     vmm: Option<String>,
@@ -186,6 +189,7 @@ fn create_request(args: CreateArgs) -> anyhow::Result<CreateVm> {
         vmm: args.vmm,
         start: !args.no_start,
         nat: !args.no_nat,
+        wait_ssh: !args.no_wait,
     })
 }
 
@@ -202,7 +206,13 @@ fn print_op(ctx: &Ctx, result: &VmOpResult, verb: &str) -> anyhow::Result<()> {
             vm.dns_name,
             ms as f64 / 1000.0
         ),
-        None => println!("{} {verb} ({}), not started", vm.name, vm.state),
+        None => match result.vmm_started_ms {
+            Some(ms) => println!(
+                "{} {verb}: {ip} ({}), VMM started in {ms} ms (not waiting for SSH)",
+                vm.name, vm.dns_name
+            ),
+            None => println!("{} {verb} ({}), not started", vm.name, vm.state),
+        },
     }
     println!("  vmm: {}", vm.backend_detail);
     println!("  ssh: banger vm ssh {}", vm.name);

@@ -93,6 +93,14 @@ pub struct CreateVm {
     pub start: bool,
     /// False for `--no-nat`: host-only networking.
     pub nat: bool,
+    /// False for `--no-wait`: answer once the VMM has started the guest,
+    /// without waiting for SSH.
+    #[serde(default = "yes")]
+    pub wait_ssh: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// One VM in full, as `vm show` prints it.
@@ -140,8 +148,11 @@ pub struct VmOpResult {
     pub vm: VmDetails,
     /// Step by step, for `--verbose` and benchmarks.
     pub timings: Vec<Timing>,
-    /// From the request to SSH answering, when the VM was booted.
+    /// From the request to SSH answering, when the VM was booted and waited for.
     pub ssh_ready_ms: Option<u64>,
+    /// From the request to the VMM running the guest (Firecracker's
+    /// InstanceStart acknowledged, or QEMU launched).
+    pub vmm_started_ms: Option<u64>,
 }
 
 /// `POST /v1/vms/{name}/stop` and `DELETE /v1/vms/{name}`.

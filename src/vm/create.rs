@@ -41,12 +41,12 @@ impl Manager {
                 return Err(e);
             }
         }
-        let mut ssh_ready_ms = None;
+        let mut booted = super::start::Booted::default();
         if req.start {
             // A VM that cannot boot is not worth keeping half-made: undo the
             // whole create.
-            match self.start_locked(&req.name, &mut clock).await {
-                Ok(ms) => ssh_ready_ms = Some(ms),
+            match self.start_locked(&req.name, &mut clock, req.wait_ssh).await {
+                Ok(b) => booted = b,
                 Err(e) => {
                     tracing::warn!(vm = %req.name, error = %e, "first boot failed; deleting the VM");
                     let mut undo = Rollback::new(self.store.clone());
@@ -65,11 +65,7 @@ impl Manager {
             "created",
             &format!("created from image {}", vm.image.as_deref().unwrap_or("-")),
         );
-        Ok(VmOpResult {
-            vm: self.details(&vm),
-            timings: clock.steps,
-            ssh_ready_ms,
-        })
+        Ok(booted.result(self.details(&vm), clock))
     }
 
     async fn create_locked(
@@ -158,23 +154,32 @@ impl Manager {
         })?;
         std::fs::create_dir_all(&files.scratch).map_err(VmError::io(&files.scratch))?;
 
+        // The root disk, the work disk and the keys do not depend on each
+        // other: make them at once.
         let (src, dst) = (image.rootfs_path.clone(), files.rootfs.clone());
-        tokio::task::spawn_blocking(move || fs::clone_file(&src, &dst))
-            .await
-            .expect("clone task panicked")?;
-        clock.lap("clone rootfs");
-        if disk_bytes > image_bytes {
-            e2fs::grow_ext4(&files.rootfs, disk_bytes).await?;
-            clock.lap("grow rootfs");
-        }
-        make_work_disk(&files, work_disk_bytes).await?;
-        clock.lap("work disk");
-
-        let user_key = ssh::ensure_key(&self.ssh_key(), "banger").await?;
-        let host_key = ssh::generate_key(&files.host_key, &format!("root@{}", req.name)).await?;
+        let root_disk = async {
+            tokio::task::spawn_blocking(move || fs::clone_file(&src, &dst))
+                .await
+                .expect("clone task panicked")?;
+            if disk_bytes > image_bytes {
+                e2fs::grow_ext4(&files.rootfs, disk_bytes).await?;
+            }
+            Ok::<_, VmError>(())
+        };
+        let keys = async {
+            let user_key = ssh::ensure_key(&self.ssh_key(), "banger").await?;
+            let host_key =
+                ssh::generate_key(&files.host_key, &format!("root@{}", req.name)).await?;
+            Ok::<_, VmError>((user_key, host_key))
+        };
+        let (root, work, keys) =
+            tokio::join!(root_disk, make_work_disk(&files, work_disk_bytes), keys);
+        root?;
+        work?;
+        let (user_key, host_key) = keys?;
         self.store.lock().set_vm_host_key(&req.name, &host_key)?;
         write_known_hosts(&files, &req.name, ip, &host_key)?;
-        clock.lap("keys");
+        clock.lap("disks and keys");
 
         let guest = guest_files(&req.name, ip, self.subnet.gateway, &user_key, &files)?;
         debugfs::write_files(

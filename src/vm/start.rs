@@ -21,22 +21,19 @@ impl Manager {
         let lock = self.vm_lock(name);
         let _held = lock.lock().await;
         let mut clock = Clock::start();
-        let ms = self.start_locked(name, &mut clock).await?;
+        let booted = self.start_locked(name, &mut clock, true).await?;
         let vm = self.get(name)?;
-        Ok(VmOpResult {
-            vm: self.details(&vm),
-            timings: clock.steps,
-            ssh_ready_ms: Some(ms),
-        })
+        Ok(booted.result(self.details(&vm), clock))
     }
 
-    /// [`Manager::start`] with the VM's lock held; returns the milliseconds
-    /// from the start of `clock` to SSH answering.
+    /// [`Manager::start`] with the VM's lock held. With `wait_ssh` false it
+    /// returns as soon as the VMM runs the guest.
     pub(crate) async fn start_locked(
         self: &Arc<Manager>,
         name: &str,
         clock: &mut Clock,
-    ) -> Result<u64, VmError> {
+        wait_ssh: bool,
+    ) -> Result<Booted, VmError> {
         let vm = self.get(name)?;
         if !vm.state.can_start() {
             return Err(VmError::WrongState {
@@ -61,6 +58,7 @@ impl Manager {
         let files = self.files(name);
         let mut rollback = Rollback::new(self.store.clone());
 
+        let mut booted = Booted::default();
         let result = async {
             self.prepare_network().await?;
             net::add_tap(&tap, self.uid, &self.config.network.bridge)
@@ -69,16 +67,8 @@ impl Manager {
             rollback.push(Undo::DeleteTap(tap.clone()));
             clock.lap("network");
 
-            let mut kernel_args = format!(
-                "{} root=/dev/vda rw {}",
-                bundle.defaults.kernel_args,
-                self.subnet.kernel_ip_arg(ip, name)
-            );
-            if backend == Backend::Qemu && qemu::accel_for(kvm_kind()) == qemu::Accel::Tcg {
-                if let Some(khz) = qemu::host_tsc_khz() {
-                    kernel_args.push_str(&format!(" tsc_early_khz={khz}"));
-                }
-            }
+            let tcg = backend == Backend::Qemu && qemu::accel_for(kvm_kind()) == qemu::Accel::Tcg;
+            let kernel_args = kernel_args(&bundle.defaults.kernel_args, &self.subnet.kernel_ip_arg(ip, name), tcg);
             let plan = LaunchPlan {
                 name: name.to_string(),
                 vcpus: vm.vcpus,
@@ -109,8 +99,12 @@ impl Manager {
             )?;
             self.watch(name, pid, Some(launched.child));
             clock.lap("launch");
+            booted.vmm_started_ms = Some(clock.total().as_millis() as u64);
             self.sync_nat().await?;
             clock.lap("nat");
+            if !wait_ssh {
+                return Ok(());
+            }
 
             let key = self.ssh_key();
             let ready = ssh::wait_ready(ip, &key, &files.known_hosts, self.ssh_timeout());
@@ -123,6 +117,7 @@ impl Manager {
                 }),
             };
             clock.lap("ssh ready");
+            booted.ssh_ready_ms = Some(clock.total().as_millis() as u64);
             Ok(())
         }
         .await;
@@ -130,13 +125,13 @@ impl Manager {
         match result {
             Ok(()) => {
                 rollback.disarm();
-                self.event(
-                    name,
-                    "started",
-                    &format!("SSH ready in {} ms", clock.total().as_millis()),
-                );
-                tracing::info!(vm = name, ms = clock.total().as_millis() as u64, "started");
-                Ok(clock.total().as_millis() as u64)
+                let how = match booted.ssh_ready_ms {
+                    Some(ms) => format!("SSH ready in {ms} ms"),
+                    None => format!("VMM started in {} ms", clock.total().as_millis()),
+                };
+                self.event(name, "started", &how);
+                tracing::info!(vm = name, ?booted, "started");
+                Ok(booted)
             }
             Err(e) => {
                 rollback.run().await;
@@ -145,5 +140,60 @@ impl Manager {
                 Err(e)
             }
         }
+    }
+}
+
+/// How far a boot got, and when.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Booted {
+    pub vmm_started_ms: Option<u64>,
+    pub ssh_ready_ms: Option<u64>,
+}
+
+impl Booted {
+    pub fn result(self, vm: crate::rpc::api::VmDetails, clock: Clock) -> VmOpResult {
+        VmOpResult {
+            vm,
+            timings: clock.steps,
+            ssh_ready_ms: self.ssh_ready_ms,
+            vmm_started_ms: self.vmm_started_ms,
+        }
+    }
+}
+
+/// The guest's command line: the bundle's arguments, the root disk unless
+/// they name one, the network, and under software emulation the host TSC
+/// frequency (else the PIT calibration can hang, and the TSC is marked
+/// unstable and time lags).
+fn kernel_args(bundle_args: &str, ip_arg: &str, tcg: bool) -> String {
+    let mut args = bundle_args.trim().to_string();
+    if !args.split_whitespace().any(|a| a.starts_with("root=")) {
+        args.push_str(" root=/dev/vda rw");
+    }
+    args.push(' ');
+    args.push_str(ip_arg);
+    if tcg {
+        if let Some(khz) = qemu::host_tsc_khz() {
+            args.push_str(&format!(" tsc_early_khz={khz} tsc=reliable"));
+        }
+    }
+    args
+}
+
+#[cfg(test)]
+mod tests {
+    use super::kernel_args;
+
+    #[test]
+    fn root_is_added_only_when_missing() {
+        let ip = "ip=10.0.0.2::10.0.0.1:255.255.255.0:b:eth0:off";
+        assert_eq!(
+            kernel_args("console=ttyS0", ip, false),
+            format!("console=ttyS0 root=/dev/vda rw {ip}")
+        );
+        assert_eq!(
+            kernel_args("console=ttyS0 root=/dev/vda rw", ip, false),
+            format!("console=ttyS0 root=/dev/vda rw {ip}")
+        );
     }
 }

@@ -31,13 +31,9 @@ impl Manager {
             self.stop_locked(name, false).await?;
             clock.lap("stop");
         }
-        let ms = self.start_locked(name, &mut clock).await?;
+        let booted = self.start_locked(name, &mut clock, true).await?;
         let vm = self.get(name)?;
-        Ok(VmOpResult {
-            vm: self.details(&vm),
-            timings: clock.steps,
-            ssh_ready_ms: Some(ms),
-        })
+        Ok(booted.result(self.details(&vm), clock))
     }
 
     pub(crate) async fn stop_locked(&self, name: &str, force: bool) -> Result<(), VmError> {
