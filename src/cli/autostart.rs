@@ -3,7 +3,7 @@
 
 use std::fs::OpenOptions;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -41,7 +41,7 @@ pub async fn start(paths: &Paths) -> anyhow::Result<Health> {
         .open(&log_path)
         .with_context(|| format!("cannot open the daemon log {}", log_path.display()))?;
     // Only what this daemon writes is worth showing if it fails.
-    let log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
+    let log_start = crate::system::fs::file_len(&log_path);
     let program = daemon_binary();
     let mut command = Command::new(&program);
     command
@@ -75,7 +75,7 @@ pub async fn start(paths: &Paths) -> anyhow::Result<Health> {
             bail!(
                 "bangerd exited at start-up ({status}); its log {} says:\n{}",
                 log_path.display(),
-                log_tail(&log_path, log_start, 10)
+                crate::vm::indent(&crate::system::fs::log_tail(&log_path, log_start, 10))
             );
         }
         if Instant::now() > deadline {
@@ -98,17 +98,4 @@ fn daemon_binary() -> PathBuf {
         .and_then(|exe| exe.parent().map(|dir| dir.join("bangerd")))
         .filter(|path| path.is_file())
         .unwrap_or_else(|| PathBuf::from("bangerd"))
-}
-
-/// The last `n` lines written to `path` after byte `from`, indented, for an
-/// error message.
-fn log_tail(path: &Path, from: u64, n: usize) -> String {
-    let bytes = std::fs::read(path).unwrap_or_default();
-    let text = String::from_utf8_lossy(bytes.get(from as usize..).unwrap_or_default());
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..]
-        .iter()
-        .map(|l| format!("    {l}"))
-        .collect::<Vec<_>>()
-        .join("\n")
 }

@@ -127,6 +127,26 @@ pub async fn doctor_report(config: &Config, paths: &Paths) -> DoctorReport {
             fix: Some("`make runtime-debian` builds one from Debian's packages".into()),
         },
     });
+    let gateway = config
+        .network
+        .subnet
+        .split('/')
+        .next()
+        .unwrap_or("172.30.0.1");
+    let resolved = std::path::Path::new("/run/systemd/resolve").is_dir();
+    checks.push(DoctorCheck {
+        name: ".vm names on the host".into(),
+        ok: resolved,
+        required: false,
+        detail: if resolved {
+            format!("systemd-resolved: banger routes ~vm to {gateway} on {}", config.network.bridge)
+        } else {
+            "no systemd-resolved: the host does not send .vm queries to banger by itself".into()
+        },
+        fix: (!resolved).then(|| {
+            format!("send the vm domain to {gateway}: dnsmasq `server=/vm/{gateway}`, or query it directly (`dig @{gateway} NAME.vm`); guests resolve .vm already")
+        }),
+    });
     let (backend, why) = crate::vm::describe_host(config, bundle.as_ref().ok());
     let chosen = match config.vmm {
         VmmChoice::Auto => format!("auto -> {}: {why}", backend.name()),

@@ -5,7 +5,7 @@
 //! launch leaves nothing behind.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -25,7 +25,7 @@ pub const API_READY_TIMEOUT: Duration = Duration::from_secs(2);
 const API_POLL_INTERVAL: Duration = Duration::from_millis(2);
 
 /// How much of the console's end goes into an early-exit error.
-const CONSOLE_TAIL_BYTES: u64 = 2048;
+const CONSOLE_TAIL_LINES: usize = 20;
 
 /// The guest network interface's id; banger gives each VM one NIC.
 const IFACE_ID: &str = "eth0";
@@ -397,23 +397,10 @@ fn prepare(path: &Path, source: io::Error) -> FirecrackerError {
     }
 }
 
-/// The last bytes the process wrote to the console since `start`, trimmed,
-/// as text for an error message.
+/// What the process wrote to the console since `start` (its last lines),
+/// for an error message.
 fn console_tail(console: &Path, start: u64) -> String {
-    let read = || -> io::Result<String> {
-        let mut file = File::open(console)?;
-        let len = file.metadata()?.len();
-        let from = start.max(len.saturating_sub(CONSOLE_TAIL_BYTES));
-        file.seek(SeekFrom::Start(from))?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)?;
-        Ok(String::from_utf8_lossy(&bytes).trim().to_owned())
-    };
-    match read() {
-        Ok(text) if text.is_empty() => String::from("(no output)"),
-        Ok(text) => text,
-        Err(e) => format!("(cannot read {}: {e})", console.display()),
-    }
+    crate::system::fs::log_tail(console, start, CONSOLE_TAIL_LINES)
 }
 
 #[cfg(test)]
@@ -432,12 +419,12 @@ mod tests {
         writeln!(file, "Error: bad argument").unwrap();
         assert_eq!(console_tail(&path, start), "Error: bad argument");
 
-        let long = "x".repeat(CONSOLE_TAIL_BYTES as usize * 2);
-        write!(file, "{long}").unwrap();
-        assert_eq!(
-            console_tail(&path, start).len(),
-            CONSOLE_TAIL_BYTES as usize
-        );
+        for i in 0..100 {
+            writeln!(file, "line {i}").unwrap();
+        }
+        let tail = console_tail(&path, start);
+        assert_eq!(tail.lines().count(), CONSOLE_TAIL_LINES);
+        assert!(tail.ends_with("line 99"), "{tail}");
     }
 
     #[test]
@@ -445,7 +432,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("console.log");
         std::fs::write(&path, "").unwrap();
-        assert_eq!(console_tail(&path, 0), "(no output)");
+        assert_eq!(console_tail(&path, 0), "(nothing)");
         assert!(console_tail(&dir.path().join("absent"), 0).starts_with("(cannot read"));
     }
 

@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
-use std::io;
+use std::io::{self, Read, Seek};
 use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -272,6 +272,41 @@ impl RangeCopier {
         }
         Ok(())
     }
+}
+
+/// The last `lines` lines written to the log at `path` after byte `from`
+/// (where this run's output began), for error messages. Reads at most the
+/// last 64 KiB; says so when there is nothing or the file cannot be read.
+pub fn log_tail(path: &Path, from: u64, lines: usize) -> String {
+    const MAX_BYTES: u64 = 64 << 10;
+    let read = || -> io::Result<String> {
+        let mut file = File::open(path)?;
+        let len = file.metadata()?.len();
+        file.seek(io::SeekFrom::Start(from.max(len.saturating_sub(MAX_BYTES))))?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    };
+    match read() {
+        Ok(text) => {
+            let all: Vec<&str> = text
+                .lines()
+                .map(str::trim_end)
+                .filter(|l| !l.is_empty())
+                .collect();
+            match &all[all.len().saturating_sub(lines)..] {
+                [] => "(nothing)".to_string(),
+                tail => tail.join("\n"),
+            }
+        }
+        Err(e) => format!("(cannot read {}: {e})", path.display()),
+    }
+}
+
+/// The length of the file at `path`, 0 when it is absent: where the output
+/// of a process about to start will begin.
+pub fn file_len(path: &Path) -> u64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
 }
 
 #[cfg(test)]

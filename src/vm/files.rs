@@ -47,22 +47,16 @@ impl VmFiles {
     }
 }
 
-/// The last `n` lines of a log file written after byte `from`, indented.
+/// The last `n` lines of a log written after byte `from`, indented for an
+/// error message.
 pub fn tail(path: &Path, from: u64, n: usize) -> String {
-    let bytes = std::fs::read(path).unwrap_or_default();
-    let text = String::from_utf8_lossy(bytes.get(from as usize..).unwrap_or_default());
-    let lines: Vec<&str> = text.lines().collect();
-    let tail = &lines[lines.len().saturating_sub(n)..];
-    if tail.is_empty() {
-        return "    (nothing)".into();
-    }
-    tail.iter()
-        .map(|l| format!("    {}", l.trim_end()))
-        .collect::<Vec<_>>()
-        .join("\n")
+    indent(&crate::system::fs::log_tail(path, from, n))
 }
 
-/// The current length of a file, 0 when absent: where this run's output starts.
-pub fn len(path: &Path) -> u64 {
-    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+/// Every line of `text`, indented by four spaces.
+pub fn indent(text: &str) -> String {
+    text.lines()
+        .map(|l| format!("    {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }

@@ -11,9 +11,10 @@ use crate::system::pid::{self, ExitWatch};
 use crate::system::{net, qemu, ssh};
 
 use super::backend::{self, Backend, LaunchPlan};
-use super::files::{len, tail};
+use super::files::tail;
 use super::rollback::{Rollback, Undo};
 use super::{Clock, Guards, Manager, VmError};
+use crate::system::fs::file_len;
 
 impl Manager {
     /// Boots a stopped VM with the disks, address and keys it had.
@@ -83,7 +84,7 @@ impl Manager {
                 path: files.run_dir.clone(),
                 source: std::io::Error::other(e.to_string()),
             })?;
-            let (log_from, console_from) = (len(&files.vmm_log), len(&files.console));
+            let (log_from, console_from) = (file_len(&files.vmm_log), file_len(&files.console));
             self.store
                 .lock()
                 .set_vm_state(name, VmState::Starting, None)?;
