@@ -32,9 +32,14 @@ struct Env {
 
 impl Env {
     fn new(config: &str) -> Env {
+        // BANGER_BENCH_DIR puts the VMs' disks on another filesystem
+        // (e.g. XFS or btrfs, where clones are reflinks).
+        let base = std::env::var_os("BANGER_BENCH_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(std::env::temp_dir);
         let root = tempfile::Builder::new()
             .prefix("banger-bench-")
-            .tempdir()
+            .tempdir_in(base)
             .unwrap();
         for dir in ["home", "config/banger", "state", "data", "run"] {
             std::fs::create_dir_all(root.path().join(dir)).unwrap();
@@ -93,18 +98,34 @@ impl Drop for Env {
     }
 }
 
+/// BANGER_BENCH_ONLY=a,b runs only those sections (list, clone, dns, nat,
+/// firecracker, boot).
+fn wanted(section: &str) -> bool {
+    std::env::var("BANGER_BENCH_ONLY").map_or(true, |only| only.split(',').any(|s| s == section))
+}
+
 fn main() {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    control_plane();
-    clone_figures();
-    runtime.block_on(dns_figures());
+    if wanted("list") {
+        control_plane();
+    }
+    if wanted("clone") {
+        clone_figures();
+    }
+    if wanted("dns") {
+        runtime.block_on(dns_figures());
+    }
     if rustix::process::geteuid().is_root() {
-        nat_figures();
-        firecracker_figures();
-        if std::env::var_os("BANGER_BENCH_BOOT").is_some() {
+        if wanted("nat") {
+            nat_figures();
+        }
+        if wanted("firecracker") {
+            firecracker_figures();
+        }
+        if std::env::var_os("BANGER_BENCH_BOOT").is_some() && wanted("boot") {
             boot_figures();
         } else {
             println!("qemu boot: skipped (set BANGER_BENCH_BOOT=1; takes about a minute)");
@@ -362,27 +383,58 @@ fn boot_figures() {
     env.banger(&["vm", "create", "--name", "warm", "--no-start"]);
     let t = Instant::now();
     let out = env.banger(&[
-        "vm", "create", "--name", "boot", "--memory", "512", "--json",
+        "vm",
+        "create",
+        "--name",
+        "bench-first",
+        "--memory",
+        "512",
+        "--json",
     ]);
     let banger_ms = t.elapsed();
-    let result: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let vm = &result["vm"];
-    let args: Vec<String> = std::fs::read_to_string(format!("/proc/{}/cmdline", vm["pid"]))
-        .unwrap()
+    let first: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let first = &first["vm"];
+    let argv = std::fs::read_to_string(format!("/proc/{}/cmdline", first["pid"])).unwrap();
+    env.banger(&["vm", "stop", "bench-first"]);
+
+    // Bare QEMU: banger's own argv, pointed at a second VM's fresh disks
+    // (prepared by banger, not booted), so both are first boots.
+    let out = env.banger(&[
+        "vm",
+        "create",
+        "--name",
+        "bench-second",
+        "--no-start",
+        "--json",
+    ]);
+    let second: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let second = &second["vm"];
+    let swap = |text: &str, key: &str| {
+        text.replace(first[key].as_str().unwrap(), second[key].as_str().unwrap())
+    };
+    let args: Vec<String> = argv
         .split('\0')
         .filter(|a| !a.is_empty())
-        .map(String::from)
+        .map(|a| {
+            swap(
+                &swap(
+                    &swap(&a.replace("bench-first", "bench-second"), "ip"),
+                    "mac",
+                ),
+                "tap",
+            )
+        })
         .collect();
-    env.banger(&["vm", "stop", "boot"]);
-
-    // Bare QEMU: the very argv banger used, on the same disks and a tap of our own.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let tap = vm["tap"].as_str().unwrap().to_string();
-    let ip: Ipv4Addr = vm["ip"].as_str().unwrap().parse().unwrap();
+    let tap = second["tap"].as_str().unwrap().to_string();
+    let ip: Ipv4Addr = second["ip"].as_str().unwrap().parse().unwrap();
     let bare = rt.block_on(async {
+        std::fs::create_dir_all(Path::new(second["dir"].as_str().unwrap())).unwrap();
+        let run_dir = env.root.path().join("run/banger/vms/bench-second");
+        std::fs::create_dir_all(&run_dir).unwrap();
         banger::system::net::add_tap(&tap, 0, "bgbench0")
             .await
             .unwrap();
@@ -392,8 +444,8 @@ fn boot_figures() {
             .kill_on_drop(true)
             .spawn()
             .unwrap();
-        let key = PathBuf::from(vm["ssh_key"].as_str().unwrap());
-        let known = PathBuf::from(vm["known_hosts"].as_str().unwrap());
+        let key = PathBuf::from(second["ssh_key"].as_str().unwrap());
+        let known = PathBuf::from(second["known_hosts"].as_str().unwrap());
         banger::system::ssh::wait_ready(ip, &key, &known, Duration::from_secs(300))
             .await
             .unwrap();
@@ -402,8 +454,9 @@ fn boot_figures() {
         banger::system::net::delete_link(&tap).await.unwrap();
         bare
     });
-    env.banger(&["vm", "delete", "--force", "boot"]);
-    env.banger(&["vm", "delete", "warm"]);
+    for name in ["bench-first", "bench-second", "warm"] {
+        env.banger(&["vm", "delete", "--force", name]);
+    }
     println!(
         "qemu boot to SSH-ready: banger vm create {:.1} s, bare qemu {:.1} s, banger adds {:.1}%   goal <= 5%",
         banger_ms.as_secs_f64(),

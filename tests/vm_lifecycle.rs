@@ -1,7 +1,9 @@
 //! End to end on real guests: the real daemon and CLI, the runtime bundle's
-//! kernel and rootfs, QEMU (software emulation where the host cannot run the
-//! guest under KVM), real bridge, taps and SSH. Needs root and a runtime
-//! bundle (`make runtime-debian`); skips, saying why, without them.
+//! kernel and rootfs, real bridge, taps and SSH. The VMM is what `auto`
+//! picks (Firecracker on hosts with hardware KVM and a firecracker binary;
+//! elsewhere QEMU, with software emulation where KVM cannot run the guest),
+//! or what BANGER_E2E_VMM says. Needs root and a runtime bundle
+//! (`make runtime-debian`); skips, saying why, without them.
 #![allow(clippy::disallowed_methods)]
 
 mod common;
@@ -33,12 +35,16 @@ impl VmSandbox {
             );
             return None;
         }
-        if !Path::new("/usr/bin/qemu-system-x86_64").exists() {
-            eprintln!("skipped: qemu-system-x86_64 is not installed");
+        // `auto` runs Firecracker on hosts with hardware KVM and a firecracker
+        // binary, QEMU elsewhere; BANGER_E2E_VMM forces one.
+        let vmm = std::env::var("BANGER_E2E_VMM").unwrap_or_else(|_| "auto".into());
+        let find = |tool| banger::system::tools::find_program(tool, None).is_some();
+        if !find("qemu-system-x86_64") && !find("firecracker") {
+            eprintln!("skipped: neither qemu-system-x86_64 nor firecracker is installed");
             return None;
         }
         let sb = Sandbox::with_config(&format!(
-            "vmm = \"qemu\"\nruntime_dir = \"{}\"\n{extra_config}",
+            "vmm = \"{vmm}\"\nruntime_dir = \"{}\"\n{extra_config}",
             bundle.display()
         ));
         let bridge = sb.bridge.clone();
