@@ -86,7 +86,6 @@ if [ "$nat" = 1 ]; then
 fi
 pid=$("$banger" vm show "$name" --json | sed -n 's/.*"pid": \([0-9]*\).*/\1/p')
 step "delete" "$banger" vm delete "$name"
-trap - EXIT
 
 # Nothing may be left behind.
 left=0

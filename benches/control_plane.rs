@@ -353,6 +353,8 @@ fn firecracker_figures() {
         ));
         env.banger(&["vm", "delete", "--force", &name]);
     }
+    env.banger(&["vm", "delete", "warm"]);
+    env.banger(&["network", "cleanup"]);
     rows.sort_by_key(|r| r.1);
     let (whole, started, steps) = &rows[rows.len() / 2];
     let steps: Vec<String> = steps
@@ -457,6 +459,7 @@ fn boot_figures() {
     for name in ["bench-first", "bench-second", "warm"] {
         env.banger(&["vm", "delete", "--force", name]);
     }
+    env.banger(&["network", "cleanup"]);
     println!(
         "qemu boot to SSH-ready: banger vm create {:.1} s, bare qemu {:.1} s, banger adds {:.1}%   goal <= 5%",
         banger_ms.as_secs_f64(),

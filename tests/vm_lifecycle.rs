@@ -226,6 +226,15 @@ fn failed_boot_rolls_everything_back() {
     let brif = Path::new("/sys/class/net").join(&t.bridge).join("brif");
     let attached = std::fs::read_dir(&brif).map(|d| d.count()).unwrap_or(0);
     assert_eq!(attached, 0, "no tap left on {}", t.bridge);
+    let tables = std::process::Command::new("nft")
+        .args(["list", "tables"])
+        .output()
+        .unwrap();
+    let tables = String::from_utf8_lossy(&tables.stdout).into_owned();
+    assert!(
+        !tables.contains(&format!("table ip {}\n", sb.nat_table)),
+        "no NAT table left: {tables}"
+    );
     let qemus = std::fs::read_dir("/proc")
         .unwrap()
         .filter_map(|e| std::fs::read(e.unwrap().path().join("cmdline")).ok())

@@ -137,6 +137,10 @@ impl Manager {
             Err(e) => {
                 rollback.run().await;
                 let _ = self.store.lock().set_vm_state(name, VmState::Failed, None);
+                // The VM may already be in the NAT table: take it out again.
+                if let Err(nat) = self.sync_nat().await {
+                    tracing::error!(vm = name, error = %nat, "cannot update the NAT table");
+                }
                 self.event(name, "start-failed", &e.to_string());
                 Err(e)
             }
