@@ -584,3 +584,44 @@ fn guests_resolve_each_other_and_reach_out_through_nat() {
         "{cleanup}"
     );
 }
+
+#[test]
+fn images_import_list_and_refuse_deletion_while_used() {
+    let Some(t) = VmSandbox::new("") else { return };
+    let sb = &t.sb;
+    let rootfs = runtime_dir().join("rootfs.ext4");
+    let out = ok(sb.banger(&["image", "import", "mine", rootfs.to_str().unwrap()]));
+    assert!(out.starts_with("imported mine"), "{out}");
+    let images = t.json(&["image", "list"]);
+    assert_eq!(images[0]["name"], "mine");
+
+    // Not an ext4 image: refused, nothing registered.
+    let junk = sb.path("junk.img");
+    std::fs::write(&junk, vec![0u8; 1 << 20]).unwrap();
+    let out = sb.banger(&["image", "import", "junk", junk.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("junk"), "{}", stderr(&out));
+    assert!(!sb.path("data/banger/images/junk").exists());
+
+    ok(sb.banger(&[
+        "vm",
+        "create",
+        "--name",
+        "user",
+        "--image",
+        "mine",
+        "--no-start",
+    ]));
+    let shown = t.json(&["image", "show", "mine"]);
+    assert_eq!(shown["used_by"][0], "user");
+    let out = sb.banger(&["image", "delete", "mine"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "deleting an image in use must fail"
+    );
+    ok(sb.banger(&["vm", "delete", "user"]));
+    ok(sb.banger(&["image", "delete", "mine"]));
+    assert!(!sb.path("data/banger/images/mine").exists());
+    assert_eq!(ok(sb.banger(&["image", "list", "--json"])).trim(), "[]");
+}
