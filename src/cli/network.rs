@@ -49,7 +49,10 @@ pub async fn run(ctx: &Ctx, command: NetworkCommand) -> anyhow::Result<ExitCode>
             println!("nat       {nat}");
             println!(
                 "dns       {}",
-                status.dns_listen.as_deref().unwrap_or("not listening")
+                status.dns_listen.clone().unwrap_or_else(|| format!(
+                    "not listening ({})",
+                    status.dns_problem.as_deref().unwrap_or("unknown")
+                ))
             );
             println!(
                 "upstream  {}",

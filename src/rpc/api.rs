@@ -206,6 +206,8 @@ pub struct NetworkStatus {
     pub nat_table: Option<String>,
     /// Where the `.vm` DNS server listens, when it does.
     pub dns_listen: Option<String>,
+    /// Why it does not listen, when it does not.
+    pub dns_problem: Option<String>,
     pub dns_upstreams: Vec<String>,
     pub leases: Vec<LeaseStatus>,
 }

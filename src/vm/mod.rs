@@ -65,7 +65,8 @@ pub struct Manager {
     /// One lock per VM name, held by the operation working on it.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// The `.vm` DNS server, once the bridge is up.
-    dns: tokio::sync::Mutex<Option<network::DnsListener>>,
+    /// Or why there is none.
+    dns: tokio::sync::Mutex<Result<network::DnsListener, String>>,
     /// Serializes changes to the bridge and the NAT table.
     net_lock: tokio::sync::Mutex<()>,
 }
@@ -81,7 +82,7 @@ impl Manager {
             subnet,
             uid: crate::paths::current_uid(),
             locks: Mutex::new(HashMap::new()),
-            dns: tokio::sync::Mutex::new(None),
+            dns: tokio::sync::Mutex::new(Err(network::NO_DNS_YET.to_string())),
             net_lock: tokio::sync::Mutex::new(()),
         }))
     }

@@ -13,6 +13,9 @@ use crate::system::{net, nft};
 
 use super::{Guards, Manager, VmError};
 
+/// Why there is no DNS listener before the bridge first comes up.
+pub(crate) const NO_DNS_YET: &str = "not started: it starts with the first VM";
+
 /// The running DNS listener.
 pub(crate) struct DnsListener {
     addr: SocketAddr,
@@ -51,7 +54,7 @@ impl Manager {
     /// A failure is logged, not fatal: VMs work without names.
     pub(crate) async fn ensure_dns(self: &Arc<Manager>) {
         let mut dns = self.dns.lock().await;
-        if dns.as_ref().is_some_and(|d| !d.task.is_finished()) {
+        if dns.as_ref().is_ok_and(|d| !d.task.is_finished()) {
             return;
         }
         let addr = SocketAddr::from((self.subnet.gateway, 53));
@@ -59,6 +62,7 @@ impl Manager {
             Ok(socket) => socket,
             Err(e) => {
                 tracing::warn!(%addr, error = %e, "cannot serve .vm DNS (VMs still work, by address)");
+                *dns = Err(format!("cannot listen on {addr}: {e}"));
                 return;
             }
         };
@@ -70,7 +74,7 @@ impl Manager {
         let upstreams = self.dns_upstreams();
         tracing::info!(%addr, ?upstreams, "serving .vm DNS");
         let task = tokio::spawn(dns::serve(socket, lookup, upstreams));
-        *dns = Some(DnsListener { addr, task });
+        *dns = Ok(DnsListener { addr, task });
         drop(dns);
         let bridge = &self.config.network.bridge;
         if let Err(e) = net::register_resolved(bridge, self.subnet.gateway).await {
@@ -143,13 +147,17 @@ impl Manager {
                 .ok(),
             _ => None,
         };
-        let dns_listen = self
-            .dns
-            .lock()
-            .await
-            .as_ref()
-            .filter(|d| !d.task.is_finished())
-            .map(|d| d.addr.to_string());
+        let (dns_listen, dns_problem) = match &*self.dns.lock().await {
+            Ok(d) if !d.task.is_finished() => (Some(d.addr.to_string()), None),
+            Ok(d) => (
+                None,
+                Some(format!(
+                    "the listener on {} stopped; see the daemon log",
+                    d.addr
+                )),
+            ),
+            Err(why) => (None, Some(why.clone())),
+        };
         let leases = self
             .store
             .lock()
@@ -174,6 +182,7 @@ impl Manager {
             subnet: self.subnet.to_string(),
             nat_table,
             dns_listen,
+            dns_problem,
             dns_upstreams: self
                 .dns_upstreams()
                 .iter()
@@ -219,10 +228,13 @@ impl Manager {
                 &self.config.network.nat_table
             ));
         }
-        if let Some(listener) = self.dns.lock().await.take() {
+        let mut dns = self.dns.lock().await;
+        if let Ok(listener) = &*dns {
             listener.task.abort();
             removed.push(format!("DNS listener {}", listener.addr));
         }
+        *dns = Err(NO_DNS_YET.to_string());
+        drop(dns);
         let bridge = &self.config.network.bridge;
         if net::link_exists(bridge) {
             net::delete_link(bridge)
