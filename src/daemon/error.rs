@@ -9,6 +9,24 @@ use axum::response::{IntoResponse, Response};
 use crate::rpc::api::ErrorBody;
 use crate::store::StoreError;
 
+/// Runs `op` in a task of its own, so it completes even if the client
+/// hangs up mid-request, and answers with its result as JSON.
+pub async fn detached<T, E>(
+    op: impl std::future::Future<Output = Result<T, E>> + Send + 'static,
+) -> Result<Json<T>, ApiError>
+where
+    T: Send + 'static,
+    E: Into<ApiError> + Send + 'static,
+{
+    match tokio::spawn(op).await {
+        Ok(result) => result.map(Json).map_err(Into::into),
+        Err(join) => Err(ApiError::message(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the operation failed inside bangerd: {join}"),
+        )),
+    }
+}
+
 /// An error on its way to the client.
 #[derive(Debug)]
 pub struct ApiError {

@@ -4,10 +4,9 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
 
 use super::Daemon;
-use super::error::ApiError;
+use super::error::{ApiError, detached};
 use crate::rpc::api::{ImageDetails, ImageSummary, ImportImage};
 use crate::store::ImageRecord;
 
@@ -57,10 +56,9 @@ pub async fn import(
     Json(req): Json<ImportImage>,
 ) -> Result<Json<ImageDetails>, ApiError> {
     let vms = daemon.vms.clone();
-    let image =
-        tokio::spawn(async move { vms.images().import(vms.store(), &req.name, &req.path).await })
-            .await
-            .map_err(|e| ApiError::message(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    let Json(image) =
+        detached(async move { vms.images().import(vms.store(), &req.name, &req.path).await })
+            .await?;
     Ok(Json(details(&daemon, image)?))
 }
 

@@ -11,7 +11,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 
 use super::Daemon;
-use super::error::ApiError;
+use super::error::{ApiError, detached};
 use super::socket::Peer;
 use super::{image_routes, vm_routes};
 use crate::bundle::Bundle;
@@ -176,10 +176,7 @@ async fn network_cleanup(
     State(daemon): State<Arc<Daemon>>,
 ) -> Result<Json<NetworkCleanup>, ApiError> {
     let vms = daemon.vms.clone();
-    let done = tokio::spawn(async move { vms.network_cleanup().await })
-        .await
-        .map_err(|e| ApiError::message(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
-    Ok(Json(done))
+    detached(async move { vms.network_cleanup().await }).await
 }
 
 async fn shutdown(State(daemon): State<Arc<Daemon>>) -> Json<serde_json::Value> {

@@ -2,29 +2,14 @@
 //! that change a VM run in a task of their own, so a client hanging up
 //! cannot leave one half done.
 
-use std::future::Future;
 use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, State};
 
 use super::Daemon;
-use super::error::ApiError;
+use super::error::{ApiError, detached};
 use crate::rpc::api::{CreateVm, StopVm, VmDetails, VmOpResult, VmStats, VmSummary};
-use crate::vm::VmError;
-
-/// Runs `op` to completion even if the request is dropped.
-async fn detached<T: Send + 'static>(
-    op: impl Future<Output = Result<T, VmError>> + Send + 'static,
-) -> Result<Json<T>, ApiError> {
-    match tokio::spawn(op).await {
-        Ok(result) => Ok(Json(result?)),
-        Err(join) => Err(ApiError::message(
-            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-            format!("the operation failed inside bangerd: {join}"),
-        )),
-    }
-}
 
 pub async fn list(State(daemon): State<Arc<Daemon>>) -> Result<Json<Vec<VmSummary>>, ApiError> {
     let vms = daemon.store().list_vms()?;
@@ -95,7 +80,7 @@ pub async fn delete(
     let force = body.is_some_and(|Json(b)| b.force);
     detached(async move {
         vms.delete(&name, force).await?;
-        Ok(serde_json::json!({ "deleted": name }))
+        Ok::<_, crate::vm::VmError>(serde_json::json!({ "deleted": name }))
     })
     .await
 }
