@@ -71,9 +71,10 @@ pub struct CreateArgs {
     /// The image to clone its root disk from (default: the bundle's).
     #[arg(long)]
     image: Option<String>,
+    /// Virtual CPUs (default: the runtime bundle's).
     #[arg(long)]
     vcpus: Option<u32>,
-    /// Memory: MiB, or a size like 2G.
+    /// Memory: MiB, or a size like 2G (default: the runtime bundle's).
     #[arg(long)]
     memory: Option<String>,
     /// Root disk size, like 4G (at least the image's size).
