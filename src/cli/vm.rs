@@ -335,17 +335,14 @@ fn shell_quote(arg: &str) -> String {
 /// Prints the tail of the VMM log and the console, then, with `follow`,
 /// what is appended to either.
 async fn logs(vm: &VmDetails, follow: bool, lines: usize) -> anyhow::Result<()> {
+    use crate::system::fs::{file_len, log_tail};
     let sources = [("vmm log", &vm.vmm_log), ("console", &vm.console_log)];
     let mut offsets = Vec::new();
     for (label, path) in sources {
-        let bytes = std::fs::read(path).unwrap_or_default();
+        // Where to follow from, taken before the tail is read: nothing is lost.
+        offsets.push(file_len(path));
         println!("==> {label} ({}) <==", path.display());
-        let text = String::from_utf8_lossy(&bytes);
-        let all: Vec<&str> = text.lines().collect();
-        for line in &all[all.len().saturating_sub(lines)..] {
-            println!("{line}");
-        }
-        offsets.push(bytes.len() as u64);
+        println!("{}", log_tail(path, 0, lines));
     }
     if !follow {
         return Ok(());
@@ -354,23 +351,34 @@ async fn logs(vm: &VmDetails, follow: bool, lines: usize) -> anyhow::Result<()> 
     loop {
         tokio::time::sleep(Duration::from_millis(200)).await;
         for (i, (label, path)) in sources.iter().enumerate() {
-            let Ok(bytes) = std::fs::read(path) else {
-                continue;
-            };
-            let len = bytes.len() as u64;
+            let len = file_len(path);
             if len < offsets[i] {
                 offsets[i] = 0; // truncated or replaced
             }
-            if len > offsets[i] {
-                if current != i {
-                    println!("==> {label} <==");
-                    current = i;
-                }
-                print!("{}", String::from_utf8_lossy(&bytes[offsets[i] as usize..]));
-                offsets[i] = len;
+            if len == offsets[i] {
+                continue;
             }
+            let Some(new) = read_from(path, offsets[i]) else {
+                continue;
+            };
+            if current != i {
+                println!("==> {label} <==");
+                current = i;
+            }
+            print!("{}", String::from_utf8_lossy(&new));
+            offsets[i] += new.len() as u64;
         }
     }
+}
+
+/// What `path` holds after byte `offset`.
+fn read_from(path: &std::path::Path, offset: u64) -> Option<Vec<u8>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(path).ok()?;
+    file.seek(SeekFrom::Start(offset)).ok()?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).ok()?;
+    Some(bytes)
 }
 
 #[cfg(test)]
