@@ -169,10 +169,10 @@ impl Manager {
 }
 
 /// Step timings of one operation.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Clock {
-    start: Option<Instant>,
-    last: Option<Instant>,
+    start: Instant,
+    last: Instant,
     pub steps: Vec<Timing>,
 }
 
@@ -180,8 +180,8 @@ impl Clock {
     pub fn start() -> Clock {
         let now = Instant::now();
         Clock {
-            start: Some(now),
-            last: Some(now),
+            start: now,
+            last: now,
             steps: Vec::new(),
         }
     }
@@ -189,16 +189,16 @@ impl Clock {
     /// Records the time since the previous step under `step`.
     pub fn lap(&mut self, step: &str) {
         let now = Instant::now();
-        let since = self.last.map_or(Duration::ZERO, |l| now - l);
-        self.last = Some(now);
+        let ms = (now - self.last).as_millis() as u64;
+        self.last = now;
         self.steps.push(Timing {
             step: step.to_string(),
-            ms: since.as_millis() as u64,
+            ms,
         });
-        tracing::debug!(step, ms = since.as_millis() as u64, "step done");
+        tracing::debug!(step, ms, "step done");
     }
 
     pub fn total(&self) -> Duration {
-        self.start.map_or(Duration::ZERO, |s| s.elapsed())
+        self.start.elapsed()
     }
 }

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use crate::dns;
 use crate::net::nat::{self, NatPlan};
 use crate::rpc::api::{LeaseStatus, NetworkCleanup, NetworkStatus};
-use crate::store::VmState;
 use crate::system::{net, nft};
 
 use super::{Guards, Manager, VmError};
@@ -208,10 +207,9 @@ impl Manager {
                 removed.push(format!("tap {tap}"));
             }
         }
-        if vms
-            .iter()
-            .any(|vm| vm.state.can_stop() && vm.state != VmState::Stopping)
-        {
+        // Anything with a VMM (running, starting or stopping) keeps the
+        // bridge, the table and the listener; the table is re-synced.
+        if vms.iter().any(|vm| vm.state.can_stop()) {
             self.sync_nat().await?;
             return Ok(NetworkCleanup { removed });
         }
