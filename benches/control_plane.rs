@@ -85,15 +85,14 @@ impl Env {
 impl Drop for Env {
     /// Stops this environment's daemon (its VMs were deleted by then).
     fn drop(&mut self) {
-        if let Ok(pid) = std::fs::read_to_string(self.root.path().join("run/banger/bangerd.lock")) {
-            if let Some(pid) = pid
+        if let Ok(pid) = std::fs::read_to_string(self.root.path().join("run/banger/bangerd.lock"))
+            && let Some(pid) = pid
                 .trim()
                 .parse()
                 .ok()
                 .and_then(rustix::process::Pid::from_raw)
-            {
-                let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-            }
+        {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
         }
     }
 }
@@ -234,6 +233,7 @@ async fn dns_figures() {
                     tap: banger::net::tap_for(ip),
                 }),
                 nat: true,
+                role: banger::store::VmRole::Vm,
             })
             .unwrap();
     }

@@ -9,7 +9,9 @@
 //! - [`system`]: the shell-out layer and native host helpers. May spawn.
 //! - [`firecracker`]: launch Firecracker and drive it through its API socket. May spawn.
 //! - [`vm`]: VM lifecycle: create, start, stop, delete, reconcile; the VMM backends.
-//! - [`image`]: the image registry and its disk files.
+//! - [`image`]: the image registry and its disk files, one directory per version.
+//! - [`builder`]: `image build`: a build VM provisioned over SSH, the build cache.
+//! - [`ssh`]: the native SSH client: exec with streamed output, tar uploads.
 //! - [`dns`]: the `.vm` DNS server (answers VM names, forwards the rest).
 //! - [`net`]: network planning (subnet, IP, MAC, tap), pure.
 //! - [`bundle`]: the runtime bundle (kernel, initrd, base rootfs, defaults).
@@ -17,6 +19,7 @@
 //! - [`paths`]: XDG locations and the daemon socket.
 //! - [`config`]: `config.toml`, every key defaulted.
 
+pub mod builder;
 pub mod bundle;
 pub mod cli;
 pub mod config;
@@ -28,6 +31,7 @@ pub mod net;
 pub mod paths;
 pub mod rpc;
 pub mod size;
+pub mod ssh;
 pub mod store;
 pub mod system;
 pub mod vm;

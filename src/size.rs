@@ -38,7 +38,7 @@ pub fn format_size(bytes: u64) -> String {
     const GIB: u64 = 1 << 30;
     if bytes >= GIB {
         let gib = bytes as f64 / GIB as f64;
-        if bytes % GIB == 0 {
+        if bytes.is_multiple_of(GIB) {
             format!("{} GiB", bytes / GIB)
         } else {
             format!("{gib:.1} GiB")

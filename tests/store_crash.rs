@@ -74,6 +74,7 @@ fn write_until_killed(path: &Path) -> ! {
             rootfs_path: "/images/base/rootfs.ext4".into(),
             kernel_path: None,
             size_bytes: None,
+            build_key: None,
         })
         .unwrap();
     store
@@ -87,6 +88,7 @@ fn write_until_killed(path: &Path) -> ! {
             work_disk_bytes: None,
             lease: None,
             nat: true,
+            role: banger::store::VmRole::Vm,
         })
         .unwrap();
     let process = VmProcess {

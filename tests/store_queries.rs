@@ -20,6 +20,7 @@ fn image(name: &str) -> NewImage {
         rootfs_path: PathBuf::from(format!("/images/{name}/rootfs.ext4")),
         kernel_path: Some(PathBuf::from("/runtime/vmlinux")),
         size_bytes: Some(1 << 30),
+        build_key: None,
     }
 }
 
@@ -35,6 +36,7 @@ fn vm(name: &str, n: u8) -> NewVm {
         work_disk_bytes: Some(1 << 30),
         lease: Some(lease(n)),
         nat: true,
+        role: banger::store::VmRole::Vm,
     }
 }
 
@@ -133,6 +135,7 @@ fn vms_insert_list_get_delete_with_leases() {
         .insert_vm(&NewVm {
             lease: None,
             nat: true,
+            role: banger::store::VmRole::Vm,
             backend: "qemu".into(),
             ..vm("bare", 0)
         })
@@ -214,6 +217,7 @@ fn each_unique_vm_field_conflicts_and_leaves_no_partial_row() {
     let second = |lease| NewVm {
         lease: Some(lease),
         nat: true,
+        role: banger::store::VmRole::Vm,
         ..vm("second", 0)
     };
 

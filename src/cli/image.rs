@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use clap::Subcommand;
 
 use super::{Ctx, autostart, output};
@@ -15,8 +15,16 @@ pub enum ImageCommand {
     /// List the registered root filesystem images.
     #[command(visible_alias = "ls")]
     List,
-    /// Show one image: size, the VMs using it, its packages.
-    Show { name: String },
+    /// Show one image: size, base, the VMs using it, its packages.
+    Show {
+        name: String,
+        /// Print the package manifest (`name version` per line).
+        #[arg(long)]
+        packages: bool,
+    },
+    /// Build an image: boot a base in a build VM, install packages, modules,
+    /// files and scripts over SSH, and register the result.
+    Build(super::build::BuildArgs),
     /// Register an ext4 root filesystem image (it is checked and copied).
     Import { name: String, path: PathBuf },
     /// Forget an image and delete its files (refused while a VM uses it).
@@ -25,6 +33,10 @@ pub enum ImageCommand {
 }
 
 pub async fn run(ctx: &Ctx, command: ImageCommand) -> anyhow::Result<ExitCode> {
+    let command = match command {
+        ImageCommand::Build(args) => return super::build::run(ctx, args).await,
+        other => other,
+    };
     let client = autostart::client(&ctx.paths).await?;
     match command {
         ImageCommand::List => {
@@ -42,17 +54,28 @@ pub async fn run(ctx: &Ctx, command: ImageCommand) -> anyhow::Result<ExitCode> {
                         vec![
                             image.name,
                             image.size_bytes.map_or_else(|| "-".into(), format_size),
+                            image
+                                .package_count
+                                .map_or_else(|| "-".into(), |n| n.to_string()),
+                            image.base.unwrap_or_else(|| "-".into()),
                             image.rootfs.display().to_string(),
                         ]
                     })
                     .collect();
-                output::table(&["NAME", "SIZE", "ROOTFS"], &rows);
+                output::table(&["NAME", "SIZE", "PACKAGES", "BASE", "ROOTFS"], &rows);
             }
         }
-        ImageCommand::Show { name } => {
+        ImageCommand::Show { name, packages } => {
             let image = client.image(&name).await?;
             if ctx.json {
                 output::json(&image)?;
+            } else if packages {
+                match &image.packages {
+                    Some(lines) => lines.iter().for_each(|l| println!("{l}")),
+                    None => bail!(
+                        "image `{name}` has no package manifest (it was imported without a .packages file)"
+                    ),
+                }
             } else {
                 println!("name      {}", image.name);
                 println!(
@@ -60,6 +83,13 @@ pub async fn run(ctx: &Ctx, command: ImageCommand) -> anyhow::Result<ExitCode> {
                     image.size_bytes.map_or_else(|| "-".into(), format_size)
                 );
                 println!("rootfs    {}", image.rootfs.display());
+                println!("base      {}", image.base.as_deref().unwrap_or("-"));
+                if !image.requested_packages.is_empty() {
+                    println!("asked     {}", image.requested_packages.join(" "));
+                }
+                if let Some(kver) = &image.kernel_version {
+                    println!("modules   {kver}");
+                }
                 let used = if image.used_by.is_empty() {
                     "-".into()
                 } else {
@@ -67,7 +97,10 @@ pub async fn run(ctx: &Ctx, command: ImageCommand) -> anyhow::Result<ExitCode> {
                 };
                 println!("used by   {used}");
                 match &image.packages {
-                    Some(p) => println!("packages  {} (manifest next to the rootfs)", p.len()),
+                    Some(p) => println!(
+                        "packages  {} (`banger image show {name} --packages` lists them)",
+                        p.len()
+                    ),
                     None => println!("packages  - (no manifest)"),
                 }
             }
@@ -86,6 +119,7 @@ pub async fn run(ctx: &Ctx, command: ImageCommand) -> anyhow::Result<ExitCode> {
             client.delete_image(&name).await?;
             println!("{name} deleted");
         }
+        ImageCommand::Build(_) => unreachable!("handled before connecting"),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -3,11 +3,14 @@
 #![allow(clippy::disallowed_methods)]
 
 mod autostart;
+mod build;
+mod cp;
 mod daemon;
 mod doctor;
 mod image;
 mod network;
 mod output;
+mod progress;
 mod version;
 mod vm;
 

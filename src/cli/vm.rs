@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 
-use super::{Ctx, autostart, output};
+use super::{Ctx, autostart, cp, output};
 use crate::rpc::api::{CreateVm, VmDetails, VmOpResult};
 use crate::size::{format_size, parse_size};
 
@@ -48,6 +48,14 @@ pub enum VmCommand {
         /// The command to run; without one, an interactive shell.
         #[arg(last = true)]
         command: Vec<String>,
+    },
+    /// Copy files between the host and a VM: `banger vm cp ./dir box:/root/`,
+    /// `banger vm cp box:/etc/os-release .`
+    Cp {
+        /// What to copy: a host path, or NAME:PATH in a VM.
+        src: String,
+        /// Where to: a host path, or NAME:PATH in a VM (exactly one side is a VM).
+        dst: String,
     },
     /// CPU, memory and uptime of the VM's VMM process.
     Stats { name: String },
@@ -99,7 +107,7 @@ pub struct CreateArgs {
 
 pub async fn run(ctx: &Ctx, command: VmCommand) -> anyhow::Result<ExitCode> {
     let name = match &command {
-        VmCommand::Create(args) => Some(&args.name),
+        VmCommand::Create(args) => Some(args.name.as_str()),
         VmCommand::List => None,
         VmCommand::Show { name }
         | VmCommand::Start { name }
@@ -108,7 +116,8 @@ pub async fn run(ctx: &Ctx, command: VmCommand) -> anyhow::Result<ExitCode> {
         | VmCommand::Delete { name, .. }
         | VmCommand::Ssh { name, .. }
         | VmCommand::Stats { name }
-        | VmCommand::Logs { name, .. } => Some(name),
+        | VmCommand::Logs { name, .. } => Some(name.as_str()),
+        VmCommand::Cp { src, dst } => Some(cp::vm_name(src, dst)?),
     };
     if let Some(name) = name {
         crate::net::check_dns_label(name).map_err(anyhow::Error::msg)?;
@@ -143,6 +152,7 @@ pub async fn run(ctx: &Ctx, command: VmCommand) -> anyhow::Result<ExitCode> {
             print,
             command,
         } => return ssh(&client.vm(&name).await?, print, command),
+        VmCommand::Cp { src, dst } => cp::run(&client, &src, &dst).await?,
         VmCommand::Stats { name } => {
             let stats = client.vm_stats(&name).await?;
             if ctx.json {
@@ -231,9 +241,15 @@ fn list(ctx: &Ctx, vms: Vec<crate::rpc::api::VmSummary>) -> anyhow::Result<()> {
     let rows: Vec<Vec<String>> = vms
         .into_iter()
         .map(|vm| {
+            // A build VM is shown for what it is: the image build's.
+            let state = if vm.role == "build" {
+                format!("{} (image build)", vm.state)
+            } else {
+                vm.state
+            };
             vec![
                 vm.name,
-                vm.state,
+                state,
                 vm.image.unwrap_or_else(|| "-".into()),
                 vm.backend,
                 vm.vcpus.to_string(),

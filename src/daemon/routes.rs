@@ -41,6 +41,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
             "/v1/images/{name}",
             get(image_routes::show).delete(image_routes::delete),
         )
+        .route("/v1/builds", post(image_routes::build))
         .route("/v1/network", get(network_status))
         .route("/v1/network/cleanup", post(network_cleanup))
         .route("/v1/daemon/shutdown", post(shutdown))

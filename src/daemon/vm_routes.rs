@@ -24,6 +24,7 @@ pub async fn list(State(daemon): State<Arc<Daemon>>) -> Result<Json<Vec<VmSummar
                 memory_mib: vm.memory_mib,
                 ip: vm.ip,
                 created_at: vm.created_at,
+                role: vm.role.as_str().to_string(),
             })
             .collect(),
     ))
@@ -49,6 +50,7 @@ pub async fn start(
     State(daemon): State<Arc<Daemon>>,
     Path(name): Path<String>,
 ) -> Result<Json<VmOpResult>, ApiError> {
+    refuse_build_vm(&daemon, &name)?;
     let vms = daemon.vms.clone();
     detached(async move { vms.start(&name).await }).await
 }
@@ -58,6 +60,7 @@ pub async fn stop(
     Path(name): Path<String>,
     body: Option<Json<StopVm>>,
 ) -> Result<Json<VmDetails>, ApiError> {
+    refuse_build_vm(&daemon, &name)?;
     let vms = daemon.vms.clone();
     let force = body.is_some_and(|Json(b)| b.force);
     detached(async move { vms.stop(&name, force).await }).await
@@ -67,6 +70,7 @@ pub async fn restart(
     State(daemon): State<Arc<Daemon>>,
     Path(name): Path<String>,
 ) -> Result<Json<VmOpResult>, ApiError> {
+    refuse_build_vm(&daemon, &name)?;
     let vms = daemon.vms.clone();
     detached(async move { vms.restart(&name).await }).await
 }
@@ -76,6 +80,7 @@ pub async fn delete(
     Path(name): Path<String>,
     body: Option<Json<StopVm>>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    refuse_build_vm(&daemon, &name)?;
     let vms = daemon.vms.clone();
     let force = body.is_some_and(|Json(b)| b.force);
     detached(async move {
@@ -90,4 +95,16 @@ pub async fn stats(
     Path(name): Path<String>,
 ) -> Result<Json<VmStats>, ApiError> {
     Ok(Json(daemon.vms.stats(&name).await?))
+}
+
+/// A build VM belongs to its build: only the build stops or removes it.
+fn refuse_build_vm(daemon: &Daemon, name: &str) -> Result<(), ApiError> {
+    match daemon.vms.get(name) {
+        Ok(vm) if vm.role == crate::store::VmRole::Build => Err(ApiError::message(
+            axum::http::StatusCode::CONFLICT,
+            format!("`{name}` is the build VM of an image build"),
+        )
+        .hint("it goes away when its build ends; interrupt `banger image build` to cancel it")),
+        _ => Ok(()),
+    }
 }

@@ -1,17 +1,32 @@
-//! The image registry: root filesystems VMs are cloned from. Each lives in
-//! `$XDG_DATA_HOME/banger/images/<name>/` as `rootfs.ext4`, `image.json`
-//! and, when it was built with packages, the manifest `rootfs.ext4.packages`.
+//! The image registry: root filesystems VMs are made from. Registered
+//! images are immutable. Each version of an image lives in a directory of
+//! its own, `$XDG_DATA_HOME/banger/images/<name>/<version>/`, holding
+//! `rootfs.ext4`, `image.json` and, when known, the package manifest
+//! `rootfs.ext4.packages`. A new version is staged in a `.tmp-*` directory,
+//! renamed into place and then recorded in one store transaction: the
+//! store is the only truth about which version is current, and whatever a
+//! crash leaves outside it is swept away when the daemon starts.
 
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::bundle::Bundle;
-use crate::store::{ImageRecord, NewImage, SharedStore, StoreError};
+use crate::rpc::api::ImageDetails;
+use crate::store::{ImageRecord, NewImage, SharedStore, StoreError, VmRole};
 use crate::system::{e2fs, fs};
 
 /// The image every VM gets unless told otherwise: the bundle's rootfs.
 pub const DEFAULT_IMAGE: &str = "default";
+
+/// The root filesystem's file name in a version directory.
+pub const ROOTFS: &str = "rootfs.ext4";
+/// The package manifest next to it: one `name version` per line, sorted.
+pub const PACKAGES: &str = "rootfs.ext4.packages";
+/// What banger knows about how the image was made.
+pub const INFO: &str = "image.json";
 
 /// Errors managing images.
 #[derive(Debug, thiserror::Error)]
@@ -46,52 +61,211 @@ pub enum ImageError {
     Store(#[from] StoreError),
 }
 
-/// `image.json`: where an image came from, for people reading the directory.
-#[derive(Debug, Serialize)]
-struct ImageInfo<'a> {
-    name: &'a str,
-    source: &'a Path,
-    size_bytes: u64,
+/// `image.json`: where an image came from and how it was made.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ImageInfo {
+    pub name: String,
+    /// The image it was built from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
+    /// The file it was imported from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<PathBuf>,
+    /// Packages asked for, over the whole chain of builds that made it.
+    #[serde(default)]
+    pub packages: Vec<String>,
+    /// The normalized build spec (what `image build` was told).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec: Option<serde_json::Value>,
+    /// The kernel whose modules were installed (`--modules`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_version: Option<String>,
+    pub size_bytes: u64,
+    /// The digest of the build's inputs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build_key: Option<String>,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// How long the build took.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build_ms: Option<u64>,
+}
+
+/// A new version of an image being put together; removed on drop unless
+/// it was registered.
+#[derive(Debug)]
+pub struct Staged {
+    pub name: String,
+    /// Where the files go until they are registered.
+    pub dir: PathBuf,
+    /// Where they will live.
+    final_dir: PathBuf,
+    registered: bool,
+}
+
+impl Staged {
+    pub fn rootfs(&self) -> PathBuf {
+        self.dir.join(ROOTFS)
+    }
+
+    pub fn packages(&self) -> PathBuf {
+        self.dir.join(PACKAGES)
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if !self.registered
+            && let Err(e) = std::fs::remove_dir_all(&self.dir)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "cannot remove a staged image");
+        }
+    }
 }
 
 /// The image store on disk.
 #[derive(Debug, Clone)]
 pub struct Images {
     root: PathBuf,
-    /// Serializes imports, so two creates asking for `default` at once
-    /// register it once.
-    import_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// One lock per image name, held by whatever changes that image (an
+    /// import, a build, a delete), so two never interleave.
+    locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
 }
 
 impl Images {
     /// Images under `data_dir/images`.
     pub fn new(data_dir: &Path) -> Images {
         Images {
-            import_lock: Default::default(),
             root: data_dir.join("images"),
+            locks: Default::default(),
         }
     }
 
+    /// The directory holding every version of image `name`.
     pub fn dir(&self, name: &str) -> PathBuf {
         self.root.join(name)
     }
 
-    /// The package manifest of image `name`, if it has one.
-    pub fn packages(&self, name: &str) -> Option<Vec<String>> {
-        let text = std::fs::read_to_string(self.dir(name).join("rootfs.ext4.packages")).ok()?;
+    /// The lock serializing changes to image `name`.
+    pub fn lock(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        locks.entry(name.to_string()).or_default().clone()
+    }
+
+    /// The package manifest of `image`, if it has one.
+    pub fn packages(&self, image: &ImageRecord) -> Option<Vec<String>> {
+        let text = std::fs::read_to_string(sidecar(&image.rootfs_path, PACKAGES)).ok()?;
         Some(crate::system::lines::normalize_lines(&text))
     }
 
+    /// What `image.json` says about `image`, if it can be read.
+    pub fn info(&self, image: &ImageRecord) -> Option<ImageInfo> {
+        let text = std::fs::read(sidecar(&image.rootfs_path, INFO)).ok()?;
+        serde_json::from_slice(&text).ok()
+    }
+
+    /// Everything `image show` says about `image`.
+    pub fn details(
+        &self,
+        store: &SharedStore,
+        image: ImageRecord,
+    ) -> Result<ImageDetails, StoreError> {
+        let used_by = store
+            .lock()
+            .list_vms()?
+            .into_iter()
+            .filter(|vm| vm.role == VmRole::Vm && vm.image.as_deref() == Some(&image.name))
+            .map(|vm| vm.name)
+            .collect();
+        let info = self.info(&image).unwrap_or_default();
+        Ok(ImageDetails {
+            packages: self.packages(&image),
+            base: info.base,
+            requested_packages: info.packages,
+            kernel_version: info.kernel_version,
+            build_key: image.build_key,
+            name: image.name,
+            rootfs: image.rootfs_path,
+            size_bytes: image.size_bytes,
+            created_at: image.created_at,
+            used_by,
+        })
+    }
+
+    /// A fresh staging directory for a new version of image `name`.
+    pub fn stage(&self, name: &str) -> Result<Staged, ImageError> {
+        crate::net::check_dns_label(name).map_err(ImageError::BadName)?;
+        let version = new_version();
+        let dir = self.dir(name).join(format!(".tmp-{version}"));
+        std::fs::create_dir_all(&dir).map_err(write_err(&dir))?;
+        Ok(Staged {
+            name: name.to_string(),
+            final_dir: self.dir(name).join(version),
+            dir,
+            registered: false,
+        })
+    }
+
+    /// Makes `staged` the current version of its image: `image.json` is
+    /// written, the directory renamed into place and the store updated in
+    /// one transaction. With `replace`, an existing image of that name is
+    /// pointed at the new version and its old files are removed (VMs copy
+    /// their root disk at creation, so none depends on them).
+    pub fn register(
+        &self,
+        store: &SharedStore,
+        mut staged: Staged,
+        info: &ImageInfo,
+        replace: bool,
+    ) -> Result<ImageRecord, ImageError> {
+        let info_path = staged.dir.join(INFO);
+        let json = serde_json::to_vec_pretty(info).expect("image info serializes");
+        std::fs::write(&info_path, json).map_err(write_err(&info_path))?;
+        std::fs::rename(&staged.dir, &staged.final_dir).map_err(write_err(&staged.final_dir))?;
+        // From here on the files are where the store will point; if the
+        // transaction fails, move them back so the guard removes them.
+        let new = NewImage {
+            name: staged.name.clone(),
+            rootfs_path: staged.final_dir.join(ROOTFS),
+            kernel_path: None,
+            size_bytes: Some(info.size_bytes),
+            build_key: info.build_key.clone(),
+        };
+        let exists = store.lock().get_image(&staged.name).is_ok();
+        let recorded = if exists && replace {
+            store.lock().replace_image(&new).map(Some)
+        } else {
+            store.lock().insert_image(&new).map(|_| None)
+        };
+        let old = match recorded {
+            Ok(old) => old,
+            Err(e) => {
+                let _ = std::fs::rename(&staged.final_dir, &staged.dir);
+                return Err(e.into());
+            }
+        };
+        staged.registered = true;
+        if let Some(old) = old {
+            self.remove_version(&old);
+        }
+        let record = store.lock().get_image(&staged.name)?;
+        tracing::info!(image = %record.name, rootfs = %record.rootfs_path.display(), "registered image");
+        Ok(record)
+    }
+
     /// Registers the ext4 image at `source` as `name`: checked with
-    /// `e2fsck -n`, cloned into the store, recorded. Nothing is left behind
-    /// when any step fails.
+    /// `e2fsck -n`, cloned into the store with its `.packages` manifest when
+    /// it has one, recorded. Nothing is left behind when any step fails.
     pub async fn import(
         &self,
         store: &SharedStore,
         name: &str,
         source: &Path,
     ) -> Result<ImageRecord, ImageError> {
-        let _held = self.import_lock.lock().await;
+        crate::net::check_dns_label(name).map_err(ImageError::BadName)?;
+        let lock = self.lock(name);
+        let _held = lock.lock().await;
         self.import_locked(store, name, source).await
     }
 
@@ -101,7 +275,6 @@ impl Images {
         name: &str,
         source: &Path,
     ) -> Result<ImageRecord, ImageError> {
-        crate::net::check_dns_label(name).map_err(ImageError::BadName)?;
         if !source.is_file() {
             return Err(ImageError::NoSource {
                 path: source.to_path_buf(),
@@ -126,56 +299,20 @@ impl Images {
                 path: source.to_path_buf(),
             });
         }
-        let dir = self.dir(name);
-        let result = self.copy_in(store, name, source, &dir).await;
-        if result.is_err() {
-            let _ = std::fs::remove_dir_all(&dir);
-        }
-        result
-    }
-
-    async fn copy_in(
-        &self,
-        store: &SharedStore,
-        name: &str,
-        source: &Path,
-        dir: &Path,
-    ) -> Result<ImageRecord, ImageError> {
-        let write_err = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| ImageError::Write { path, source }
-        };
-        std::fs::create_dir_all(dir).map_err(write_err(dir))?;
-        let rootfs = dir.join("rootfs.ext4");
-        let (src, dst) = (source.to_path_buf(), rootfs.clone());
-        tokio::task::spawn_blocking(move || fs::clone_file(&src, &dst))
-            .await
-            .expect("clone task panicked")
-            .map_err(|e| ImageError::Copy {
-                path: source.to_path_buf(),
-                source: e,
-            })?;
-        let size = std::fs::metadata(&rootfs)
-            .map_err(write_err(&rootfs))?
-            .len();
-        let info = ImageInfo {
-            name,
-            source,
-            size_bytes: size,
-        };
-        let info_path = dir.join("image.json");
-        let json = serde_json::to_vec_pretty(&info).expect("image info serializes");
-        std::fs::write(&info_path, json).map_err(write_err(&info_path))?;
-        if let Ok(manifest) = std::fs::read(source.with_extension("ext4.packages")) {
-            let path = dir.join("rootfs.ext4.packages");
+        let staged = self.stage(name)?;
+        let size = copy_rootfs(source, &staged.rootfs()).await?;
+        if let Ok(manifest) = std::fs::read(sidecar(source, PACKAGES)) {
+            let path = staged.packages();
             std::fs::write(&path, manifest).map_err(write_err(&path))?;
         }
-        let record = store.lock().insert_image(&NewImage {
+        let info = ImageInfo {
             name: name.to_string(),
-            rootfs_path: rootfs,
-            kernel_path: None,
-            size_bytes: Some(size),
-        })?;
+            source: Some(source.to_path_buf()),
+            size_bytes: size,
+            created_at: unix_now(),
+            ..ImageInfo::default()
+        };
+        let record = self.register(store, staged, &info, false)?;
         tracing::info!(image = name, source = %source.display(), "imported image");
         Ok(record)
     }
@@ -199,7 +336,8 @@ impl Images {
         let (DEFAULT_IMAGE, Some(bundle)) = (name, bundle) else {
             return Ok(None);
         };
-        let _held = self.import_lock.lock().await;
+        let lock = self.lock(DEFAULT_IMAGE);
+        let _held = lock.lock().await;
         // Another create may have registered it while this one waited.
         match lookup()? {
             Some(image) => Ok(Some(image)),
@@ -211,16 +349,144 @@ impl Images {
     }
 
     /// Forgets image `name` and removes its files; refused while a VM uses it.
-    pub fn delete(&self, store: &SharedStore, name: &str) -> Result<ImageRecord, ImageError> {
+    pub async fn delete(&self, store: &SharedStore, name: &str) -> Result<ImageRecord, ImageError> {
+        let lock = self.lock(name);
+        let _held = lock.lock().await;
         let record = store.lock().delete_image(name)?;
-        let dir = self.dir(name);
-        // Only remove what the store holds; an image registered elsewhere
-        // by path is not ours to delete.
-        if record.rootfs_path.starts_with(&dir) {
-            std::fs::remove_dir_all(&dir)
-                .map_err(|source| ImageError::Write { path: dir, source })?;
-        }
+        self.remove_version(&record);
+        let _ = std::fs::remove_dir(self.dir(name));
         tracing::info!(image = name, "deleted image");
         Ok(record)
+    }
+
+    /// Removes the files of one version of an image, if they are the store's
+    /// (an image registered elsewhere by path is not ours to delete).
+    fn remove_version(&self, record: &ImageRecord) {
+        let Some(dir) = record.rootfs_path.parent() else {
+            return;
+        };
+        if !dir.starts_with(self.dir(&record.name)) {
+            return;
+        }
+        if let Err(e) = std::fs::remove_dir_all(dir)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot remove an old image version");
+        }
+    }
+
+    /// On daemon start: removes staging directories and versions no image
+    /// points at (what a daemon killed mid-import or mid-build leaves).
+    pub fn sweep(&self, store: &SharedStore) -> Result<Vec<PathBuf>, ImageError> {
+        let current: HashSet<PathBuf> = store
+            .lock()
+            .list_images()?
+            .into_iter()
+            .filter_map(|image| image.rootfs_path.parent().map(Path::to_path_buf))
+            .collect();
+        let mut removed = Vec::new();
+        let Ok(names) = std::fs::read_dir(&self.root) else {
+            return Ok(removed);
+        };
+        for name_dir in names.flatten().map(|e| e.path()).filter(|p| p.is_dir()) {
+            if current.contains(&name_dir) {
+                continue; // an image from before versioned directories
+            }
+            for version in std::fs::read_dir(&name_dir).into_iter().flatten().flatten() {
+                let path = version.path();
+                if path.is_dir() && !current.contains(&path) {
+                    match std::fs::remove_dir_all(&path) {
+                        Ok(()) => removed.push(path),
+                        Err(e) => {
+                            tracing::warn!(dir = %path.display(), error = %e, "cannot remove a stray image directory")
+                        }
+                    }
+                }
+            }
+            let _ = std::fs::remove_dir(&name_dir);
+        }
+        if !removed.is_empty() {
+            tracing::info!(?removed, "removed image files no image points at");
+        }
+        Ok(removed)
+    }
+}
+
+/// Clones `source` to `dest` (reflink where the filesystem can) and returns
+/// its size.
+pub async fn copy_rootfs(source: &Path, dest: &Path) -> Result<u64, ImageError> {
+    let (src, dst) = (source.to_path_buf(), dest.to_path_buf());
+    tokio::task::spawn_blocking(move || fs::clone_file(&src, &dst))
+        .await
+        .expect("clone task panicked")
+        .map_err(|e| ImageError::Copy {
+            path: source.to_path_buf(),
+            source: e,
+        })?;
+    Ok(std::fs::metadata(dest).map_err(write_err(dest))?.len())
+}
+
+/// `rootfs.ext4.packages` or `image.json` next to the rootfs at `rootfs`.
+fn sidecar(rootfs: &Path, file: &str) -> PathBuf {
+    match file {
+        // The manifest is named after the rootfs, wherever it is.
+        PACKAGES => {
+            let mut name = rootfs.as_os_str().to_owned();
+            name.push(".packages");
+            PathBuf::from(name)
+        }
+        _ => rootfs.with_file_name(file),
+    }
+}
+
+fn write_err(path: &Path) -> impl FnOnce(std::io::Error) -> ImageError + use<> {
+    let path = path.to_path_buf();
+    move |source| ImageError::Write { path, source }
+}
+
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// A version directory name: when it was made, and enough randomness that
+/// two versions made in the same second differ.
+fn new_version() -> String {
+    use sha2::Digest;
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let seed = format!(
+        "{}:{}:{}",
+        now.as_nanos(),
+        std::process::id(),
+        COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    let digest = sha2::Sha256::digest(seed.as_bytes());
+    let hex: String = digest[..3].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{}-{hex}", now.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_manifest_is_named_after_the_rootfs() {
+        let rootfs = Path::new("/images/a/v1/rootfs.ext4");
+        assert_eq!(
+            sidecar(rootfs, PACKAGES),
+            Path::new("/images/a/v1/rootfs.ext4.packages")
+        );
+        assert_eq!(sidecar(rootfs, INFO), Path::new("/images/a/v1/image.json"));
+    }
+
+    #[test]
+    fn versions_differ_and_sort_by_time() {
+        let (a, b) = (new_version(), new_version());
+        assert_ne!(a, b);
+        assert!(a.split('-').next().unwrap().parse::<u64>().is_ok(), "{a}");
     }
 }

@@ -57,6 +57,13 @@ pub struct VmSummary {
     pub ip: Option<String>,
     /// Unix seconds.
     pub created_at: i64,
+    /// `vm`, or `build` for the temporary VM of an image build.
+    #[serde(default = "vm_role")]
+    pub role: String,
+}
+
+fn vm_role() -> String {
+    "vm".into()
 }
 
 /// One row of `GET /v1/images`.
@@ -67,6 +74,12 @@ pub struct ImageSummary {
     pub size_bytes: Option<u64>,
     /// Unix seconds.
     pub created_at: i64,
+    /// The image it was built from, for built images.
+    #[serde(default)]
+    pub base: Option<String>,
+    /// How many packages its manifest lists, when it has one.
+    #[serde(default)]
+    pub package_count: Option<usize>,
 }
 
 /// The body of every error response: the cause chain, outermost first, and
@@ -108,6 +121,9 @@ fn yes() -> bool {
 pub struct VmDetails {
     pub name: String,
     pub state: String,
+    /// `vm`, or `build` for the temporary VM of an image build.
+    #[serde(default = "vm_role")]
+    pub role: String,
     pub image: Option<String>,
     pub backend: String,
     /// Why this backend, and how it runs here (e.g. software emulation).
@@ -193,6 +209,65 @@ pub struct ImageDetails {
     pub used_by: Vec<String>,
     /// `name version` lines from the package manifest, when it has one.
     pub packages: Option<Vec<String>>,
+    /// The image it was built from, for built images.
+    #[serde(default)]
+    pub base: Option<String>,
+    /// Packages asked for over the chain of builds that made it.
+    #[serde(default)]
+    pub requested_packages: Vec<String>,
+    /// The kernel whose modules were installed into it, if any.
+    #[serde(default)]
+    pub kernel_version: Option<String>,
+    /// The digest of its build's inputs, for built images.
+    #[serde(default)]
+    pub build_key: Option<String>,
+}
+
+/// `POST /v1/images/build`: what to build. The answer is an NDJSON stream
+/// of [`Progress`] events.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BuildImage {
+    pub name: String,
+    /// The base image; unset means `default`.
+    pub from: Option<String>,
+    /// Grow the root filesystem to this size.
+    pub size_bytes: Option<u64>,
+    /// Packages for the guest's package manager (`name` or `name=version`).
+    #[serde(default)]
+    pub packages: Vec<String>,
+    /// Let apt install recommended packages too.
+    #[serde(default)]
+    pub install_recommends: bool,
+    /// Install the runtime bundle's kernel modules.
+    #[serde(default)]
+    pub modules: bool,
+    /// Host files and directories to put into the image, in order.
+    #[serde(default)]
+    pub copy: Vec<CopyInto>,
+    /// Host scripts to run in the guest, in order, after packages and modules.
+    #[serde(default)]
+    pub run: Vec<PathBuf>,
+    /// apt source lines (`deb [trusted=yes] http://... ./`) added before packages.
+    #[serde(default)]
+    pub apt_sources: Vec<String>,
+    /// Build even if an image of this name exists (its VMs keep working).
+    #[serde(default)]
+    pub replace: bool,
+    /// Build even if an image with the same inputs exists.
+    #[serde(default)]
+    pub no_cache: bool,
+    /// `auto`, `firecracker` or `qemu` for the build VM; unset means the configured choice.
+    #[serde(default)]
+    pub vmm: Option<String>,
+}
+
+/// One `--copy HOSTPATH:GUESTPATH`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CopyInto {
+    /// Absolute host path (file or directory).
+    pub host: PathBuf,
+    /// Absolute guest path it lands at.
+    pub guest: String,
 }
 
 /// `GET /v1/network`: the bridge, NAT table, DNS listener and leases.
@@ -228,4 +303,56 @@ pub struct LeaseStatus {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct NetworkCleanup {
     pub removed: Vec<String>,
+}
+
+/// One line of a long operation's NDJSON progress stream (`image build`):
+/// the daemon emits these; the CLI's spinner view, `--json` and the TUI all
+/// render the same enum.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Progress {
+    /// A step began.
+    Step { step: String },
+    /// The running step finished.
+    StepDone { step: String, ms: u64 },
+    /// A line the guest (or a host tool) printed during `step`.
+    Output {
+        step: String,
+        stream: OutputStream,
+        line: String,
+    },
+    /// Something worth saying that is not a step (a cache hit, say).
+    Note { message: String },
+    /// The operation succeeded; always the last event of a success.
+    Done { image: ImageBuilt },
+    /// The operation failed; always the last event of a failure.
+    Failed {
+        /// The step that failed, when one was running.
+        step: Option<String>,
+        error: Vec<String>,
+        hint: Option<String>,
+        /// The last lines of output before the failure.
+        output_tail: Vec<String>,
+        log: Option<PathBuf>,
+    },
+}
+
+/// Which output stream a line came from.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputStream {
+    Stdout,
+    Stderr,
+}
+
+/// The result of `image build`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ImageBuilt {
+    pub image: ImageDetails,
+    /// True when nothing was booted: an image with this build key existed.
+    pub cached: bool,
+    pub total_ms: u64,
+    /// The build's full log.
+    pub log: Option<PathBuf>,
+    pub timings: Vec<Timing>,
 }

@@ -12,8 +12,8 @@ use serde::de::DeserializeOwned;
 use tokio::net::UnixStream;
 
 use super::api::{
-    CreateVm, DoctorReport, ErrorBody, Health, ImageDetails, ImageSummary, ImportImage,
-    NetworkCleanup, NetworkStatus, StopVm, VmDetails, VmOpResult, VmStats, VmSummary,
+    BuildImage, CreateVm, DoctorReport, ErrorBody, Health, ImageDetails, ImageSummary, ImportImage,
+    NetworkCleanup, NetworkStatus, Progress, StopVm, VmDetails, VmOpResult, VmStats, VmSummary,
 };
 
 fn json<T: serde::Serialize>(value: &T) -> serde_json::Value {
@@ -164,6 +164,39 @@ impl Client {
         Ok(())
     }
 
+    /// Builds an image, calling `on_event` with each progress event as it
+    /// arrives; returns when the daemon sends the last one. Dropping the
+    /// future (Ctrl-C) hangs up, which cancels the build.
+    pub async fn build_image(
+        &self,
+        req: &BuildImage,
+        mut on_event: impl FnMut(Progress),
+    ) -> Result<(), ClientError> {
+        let response = self
+            .send(Method::POST, "/v1/builds", Some(json(req)))
+            .await?;
+        let status = response.status();
+        if !status.is_success() {
+            let bytes = response.into_body().collect().await?.to_bytes();
+            return Err(api_error(status, &bytes));
+        }
+        let mut body = response.into_body();
+        let mut pending: Vec<u8> = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let Ok(data) = frame?.into_data() else {
+                continue;
+            };
+            pending.extend_from_slice(&data);
+            while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=end).collect();
+                let event = serde_json::from_slice(&line)
+                    .map_err(|source| ClientError::Decode { status, source })?;
+                on_event(event);
+            }
+        }
+        Ok(())
+    }
+
     /// Sends one request and decodes the JSON answer (or the error chain).
     async fn call<T: DeserializeOwned>(
         &self,
@@ -171,6 +204,23 @@ impl Client {
         path: &str,
         body: Option<serde_json::Value>,
     ) -> Result<T, ClientError> {
+        let response = self.send(method, path, body).await?;
+        let status = response.status();
+        let bytes = response.into_body().collect().await?.to_bytes();
+        if status.is_success() {
+            return serde_json::from_slice(&bytes)
+                .map_err(|source| ClientError::Decode { status, source });
+        }
+        Err(api_error(status, &bytes))
+    }
+
+    /// Sends one request on a new connection and returns the response head.
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
         let stream = UnixStream::connect(&self.socket).await.map_err(|source| {
             let socket = self.socket.clone();
             match source.kind() {
@@ -197,20 +247,18 @@ impl Client {
             .header(hyper::header::CONTENT_TYPE, "application/json")
             .body(Full::new(body))
             .expect("a request built from a static path and valid headers");
-        let response = sender.send_request(request).await?;
-        let status = response.status();
-        let bytes = response.into_body().collect().await?.to_bytes();
-        if status.is_success() {
-            return serde_json::from_slice(&bytes)
-                .map_err(|source| ClientError::Decode { status, source });
-        }
-        match serde_json::from_slice::<ErrorBody>(&bytes) {
-            Ok(err) => Err(ClientError::Api {
-                status,
-                chain: err.error,
-                hint: err.hint,
-            }),
-            Err(source) => Err(ClientError::Decode { status, source }),
-        }
+        Ok(sender.send_request(request).await?)
+    }
+}
+
+/// The daemon's error answer as a [`ClientError`].
+fn api_error(status: StatusCode, bytes: &[u8]) -> ClientError {
+    match serde_json::from_slice::<ErrorBody>(bytes) {
+        Ok(err) => ClientError::Api {
+            status,
+            chain: err.error,
+            hint: err.hint,
+        },
+        Err(source) => ClientError::Decode { status, source },
     }
 }

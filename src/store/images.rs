@@ -19,6 +19,9 @@ pub struct NewImage {
     pub kernel_path: Option<PathBuf>,
     /// Size of the rootfs file, when known, for listings.
     pub size_bytes: Option<u64>,
+    /// The digest of a built image's inputs, so a repeat build is found
+    /// without booting; `None` for imported images.
+    pub build_key: Option<String>,
 }
 
 /// An image as stored.
@@ -34,12 +37,14 @@ pub struct ImageRecord {
     pub kernel_path: Option<PathBuf>,
     /// Size of the rootfs file, when known, for listings.
     pub size_bytes: Option<u64>,
+    /// The digest of a built image's inputs; `None` for imported images.
+    pub build_key: Option<String>,
     /// Unix seconds.
     pub created_at: i64,
 }
 
 const SELECT_IMAGE: &str =
-    "SELECT id, name, rootfs_path, kernel_path, size_bytes, created_at FROM images";
+    "SELECT id, name, rootfs_path, kernel_path, size_bytes, build_key, created_at FROM images";
 
 fn image_from_row(row: &Row<'_>) -> rusqlite::Result<ImageRecord> {
     Ok(ImageRecord {
@@ -50,6 +55,7 @@ fn image_from_row(row: &Row<'_>) -> rusqlite::Result<ImageRecord> {
             .get::<_, Option<String>>("kernel_path")?
             .map(PathBuf::from),
         size_bytes: row.get("size_bytes")?,
+        build_key: row.get("build_key")?,
         created_at: row.get("created_at")?,
     })
 }
@@ -97,9 +103,15 @@ impl Store {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute(
-            "INSERT INTO images (name, rootfs_path, kernel_path, size_bytes, created_at)
-             VALUES (?1, ?2, ?3, ?4, unixepoch())",
-            params![image.name, rootfs_path, kernel_path, image.size_bytes],
+            "INSERT INTO images (name, rootfs_path, kernel_path, size_bytes, build_key, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, unixepoch())",
+            params![
+                image.name,
+                rootfs_path,
+                kernel_path,
+                image.size_bytes,
+                image.build_key
+            ],
         )
         .map_err(|err| {
             conflict(err, |what| {
@@ -109,6 +121,44 @@ impl Store {
         let record = image_named(&tx, &image.name)?;
         tx.commit()?;
         Ok(record)
+    }
+
+    /// Points image `image.name` at a new version of its files, in one
+    /// transaction; VMs made from it keep referring to it. Returns the
+    /// record as it was, so the caller can remove the old files.
+    pub fn replace_image(&mut self, image: &NewImage) -> Result<ImageRecord, StoreError> {
+        let rootfs_path = path_text(&image.rootfs_path)?;
+        let kernel_path = image.kernel_path.as_deref().map(path_text).transpose()?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let old = image_named(&tx, &image.name)?;
+        tx.execute(
+            "UPDATE images SET rootfs_path = ?2, kernel_path = ?3, size_bytes = ?4,
+                               build_key = ?5, created_at = unixepoch()
+             WHERE id = ?1",
+            params![
+                old.id,
+                rootfs_path,
+                kernel_path,
+                image.size_bytes,
+                image.build_key
+            ],
+        )?;
+        tx.commit()?;
+        Ok(old)
+    }
+
+    /// The image built from the inputs with digest `key`, if any.
+    pub fn image_by_build_key(&self, key: &str) -> Result<Option<ImageRecord>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                &format!("{SELECT_IMAGE} WHERE build_key = ?1 ORDER BY id LIMIT 1"),
+                [key],
+                image_from_row,
+            )
+            .optional()?)
     }
 
     /// Every image, by name.

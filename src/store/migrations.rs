@@ -61,6 +61,15 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE vms ADD COLUMN host_key TEXT;
     ALTER TABLE vms ADD COLUMN nat INTEGER NOT NULL DEFAULT 1 CHECK (nat IN (0, 1));
     ",
+    // 3: image builds. A VM is either the user's or the temporary VM of an
+    // image build (never shown or handled as a user VM, removed by reconcile
+    // if a daemon dies mid-build); a built image keeps the digest of its
+    // inputs, so a repeat build is found without booting anything.
+    "
+    ALTER TABLE vms ADD COLUMN role TEXT NOT NULL DEFAULT 'vm' CHECK (role IN ('vm', 'build'));
+    ALTER TABLE images ADD COLUMN build_key TEXT;
+    CREATE INDEX images_build_key ON images (build_key);
+    ",
 ];
 
 /// The schema version this binary writes: the number of migrations it knows.

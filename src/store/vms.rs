@@ -85,6 +85,43 @@ impl FromSql for VmState {
     }
 }
 
+/// Whose a VM is: the user's, or the temporary VM of an image build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VmRole {
+    Vm,
+    Build,
+}
+
+impl VmRole {
+    /// The name stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VmRole::Vm => "vm",
+            VmRole::Build => "build",
+        }
+    }
+}
+
+impl ToSql for VmRole {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(self.as_str().into())
+    }
+}
+
+impl FromSql for VmRole {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<VmRole> {
+        match value.as_str()? {
+            "vm" => Ok(VmRole::Vm),
+            "build" => Ok(VmRole::Build),
+            other => Err(FromSqlError::Other(Box::new(StoreError::Invalid {
+                kind: "VM role",
+                value: other.to_string(),
+            }))),
+        }
+    }
+}
+
 /// A VM's network identity. Two VMs never share any of these.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Lease {
@@ -127,6 +164,8 @@ pub struct NewVm {
     pub lease: Option<Lease>,
     /// Whether it reaches the outside world through the host's NAT.
     pub nat: bool,
+    /// A user's VM, or an image build's.
+    pub role: VmRole,
 }
 
 /// A VM as stored, with its image name and lease joined in.
@@ -165,6 +204,8 @@ pub struct VmRecord {
     pub host_key: Option<String>,
     /// Whether it reaches the outside world through the host's NAT.
     pub nat: bool,
+    /// A user's VM, or an image build's.
+    pub role: VmRole,
     /// Unix seconds.
     pub created_at: i64,
     /// When it last reached `running`, in unix seconds.
@@ -177,7 +218,7 @@ pub struct VmRecord {
 const SELECT_VM: &str = "
     SELECT vms.id, vms.name, images.name AS image, vms.state, vms.backend, vms.vcpus,
            vms.memory_mib, vms.disk_bytes, vms.work_disk_bytes, vms.pid, vms.pid_start_ticks,
-           leases.ip, leases.mac, leases.tap, vms.host_key, vms.nat, vms.created_at, vms.started_at, vms.updated_at
+           leases.ip, leases.mac, leases.tap, vms.host_key, vms.nat, vms.role, vms.created_at, vms.started_at, vms.updated_at
     FROM vms
     LEFT JOIN images ON images.id = vms.image_id
     LEFT JOIN leases ON leases.vm_id = vms.id";
@@ -200,6 +241,7 @@ fn vm_from_row(row: &Row<'_>) -> rusqlite::Result<VmRecord> {
         tap: row.get("tap")?,
         host_key: row.get("host_key")?,
         nat: row.get("nat")?,
+        role: row.get("role")?,
         created_at: row.get("created_at")?,
         started_at: row.get("started_at")?,
         updated_at: row.get("updated_at")?,
@@ -259,8 +301,8 @@ impl Store {
         };
         tx.execute(
             "INSERT INTO vms (name, image_id, state, backend, vcpus, memory_mib, disk_bytes,
-                              work_disk_bytes, nat, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, unixepoch(), unixepoch())",
+                              work_disk_bytes, nat, role, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, unixepoch(), unixepoch())",
             params![
                 vm.name,
                 image_id,
@@ -271,6 +313,7 @@ impl Store {
                 vm.disk_bytes,
                 vm.work_disk_bytes,
                 vm.nat,
+                vm.role,
             ],
         )
         .map_err(|err| conflict(err, value_of))?;

@@ -145,7 +145,7 @@ pub(crate) async fn launch(
                 kernel: plan.kernel.clone(),
                 initrd: plan.initrd.clone(),
                 kernel_args: plan.kernel_args.clone(),
-                drives: vec![files.rootfs.clone(), files.work_disk.clone()],
+                drives: files.drives(),
                 net: Some((plan.tap.clone(), plan.mac.clone())),
             };
             let qemu_files = qemu::QemuFiles {
@@ -168,20 +168,21 @@ pub(crate) async fn launch(
                 kernel: plan.kernel.clone(),
                 initrd: plan.initrd.clone(),
                 kernel_args: plan.kernel_args.clone(),
-                drives: vec![
-                    DriveSpec {
-                        id: "rootfs".into(),
-                        path: files.rootfs.clone(),
-                        root: true,
+                drives: files
+                    .drives()
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, path)| DriveSpec {
+                        id: if i == 0 {
+                            "rootfs".into()
+                        } else {
+                            "work".into()
+                        },
+                        path,
+                        root: i == 0,
                         read_only: false,
-                    },
-                    DriveSpec {
-                        id: "work".into(),
-                        path: files.work_disk.clone(),
-                        root: false,
-                        read_only: false,
-                    },
-                ],
+                    })
+                    .collect(),
                 net: Some(NetSpec {
                     tap: plan.tap.clone(),
                     mac: plan.mac.clone(),

@@ -9,7 +9,7 @@ use crate::config::VmmChoice;
 use crate::image::DEFAULT_IMAGE;
 use crate::net::{check_dns_label, mac_for, tap_for};
 use crate::rpc::api::{CreateVm, VmOpResult};
-use crate::store::{Lease, NewVm, StoreError, Taken};
+use crate::store::{Lease, NewVm, StoreError, Taken, VmRole};
 use crate::system::debugfs::{self, GuestFile};
 use crate::system::{e2fs, fs, ssh, tools};
 
@@ -29,11 +29,32 @@ impl Manager {
     /// Creates VM `req.name` and, unless told not to, boots it and waits for SSH.
     pub async fn create(self: &Arc<Manager>, req: CreateVm) -> Result<VmOpResult, VmError> {
         check_dns_label(&req.name).map_err(VmError::BadName)?;
+        self.create_as(req, VmRole::Vm).await
+    }
+
+    /// Creates and boots the temporary VM of an image build: no work disk,
+    /// the root disk exactly the base (grown to `disk_bytes` when asked),
+    /// recorded as a build so it is never taken for a user's VM.
+    pub(crate) async fn create_build_vm(
+        self: &Arc<Manager>,
+        req: CreateVm,
+    ) -> Result<VmOpResult, VmError> {
+        self.create_as(req, VmRole::Build).await
+    }
+
+    async fn create_as(
+        self: &Arc<Manager>,
+        req: CreateVm,
+        role: VmRole,
+    ) -> Result<VmOpResult, VmError> {
         let lock = self.vm_lock(&req.name);
         let _held = lock.lock().await;
         let mut clock = Clock::start();
         let mut rollback = Rollback::new(self.store.clone());
-        match self.create_locked(&req, &mut clock, &mut rollback).await {
+        match self
+            .create_locked(&req, role, &mut clock, &mut rollback)
+            .await
+        {
             Ok(()) => rollback.disarm(),
             Err(e) => {
                 tracing::warn!(vm = %req.name, error = %e, "create failed; rolling back");
@@ -71,6 +92,7 @@ impl Manager {
     async fn create_locked(
         &self,
         req: &CreateVm,
+        role: VmRole,
         clock: &mut Clock,
         rollback: &mut Rollback,
     ) -> Result<(), VmError> {
@@ -137,9 +159,10 @@ impl Manager {
             vcpus,
             memory_mib,
             disk_bytes,
-            work_disk_bytes: Some(work_disk_bytes),
+            work_disk_bytes: (role == VmRole::Vm).then_some(work_disk_bytes),
             lease: None,
             nat: req.nat,
+            role,
         };
         let ip = self.insert_with_lease(new_vm)?;
         rollback.push(Undo::DeleteVm(req.name.clone()));
@@ -172,8 +195,13 @@ impl Manager {
                 ssh::generate_key(&files.host_key, &format!("root@{}", req.name)).await?;
             Ok::<_, VmError>((user_key, host_key))
         };
-        let (root, work, keys) =
-            tokio::join!(root_disk, make_work_disk(&files, work_disk_bytes), keys);
+        let work_disk = async {
+            match role {
+                VmRole::Vm => make_work_disk(&files, work_disk_bytes).await,
+                VmRole::Build => Ok(()),
+            }
+        };
+        let (root, work, keys) = tokio::join!(root_disk, work_disk, keys);
         root?;
         work?;
         let (user_key, host_key) = keys?;

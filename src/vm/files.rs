@@ -47,6 +47,18 @@ impl VmFiles {
     }
 }
 
+impl VmFiles {
+    /// The disks to attach, in order: the root disk, then the work disk
+    /// when the VM has one (a build VM has none).
+    pub fn drives(&self) -> Vec<PathBuf> {
+        let mut drives = vec![self.rootfs.clone()];
+        if self.work_disk.exists() {
+            drives.push(self.work_disk.clone());
+        }
+        drives
+    }
+}
+
 /// The last `n` lines of a log written after byte `from`, indented for an
 /// error message.
 pub fn tail(path: &Path, from: u64, n: usize) -> String {

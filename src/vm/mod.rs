@@ -136,6 +136,7 @@ impl Manager {
         VmDetails {
             name: vm.name.clone(),
             state: vm.state.to_string(),
+            role: vm.role.as_str().to_string(),
             image: vm.image.clone(),
             backend: vm.backend.clone(),
             backend_detail: Backend::from_name(&vm.backend)

@@ -52,10 +52,10 @@ impl Manager {
         if let Err(e) = self.sync_nat().await {
             tracing::error!(vm = name, error = %e, "cannot update the NAT table");
         }
-        if let Some(tap) = &vm.tap {
-            if let Err(e) = net::delete_link(tap).await {
-                tracing::error!(vm = name, %tap, error = %e, "cannot remove tap");
-            }
+        if let Some(tap) = &vm.tap
+            && let Err(e) = net::delete_link(tap).await
+        {
+            tracing::error!(vm = name, %tap, error = %e, "cannot remove tap");
         }
         true
     }

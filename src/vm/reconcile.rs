@@ -1,6 +1,8 @@
 //! On daemon start: compare what the store believes with what runs. Live
 //! VMMs (same pid, same start time, control socket present) are adopted;
-//! dead ones are marked stopped and their taps removed.
+//! dead ones are marked stopped and their taps removed. A build VM is
+//! never adopted: its build died with the daemon that ran it, so it is
+//! killed and removed, and the image files it was making are swept.
 
 use std::sync::Arc;
 
@@ -13,6 +15,8 @@ use super::{Guards, Manager, VmError};
 pub struct Reconciled {
     pub adopted: Vec<String>,
     pub released: Vec<String>,
+    /// Build VMs of builds the last daemon did not finish.
+    pub removed_builds: Vec<String>,
 }
 
 impl Manager {
@@ -20,6 +24,11 @@ impl Manager {
         let mut found = Reconciled::default();
         let vms = self.store.lock().list_vms()?;
         for vm in vms {
+            if vm.role == crate::store::VmRole::Build {
+                self.remove_orphan_build(&vm).await;
+                found.removed_builds.push(vm.name);
+                continue;
+            }
             let files = self.files(&vm.name);
             let live = match (vm.pid, vm.pid_start_ticks) {
                 (Some(pid), Some(ticks)) => pid::is_alive(pid, ticks) && files.api_socket.exists(),
@@ -56,6 +65,9 @@ impl Manager {
                 }
             }
         }
+        if let Err(e) = self.images.sweep(&self.store) {
+            tracing::warn!(error = %e, "cannot sweep the image store");
+        }
         // The NAT table matches what runs now; names resolve again.
         if let Err(e) = self.sync_nat().await {
             tracing::warn!(error = %e, "cannot bring the NAT table in line with the running VMs");
@@ -64,5 +76,33 @@ impl Manager {
             self.ensure_dns().await;
         }
         Ok(found)
+    }
+}
+
+impl Manager {
+    /// Kills and removes the build VM of a build no daemon runs any more.
+    async fn remove_orphan_build(&self, vm: &crate::store::VmRecord) {
+        if let (Some(pid), Some(ticks)) = (vm.pid, vm.pid_start_ticks)
+            && pid::is_alive(pid, ticks)
+        {
+            let watch = pid::ExitWatch::new(pid).ok();
+            let _ = pid::signal(pid, rustix::process::Signal::KILL);
+            if let Some(watch) = watch {
+                watch
+                    .exited_within(std::time::Duration::from_secs(10))
+                    .await;
+            }
+        }
+        if let Some(tap) = vm.tap.as_deref().filter(|t| net::link_exists(t)) {
+            let _ = net::delete_link(tap).await;
+        }
+        let files = self.files(&vm.name);
+        for dir in [&files.dir, &files.run_dir] {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        if let Err(e) = self.store.lock().delete_vm(&vm.name) {
+            tracing::error!(vm = %vm.name, error = %e, "cannot forget an orphaned build VM");
+        }
+        tracing::warn!(vm = %vm.name, "removed the build VM of an unfinished build");
     }
 }

@@ -177,10 +177,8 @@ fn kernel_args(bundle_args: &str, ip_arg: &str, tcg: bool) -> String {
     }
     args.push(' ');
     args.push_str(ip_arg);
-    if tcg {
-        if let Some(khz) = qemu::host_tsc_khz() {
-            args.push_str(&format!(" tsc_early_khz={khz} tsc=reliable"));
-        }
+    if tcg && let Some(khz) = qemu::host_tsc_khz() {
+        args.push_str(&format!(" tsc_early_khz={khz} tsc=reliable"));
     }
     args
 }

@@ -36,7 +36,17 @@ impl Manager {
         Ok(booted.result(self.details(&vm), clock))
     }
 
-    pub(crate) async fn stop_locked(&self, name: &str, force: bool) -> Result<(), VmError> {
+    /// Stops the build VM `name`; true when the guest shut down by itself
+    /// (so its filesystem was unmounted cleanly).
+    pub(crate) async fn stop_build_vm(&self, name: &str) -> Result<bool, VmError> {
+        let lock = self.vm_lock(name);
+        let _held = lock.lock().await;
+        self.stop_locked(name, false).await
+    }
+
+    /// Stops VM `name`; true when the guest shut down by itself, false
+    /// when the VMM was killed (or was already gone).
+    pub(crate) async fn stop_locked(&self, name: &str, force: bool) -> Result<bool, VmError> {
         let vm = self.get(name)?;
         if !vm.state.can_stop() {
             return Err(VmError::WrongState {
@@ -49,11 +59,11 @@ impl Manager {
             self.store
                 .lock()
                 .set_vm_state(name, VmState::Stopped, None)?;
-            return Ok(());
+            return Ok(false);
         };
         if !pid::is_alive(pid, start_ticks) {
             self.release_if_current(name, pid).await;
-            return Ok(());
+            return Ok(false);
         }
         let watch = ExitWatch::new(pid).map_err(VmError::io(format!("/proc/{pid}")))?;
         self.store.lock().set_vm_state(
@@ -89,6 +99,6 @@ impl Manager {
         };
         self.event(name, "stopped", how);
         tracing::info!(vm = name, how, "stopped");
-        Ok(())
+        Ok(clean)
     }
 }

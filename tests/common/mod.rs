@@ -120,10 +120,10 @@ impl Sandbox {
 impl Drop for Sandbox {
     /// Never leaves a daemon behind, whatever the test did.
     fn drop(&mut self) {
-        if let Some(pid) = self.daemon_pid() {
-            if process_alive(pid) {
-                signal(pid, rustix::process::Signal::KILL);
-            }
+        if let Some(pid) = self.daemon_pid()
+            && process_alive(pid)
+        {
+            signal(pid, rustix::process::Signal::KILL);
         }
     }
 }

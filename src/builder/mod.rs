@@ -1,0 +1,568 @@
+//! The native image builder. `image build` clones a base image, boots it
+//! in a temporary build VM, provisions it over banger's own SSH client
+//! (files, apt sources, packages, kernel modules, scripts), records the
+//! package manifest, shuts the guest down cleanly, checks the filesystem
+//! and registers the result as a new immutable image.
+//!
+//! - [`spec`]: the request checked and normalized, and its build key.
+//! - [`guest`]: the commands run in the guest, as text.
+//! - [`report`]: progress to the client (NDJSON) and to the build log.
+//!
+//! A build is keyed by a digest of its inputs: a repeat returns the image
+//! already made without booting anything. A failure or a cancel (the
+//! client hung up) kills the build VM, releases its tap and lease and
+//! removes the partial image; a daemon killed mid-build leaves a build VM
+//! and a staging directory that the next daemon start removes.
+
+mod guest;
+mod report;
+mod spec;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub use report::{Cancelled, Reporter};
+pub use spec::{Spec, SpecError, image_identity, valid_guest_path, valid_package};
+
+use crate::image::{DEFAULT_IMAGE, ImageError, ImageInfo, Staged, unix_now};
+use crate::rpc::api::{BuildImage, CreateVm, ImageBuilt, OutputStream, Progress};
+use crate::ssh::archive::Entry;
+use crate::ssh::{Session, SshError, Target};
+use crate::store::{ImageRecord, StoreError};
+use crate::system::pid::ExitWatch;
+use crate::vm::{Manager, VmError};
+use report::Lines;
+
+/// How many build logs are kept per image name.
+const KEEP_LOGS: usize = 10;
+
+/// Why a build failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("invalid image name: {0}")]
+    BadName(String),
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error("no image `{0}` to build from")]
+    UnknownBase(String),
+    #[error("image `{0}` already exists")]
+    Exists(String),
+    #[error("--size {asked} is smaller than the base image ({base})")]
+    TooSmall { asked: String, base: String },
+    #[error("the runtime bundle has no kernel modules to install")]
+    NoModules,
+    #[error(transparent)]
+    Vm(#[from] VmError),
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("SSH to the build VM failed")]
+    Ssh(#[from] SshError),
+    #[error("the build VM's VMM exited; the console ends with:\n{console_tail}")]
+    VmmExited { console_tail: String },
+    #[error("{what} failed with exit code {code}")]
+    Command { what: String, code: u32 },
+    #[error("script {} exited with code {code}", script.display())]
+    Script { script: PathBuf, code: u32 },
+    #[error("the build VM did not shut down by itself; its filesystem may be damaged")]
+    UncleanShutdown,
+    #[error(
+        "the built filesystem is not clean (e2fsck -n found problems); the image was not registered"
+    )]
+    NotClean,
+    #[error("cannot check the built filesystem")]
+    Check(#[source] crate::system::e2fs::E2fsError),
+    #[error("cannot move {path} into the image store")]
+    Move {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cancelled")]
+    Cancelled,
+}
+
+impl BuildError {
+    /// What the user can do about it.
+    fn hint(&self) -> Option<String> {
+        Some(match self {
+            BuildError::Exists(name) => format!(
+                "add --replace to build a new version of `{name}` (VMs made from the old one keep working), or pick another name"
+            ),
+            BuildError::UnknownBase(_) => "`banger image list` shows the images to build from".into(),
+            BuildError::NoModules => "rebuild the bundle with `make runtime-debian`, which ships modules/<kver>".into(),
+            BuildError::Command { what, .. } if what.starts_with("apt") => {
+                "check the package names and the apt sources (--apt-source); the output above says what apt could not do".into()
+            }
+            BuildError::Script { .. } => "the script's output is above and in the build log".into(),
+            BuildError::Cancelled => "nothing was registered; the build VM was removed".into(),
+            _ => return None,
+        })
+    }
+}
+
+/// Runs the build asked for by `req`, reporting to `reporter` until its
+/// final event (`done` or `failed`). Cancelled when `cancelled` fires.
+pub async fn build(
+    manager: Arc<Manager>,
+    req: BuildImage,
+    mut reporter: Reporter,
+    cancelled: Cancelled,
+) {
+    let started = Instant::now();
+    if let Err(why) = crate::net::check_dns_label(&req.name) {
+        let err = BuildError::BadName(why);
+        reporter.end(failure(&err, &reporter));
+        return;
+    }
+    let logs = manager.paths.state_dir.join("builds");
+    let log = logs.join(format!("{}-{}.log", req.name, unix_now()));
+    if let Err(e) = reporter.log_to(log.clone()) {
+        tracing::warn!(log = %log.display(), error = %e, "cannot write the build log");
+    }
+    let mut made = Made::default();
+    let result = tokio::select! {
+        result = run(&manager, &req, &mut reporter, &mut made, started) => result,
+        () = cancelled.wait() => Err(BuildError::Cancelled),
+    };
+    if let Some(vm) = made.vm.take()
+        && let Err(e) = manager.delete(&vm, true).await
+    {
+        tracing::error!(%vm, error = %e, "cannot remove the build VM; `banger vm delete` it");
+    }
+    drop(made.staged.take());
+    match result {
+        Ok(built) => {
+            tracing::info!(image = %req.name, cached = built.cached, ms = built.total_ms, "image built");
+            reporter.end(Progress::Done { image: built });
+        }
+        Err(err) => {
+            tracing::warn!(image = %req.name, error = %err, "image build failed");
+            reporter.end(failure(&err, &reporter));
+        }
+    }
+    prune_logs(&logs, &req.name);
+}
+
+/// What a build made so far, for cleaning up after a failure or a cancel.
+#[derive(Default)]
+struct Made {
+    /// The build VM's name, once it exists.
+    vm: Option<String>,
+    /// The new image's files until they are registered.
+    staged: Option<Staged>,
+}
+
+async fn run(
+    manager: &Arc<Manager>,
+    req: &BuildImage,
+    rep: &mut Reporter,
+    made: &mut Made,
+    started: Instant,
+) -> Result<ImageBuilt, BuildError> {
+    let images = manager.images();
+    let store = manager.store();
+    rep.step("check inputs");
+    let lock = images.lock(&req.name);
+    let _held = lock.lock().await;
+    let bundle = manager.bundle()?;
+    let spec = Spec::from_request(req, DEFAULT_IMAGE)?;
+    let base = images
+        .get_or_default(store, &spec.from, Some(&bundle))
+        .await?
+        .ok_or_else(|| BuildError::UnknownBase(spec.from.clone()))?;
+    let modules = match (spec.modules, &bundle.modules, &bundle.kernel_version) {
+        (false, ..) => None,
+        (true, Some(dir), Some(kver)) => Some((dir.clone(), kver.clone())),
+        (true, ..) => return Err(BuildError::NoModules),
+    };
+    let base_bytes = base.size_bytes.unwrap_or(0);
+    if let Some(asked) = spec.size_bytes.filter(|s| *s < base_bytes) {
+        return Err(BuildError::TooSmall {
+            asked: crate::size::format_size(asked),
+            base: crate::size::format_size(base_bytes),
+        });
+    }
+    let key = spec.build_key(
+        &image_identity(&base),
+        modules.as_ref().map(|(_, k)| k.as_str()),
+    )?;
+    let existing = store.lock().get_image(&req.name).ok();
+    if !req.no_cache
+        && let Some(image) = existing
+            .as_ref()
+            .filter(|i| i.build_key.as_deref() == Some(&key))
+    {
+        rep.note(&format!(
+            "cached: image `{}` was built from the same inputs; nothing to do (--no-cache builds it again)",
+            image.name
+        ));
+        return built(manager, image.clone(), true, rep, started);
+    }
+    if existing.is_some() && !req.replace {
+        return Err(BuildError::Exists(req.name.clone()));
+    }
+    let twin = match req.no_cache {
+        true => None,
+        false => store.lock().image_by_build_key(&key)?,
+    };
+    {
+        if let Some(twin) = twin {
+            rep.note(&format!(
+                "cached: image `{}` was built from the same inputs; copying it",
+                twin.name
+            ));
+            rep.step("copy cached image");
+            let staged = images.stage(&req.name)?;
+            let size = crate::image::copy_rootfs(&twin.rootfs_path, &staged.rootfs()).await?;
+            if let Some(packages) = images.packages(&twin) {
+                write_manifest(&staged, &packages)?;
+            }
+            let info = ImageInfo {
+                name: req.name.clone(),
+                size_bytes: size,
+                created_at: unix_now(),
+                ..images.info(&twin).unwrap_or_default()
+            };
+            let record = images.register(store, staged, &info, req.replace)?;
+            return built(manager, record, true, rep, started);
+        }
+    }
+
+    // Boot the base in a build VM of its own.
+    rep.step("boot the build VM");
+    let vm_name = format!("{}.build", req.name);
+    made.vm = Some(vm_name.clone());
+    let boot = manager
+        .create_build_vm(CreateVm {
+            name: vm_name.clone(),
+            image: Some(base.name.clone()),
+            vcpus: None,
+            memory_mib: None,
+            disk_bytes: Some(spec.size_bytes.unwrap_or(base_bytes).max(base_bytes)),
+            work_disk_bytes: None,
+            vmm: req.vmm.clone(),
+            start: true,
+            nat: true,
+            wait_ssh: false,
+        })
+        .await;
+    let boot = match boot {
+        Ok(boot) => boot,
+        Err(e) => {
+            // A failed create removes its own VM.
+            made.vm = None;
+            return Err(e.into());
+        }
+    };
+    let steps: Vec<String> = boot
+        .timings
+        .iter()
+        .map(|t| format!("{} {} ms", t.step, t.ms))
+        .collect();
+    rep.output(
+        OutputStream::Stdout,
+        &format!("{} ({})", boot.vm.backend_detail, steps.join(", ")),
+    );
+
+    rep.step("wait for SSH");
+    let vm = manager.get(&vm_name)?;
+    let ip: Ipv4Addr = vm
+        .ip
+        .as_deref()
+        .and_then(|ip| ip.parse().ok())
+        .ok_or_else(|| VmError::BadRequest("the build VM has no address".into()))?;
+    let target = Target {
+        addr: SocketAddr::from((ip, 22)),
+        user: "root".into(),
+        key: manager.ssh_key(),
+        host_key: vm.host_key.clone().unwrap_or_default(),
+    };
+    let files = manager.files(&vm_name);
+    let pid = vm.pid.unwrap_or(0);
+    let exited = ExitWatch::new(pid).map_err(VmError::io(format!("/proc/{pid}")))?;
+    let timeout = Duration::from_secs(manager.config.ssh_timeout_secs);
+    let mut ssh = tokio::select! {
+        session = crate::ssh::wait_for(&target, timeout) => session?,
+        () = exited.exited() => return Err(BuildError::VmmExited {
+            console_tail: crate::vm::indent(&crate::system::fs::log_tail(&files.console, 0, 25)),
+        }),
+    };
+
+    if !spec.copy.is_empty() {
+        rep.step("copy files");
+        let entries: Vec<Entry> = spec
+            .copy
+            .iter()
+            .map(|c| Entry {
+                host: c.host.clone(),
+                guest: c.guest.clone(),
+            })
+            .collect();
+        for e in &entries {
+            rep.output(
+                OutputStream::Stdout,
+                &format!("{} -> {}", e.host.display(), e.guest),
+            );
+        }
+        ssh.upload(&entries).await?;
+    }
+    if !spec.apt_sources.is_empty() {
+        rep.step("add apt sources");
+        let lines: String = spec.apt_sources.iter().map(|l| format!("{l}\n")).collect();
+        let code = exec_input(
+            &mut ssh,
+            &guest::add_apt_sources(),
+            Some(lines.as_bytes()),
+            rep,
+        )
+        .await?;
+        check(code, "adding the apt sources")?;
+    }
+    if !spec.packages.is_empty() {
+        rep.step("install packages");
+        let cmd = guest::apt_install(&spec.packages, spec.install_recommends);
+        let code = exec(&mut ssh, &cmd, rep).await?;
+        check(code, "apt-get install")?;
+    }
+    if let Some((dir, kver)) = &modules {
+        rep.step("install kernel modules");
+        rep.output(
+            OutputStream::Stdout,
+            &format!("{} -> {}", dir.display(), guest::modules_dir(kver)),
+        );
+        ssh.upload(&[Entry {
+            host: dir.clone(),
+            guest: guest::modules_dir(kver),
+        }])
+        .await?;
+        let code = exec(&mut ssh, &guest::depmod(kver), rep).await?;
+        check(code, "depmod")?;
+    }
+    for (i, script) in spec.run.iter().enumerate() {
+        let base_name = script
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "script".into());
+        rep.step(&format!("run {base_name}"));
+        let guest_path = format!("{}/{}-{base_name}", guest::WORK_DIR, i + 1);
+        ssh.upload(&[Entry {
+            host: script.clone(),
+            guest: guest_path.clone(),
+        }])
+        .await?;
+        let code = exec(&mut ssh, &guest::run_script(&guest_path), rep).await?;
+        if code != 0 {
+            return Err(BuildError::Script {
+                script: script.clone(),
+                code,
+            });
+        }
+    }
+
+    rep.step("record packages");
+    let listed = ssh.output(guest::LIST_PACKAGES).await?;
+    let manifest = match listed.status {
+        0 => Some(guest::parse_manifest(&String::from_utf8_lossy(
+            &listed.stdout,
+        ))),
+        guest::NOT_FOUND => {
+            rep.output(
+                OutputStream::Stderr,
+                "no dpkg-query in the guest: the base's manifest is kept",
+            );
+            images.packages(&base)
+        }
+        code => {
+            return Err(BuildError::Command {
+                what: "dpkg-query".into(),
+                code,
+            });
+        }
+    };
+    if let Some(m) = &manifest {
+        rep.output(
+            OutputStream::Stdout,
+            &format!("{} packages installed", m.len()),
+        );
+    }
+
+    rep.step("clean up the guest");
+    let code = exec(&mut ssh, &guest::clean_up(), rep).await?;
+    check(code, "cleaning up the guest")?;
+    ssh.close().await;
+
+    rep.step("shut down");
+    if !manager.stop_build_vm(&vm_name).await? {
+        return Err(BuildError::UncleanShutdown);
+    }
+
+    rep.step("check the filesystem");
+    let clean = crate::system::e2fs::fsck_clean(&files.rootfs)
+        .await
+        .map_err(BuildError::Check)?;
+    if !clean {
+        return Err(BuildError::NotClean);
+    }
+
+    rep.step("register");
+    let staged = made.staged.insert(images.stage(&req.name)?);
+    move_file(&files.rootfs, &staged.rootfs()).await?;
+    if let Some(m) = &manifest {
+        write_manifest(staged, m)?;
+    }
+    let size = std::fs::metadata(staged.rootfs())
+        .map(|m| m.len())
+        .map_err(|source| BuildError::Move {
+            path: staged.rootfs(),
+            source,
+        })?;
+    let base_info = images.info(&base).unwrap_or_default();
+    let mut requested: Vec<String> = base_info
+        .packages
+        .iter()
+        .chain(&spec.packages)
+        .cloned()
+        .collect();
+    requested.sort();
+    requested.dedup();
+    let info = ImageInfo {
+        name: req.name.clone(),
+        base: Some(base.name.clone()),
+        source: None,
+        packages: requested,
+        spec: serde_json::to_value(&spec).ok(),
+        kernel_version: modules.map(|(_, k)| k).or(base_info.kernel_version),
+        size_bytes: size,
+        build_key: Some(key),
+        created_at: unix_now(),
+        build_ms: Some(started.elapsed().as_millis() as u64),
+    };
+    let staged = made.staged.take().expect("staged above");
+    let record = images.register(store, staged, &info, req.replace)?;
+    built(manager, record, false, rep, started)
+}
+
+/// The final result.
+fn built(
+    manager: &Manager,
+    record: ImageRecord,
+    cached: bool,
+    rep: &mut Reporter,
+    started: Instant,
+) -> Result<ImageBuilt, BuildError> {
+    rep.finish();
+    Ok(ImageBuilt {
+        image: manager.images().details(manager.store(), record)?,
+        cached,
+        total_ms: started.elapsed().as_millis() as u64,
+        log: rep.log_path(),
+        timings: rep.timings.clone(),
+    })
+}
+
+/// Runs `cmd` in the guest (with `stdin`, if any), its output going to
+/// the reporter line by line.
+async fn exec_input(
+    ssh: &mut Session,
+    cmd: &str,
+    stdin: Option<&[u8]>,
+    rep: &mut Reporter,
+) -> Result<u32, SshError> {
+    let (mut stdout, mut stderr) = (Lines::default(), Lines::default());
+    let mut on_output = |stream, bytes: &[u8]| {
+        let lines = match stream {
+            OutputStream::Stdout => &mut stdout,
+            OutputStream::Stderr => &mut stderr,
+        };
+        lines.feed(bytes, |line| rep.output(stream, line));
+    };
+    let code = match stdin {
+        Some(input) => ssh.exec_with_input(cmd, input, &mut on_output).await,
+        None => ssh.exec(cmd, &mut on_output).await,
+    };
+    stdout.flush(|line| rep.output(OutputStream::Stdout, line));
+    stderr.flush(|line| rep.output(OutputStream::Stderr, line));
+    code
+}
+
+async fn exec(ssh: &mut Session, cmd: &str, rep: &mut Reporter) -> Result<u32, SshError> {
+    exec_input(ssh, cmd, None, rep).await
+}
+
+fn check(code: u32, what: &str) -> Result<(), BuildError> {
+    match code {
+        0 => Ok(()),
+        code => Err(BuildError::Command {
+            what: what.to_string(),
+            code,
+        }),
+    }
+}
+
+fn write_manifest(staged: &Staged, lines: &[String]) -> Result<(), BuildError> {
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(staged.packages(), text).map_err(|source| BuildError::Move {
+        path: staged.packages(),
+        source,
+    })
+}
+
+/// Renames `from` to `to`, copying when they are on different filesystems.
+async fn move_file(from: &Path, to: &Path) -> Result<(), BuildError> {
+    match std::fs::rename(from, to) {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::XDEV.raw_os_error()) => {
+            crate::image::copy_rootfs(from, to).await?;
+            let _ = std::fs::remove_file(from);
+            Ok(())
+        }
+        Err(source) => Err(BuildError::Move {
+            path: from.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// The `failed` event for `err`.
+fn failure(err: &BuildError, rep: &Reporter) -> Progress {
+    let mut chain = vec![err.to_string()];
+    let mut source = std::error::Error::source(err);
+    while let Some(e) = source {
+        chain.push(e.to_string());
+        source = e.source();
+    }
+    Progress::Failed {
+        step: rep.current_step(),
+        error: chain,
+        hint: err.hint(),
+        output_tail: rep.tail(),
+        log: rep.log_path(),
+    }
+}
+
+/// Keeps the newest [`KEEP_LOGS`] build logs of image `name`.
+fn prune_logs(dir: &Path, name: &str) {
+    let prefix = format!("{name}-");
+    let mut logs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_prefix(&prefix))
+                .and_then(|rest| rest.strip_suffix(".log"))
+                .is_some_and(|stamp| stamp.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .collect();
+    logs.sort();
+    let excess = logs.len().saturating_sub(KEEP_LOGS);
+    for old in &logs[..excess] {
+        let _ = std::fs::remove_file(old);
+    }
+}

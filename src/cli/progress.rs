@@ -1,0 +1,265 @@
+//! Drawing a long operation's progress events: on a terminal a spinner per
+//! step with its time and the last lines of guest output under it; on
+//! anything else plain lines; with `--json` the events themselves.
+
+use std::collections::VecDeque;
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+
+use crate::rpc::api::{ImageBuilt, Progress};
+use crate::size::format_size;
+
+/// How many lines of output show under a running step.
+const TAIL: usize = 5;
+
+enum Mode {
+    Json,
+    Plain,
+    Terminal {
+        bars: MultiProgress,
+        /// The running step's spinner, and the output lines under it.
+        step: Option<(ProgressBar, Vec<ProgressBar>)>,
+        tail: VecDeque<String>,
+    },
+}
+
+/// Renders one operation's events.
+pub struct BuildView {
+    mode: Mode,
+    last: Option<Progress>,
+}
+
+impl BuildView {
+    pub fn new(json: bool) -> BuildView {
+        let mode = if json {
+            Mode::Json
+        } else if std::io::stderr().is_terminal() {
+            Mode::Terminal {
+                bars: MultiProgress::new(),
+                step: None,
+                tail: VecDeque::new(),
+            }
+        } else {
+            Mode::Plain
+        };
+        BuildView { mode, last: None }
+    }
+
+    /// The last event seen: `done` or `failed` when the stream ended well.
+    pub fn last(&self) -> Option<&Progress> {
+        self.last.as_ref()
+    }
+
+    pub fn show(&mut self, event: &Progress) {
+        match &mut self.mode {
+            Mode::Json => println!(
+                "{}",
+                serde_json::to_string(event).expect("progress events serialize")
+            ),
+            Mode::Plain => plain(event),
+            Mode::Terminal { bars, step, tail } => terminal(bars, step, tail, event),
+        }
+        self.last = Some(event.clone());
+    }
+
+    /// Ctrl-C: the connection is about to close, which cancels the build.
+    pub fn interrupted(&mut self) {
+        if let Mode::Terminal { step, .. } = &mut self.mode {
+            clear(step);
+        }
+        eprintln!(
+            "interrupted: the build is cancelled; bangerd removes its build VM and keeps the log"
+        );
+    }
+}
+
+fn plain(event: &Progress) {
+    match event {
+        Progress::Step { step } => eprintln!("==> {step}"),
+        Progress::StepDone { ms, .. } => eprintln!("    done in {}", secs(*ms)),
+        Progress::Output { line, .. } => eprintln!("    {}", printable(line)),
+        Progress::Note { message } => eprintln!("{message}"),
+        Progress::Done { image } => summary(image),
+        Progress::Failed { .. } => failed(event),
+    }
+}
+
+fn terminal(
+    bars: &MultiProgress,
+    step: &mut Option<(ProgressBar, Vec<ProgressBar>)>,
+    tail: &mut VecDeque<String>,
+    event: &Progress,
+) {
+    match event {
+        Progress::Step { step: name } => {
+            clear(step);
+            tail.clear();
+            let spinner = bars.add(ProgressBar::new_spinner());
+            spinner.set_style(
+                ProgressStyle::with_template("{spinner:.cyan} {msg} {elapsed:.dim}")
+                    .expect("a valid template"),
+            );
+            spinner.set_message(name.clone());
+            spinner.enable_steady_tick(Duration::from_millis(100));
+            let lines = (0..TAIL)
+                .map(|_| {
+                    let line = bars.add(ProgressBar::new_spinner());
+                    line.set_style(
+                        ProgressStyle::with_template("    {wide_msg:.dim}")
+                            .expect("a valid template"),
+                    );
+                    line
+                })
+                .collect();
+            *step = Some((spinner, lines));
+        }
+        Progress::StepDone { step: name, ms } => {
+            clear(step);
+            let _ = bars.println(format!("✓ {name} ({})", secs(*ms)));
+        }
+        Progress::Output { line, .. } => {
+            if tail.len() == TAIL {
+                tail.pop_front();
+            }
+            tail.push_back(printable(line));
+            if let Some((_, lines)) = step {
+                for (bar, text) in lines.iter().zip(tail.iter()) {
+                    bar.set_message(text.clone());
+                }
+            }
+        }
+        Progress::Note { message } => {
+            let _ = bars.println(message);
+        }
+        Progress::Done { image } => {
+            clear(step);
+            summary(image);
+        }
+        Progress::Failed { .. } => {
+            clear(step);
+            failed(event);
+        }
+    }
+}
+
+fn clear(step: &mut Option<(ProgressBar, Vec<ProgressBar>)>) {
+    if let Some((spinner, lines)) = step.take() {
+        spinner.finish_and_clear();
+        for line in lines {
+            line.finish_and_clear();
+        }
+    }
+}
+
+fn summary(built: &ImageBuilt) {
+    let image = &built.image;
+    let size = image.size_bytes.map_or_else(|| "-".into(), format_size);
+    let packages = image.packages.as_ref().map_or_else(
+        || "no package manifest".into(),
+        |p| format!("{} packages", p.len()),
+    );
+    let how = if built.cached {
+        "up to date (cached)"
+    } else {
+        "built"
+    };
+    println!(
+        "image {} {how} in {}: {size}, {packages}",
+        image.name,
+        secs(built.total_ms)
+    );
+    if let Some(log) = &built.log {
+        println!("log: {}", log.display());
+    }
+}
+
+fn failed(event: &Progress) {
+    let Progress::Failed {
+        step,
+        error,
+        hint,
+        output_tail,
+        log,
+    } = event
+    else {
+        return;
+    };
+    match step {
+        Some(step) => eprintln!("✗ {step} failed"),
+        None => eprintln!("✗ build failed"),
+    }
+    if !output_tail.is_empty() {
+        eprintln!("  last output:");
+        for line in output_tail {
+            eprintln!("    {}", printable(line));
+        }
+    }
+    let mut chain = error.iter();
+    if let Some(first) = chain.next() {
+        eprintln!("error: {first}");
+    }
+    for cause in chain {
+        eprintln!("  caused by: {cause}");
+    }
+    if let Some(hint) = hint {
+        eprintln!("hint: {hint}");
+    }
+    if let Some(log) = log {
+        eprintln!("log: {}", log.display());
+    }
+}
+
+/// Guest output without terminal control sequences: a guest may print
+/// anything, and none of it may drive the user's terminal.
+fn printable(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // Skip an escape sequence: ESC [ ... final byte, or ESC + one char.
+            if chars.peek() == Some(&'[') {
+                chars.next();
+                for c in chars.by_ref() {
+                    if ('@'..='~').contains(&c) {
+                        break;
+                    }
+                }
+            } else {
+                chars.next();
+            }
+        } else if c == '\t' {
+            out.push_str("    ");
+        } else if !c.is_control() {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn secs(ms: u64) -> String {
+    if ms < 60_000 {
+        format!("{:.1} s", ms as f64 / 1000.0)
+    } else {
+        super::output::duration(ms / 1000)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guest_output_cannot_drive_the_terminal() {
+        assert_eq!(printable("\u{1b}[31mred\u{1b}[0m text"), "red text");
+        assert_eq!(printable("a\u{7}b\u{1b}]0;title\u{7}c"), "ab0;titlec");
+        assert_eq!(printable("tab\there"), "tab    here");
+    }
+
+    #[test]
+    fn times_read_well() {
+        assert_eq!(secs(1234), "1.2 s");
+        assert_eq!(secs(125_000), "2m 5s");
+    }
+}
