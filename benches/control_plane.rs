@@ -11,7 +11,9 @@
 //! namespace). With a runtime bundle and a firecracker binary: `vm create
 //! --no-wait` to Firecracker's InstanceStart, step by step. With
 //! `BANGER_BENCH_BOOT=1`: create → SSH-ready under QEMU vs bare QEMU booting
-//! the same kernel and disks.
+//! the same kernel and disks; and the image builder: a build with no
+//! packages against `vm create` + `vm delete` of the same image, a cached
+//! repeat build, and installing one small package from a local repository.
 #![allow(clippy::disallowed_methods)]
 
 use std::io::{Seek, SeekFrom, Write};
@@ -124,10 +126,17 @@ fn main() {
         if wanted("firecracker") {
             firecracker_figures();
         }
-        if std::env::var_os("BANGER_BENCH_BOOT").is_some() && wanted("boot") {
-            boot_figures();
+        if std::env::var_os("BANGER_BENCH_BOOT").is_some() {
+            if wanted("boot") {
+                boot_figures();
+            }
+            if wanted("build") {
+                build_figures();
+            }
         } else {
-            println!("qemu boot: skipped (set BANGER_BENCH_BOOT=1; takes about a minute)");
+            println!(
+                "qemu boot, image build: skipped (set BANGER_BENCH_BOOT=1; takes a few minutes)"
+            );
         }
     } else {
         println!("nat, firecracker, boot: skipped (need root)");
@@ -466,6 +475,118 @@ fn boot_figures() {
         bare.as_secs_f64(),
         (banger_ms.as_secs_f64() / bare.as_secs_f64() - 1.0) * 100.0
     );
+}
+
+/// The image builder, whole-process times. Nothing leaves the host: the
+/// package comes from a flat repository copied into the guest (`file:`
+/// source), and the guest's other apt sources are replaced by an empty list.
+fn build_figures() {
+    let bundle = bundle_dir();
+    if !bundle.join("bundle.json").is_file() {
+        println!("image build: skipped (no runtime bundle)");
+        return;
+    }
+    let env = Env::new(&format!("runtime_dir = \"{}\"", bundle.display()));
+    let dead_dns = "dns_upstreams = [\"127.0.0.1:9\"]\n";
+    let config = env.root.path().join("config/banger/config.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("{text}{dead_dns}")).unwrap();
+    env.banger(&["daemon", "start"]);
+    env.banger(&["vm", "create", "--name", "warm", "--no-start"]);
+    env.banger(&["vm", "delete", "warm"]);
+
+    let t = Instant::now();
+    env.banger(&["vm", "create", "--name", "plain-vm"]);
+    env.banger(&["vm", "delete", "plain-vm"]);
+    let vm_round = t.elapsed();
+    let t = Instant::now();
+    env.banger(&["image", "build", "plain", "--no-cache"]);
+    let build = t.elapsed();
+    let cached = timed(5, || {
+        env.banger(&["image", "build", "plain"]);
+    });
+    let limit = vm_round.as_secs_f64() * 1.3 + 2.0;
+    println!(
+        "image build, no packages: {:.1} s; vm create + delete: {:.1} s; {:.2}x   goal <= 1.3x + 2 s ({limit:.1} s)",
+        build.as_secs_f64(),
+        vm_round.as_secs_f64(),
+        build.as_secs_f64() / vm_round.as_secs_f64()
+    );
+    println!(
+        "image build, cached repeat: median {:.0} ms, max {:.0} ms (whole process)   goal <= 1000 ms",
+        ms(cached[cached.len() / 2]),
+        ms(cached[cached.len() - 1])
+    );
+
+    // One small package from a local flat repository.
+    let ctx = env.root.path().join("build-context");
+    let repo = ctx.join("repo");
+    let pkg = ctx.join("pkg");
+    std::fs::create_dir_all(pkg.join("DEBIAN")).unwrap();
+    std::fs::create_dir_all(pkg.join("usr/share/bench")).unwrap();
+    std::fs::create_dir_all(&repo).unwrap();
+    std::fs::write(
+        pkg.join("DEBIAN/control"),
+        "Package: bench-hello\nVersion: 1.0\nArchitecture: all\nMaintainer: bench <b@banger.invalid>\nDescription: bench\n",
+    )
+    .unwrap();
+    std::fs::write(pkg.join("usr/share/bench/hello"), "hello\n").unwrap();
+    let deb = repo.join("bench-hello_1.0_all.deb");
+    let out = Command::new("dpkg-deb")
+        .args(["-Zgzip", "--root-owner-group", "--build"])
+        .arg(&pkg)
+        .arg(&deb)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "dpkg-deb failed");
+    let bytes = std::fs::read(&deb).unwrap();
+    use sha2::Digest;
+    let hex = |b: &[u8]| -> String { b.iter().map(|x| format!("{x:02x}")).collect() };
+    std::fs::write(
+        repo.join("Packages"),
+        format!(
+            "Package: bench-hello\nVersion: 1.0\nArchitecture: all\nMaintainer: bench <b@banger.invalid>\nFilename: ./bench-hello_1.0_all.deb\nSize: {}\nSHA256: {}\nDescription: bench\n\n",
+            bytes.len(),
+            hex(&sha2::Sha256::digest(&bytes))
+        ),
+    )
+    .unwrap();
+    std::fs::write(ctx.join("sources.list"), "").unwrap();
+    let out = env.banger(&[
+        "--json",
+        "image",
+        "build",
+        "withpkg",
+        "--from",
+        "plain",
+        "--packages",
+        "bench-hello",
+        "--copy",
+        &format!("{}:/opt/bench-repo", repo.display()),
+        "--copy",
+        &format!(
+            "{}:/etc/apt/sources.list",
+            ctx.join("sources.list").display()
+        ),
+        "--apt-source",
+        "deb [trusted=yes] file:/opt/bench-repo ./",
+    ]);
+    let install_ms = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|e| e["event"] == "step_done" && e["step"] == "install packages")
+        .and_then(|e| e["ms"].as_u64());
+    match install_ms {
+        Some(ms) => println!(
+            "image build, one small package from a local repository: {:.1} s (apt-get update + install, step timing)",
+            ms as f64 / 1000.0
+        ),
+        None => println!("image build, one small package: no step timing found"),
+    }
+    for image in ["withpkg", "plain"] {
+        env.banger(&["image", "delete", image]);
+    }
+    env.banger(&["network", "cleanup"]);
 }
 
 /// Runs `f` `n` times; the sorted durations.

@@ -60,6 +60,21 @@ else
     log "rootfs.ext4 present, keeping it"
 fi
 
+# --- package manifest ------------------------------------------------------
+# rootfs.ext4.packages: one `name version` per line, sorted bytewise, read from
+# the image's dpkg database (no mount). `image import` and the default image
+# take it along, and builds from it start from it.
+if [[ ! -s $RUNTIME_DIR/rootfs.ext4.packages || $RUNTIME_DIR/rootfs.ext4 -nt $RUNTIME_DIR/rootfs.ext4.packages ]]; then
+    debugfs -R "cat /var/lib/dpkg/status" "$RUNTIME_DIR/rootfs.ext4" 2>/dev/null |
+        awk '/^Package: / { p = $2 } /^Status: / { s = $4 } /^Version: / { v = $2 }
+             /^$/ { if (s == "installed") print p, v; p = s = v = "" }
+             END { if (s == "installed") print p, v }' |
+        LC_ALL=C sort -u >"$RUNTIME_DIR/rootfs.ext4.packages.tmp"
+    [[ -s $RUNTIME_DIR/rootfs.ext4.packages.tmp ]] || die "cannot read the package list of rootfs.ext4"
+    mv -f "$RUNTIME_DIR/rootfs.ext4.packages.tmp" "$RUNTIME_DIR/rootfs.ext4.packages"
+    log "rootfs.ext4.packages: $(wc -l <"$RUNTIME_DIR/rootfs.ext4.packages") packages"
+fi
+
 # --- bundle.json ----------------------------------------------------------
 # Kernel arguments every backend uses. The VMM backend adds its own: ip=... per
 # VM, and under QEMU with software emulation `tsc_early_khz=<host TSC kHz>

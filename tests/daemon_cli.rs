@@ -142,7 +142,7 @@ fn foreground_daemon_logs_to_stderr_and_stops_on_sigint() {
 #[test]
 fn another_uid_is_refused() {
     if !rustix::process::geteuid().is_root() {
-        eprintln!("skipped: needs root to run the client as another uid");
+        skip("needs root to run the client as another uid");
         return;
     }
     let sb = Sandbox::new();

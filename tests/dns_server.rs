@@ -63,7 +63,7 @@ async fn ask(server: SocketAddr, id: u16, name: &str) -> (RCODE, Vec<Ipv4Addr>) 
 #[test]
 fn vm_names_are_answered_and_the_rest_forwarded_never_vm() {
     if !is_root() {
-        eprintln!("skipped: needs root for network namespaces");
+        common::skip("needs root for network namespaces");
         return;
     }
     in_fresh_netns(async {
@@ -119,7 +119,7 @@ fn vm_names_are_answered_and_the_rest_forwarded_never_vm() {
 #[test]
 fn an_upstream_that_does_not_answer_gives_servfail() {
     if !is_root() {
-        eprintln!("skipped: needs root for network namespaces");
+        common::skip("needs root for network namespaces");
         return;
     }
     in_fresh_netns(async {

@@ -7,6 +7,8 @@
 //! on a host whose KVM is `kvm_pvm` the guest kernel stops early.
 #![allow(clippy::disallowed_methods)]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -16,8 +18,7 @@ use banger::firecracker::{
     Client, DriveSpec, FirecrackerError, MachineSpec, NetSpec, RunFiles, launch, request_shutdown,
 };
 
-const SKIP_NO_BINARY: &str =
-    "skipped: no firecracker binary (set BANGER_FIRECRACKER or see E2E.md)";
+const SKIP_NO_BINARY: &str = "no firecracker binary (set BANGER_FIRECRACKER or see E2E.md)";
 
 /// The file an environment variable names, when set; naming a file that is
 /// not there is a mistake worth failing on, not a reason to skip.
@@ -51,14 +52,13 @@ fn kernel() -> Option<PathBuf> {
 /// The binary, a kernel and /dev/kvm, or the reason the test cannot run.
 fn boot_prerequisites() -> Result<(PathBuf, PathBuf), &'static str> {
     let binary = firecracker_binary().ok_or(SKIP_NO_BINARY)?;
-    let kernel = kernel().ok_or(
-        "skipped: no guest kernel (set BANGER_KERNEL or put a vmlinux in runtime/, see E2E.md)",
-    )?;
+    let kernel = kernel()
+        .ok_or("no guest kernel (set BANGER_KERNEL or put a vmlinux in runtime/, see E2E.md)")?;
     if !Path::new("/dev/kvm").exists() {
-        return Err("skipped: no /dev/kvm");
+        return Err("no /dev/kvm");
     }
     if which("mkfs.ext4").is_none() {
-        return Err("skipped: mkfs.ext4 not installed");
+        return Err("mkfs.ext4 not installed");
     }
     Ok((binary, kernel))
 }
@@ -195,7 +195,7 @@ impl Drop for Tap {
 async fn launch_starts_a_real_firecracker_and_kill_leaves_nothing_behind() {
     let (binary, kernel) = match boot_prerequisites() {
         Ok(found) => found,
-        Err(reason) => return println!("{reason}"),
+        Err(reason) => return common::skip(reason),
     };
     let vm = VmDir::new();
     let mut spec = vm.spec(&kernel);
@@ -301,7 +301,7 @@ async fn launch_starts_a_real_firecracker_and_kill_leaves_nothing_behind() {
 #[tokio::test]
 async fn config_error_carries_the_fault_message_and_leaves_nothing_behind() {
     let Some(binary) = firecracker_binary() else {
-        return println!("{SKIP_NO_BINARY}");
+        return common::skip(SKIP_NO_BINARY);
     };
     let vm = VmDir::new();
     let spec = MachineSpec {
@@ -344,7 +344,7 @@ async fn config_error_carries_the_fault_message_and_leaves_nothing_behind() {
 #[tokio::test]
 async fn early_exit_reports_what_firecracker_printed() {
     let Some(binary) = firecracker_binary() else {
-        return println!("{SKIP_NO_BINARY}");
+        return common::skip(SKIP_NO_BINARY);
     };
     let vm = VmDir::new();
     let spec = MachineSpec {
@@ -373,7 +373,7 @@ async fn early_exit_reports_what_firecracker_printed() {
 async fn a_cancelled_launch_leaves_no_process_behind() {
     let (binary, kernel) = match boot_prerequisites() {
         Ok(found) => found,
-        Err(reason) => return println!("{reason}"),
+        Err(reason) => return common::skip(reason),
     };
     let vm = VmDir::new();
     let spec = vm.spec(&kernel);
@@ -432,7 +432,7 @@ async fn request_shutdown_without_a_vmm_is_a_connect_error() {
 async fn launch_timings_median_of_ten() {
     let (binary, kernel) = match boot_prerequisites() {
         Ok(found) => found,
-        Err(reason) => return println!("{reason}"),
+        Err(reason) => return common::skip(reason),
     };
     let vm = VmDir::new();
     let spec = vm.spec(&kernel);

@@ -22,7 +22,7 @@ async fn ruleset() -> String {
 #[test]
 fn bridge_taps_and_nat_table_come_and_go_leaving_others_alone() {
     if !is_root() {
-        eprintln!("skipped: needs root for network namespaces");
+        common::skip("needs root for network namespaces");
         return;
     }
     in_fresh_netns(async {
@@ -101,7 +101,7 @@ fn bridge_taps_and_nat_table_come_and_go_leaving_others_alone() {
 #[test]
 fn a_subnet_that_clashes_with_a_host_route_is_found() {
     if !is_root() {
-        eprintln!("skipped: needs root for network namespaces");
+        common::skip("needs root for network namespaces");
         return;
     }
     in_fresh_netns(async {

@@ -32,11 +32,11 @@ impl Sshd {
     /// Starts one, or says why this machine cannot and returns None.
     fn start() -> Option<Sshd> {
         if !common::netns::is_root() {
-            eprintln!("skipped: needs root to run sshd");
+            common::skip("needs root to run sshd");
             return None;
         }
         if !Path::new(SSHD).exists() {
-            eprintln!("skipped: no {SSHD} (install openssh-server)");
+            common::skip(&format!("no {SSHD} (install openssh-server)"));
             return None;
         }
         if !Path::new("/run/sshd").is_dir() {

@@ -1,6 +1,8 @@
 //! Writing files into a real ext4 image without mounting it.
 #![allow(clippy::disallowed_methods)]
 
+mod common;
+
 use banger::system::debugfs::{self, GuestFile};
 use banger::system::{e2fs, tools};
 
@@ -16,7 +18,7 @@ fn stat(image: &std::path::Path, path: &str) -> String {
 #[tokio::test]
 async fn files_and_dirs_land_with_their_modes_and_owners() {
     if tools::find_program("debugfs", None).is_none() {
-        eprintln!("skipped: debugfs is not installed (e2fsprogs)");
+        common::skip("debugfs is not installed (e2fsprogs)");
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -1,5 +1,7 @@
 //! ext4 images with the real e2fsprogs.
 
+mod common;
+
 use banger::system::e2fs::{fsck_clean, geometry, grow_ext4, mkfs_ext4};
 use banger::system::tools::find_program;
 
@@ -8,7 +10,7 @@ const MIB: u64 = 1 << 20;
 #[tokio::test]
 async fn mkfs_grow_and_check() {
     if find_program("mkfs.ext4", None).is_none() {
-        println!("skipped: mkfs.ext4 not installed");
+        common::skip("mkfs.ext4 not installed");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -34,7 +36,7 @@ async fn mkfs_grow_and_check() {
 #[tokio::test]
 async fn fsck_reports_a_non_filesystem_as_failure() {
     if find_program("e2fsck", None).is_none() {
-        println!("skipped: e2fsck not installed");
+        common::skip("e2fsck not installed");
         return;
     }
     let dir = tempfile::tempdir().unwrap();

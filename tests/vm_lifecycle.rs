@@ -13,93 +13,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::vms::*;
 use common::*;
-
-struct VmSandbox {
-    sb: Sandbox,
-    bridge: String,
-}
-
-impl VmSandbox {
-    /// None (and a printed reason) when this host cannot run the tier.
-    fn new(extra_config: &str) -> Option<VmSandbox> {
-        if !rustix::process::geteuid().is_root() {
-            eprintln!("skipped: needs root for bridges and taps");
-            return None;
-        }
-        let bundle = runtime_dir();
-        if !bundle.join("bundle.json").is_file() {
-            eprintln!(
-                "skipped: no runtime bundle at {} (make runtime-debian, or set BANGER_RUNTIME)",
-                bundle.display()
-            );
-            return None;
-        }
-        // `auto` runs Firecracker on hosts with hardware KVM and a firecracker
-        // binary, QEMU elsewhere; BANGER_E2E_VMM forces one.
-        let vmm = std::env::var("BANGER_E2E_VMM").unwrap_or_else(|_| "auto".into());
-        let find = |tool| banger::system::tools::find_program(tool, None).is_some();
-        if !find("qemu-system-x86_64") && !find("firecracker") {
-            eprintln!("skipped: neither qemu-system-x86_64 nor firecracker is installed");
-            return None;
-        }
-        let sb = Sandbox::with_config(&format!(
-            "vmm = \"{vmm}\"\nruntime_dir = \"{}\"\n{extra_config}",
-            bundle.display()
-        ));
-        let bridge = sb.bridge.clone();
-        Some(VmSandbox { sb, bridge })
-    }
-
-    fn json(&self, args: &[&str]) -> serde_json::Value {
-        let mut args = args.to_vec();
-        args.push("--json");
-        serde_json::from_str(&ok(self.sb.banger(&args))).unwrap()
-    }
-}
-
-impl Drop for VmSandbox {
-    fn drop(&mut self) {
-        // Delete every VM the test left (killing VMMs, removing taps), then the bridge.
-        if self.sb.daemon_pid().is_some_and(process_alive) {
-            if let Ok(out) = self
-                .sb
-                .command("banger")
-                .args(["vm", "list", "--json"])
-                .output()
-            {
-                let vms: Vec<serde_json::Value> =
-                    serde_json::from_slice(&out.stdout).unwrap_or_default();
-                for vm in vms {
-                    let name = vm["name"].as_str().unwrap_or_default();
-                    let _ = self.sb.banger(&["vm", "delete", "--force", name]);
-                }
-            }
-            let _ = self.sb.banger(&["daemon", "stop"]);
-        }
-        let _ = std::process::Command::new("ip")
-            .args(["link", "del", &self.bridge])
-            .output();
-    }
-}
-
-/// Tests that boot guests take turns: under software emulation on two
-/// cores, concurrent boots only slow each other down.
-static BOOTING: Mutex<()> = Mutex::new(());
-
-fn booting() -> std::sync::MutexGuard<'static, ()> {
-    BOOTING.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn runtime_dir() -> PathBuf {
-    std::env::var_os("BANGER_RUNTIME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("runtime"))
-}
-
-fn link_exists(name: &str) -> bool {
-    Path::new("/sys/class/net").join(name).exists()
-}
 
 #[test]
 fn lifecycle_on_a_real_guest() {
@@ -446,7 +361,7 @@ impl Drop for Upstream {
 #[test]
 fn guests_resolve_each_other_and_reach_out_through_nat() {
     if !rustix::process::geteuid().is_root() || !runtime_dir().join("bundle.json").is_file() {
-        eprintln!("skipped: needs root and a runtime bundle");
+        skip("needs root and a runtime bundle");
         return;
     }
     let n = std::process::id() % 200 + 20;

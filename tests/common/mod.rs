@@ -3,6 +3,7 @@
 #![allow(clippy::disallowed_methods, dead_code)]
 
 pub mod netns;
+pub mod vms;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -124,6 +125,33 @@ impl Drop for Sandbox {
             && process_alive(pid)
         {
             signal(pid, rustix::process::Signal::KILL);
+        }
+    }
+}
+
+/// Says why a test cannot run here and returns, so the caller can
+/// `return`: on stderr, and appended to `$BANGER_SKIP_LOG` when set, so
+/// `make test` can print every tier that did not run (a passing test's
+/// output is hidden by the harness).
+pub fn skip(why: &str) {
+    eprintln!("skipped: {why}");
+    if let Some(log) = std::env::var_os("BANGER_SKIP_LOG") {
+        use std::io::Write;
+        let binary = std::env::current_exe()
+            .ok()
+            .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+            .map(|s| {
+                s.rsplit_once('-')
+                    .map_or(s.clone(), |(name, _)| name.to_string())
+            })
+            .unwrap_or_default();
+        let test = std::thread::current().name().unwrap_or("?").to_string();
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+        {
+            let _ = writeln!(f, "{binary}::{test}: {why}");
         }
     }
 }

@@ -1,0 +1,94 @@
+//! Sandboxes for tests that boot real guests: the runtime bundle, a VMM,
+//! root; skipped, saying why, where a piece is missing.
+#![allow(dead_code, clippy::disallowed_methods)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use super::*;
+
+pub struct VmSandbox {
+    pub sb: Sandbox,
+    pub bridge: String,
+}
+
+impl VmSandbox {
+    /// None (and a printed reason) when this host cannot run the tier.
+    pub fn new(extra_config: &str) -> Option<VmSandbox> {
+        if !rustix::process::geteuid().is_root() {
+            skip("needs root for bridges and taps");
+            return None;
+        }
+        let bundle = runtime_dir();
+        if !bundle.join("bundle.json").is_file() {
+            skip(&format!(
+                "no runtime bundle at {} (make runtime-debian, or set BANGER_RUNTIME)",
+                bundle.display()
+            ));
+            return None;
+        }
+        // `auto` runs Firecracker on hosts with hardware KVM and a firecracker
+        // binary, QEMU elsewhere; BANGER_E2E_VMM forces one.
+        let vmm = std::env::var("BANGER_E2E_VMM").unwrap_or_else(|_| "auto".into());
+        let find = |tool| banger::system::tools::find_program(tool, None).is_some();
+        if !find("qemu-system-x86_64") && !find("firecracker") {
+            skip("neither qemu-system-x86_64 nor firecracker is installed");
+            return None;
+        }
+        let sb = Sandbox::with_config(&format!(
+            "vmm = \"{vmm}\"\nruntime_dir = \"{}\"\n{extra_config}",
+            bundle.display()
+        ));
+        let bridge = sb.bridge.clone();
+        Some(VmSandbox { sb, bridge })
+    }
+
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut args = args.to_vec();
+        args.push("--json");
+        serde_json::from_str(&ok(self.sb.banger(&args))).unwrap()
+    }
+}
+
+impl Drop for VmSandbox {
+    fn drop(&mut self) {
+        // Delete every VM the test left (killing VMMs, removing taps), then the bridge.
+        if self.sb.daemon_pid().is_some_and(process_alive) {
+            if let Ok(out) = self
+                .sb
+                .command("banger")
+                .args(["vm", "list", "--json"])
+                .output()
+            {
+                let vms: Vec<serde_json::Value> =
+                    serde_json::from_slice(&out.stdout).unwrap_or_default();
+                for vm in vms {
+                    let name = vm["name"].as_str().unwrap_or_default();
+                    let _ = self.sb.banger(&["vm", "delete", "--force", name]);
+                }
+            }
+            let _ = self.sb.banger(&["daemon", "stop"]);
+        }
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .output();
+    }
+}
+
+/// Tests that boot guests take turns: under software emulation on two
+/// cores, concurrent boots only slow each other down.
+static BOOTING: Mutex<()> = Mutex::new(());
+
+pub fn booting() -> std::sync::MutexGuard<'static, ()> {
+    BOOTING.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+pub fn runtime_dir() -> PathBuf {
+    std::env::var_os("BANGER_RUNTIME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("runtime"))
+}
+
+pub fn link_exists(name: &str) -> bool {
+    Path::new("/sys/class/net").join(name).exists()
+}

@@ -1,0 +1,459 @@
+//! End to end: `banger image build` on real guests. The packages come from
+//! a flat apt repository this test makes from `.deb` files it builds
+//! itself (`dpkg-deb`) and serves over HTTP on the bridge address: the
+//! build VM reaches nothing else (the base's own apt sources are replaced
+//! by an empty list through `--copy`, and the daemon's DNS forwarder points
+//! at a dead loopback port). Needs root, a runtime bundle and a VMM; skips,
+//! saying why, without them.
+#![allow(clippy::disallowed_methods)]
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use common::vms::*;
+use common::*;
+
+/// A flat apt repository (`deb [trusted=yes] http://HOST:PORT/ ./`).
+struct LocalRepo {
+    dir: tempfile::TempDir,
+    debs: Vec<(String, String, PathBuf)>,
+}
+
+impl LocalRepo {
+    fn new() -> LocalRepo {
+        LocalRepo {
+            dir: tempfile::tempdir().unwrap(),
+            debs: Vec::new(),
+        }
+    }
+
+    /// Builds package `name` `version` holding `files` and re-indexes.
+    fn add(&mut self, name: &str, version: &str, files: &[(&str, &str)]) {
+        let root = self.dir.path().join(format!("build-{name}-{version}"));
+        std::fs::create_dir_all(root.join("DEBIAN")).unwrap();
+        std::fs::write(
+            root.join("DEBIAN/control"),
+            format!(
+                "Package: {name}\nVersion: {version}\nArchitecture: all\n\
+                 Maintainer: banger tests <tests@banger.invalid>\nDescription: banger test package\n"
+            ),
+        )
+        .unwrap();
+        for (path, contents) in files {
+            let path = root.join(path.trim_start_matches('/'));
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, contents).unwrap();
+        }
+        let deb = self.dir.path().join(format!("{name}_{version}_all.deb"));
+        let out = Command::new("dpkg-deb")
+            .args(["-Zgzip", "--root-owner-group", "--build"])
+            .arg(&root)
+            .arg(&deb)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "dpkg-deb: {}", stderr(&out));
+        std::fs::remove_dir_all(&root).unwrap();
+        self.debs.push((name.into(), version.into(), deb));
+        self.index();
+    }
+
+    /// Writes `Packages` and `Release` for every package built so far.
+    fn index(&self) {
+        let mut packages = String::new();
+        for (name, version, deb) in &self.debs {
+            let bytes = std::fs::read(deb).unwrap();
+            packages.push_str(&format!(
+                "Package: {name}\nVersion: {version}\nArchitecture: all\n\
+                 Maintainer: banger tests <tests@banger.invalid>\nFilename: ./{}\n\
+                 Size: {}\nSHA256: {}\nDescription: banger test package\n\n",
+                deb.file_name().unwrap().to_string_lossy(),
+                bytes.len(),
+                sha256(&bytes)
+            ));
+        }
+        std::fs::write(self.dir.path().join("Packages"), &packages).unwrap();
+        let release = format!(
+            "Origin: banger-test\nLabel: banger-test\nDate: Thu, 01 Jan 2026 00:00:00 UTC\nSHA256:\n {} {} Packages\n",
+            sha256(packages.as_bytes()),
+            packages.len()
+        );
+        std::fs::write(self.dir.path().join("Release"), release).unwrap();
+    }
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A static file server on `addr` for the repository: GET only, one
+/// request per connection, stops when dropped.
+struct FileServer {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FileServer {
+    fn start(ip: Ipv4Addr, root: PathBuf) -> FileServer {
+        let listener = TcpListener::bind((ip, 0)).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((stream, _)) => serve_one(stream, &root),
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        });
+        FileServer {
+            addr,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for FileServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn serve_one(stream: std::net::TcpStream, root: &Path) {
+    stream.set_nonblocking(false).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut request = String::new();
+    if reader.read_line(&mut request).is_err() {
+        return;
+    }
+    loop {
+        let mut header = String::new();
+        match reader.read_line(&mut header) {
+            Ok(0) | Err(_) => break,
+            Ok(_) if header.trim().is_empty() => break,
+            Ok(_) => {}
+        }
+    }
+    let path = request.split_whitespace().nth(1).unwrap_or("/");
+    let name = path.trim_start_matches('/').trim_start_matches("./");
+    let file = (!name.contains("..") && !name.is_empty())
+        .then(|| std::fs::read(root.join(name)).ok())
+        .flatten();
+    let mut stream = stream;
+    let _ = match file {
+        Some(body) => stream
+            .write_all(
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                )
+                .as_bytes(),
+            )
+            .and_then(|()| stream.write_all(&body)),
+        None => stream
+            .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
+    };
+}
+
+/// The events of `banger --json image build ...`, and whether it succeeded.
+fn build_json(sb: &Sandbox, args: &[&str]) -> (bool, Vec<serde_json::Value>) {
+    let mut argv = vec!["--json", "image", "build"];
+    argv.extend_from_slice(args);
+    let out = sb.banger(&argv);
+    let events: Vec<serde_json::Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    (out.status.success(), events)
+}
+
+fn last_event(events: &[serde_json::Value]) -> &serde_json::Value {
+    events.last().expect("at least one event")
+}
+
+fn steps(events: &[serde_json::Value]) -> Vec<String> {
+    events
+        .iter()
+        .filter(|e| e["event"] == "step")
+        .map(|e| e["step"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn ssh(sb: &Sandbox, vm: &str, cmd: &str) -> String {
+    ok(sb.banger(&["vm", "ssh", vm, "--", cmd]))
+}
+
+/// Brings the sandbox's bridge up before the daemon does, so the file
+/// server can listen on its address (the daemon keeps an existing bridge).
+fn bridge_up(t: &VmSandbox) -> Ipv4Addr {
+    let cidr = &t.sb.subnet;
+    let gateway: Ipv4Addr = cidr.split('/').next().unwrap().parse().unwrap();
+    for args in [
+        vec!["link", "add", "name", &t.bridge, "type", "bridge"],
+        vec!["addr", "add", cidr, "dev", &t.bridge],
+        vec!["link", "set", &t.bridge, "up"],
+    ] {
+        let out = Command::new("ip").args(&args).output().unwrap();
+        assert!(out.status.success(), "ip {args:?}: {}", stderr(&out));
+    }
+    gateway
+}
+
+#[test]
+fn images_are_built_with_packages_files_modules_and_scripts() {
+    let Some(t) = VmSandbox::new("") else {
+        return;
+    };
+    // No upstream resolver: nothing the guest asks for leaves the host.
+    // ([network] is the config's last table, so this line lands in it.)
+    let mut config = std::fs::OpenOptions::new()
+        .append(true)
+        .open(t.sb.config_file())
+        .unwrap();
+    writeln!(config, "dns_upstreams = [\"127.0.0.1:9\"]").unwrap();
+    if !find("dpkg-deb") {
+        skip("dpkg-deb is not installed (apt-get install dpkg)");
+        return;
+    }
+    let _turn = booting();
+    let sb = &t.sb;
+    let gateway = bridge_up(&t);
+    let mut repo = LocalRepo::new();
+    repo.add(
+        "banger-hello",
+        "1.0",
+        &[("/usr/share/banger-hello/hello.txt", "hello 1.0\n")],
+    );
+    let server = FileServer::start(gateway, repo.dir.path().to_path_buf());
+    let source = format!("deb [trusted=yes] http://{}/ ./", server.addr);
+
+    // The build context: an empty sources.list (only the test repository
+    // is used), a tree with modes, a symlink and an empty directory, and a
+    // script that removes the kernel modules so the next build can show
+    // that --modules brings them back.
+    let ctx = tempfile::tempdir().unwrap();
+    let c = ctx.path();
+    std::fs::write(c.join("sources.list"), "").unwrap();
+    std::fs::create_dir_all(c.join("tree/empty")).unwrap();
+    std::fs::write(c.join("tree/tool"), "#!/bin/sh\necho tool\n").unwrap();
+    std::fs::set_permissions(c.join("tree/tool"), std::fs::Permissions::from_mode(0o750)).unwrap();
+    std::os::unix::fs::symlink("tool", c.join("tree/link")).unwrap();
+    std::fs::write(
+        c.join("strip-modules.sh"),
+        "#!/bin/sh\nset -e\nrm -rf /lib/modules/*\necho stripped in $(pwd)\n",
+    )
+    .unwrap();
+    let empty_sources = format!("{}:/etc/apt/sources.list", c.join("sources.list").display());
+    let tree = format!("{}:/opt/tree", c.join("tree").display());
+    let strip = c.join("strip-modules.sh").display().to_string();
+    let pkg_args = [
+        "pkg",
+        "--packages",
+        "banger-hello",
+        "--apt-source",
+        &source,
+        "--copy",
+        &empty_sources,
+        "--copy",
+        &tree,
+        "--run",
+        &strip,
+    ];
+
+    // 1. Packages, files and a script.
+    let (built, events) = build_json(sb, &pkg_args);
+    assert!(built, "build failed: {:#}", last_event(&events));
+    let done = last_event(&events);
+    assert_eq!(done["event"], "done");
+    assert_eq!(done["image"]["cached"], false);
+    let pkg_packages: Vec<String> =
+        serde_json::from_value(done["image"]["image"]["packages"].clone()).unwrap();
+    let packages = pkg_packages.clone();
+    assert!(
+        packages.contains(&"banger-hello 1.0".to_string()),
+        "{packages:?}"
+    );
+    assert!(steps(&events).contains(&"install packages".to_string()));
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "output"
+                && e["line"].as_str().unwrap().contains("stripped in /root")),
+        "the script's output streams back"
+    );
+    let log = PathBuf::from(done["image"]["log"].as_str().unwrap());
+    assert!(
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .contains("Setting up banger-hello (1.0)")
+    );
+
+    // 2. A repeat is a cache hit: nothing boots.
+    let (built, events) = build_json(sb, &pkg_args);
+    assert!(built, "{:#}", last_event(&events));
+    assert_eq!(last_event(&events)["image"]["cached"], true);
+    assert!(
+        !steps(&events).contains(&"boot the build VM".to_string()),
+        "{:?}",
+        steps(&events)
+    );
+
+    // 3. A chained build with --modules; a newer package version shows up
+    //    in the manifest, which keeps what the base had.
+    repo.add(
+        "banger-hello",
+        "2.0",
+        &[("/usr/share/banger-hello/hello.txt", "hello 2.0\n")],
+    );
+    let (built, events) = build_json(
+        sb,
+        &[
+            "mod",
+            "--from",
+            "pkg",
+            "--modules",
+            "--packages",
+            "banger-hello",
+            "--copy",
+            &empty_sources,
+        ],
+    );
+    assert!(built, "build failed: {:#}", last_event(&events));
+    let image = &last_event(&events)["image"]["image"];
+    let packages: Vec<String> = serde_json::from_value(image["packages"].clone()).unwrap();
+    assert!(
+        packages.contains(&"banger-hello 2.0".to_string()),
+        "{packages:?}"
+    );
+    assert!(!packages.contains(&"banger-hello 1.0".to_string()));
+    // Everything else the base had is still listed, version for version.
+    let others = |list: &[String]| -> Vec<String> {
+        list.iter()
+            .filter(|l| !l.starts_with("banger-hello "))
+            .cloned()
+            .collect()
+    };
+    assert_eq!(others(&packages), others(&pkg_packages));
+    assert_eq!(image["base"], "pkg");
+    assert_eq!(
+        image["requested_packages"],
+        serde_json::json!(["banger-hello"])
+    );
+    assert!(image["kernel_version"].is_string(), "{image:#}");
+    let listed = ok(sb.banger(&["image", "show", "mod", "--packages"]));
+    assert!(listed.lines().any(|l| l == "banger-hello 2.0"), "{listed}");
+
+    // 4. A VM from `pkg`: the package's file, the copied tree, no modules.
+    ok(sb.banger(&["vm", "create", "--name", "p1", "--image", "pkg"]));
+    assert_eq!(
+        ssh(sb, "p1", "cat /usr/share/banger-hello/hello.txt"),
+        "hello 1.0\n"
+    );
+    assert_eq!(
+        ssh(
+            sb,
+            "p1",
+            "stat -c '%a %U' /opt/tree/tool; readlink /opt/tree/link; test -d /opt/tree/empty && echo empty-dir"
+        ),
+        "750 root\ntool\nempty-dir\n"
+    );
+    let no_module = sb.banger(&["vm", "ssh", "p1", "--", "modprobe", "dummy"]);
+    assert!(
+        !no_module.status.success(),
+        "the modules were stripped in pkg"
+    );
+    // The build VM's keys and identity did not end up in the image.
+    assert_eq!(ssh(sb, "p1", "cat /etc/hostname"), "p1\n");
+    // vm cp both ways, a directory in and a file out.
+    ok(sb.banger(&[
+        "vm",
+        "cp",
+        &c.join("tree").display().to_string(),
+        "p1:/root/",
+    ]));
+    assert_eq!(ssh(sb, "p1", "/root/tree/tool"), "tool\n");
+    let out = c.join("hostname-from-guest");
+    ok(sb.banger(&["vm", "cp", "p1:/etc/hostname", &out.display().to_string()]));
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "p1\n");
+    ok(sb.banger(&["vm", "delete", "p1"]));
+
+    // 5. A VM from `mod`: the new version, and modprobe works.
+    ok(sb.banger(&["vm", "create", "--name", "m1", "--image", "mod"]));
+    assert_eq!(
+        ssh(sb, "m1", "cat /usr/share/banger-hello/hello.txt"),
+        "hello 2.0\n"
+    );
+    assert_eq!(
+        ssh(
+            sb,
+            "m1",
+            "modprobe dummy && test -d /sys/module/dummy && echo loaded"
+        ),
+        "loaded\n"
+    );
+    ok(sb.banger(&["vm", "delete", "m1"]));
+
+    // 6. A package that does not exist fails the build and leaves nothing.
+    let (built, events) = build_json(
+        sb,
+        &[
+            "bad",
+            "--from",
+            "pkg",
+            "--packages",
+            "no-such-package",
+            "--copy",
+            &empty_sources,
+        ],
+    );
+    assert!(!built);
+    let failed = last_event(&events);
+    assert_eq!(failed["event"], "failed", "{failed:#}");
+    assert_eq!(failed["step"], "install packages");
+    assert!(
+        failed["output_tail"]
+            .to_string()
+            .contains("Unable to locate package no-such-package"),
+        "{failed:#}"
+    );
+    let images = t.json(&["image", "list"]);
+    assert!(!images.to_string().contains("\"bad\""), "{images}");
+    assert_eq!(t.json(&["vm", "list"]), serde_json::json!([]));
+    let network = t.json(&["network", "status"]);
+    assert_eq!(network["leases"], serde_json::json!([]), "{network}");
+    let taps = std::fs::read_dir("/sys/class/net")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            std::fs::read_link(e.path().join("master")).is_ok_and(|m| m.ends_with(&t.bridge))
+        })
+        .count();
+    assert_eq!(taps, 0, "no tap left on the bridge");
+    assert!(!sb.path("data/banger/images/bad").exists());
+    assert!(!sb.state_dir().join("vms/bad.build").exists());
+}
+
+fn find(tool: &str) -> bool {
+    banger::system::tools::find_program(tool, None).is_some()
+}
