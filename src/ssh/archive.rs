@@ -23,7 +23,8 @@ pub struct Entry {
 
 /// Writes a tar archive (GNU/ustar via the tar crate) of `entries` to
 /// `out`: member names are the guest paths without the leading '/', uid/gid
-/// 0 and no user/group names, file modes and mtimes from the host, symlinks
+/// 0 (regular files carry the host's; `tar --no-same-owner` drops them),
+/// holes in files stored as GNU sparse entries, file modes and mtimes from the host, symlinks
 /// stored as symlinks (not followed), empty directories included,
 /// directories before their contents. Validates guest paths (absolute, no
 /// `..` components, not `/` itself) with a clear error.
@@ -82,14 +83,14 @@ fn append_tree<W: Write>(builder: &mut tar::Builder<W>, host: &Path, name: &str)
         header.set_size(0);
         builder.append_link(&mut header, name, &target)
     } else if kind.is_file() {
-        let file = File::open(host).map_err(|e| host_error("Cannot read", host, e))?;
-        header.set_size(meta.len());
-        let body = Exact {
-            inner: file.take(meta.len()),
-            left: meta.len(),
-            path: host,
-        };
-        builder.append_data(&mut header, name, body)
+        // The builder's own file path stores holes as GNU sparse entries (a
+        // 2 GiB disk image holding 300 MiB sends 300 MiB); it takes the
+        // owner from the host, which the guest's `tar --no-same-owner`
+        // ignores, so files still land owned by root.
+        let mut file = File::open(host).map_err(|e| host_error("Cannot read", host, e))?;
+        builder
+            .append_file(name, &mut file)
+            .map_err(|e| host_error("Cannot archive", host, e))
     } else if kind.is_dir() {
         header.set_size(0);
         builder.append_data(&mut header, name, io::empty())?;
@@ -284,31 +285,6 @@ struct HostPathError {
     source: io::Error,
 }
 
-/// A reader that fails if the file shrinks while being archived (the tar
-/// header already promised `left` bytes).
-struct Exact<'a, R> {
-    inner: R,
-    left: u64,
-    path: &'a Path,
-}
-
-impl<R: Read> Read for Exact<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self
-            .inner
-            .read(buf)
-            .map_err(|e| host_error("Cannot read", self.path, e))?;
-        if n == 0 && self.left > 0 && !buf.is_empty() {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!("{} shrank while being archived", self.path.display()),
-            ));
-        }
-        self.left -= n as u64;
-        Ok(n)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -337,6 +313,32 @@ mod tests {
     }
 
     #[test]
+    fn holes_are_not_sent() {
+        let tmp = tempfile::tempdir().unwrap();
+        let disk = tmp.path().join("disk.img");
+        let file = File::create(&disk).unwrap();
+        file.set_len(256 << 20).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&file, b"data", 100 << 20).unwrap();
+        let mut bytes = Vec::new();
+        let entries = [Entry {
+            host: disk,
+            guest: "/disk.img".into(),
+        }];
+        write_archive(&entries, &mut bytes).unwrap();
+        assert!(
+            bytes.len() < 1 << 20,
+            "{} bytes for 4 bytes of data",
+            bytes.len()
+        );
+        let mut archive = tar::Archive::new(&bytes[..]);
+        let out = tmp.path().join("out");
+        archive.unpack(&out).unwrap();
+        let back = fs::read(out.join("disk.img")).unwrap();
+        assert_eq!(back.len(), 256 << 20);
+        assert_eq!(&back[100 << 20..(100 << 20) + 4], b"data");
+    }
+
+    #[test]
     fn archives_are_root_owned_and_round_trip() {
         let tmp = tempfile::tempdir().unwrap();
         let src = tmp.path().join("src");
@@ -355,8 +357,9 @@ mod tests {
         for entry in tar::Archive::new(&bytes[..]).entries().unwrap() {
             let entry = entry.unwrap();
             let h = entry.header();
-            assert_eq!((h.uid().unwrap(), h.gid().unwrap()), (0, 0));
-            assert_eq!(h.username().unwrap(), Some(""));
+            if !h.entry_type().is_file() {
+                assert_eq!((h.uid().unwrap(), h.gid().unwrap()), (0, 0));
+            }
             names.push(entry.path().unwrap().display().to_string());
         }
         assert_eq!(

@@ -244,7 +244,7 @@ impl Session {
 
     /// Uploads host files and directories as one tar archive built
     /// in-process (streamed, never whole in memory) and unpacked in the
-    /// guest by `tar -x -p -f - -C /`: owner root:root, modes, symlinks,
+    /// guest by `tar -x -p --no-same-owner -f - -C /`: owner root:root, modes, symlinks,
     /// empty directories and mtimes kept. A failing guest tar is an error
     /// carrying its stderr.
     pub async fn upload(&mut self, entries: &[archive::Entry]) -> Result<(), SshError> {
@@ -267,7 +267,7 @@ impl Session {
                 keep_head(&mut stderr, data);
             }
         };
-        let command = "tar -x -p -f - -C /";
+        let command = "tar -x -p --no-same-owner -f - -C /";
         let status = self
             .run(command, Input::Stream(rx, producer), Sink::Call(&mut keep))
             .await?;
