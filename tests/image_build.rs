@@ -204,41 +204,20 @@ fn ssh(sb: &Sandbox, vm: &str, cmd: &str) -> String {
     ok(sb.banger(&["vm", "ssh", vm, "--", cmd]))
 }
 
-/// Brings the sandbox's bridge up before the daemon does, so the file
-/// server can listen on its address (the daemon keeps an existing bridge).
-fn bridge_up(t: &VmSandbox) -> Ipv4Addr {
-    let cidr = &t.sb.subnet;
-    let gateway: Ipv4Addr = cidr.split('/').next().unwrap().parse().unwrap();
-    for args in [
-        vec!["link", "add", "name", &t.bridge, "type", "bridge"],
-        vec!["addr", "add", cidr, "dev", &t.bridge],
-        vec!["link", "set", &t.bridge, "up"],
-    ] {
-        let out = Command::new("ip").args(&args).output().unwrap();
-        assert!(out.status.success(), "ip {args:?}: {}", stderr(&out));
-    }
-    gateway
-}
-
 #[test]
 fn images_are_built_with_packages_files_modules_and_scripts() {
     let Some(t) = VmSandbox::new("") else {
         return;
     };
     // No upstream resolver: nothing the guest asks for leaves the host.
-    // ([network] is the config's last table, so this line lands in it.)
-    let mut config = std::fs::OpenOptions::new()
-        .append(true)
-        .open(t.sb.config_file())
-        .unwrap();
-    writeln!(config, "dns_upstreams = [\"127.0.0.1:9\"]").unwrap();
+    t.no_upstream_dns();
     if !find("dpkg-deb") {
         skip("dpkg-deb is not installed (apt-get install dpkg)");
         return;
     }
     let _turn = booting();
     let sb = &t.sb;
-    let gateway = bridge_up(&t);
+    let gateway = t.bridge_up();
     let mut repo = LocalRepo::new();
     repo.add(
         "banger-hello",

@@ -127,7 +127,7 @@ pub async fn launch(
         .arg("--api-sock")
         .arg(&files.api_socket)
         .arg("--id")
-        .arg(vm_id)
+        .arg(instance_id(vm_id))
         .stdin(Stdio::null())
         .stdout(console)
         .stderr(console_err)
@@ -401,6 +401,21 @@ fn prepare(path: &Path, source: io::Error) -> FirecrackerError {
 /// for an error message.
 fn console_tail(console: &Path, start: u64) -> String {
     crate::system::fs::log_tail(console, start, CONSOLE_TAIL_LINES)
+}
+
+/// Firecracker's instance ID for VM `name`: it accepts only ASCII letters,
+/// digits and '-', at most 64 of them (a build VM's name has a '.').
+fn instance_id(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(64)
+        .collect()
 }
 
 #[cfg(test)]

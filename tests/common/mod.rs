@@ -95,12 +95,19 @@ impl Sandbox {
         let mut cmd = Command::new(program);
         cmd.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", self.path("home"))
-            .env("XDG_CONFIG_HOME", self.path("config"))
-            .env("XDG_STATE_HOME", self.path("state"))
-            .env("XDG_DATA_HOME", self.path("data"))
-            .env("XDG_RUNTIME_DIR", self.path("run"));
+            .envs(self.envs());
         cmd
+    }
+
+    /// This user's environment: its home and XDG directories.
+    pub fn envs(&self) -> Vec<(&'static str, PathBuf)> {
+        vec![
+            ("HOME", self.path("home")),
+            ("XDG_CONFIG_HOME", self.path("config")),
+            ("XDG_STATE_HOME", self.path("state")),
+            ("XDG_DATA_HOME", self.path("data")),
+            ("XDG_RUNTIME_DIR", self.path("run")),
+        ]
     }
 
     /// Runs `banger ARGS...` to completion.

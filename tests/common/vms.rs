@@ -43,6 +43,38 @@ impl VmSandbox {
         Some(VmSandbox { sb, bridge })
     }
 
+    /// Brings the sandbox's bridge up before the daemon does, so a test
+    /// server can listen on its address (the daemon keeps an existing
+    /// bridge); returns that address.
+    pub fn bridge_up(&self) -> std::net::Ipv4Addr {
+        let cidr = &self.sb.subnet;
+        let gateway = cidr.split('/').next().unwrap().parse().unwrap();
+        for args in [
+            vec!["link", "add", "name", &self.bridge, "type", "bridge"],
+            vec!["addr", "add", cidr, "dev", &self.bridge],
+            vec!["link", "set", &self.bridge, "up"],
+        ] {
+            let out = std::process::Command::new("ip")
+                .args(&args)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "ip {args:?}: {}", stderr(&out));
+        }
+        gateway
+    }
+
+    /// Keeps the daemon's DNS forwarder from asking anything off the
+    /// machine: a dead loopback port as its only upstream.
+    pub fn no_upstream_dns(&self) {
+        use std::io::Write;
+        // [network] is the config's last table, so this line lands in it.
+        let mut config = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.sb.config_file())
+            .unwrap();
+        writeln!(config, "dns_upstreams = [\"127.0.0.1:9\"]").unwrap();
+    }
+
     pub fn json(&self, args: &[&str]) -> serde_json::Value {
         let mut args = args.to_vec();
         args.push("--json");
