@@ -101,6 +101,9 @@ fn main() -> ExitCode {
             }
         }
     }
+    if std::env::var_os("BANGER_NESTED_FIGURES").is_some() {
+        figures(&host);
+    }
     let total = started.elapsed().as_secs_f64();
     drop(host);
     if !failed.is_empty() {
@@ -568,6 +571,109 @@ fn failed_boot(fc: &FcHost) {
     fc.ok(&format!(
         "{env} banger daemon stop; ip link del bgbad0 2>/dev/null; true"
     ));
+}
+
+/// With `BANGER_NESTED_FIGURES=1`: printed, never asserted. `vm create
+/// --no-wait` step by step; create → SSH-ready against bare Firecracker
+/// booting the same kernel, initrd and a banger-prepared disk of the same
+/// rootfs (started by hand with `--config-file`, ready at its SSH banner),
+/// median of 5 each.
+fn figures(fc: &FcHost) {
+    const RUNS: usize = 5;
+    let median = |mut v: Vec<u64>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    let mut steps: Vec<Vec<(String, u64)>> = Vec::new();
+    for i in 0..RUNS {
+        let r = fc.json(&format!("vm create --name nowait{i} --no-wait {FC}"));
+        steps.push(
+            r["timings"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| {
+                    (
+                        t["step"].as_str().unwrap().to_string(),
+                        t["ms"].as_u64().unwrap(),
+                    )
+                })
+                .collect(),
+        );
+        fc.ok(&format!("banger vm delete --force nowait{i}"));
+    }
+    let line: Vec<String> = steps[0]
+        .iter()
+        .enumerate()
+        .map(|(i, (name, _))| {
+            format!(
+                "{name} {} ms",
+                median(steps.iter().map(|s| s[i].1).collect())
+            )
+        })
+        .collect();
+    println!(
+        "figure: vm create --no-wait to InstanceStart (median of {RUNS}): {}",
+        line.join(", ")
+    );
+
+    let mut banger = Vec::new();
+    for i in 0..RUNS {
+        let r = fc.json(&format!("vm create --name ready{i} {FC}"));
+        banger.push(r["ssh_ready_ms"].as_u64().unwrap());
+        fc.ok(&format!("banger vm delete --force ready{i}"));
+    }
+    // Bare Firecracker: a disk banger prepared (keys, hostname) but never
+    // booted, the same kernel arguments, a tap on the same bridge.
+    let vm = fc.json(&format!("vm create --name bare --no-start {FC}"));
+    let (ip, mac, tap, dir) = (
+        vm["vm"]["ip"].as_str().unwrap().to_string(),
+        vm["vm"]["mac"].as_str().unwrap().to_string(),
+        vm["vm"]["tap"].as_str().unwrap().to_string(),
+        vm["vm"]["dir"].as_str().unwrap().to_string(),
+    );
+    let gateway = "172.30.0.1";
+    let config = format!(
+        r#"{{"boot-source":{{"kernel_image_path":"{INNER_RUNTIME}/vmlinux","initrd_path":"{INNER_RUNTIME}/initrd.img","boot_args":"console=ttyS0 reboot=k panic=1 root=/dev/vda rw ip={ip}::{gateway}:255.255.255.0:bare:eth0:off"}},"drives":[{{"drive_id":"rootfs","path_on_host":"/root/bare-rootfs.ext4","is_root_device":true,"is_read_only":false}}],"network-interfaces":[{{"iface_id":"eth0","host_dev_name":"{tap}","guest_mac":"{mac}"}}],"machine-config":{{"vcpu_count":1,"mem_size_mib":512}}}}"#
+    );
+    let mut bare = Vec::new();
+    for _ in 0..RUNS {
+        let ms = fc.ok(&format!(
+            "set -e
+cp --sparse=always {dir}/rootfs.ext4 /root/bare-rootfs.ext4
+echo '{config}' > /root/bare.json
+if ! ip link show banger0 >/dev/null 2>&1; then
+    ip link add banger0 type bridge
+    ip addr add {gateway}/24 dev banger0
+    ip link set banger0 up
+fi
+ip tuntap add dev {tap} mode tap
+ip link set {tap} master banger0 up
+start=$(date +%s%N)
+firecracker --no-api --config-file /root/bare.json > /root/bare-console.log 2>&1 &
+fc=$!
+n=0
+until head -c 4 2>/dev/null < /dev/tcp/{ip}/22 | grep -q SSH-; do
+    n=$((n + 1))
+    if [ $n -gt 1800 ]; then kill -9 $fc; ip link del {tap}; exit 1; fi
+    sleep 0.1
+done 2>/dev/null
+end=$(date +%s%N)
+kill -9 $fc
+wait $fc 2>/dev/null || true
+ip link del {tap}
+echo $(( (end - start) / 1000000 ))"
+        ));
+        bare.push(ms.trim().parse::<u64>().unwrap());
+    }
+    fc.ok("banger vm delete bare; rm -f /root/bare-rootfs.ext4 /root/bare.json");
+    let (b, f) = (median(banger.clone()), median(bare.clone()));
+    println!(
+        "figure: create -> SSH-ready on Firecracker, median of {RUNS}: banger {:.1} s ({banger:?} ms), bare firecracker to SSH banner {:.1} s ({bare:?} ms), ratio {:.2}",
+        b as f64 / 1000.0,
+        f as f64 / 1000.0,
+        b as f64 / f as f64
+    );
 }
 
 /// `script` as one word for the outer shell, so `vm ssh` passes it whole to

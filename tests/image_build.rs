@@ -436,3 +436,105 @@ fn images_are_built_with_packages_files_modules_and_scripts() {
 fn find(tool: &str) -> bool {
     banger::system::tools::find_program(tool, None).is_some()
 }
+
+#[test]
+fn builds_run_side_by_side_and_leave_nothing_when_cancelled_or_orphaned() {
+    let Some(t) = VmSandbox::new("") else {
+        return;
+    };
+    t.no_upstream_dns();
+    let _turn = booting();
+    let sb = &t.sb;
+    let nothing_left = |what: &str| {
+        assert_eq!(t.json(&["vm", "list"]), serde_json::json!([]), "{what}");
+        let images = t.json(&["image", "list"]).to_string();
+        assert!(!images.contains("\"cut\""), "{what}: {images}");
+        let brif = Path::new("/sys/class/net").join(&t.bridge).join("brif");
+        let taps = std::fs::read_dir(&brif).map(|d| d.count()).unwrap_or(0);
+        assert_eq!(taps, 0, "{what}: no tap on the bridge");
+        assert!(!sb.path("data/banger/images/cut").exists(), "{what}");
+        assert!(!sb.state_dir().join("vms/cut.build").exists(), "{what}");
+    };
+
+    // Two builds at once both work.
+    let one = sb
+        .command("banger")
+        .args(["image", "build", "one", "--no-cache"])
+        .spawn()
+        .unwrap();
+    let two = sb
+        .command("banger")
+        .args(["image", "build", "two", "--no-cache"])
+        .spawn()
+        .unwrap();
+    for child in [one, two] {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let images = t.json(&["image", "list"]).to_string();
+    assert!(
+        images.contains("\"one\"") && images.contains("\"two\""),
+        "{images}"
+    );
+
+    // Ctrl-C on the CLI cancels the build: the build VM goes, nothing is registered.
+    let building = || {
+        t.json(&["vm", "list"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|vm| vm["name"] == "cut.build" && vm["role"] == "build")
+    };
+    let child = sb
+        .command("banger")
+        .args(["image", "build", "cut", "--no-cache"])
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(60), building),
+        "the build VM appears"
+    );
+    signal(child.id() as i32, rustix::process::Signal::INT);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130));
+    assert!(
+        wait_until(Duration::from_secs(30), || !building()),
+        "the build VM is removed"
+    );
+    let log = std::fs::read_to_string(sb.state_dir().join("bangerd.log")).unwrap();
+    assert!(
+        log.contains("image build failed image=cut error=cancelled"),
+        "{log}"
+    );
+    nothing_left("after Ctrl-C");
+
+    // A daemon killed mid-build: its next start removes the build VM.
+    let child = sb
+        .command("banger")
+        .args(["image", "build", "cut", "--no-cache"])
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(60), building),
+        "the build VM appears"
+    );
+    let vmm = vmm_of("cut.build").expect("the build VM's VMM runs");
+    signal(sb.daemon_pid().unwrap(), rustix::process::Signal::KILL);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "the CLI sees its daemon go");
+    nothing_left("after the daemon died mid-build");
+    assert!(!process_alive(vmm), "the build VM's VMM was killed");
+}
+
+/// The pid of the VMM process running VM `name` (its command line names
+/// the VM's files).
+fn vmm_of(name: &str) -> Option<i32> {
+    let needle = format!("vms/{name}/");
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+        String::from_utf8_lossy(&cmdline)
+            .contains(&needle)
+            .then_some(pid)
+    })
+}

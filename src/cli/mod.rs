@@ -125,7 +125,12 @@ fn print_error(err: &anyhow::Error) {
             _ => lines.push(cause.to_string()),
         }
     }
-    let mut lines = lines.into_iter();
+    print_chain(&lines, hint.as_deref());
+}
+
+/// Prints an error chain, outermost first, and what to do about it.
+fn print_chain(chain: &[String], hint: Option<&str>) {
+    let mut lines = chain.iter();
     if let Some(first) = lines.next() {
         eprintln!("error: {first}");
     }

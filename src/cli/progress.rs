@@ -196,16 +196,7 @@ fn failed(event: &Progress) {
             eprintln!("    {}", printable(line));
         }
     }
-    let mut chain = error.iter();
-    if let Some(first) = chain.next() {
-        eprintln!("error: {first}");
-    }
-    for cause in chain {
-        eprintln!("  caused by: {cause}");
-    }
-    if let Some(hint) = hint {
-        eprintln!("hint: {hint}");
-    }
+    super::print_chain(error, hint.as_deref());
     if let Some(log) = log {
         eprintln!("log: {}", log.display());
     }
