@@ -356,8 +356,13 @@ async fn early_exit_reports_what_firecracker_printed() {
         drives: Vec::new(),
         net: None,
     };
-    // Firecracker refuses an id with characters outside [A-Za-z0-9-] at startup.
-    let err = launch(&binary, "not a valid id!", &vm.files, &spec)
+    // Firecracker cannot bind its API socket in a directory that does not
+    // exist, and exits at startup saying so.
+    let files = RunFiles {
+        api_socket: vm.dir.path().join("no-such-dir/firecracker.sock"),
+        ..vm.files.clone()
+    };
+    let err = launch(&binary, "early-exit", &files, &spec)
         .await
         .unwrap_err();
     let FirecrackerError::ProcessExited { status, console } = &err else {
