@@ -278,3 +278,22 @@ fn doctor_lists_every_requirement() {
     let text = stdout(&sb.banger(&["doctor"]));
     assert!(text.contains('✓') || text.contains('✗'), "{text}");
 }
+
+#[test]
+fn concurrent_first_commands_share_one_daemon() {
+    // Several commands at once with no daemon: one daemon wins the lock,
+    // and every command waits for it rather than failing.
+    for _ in 0..5 {
+        let sb = Sandbox::new();
+        let children: Vec<_> = (0..4)
+            .map(|_| sb.command("banger").args(["vm", "list"]).spawn().unwrap())
+            .collect();
+        for child in children {
+            let out = child.wait_with_output().unwrap();
+            assert!(out.status.success(), "{}", stderr(&out));
+        }
+        let pid = sb.daemon_pid().expect("one daemon");
+        assert!(process_alive(pid));
+        ok(sb.banger(&["daemon", "stop"]));
+    }
+}

@@ -66,11 +66,16 @@ pub async fn start(paths: &Paths) -> anyhow::Result<Health> {
             Err(e) if !e.is_not_running() => return Err(e.into()),
             Err(_) => {}
         }
-        // A daemon that exited may have lost a race to another one that
-        // started at the same moment: look once more before giving up.
+        // A daemon that exited may have lost the lock to another one that
+        // started at the same moment (two commands at once): wait for that
+        // one to answer instead of giving up.
         if let Some(status) = child.try_wait()? {
             if let Ok(health) = client.health().await {
                 return Ok(health);
+            }
+            if lock_holder_alive(paths) && Instant::now() <= deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
             }
             bail!(
                 "bangerd exited at start-up ({status}); its log {} says:\n{}",
@@ -88,6 +93,14 @@ pub async fn start(paths: &Paths) -> anyhow::Result<Health> {
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+/// True when the daemon lock names a running process (a daemon starting up).
+fn lock_holder_alive(paths: &Paths) -> bool {
+    std::fs::read_to_string(paths.lock_file())
+        .ok()
+        .and_then(|pid| pid.trim().parse::<u32>().ok())
+        .is_some_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists())
 }
 
 /// `bangerd` next to this `banger` (an installed pair or a build tree),
