@@ -512,13 +512,25 @@ fn builds_run_side_by_side_and_leave_nothing_when_cancelled_or_orphaned() {
     let child = sb
         .command("banger")
         .args(["image", "build", "cut", "--no-cache"])
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     assert!(
         wait_until(Duration::from_secs(60), building),
         "the build VM appears"
     );
-    let vmm = vmm_of("cut.build").expect("the build VM's VMM runs");
+    if !wait_until(Duration::from_secs(60), || vmm_of("cut.build").is_some()) {
+        let mut child = child;
+        let _ = child.kill();
+        let out = child.wait_with_output().unwrap();
+        let log = std::fs::read_to_string(sb.state_dir().join("bangerd.log")).unwrap();
+        panic!(
+            "the build VM's VMM never ran: {}{}\ndaemon log:\n{log}",
+            stdout(&out),
+            stderr(&out)
+        );
+    }
+    let vmm = vmm_of("cut.build").unwrap();
     signal(sb.daemon_pid().unwrap(), rustix::process::Signal::KILL);
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(1), "the CLI sees its daemon go");

@@ -27,7 +27,7 @@ pub use report::{Cancelled, Reporter};
 pub use spec::{Spec, SpecError, image_identity, valid_guest_path, valid_package};
 
 use crate::image::{DEFAULT_IMAGE, ImageError, ImageInfo, Staged, unix_now};
-use crate::rpc::api::{BuildImage, CreateVm, ImageBuilt, OutputStream, Progress};
+use crate::rpc::api::{BuildImage, CreateVm, ImageBuilt, OutputStream, Progress, VmOpResult};
 use crate::ssh::archive::Entry;
 use crate::ssh::{Session, SshError, Target};
 use crate::store::{ImageRecord, StoreError};
@@ -81,6 +81,8 @@ pub enum BuildError {
         #[source]
         source: std::io::Error,
     },
+    #[error("the build VM's create failed inside bangerd: {0}")]
+    CreateTask(String),
     #[error("cancelled")]
     Cancelled,
 }
@@ -128,6 +130,12 @@ pub async fn build(
         result = run(&manager, &req, &mut reporter, &mut made, started) => result,
         () = cancelled.wait() => Err(BuildError::Cancelled),
     };
+    // A create cut short by a cancel runs on to its end (it cannot be
+    // dropped half way: disks and rollback run in tasks of their own); then
+    // its VM is removed like any other.
+    if let Some(creating) = made.creating.take() {
+        let _ = creating.await;
+    }
     if let Some(vm) = made.vm.take()
         && let Err(e) = manager.delete(&vm, true).await
     {
@@ -152,6 +160,8 @@ pub async fn build(
 struct Made {
     /// The build VM's name, once it exists.
     vm: Option<String>,
+    /// The build VM's create while it runs.
+    creating: Option<tokio::task::JoinHandle<Result<VmOpResult, VmError>>>,
     /// The new image's files until they are registered.
     staged: Option<Staged>,
 }
@@ -236,26 +246,35 @@ async fn run(
     rep.step("boot the build VM");
     let vm_name = format!("{}.build", req.name);
     made.vm = Some(vm_name.clone());
-    let boot = manager
-        .create_build_vm(CreateVm {
-            name: vm_name.clone(),
-            image: Some(base.name.clone()),
-            vcpus: None,
-            memory_mib: None,
-            disk_bytes: Some(spec.size_bytes.unwrap_or(base_bytes).max(base_bytes)),
-            work_disk_bytes: None,
-            vmm: req.vmm.clone(),
-            start: true,
-            nat: true,
-            wait_ssh: false,
-        })
-        .await;
+    let creator = Arc::clone(manager);
+    let request = CreateVm {
+        name: vm_name.clone(),
+        image: Some(base.name.clone()),
+        vcpus: None,
+        memory_mib: None,
+        disk_bytes: Some(spec.size_bytes.unwrap_or(base_bytes).max(base_bytes)),
+        work_disk_bytes: None,
+        vmm: req.vmm.clone(),
+        start: true,
+        nat: true,
+        wait_ssh: false,
+    };
+    let creating = made.creating.insert(tokio::spawn(async move {
+        creator.create_build_vm(request).await
+    }));
+    let boot = creating.await;
+    made.creating = None;
     let boot = match boot {
-        Ok(boot) => boot,
-        Err(e) => {
+        Ok(Ok(boot)) => boot,
+        Ok(Err(e)) => {
             // A failed create removes its own VM.
             made.vm = None;
             return Err(e.into());
+        }
+        Err(join) => {
+            return Err(
+                VmError::BadRequest(format!("the build VM's create failed: {join}")).into(),
+            );
         }
     };
     let steps: Vec<String> = boot

@@ -114,6 +114,31 @@ pub fn parse_cmdline(raw: &[u8]) -> Vec<String> {
         .collect()
 }
 
+/// Our processes (same uid) whose command line has an argument that
+/// contains `needle`: how a VMM is found by the files it was given (its
+/// disk, its control socket) when no pid was recorded for it.
+pub fn pids_with_arg_containing(needle: &str) -> Vec<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let me = rustix::process::getuid().as_raw();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            if pid == std::process::id() || entry.metadata().ok()?.uid() != me {
+                return None;
+            }
+            let raw = std::fs::read(entry.path().join("cmdline")).ok()?;
+            parse_cmdline(&raw)
+                .iter()
+                .any(|arg| arg.contains(needle))
+                .then_some(pid)
+        })
+        .collect()
+}
+
 /// Finds the boot time (`btime`, seconds since the epoch) in `/proc/stat`.
 pub fn parse_btime(proc_stat: &str) -> Option<u64> {
     proc_stat

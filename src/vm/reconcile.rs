@@ -82,9 +82,24 @@ impl Manager {
 impl Manager {
     /// Kills and removes the build VM of a build no daemon runs any more.
     async fn remove_orphan_build(&self, vm: &crate::store::VmRecord) {
-        if let (Some(pid), Some(ticks)) = (vm.pid, vm.pid_start_ticks)
-            && pid::is_alive(pid, ticks)
-        {
+        // The recorded pid, and any VMM given this VM's files: a daemon
+        // killed right after the spawn had no time to record its pid.
+        let files = self.files(&vm.name);
+        let mut vmms: Vec<u32> = vm
+            .pid
+            .zip(vm.pid_start_ticks)
+            .filter(|&(pid, ticks)| pid::is_alive(pid, ticks))
+            .map(|(pid, _)| pid)
+            .into_iter()
+            .collect();
+        for dir in [&files.dir, &files.run_dir] {
+            let mut needle = dir.as_os_str().to_string_lossy().into_owned();
+            needle.push('/');
+            vmms.extend(crate::system::proc::pids_with_arg_containing(&needle));
+        }
+        vmms.sort_unstable();
+        vmms.dedup();
+        for pid in vmms {
             let watch = pid::ExitWatch::new(pid).ok();
             let _ = pid::signal(pid, rustix::process::Signal::KILL);
             if let Some(watch) = watch {
@@ -96,7 +111,6 @@ impl Manager {
         if let Some(tap) = vm.tap.as_deref().filter(|t| net::link_exists(t)) {
             let _ = net::delete_link(tap).await;
         }
-        let files = self.files(&vm.name);
         for dir in [&files.dir, &files.run_dir] {
             let _ = std::fs::remove_dir_all(dir);
         }

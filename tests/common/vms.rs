@@ -101,6 +101,24 @@ impl Drop for VmSandbox {
             }
             let _ = self.sb.banger(&["daemon", "stop"]);
         }
+        // What no API call may remove (a build VM belongs to its build)
+        // or what a dead daemon left: any process still using this
+        // sandbox's files.
+        let root = self.sb.root.path().display().to_string();
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|p| p.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            if pid != std::process::id() as i32 && String::from_utf8_lossy(&cmdline).contains(&root)
+            {
+                signal(pid, rustix::process::Signal::KILL);
+            }
+        }
         let _ = std::process::Command::new("ip")
             .args(["link", "del", &self.bridge])
             .output();
