@@ -460,11 +460,13 @@ fn builds_run_side_by_side_and_leave_nothing_when_cancelled_or_orphaned() {
     let one = sb
         .command("banger")
         .args(["image", "build", "one", "--no-cache"])
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let two = sb
         .command("banger")
         .args(["image", "build", "two", "--no-cache"])
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     for child in [one, two] {
@@ -488,6 +490,7 @@ fn builds_run_side_by_side_and_leave_nothing_when_cancelled_or_orphaned() {
     let child = sb
         .command("banger")
         .args(["image", "build", "cut", "--no-cache"])
+        .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     assert!(
