@@ -173,109 +173,153 @@ async fn run(
     made: &mut Made,
     started: Instant,
 ) -> Result<ImageBuilt, BuildError> {
-    let images = manager.images();
-    let store = manager.store();
     rep.step("check inputs");
-    let lock = images.lock(&req.name);
+    let lock = manager.images().lock(&req.name);
     let _held = lock.lock().await;
-    let bundle = manager.bundle()?;
-    let spec = Spec::from_request(req, DEFAULT_IMAGE)?;
-    let base = images
-        .get_or_default(store, &spec.from, Some(&bundle))
-        .await?
-        .ok_or_else(|| BuildError::UnknownBase(spec.from.clone()))?;
-    let modules = match (spec.modules, &bundle.modules, &bundle.kernel_version) {
-        (false, ..) => None,
-        (true, Some(dir), Some(kver)) => Some((dir.clone(), kver.clone())),
-        (true, ..) => return Err(BuildError::NoModules),
-    };
-    let base_bytes = base.size_bytes.unwrap_or(0);
-    if let Some(asked) = spec.size_bytes.filter(|s| *s < base_bytes) {
-        return Err(BuildError::TooSmall {
-            asked: crate::size::format_size(asked),
-            base: crate::size::format_size(base_bytes),
-        });
+    let plan = Plan::check(manager, req).await?;
+    if let Some(image) = from_cache(manager, req, &plan, rep).await? {
+        return built(manager, image, true, rep, started);
     }
-    let key = spec.build_key(
-        &image_identity(&base),
-        modules.as_ref().map(|(_, k)| k.as_str()),
-    )?;
+    let mut ssh = boot(manager, req, &plan, rep, made).await?;
+    let manifest = match provision(&mut ssh, &plan, rep).await? {
+        Some(manifest) => Some(manifest),
+        None => manager.images().packages(&plan.base),
+    };
+    rep.step("clean up the guest");
+    let code = exec(&mut ssh, &guest::clean_up(), rep).await?;
+    check(code, "cleaning up the guest")?;
+    ssh.close().await;
+    let record = finish(manager, req, plan, manifest, rep, made, started).await?;
+    built(manager, record, false, rep, started)
+}
+
+/// A build's checked inputs.
+struct Plan {
+    spec: Spec,
+    base: ImageRecord,
+    base_bytes: u64,
+    /// The bundle's modules directory and kernel version, for `--modules`.
+    modules: Option<(PathBuf, String)>,
+    key: String,
+}
+
+impl Plan {
+    async fn check(manager: &Manager, req: &BuildImage) -> Result<Plan, BuildError> {
+        let bundle = manager.bundle()?;
+        let spec = Spec::from_request(req, DEFAULT_IMAGE)?;
+        let base = manager
+            .images()
+            .get_or_default(manager.store(), &spec.from, Some(&bundle))
+            .await?
+            .ok_or_else(|| BuildError::UnknownBase(spec.from.clone()))?;
+        let modules = match (spec.modules, bundle.modules, bundle.kernel_version) {
+            (false, ..) => None,
+            (true, Some(dir), Some(kver)) => Some((dir, kver)),
+            (true, ..) => return Err(BuildError::NoModules),
+        };
+        let base_bytes = base.size_bytes.unwrap_or(0);
+        if let Some(asked) = spec.size_bytes.filter(|s| *s < base_bytes) {
+            return Err(BuildError::TooSmall {
+                asked: crate::size::format_size(asked),
+                base: crate::size::format_size(base_bytes),
+            });
+        }
+        let kver = modules.as_ref().map(|(_, k)| k.as_str());
+        let key = spec.build_key(&image_identity(&base), kver)?;
+        Ok(Plan {
+            spec,
+            base,
+            base_bytes,
+            modules,
+            key,
+        })
+    }
+}
+
+/// The image this build would make, when one exists already: under its
+/// own name (nothing to do), or under another (copied). Refuses to build
+/// over an existing name without `--replace`.
+async fn from_cache(
+    manager: &Manager,
+    req: &BuildImage,
+    plan: &Plan,
+    rep: &mut Reporter,
+) -> Result<Option<ImageRecord>, BuildError> {
+    let (images, store) = (manager.images(), manager.store());
     let existing = store.lock().get_image(&req.name).ok();
-    if !req.no_cache
-        && let Some(image) = existing
-            .as_ref()
-            .filter(|i| i.build_key.as_deref() == Some(&key))
-    {
+    let cached = |image: &ImageRecord| image.build_key.as_deref() == Some(&plan.key);
+    if let Some(image) = existing.as_ref().filter(|i| !req.no_cache && cached(i)) {
         rep.note(&format!(
             "cached: image `{}` was built from the same inputs; nothing to do (--no-cache builds it again)",
             image.name
         ));
-        return built(manager, image.clone(), true, rep, started);
+        return Ok(Some(image.clone()));
     }
     if existing.is_some() && !req.replace {
         return Err(BuildError::Exists(req.name.clone()));
     }
-    let twin = match req.no_cache {
-        true => None,
-        false => store.lock().image_by_build_key(&key)?,
-    };
-    {
-        if let Some(twin) = twin {
-            rep.note(&format!(
-                "cached: image `{}` was built from the same inputs; copying it",
-                twin.name
-            ));
-            rep.step("copy cached image");
-            let staged = images.stage(&req.name)?;
-            let size = crate::image::copy_rootfs(&twin.rootfs_path, &staged.rootfs()).await?;
-            if let Some(packages) = images.packages(&twin) {
-                write_manifest(&staged, &packages)?;
-            }
-            let info = ImageInfo {
-                name: req.name.clone(),
-                size_bytes: size,
-                created_at: unix_now(),
-                ..images.info(&twin).unwrap_or_default()
-            };
-            let record = images.register(store, staged, &info, req.replace)?;
-            return built(manager, record, true, rep, started);
-        }
+    if req.no_cache {
+        return Ok(None);
     }
+    let Some(twin) = store.lock().image_by_build_key(&plan.key)? else {
+        return Ok(None);
+    };
+    rep.note(&format!(
+        "cached: image `{}` was built from the same inputs; copying it",
+        twin.name
+    ));
+    rep.step("copy cached image");
+    let staged = images.stage(&req.name)?;
+    let size = crate::image::copy_rootfs(&twin.rootfs_path, &staged.rootfs()).await?;
+    if let Some(packages) = images.packages(&twin) {
+        write_manifest(&staged, &packages)?;
+    }
+    let info = ImageInfo {
+        name: req.name.clone(),
+        size_bytes: size,
+        created_at: unix_now(),
+        ..images.info(&twin).unwrap_or_default()
+    };
+    Ok(Some(images.register(store, staged, &info, req.replace)?))
+}
 
-    // Boot the base in a build VM of its own.
+/// Creates and boots the build VM and connects to it.
+async fn boot(
+    manager: &Arc<Manager>,
+    req: &BuildImage,
+    plan: &Plan,
+    rep: &mut Reporter,
+    made: &mut Made,
+) -> Result<Session, BuildError> {
     rep.step("boot the build VM");
     let vm_name = format!("{}.build", req.name);
     made.vm = Some(vm_name.clone());
-    let creator = Arc::clone(manager);
     let request = CreateVm {
         name: vm_name.clone(),
-        image: Some(base.name.clone()),
+        image: Some(plan.base.name.clone()),
         vcpus: None,
         memory_mib: None,
-        disk_bytes: Some(spec.size_bytes.unwrap_or(base_bytes).max(base_bytes)),
+        disk_bytes: Some(plan.spec.size_bytes.unwrap_or(plan.base_bytes)),
         work_disk_bytes: None,
         vmm: req.vmm.clone(),
         start: true,
         nat: true,
         wait_ssh: false,
     };
+    let creator = Arc::clone(manager);
     let creating = made.creating.insert(tokio::spawn(async move {
         creator.create_build_vm(request).await
     }));
-    let boot = creating.await;
+    let created = creating.await;
     made.creating = None;
-    let boot = match boot {
+    let boot = match created {
         Ok(Ok(boot)) => boot,
         Ok(Err(e)) => {
             // A failed create removes its own VM.
             made.vm = None;
             return Err(e.into());
         }
-        Err(join) => {
-            return Err(
-                VmError::BadRequest(format!("the build VM's create failed: {join}")).into(),
-            );
-        }
+        Err(join) => return Err(BuildError::CreateTask(join.to_string())),
     };
     let steps: Vec<String> = boot
         .timings
@@ -300,17 +344,29 @@ async fn run(
         key: manager.ssh_key(),
         host_key: vm.host_key.clone().unwrap_or_default(),
     };
-    let files = manager.files(&vm_name);
     let pid = vm.pid.unwrap_or(0);
     let exited = ExitWatch::new(pid).map_err(VmError::io(format!("/proc/{pid}")))?;
     let timeout = Duration::from_secs(manager.config.ssh_timeout_secs);
-    let mut ssh = tokio::select! {
-        session = crate::ssh::wait_for(&target, timeout) => session?,
-        () = exited.exited() => return Err(BuildError::VmmExited {
-            console_tail: crate::vm::indent(&crate::system::fs::log_tail(&files.console, 0, 25)),
+    tokio::select! {
+        session = crate::ssh::wait_for(&target, timeout) => Ok(session?),
+        () = exited.exited() => Err(BuildError::VmmExited {
+            console_tail: crate::vm::indent(&crate::system::fs::log_tail(
+                &manager.files(&vm_name).console,
+                0,
+                25,
+            )),
         }),
-    };
+    }
+}
 
+/// Copies, apt sources, packages, modules and scripts, in that order;
+/// then the guest's package manifest (`None` without dpkg).
+async fn provision(
+    ssh: &mut Session,
+    plan: &Plan,
+    rep: &mut Reporter,
+) -> Result<Option<Vec<String>>, BuildError> {
+    let spec = &plan.spec;
     if !spec.copy.is_empty() {
         rep.step("copy files");
         let entries: Vec<Entry> = spec
@@ -332,33 +388,29 @@ async fn run(
     if !spec.apt_sources.is_empty() {
         rep.step("add apt sources");
         let lines: String = spec.apt_sources.iter().map(|l| format!("{l}\n")).collect();
-        let code = exec_input(
-            &mut ssh,
-            &guest::add_apt_sources(),
-            Some(lines.as_bytes()),
-            rep,
-        )
-        .await?;
+        let add = guest::add_apt_sources();
+        let code = exec_input(ssh, &add, Some(lines.as_bytes()), rep).await?;
         check(code, "adding the apt sources")?;
     }
     if !spec.packages.is_empty() {
         rep.step("install packages");
         let cmd = guest::apt_install(&spec.packages, spec.install_recommends);
-        let code = exec(&mut ssh, &cmd, rep).await?;
+        let code = exec(ssh, &cmd, rep).await?;
         check(code, "apt-get install")?;
     }
-    if let Some((dir, kver)) = &modules {
+    if let Some((dir, kver)) = &plan.modules {
         rep.step("install kernel modules");
+        let guest_dir = guest::modules_dir(kver);
         rep.output(
             OutputStream::Stdout,
-            &format!("{} -> {}", dir.display(), guest::modules_dir(kver)),
+            &format!("{} -> {guest_dir}", dir.display()),
         );
         ssh.upload(&[Entry {
             host: dir.clone(),
-            guest: guest::modules_dir(kver),
+            guest: guest_dir,
         }])
         .await?;
-        let code = exec(&mut ssh, &guest::depmod(kver), rep).await?;
+        let code = exec(ssh, &guest::depmod(kver), rep).await?;
         check(code, "depmod")?;
     }
     for (i, script) in spec.run.iter().enumerate() {
@@ -373,7 +425,7 @@ async fn run(
             guest: guest_path.clone(),
         }])
         .await?;
-        let code = exec(&mut ssh, &guest::run_script(&guest_path), rep).await?;
+        let code = exec(ssh, &guest::run_script(&guest_path), rep).await?;
         if code != 0 {
             return Err(BuildError::Script {
                 script: script.clone(),
@@ -384,43 +436,47 @@ async fn run(
 
     rep.step("record packages");
     let listed = ssh.output(guest::LIST_PACKAGES).await?;
-    let manifest = match listed.status {
-        0 => Some(guest::parse_manifest(&String::from_utf8_lossy(
-            &listed.stdout,
-        ))),
+    match listed.status {
+        0 => {
+            let manifest = guest::parse_manifest(&String::from_utf8_lossy(&listed.stdout));
+            let count = format!("{} packages installed", manifest.len());
+            rep.output(OutputStream::Stdout, &count);
+            Ok(Some(manifest))
+        }
         guest::NOT_FOUND => {
             rep.output(
                 OutputStream::Stderr,
                 "no dpkg-query in the guest: the base's manifest is kept",
             );
-            images.packages(&base)
+            Ok(None)
         }
-        code => {
-            return Err(BuildError::Command {
-                what: "dpkg-query".into(),
-                code,
-            });
-        }
-    };
-    if let Some(m) = &manifest {
-        rep.output(
-            OutputStream::Stdout,
-            &format!("{} packages installed", m.len()),
-        );
+        code => Err(BuildError::Command {
+            what: "dpkg-query".into(),
+            code,
+        }),
     }
+}
 
-    rep.step("clean up the guest");
-    let code = exec(&mut ssh, &guest::clean_up(), rep).await?;
-    check(code, "cleaning up the guest")?;
-    ssh.close().await;
-
+/// Shuts the build VM down, checks its filesystem and registers it.
+async fn finish(
+    manager: &Manager,
+    req: &BuildImage,
+    plan: Plan,
+    manifest: Option<Vec<String>>,
+    rep: &mut Reporter,
+    made: &mut Made,
+    started: Instant,
+) -> Result<ImageRecord, BuildError> {
+    let images = manager.images();
+    let vm_name = made.vm.clone().expect("booted");
     rep.step("shut down");
     if !manager.stop_build_vm(&vm_name).await? {
         return Err(BuildError::UncleanShutdown);
     }
 
     rep.step("check the filesystem");
-    let clean = crate::system::e2fs::fsck_clean(&files.rootfs)
+    let rootfs = manager.files(&vm_name).rootfs;
+    let clean = crate::system::e2fs::fsck_clean(&rootfs)
         .await
         .map_err(BuildError::Check)?;
     if !clean {
@@ -429,7 +485,7 @@ async fn run(
 
     rep.step("register");
     let staged = made.staged.insert(images.stage(&req.name)?);
-    move_file(&files.rootfs, &staged.rootfs()).await?;
+    move_file(&rootfs, &staged.rootfs()).await?;
     if let Some(m) = &manifest {
         write_manifest(staged, m)?;
     }
@@ -439,30 +495,29 @@ async fn run(
             path: staged.rootfs(),
             source,
         })?;
-    let base_info = images.info(&base).unwrap_or_default();
+    let base_info = images.info(&plan.base).unwrap_or_default();
     let mut requested: Vec<String> = base_info
         .packages
         .iter()
-        .chain(&spec.packages)
+        .chain(&plan.spec.packages)
         .cloned()
         .collect();
     requested.sort();
     requested.dedup();
     let info = ImageInfo {
         name: req.name.clone(),
-        base: Some(base.name.clone()),
+        base: Some(plan.base.name.clone()),
         source: None,
         packages: requested,
-        spec: serde_json::to_value(&spec).ok(),
-        kernel_version: modules.map(|(_, k)| k).or(base_info.kernel_version),
+        spec: serde_json::to_value(&plan.spec).ok(),
+        kernel_version: plan.modules.map(|(_, k)| k).or(base_info.kernel_version),
         size_bytes: size,
-        build_key: Some(key),
+        build_key: Some(plan.key),
         created_at: unix_now(),
         build_ms: Some(started.elapsed().as_millis() as u64),
     };
     let staged = made.staged.take().expect("staged above");
-    let record = images.register(store, staged, &info, req.replace)?;
-    built(manager, record, false, rep, started)
+    Ok(images.register(manager.store(), staged, &info, req.replace)?)
 }
 
 /// The final result.
