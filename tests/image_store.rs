@@ -30,6 +30,19 @@ fn ext4_image(dir: &Path, name: &str) -> PathBuf {
     image
 }
 
+/// A sandbox with a small image imported as `base`, the directory holding
+/// the image file, and its path.
+fn with_base_image() -> Option<(Sandbox, tempfile::TempDir, PathBuf)> {
+    if !have_mkfs() {
+        return None;
+    }
+    let sb = Sandbox::new();
+    let dir = tempfile::tempdir().unwrap();
+    let image = ext4_image(dir.path(), "base");
+    ok(sb.banger(&["image", "import", "base", image.to_str().unwrap()]));
+    Some((sb, dir, image))
+}
+
 fn have_mkfs() -> bool {
     let found = banger::system::tools::find_program("mkfs.ext4", None).is_some();
     if !found {
@@ -87,13 +100,9 @@ fn import_keeps_the_package_manifest_normalized() {
 
 #[test]
 fn a_daemon_start_sweeps_what_a_crash_left_in_the_image_store() {
-    if !have_mkfs() {
+    let Some((sb, _dir, _image)) = with_base_image() else {
         return;
-    }
-    let sb = Sandbox::new();
-    let dir = tempfile::tempdir().unwrap();
-    let image = ext4_image(dir.path(), "base");
-    ok(sb.banger(&["image", "import", "base", image.to_str().unwrap()]));
+    };
     let images = sb.path("data/banger/images");
     let current = std::fs::read_dir(images.join("base"))
         .unwrap()
@@ -127,13 +136,9 @@ fn a_daemon_start_sweeps_what_a_crash_left_in_the_image_store() {
 
 #[test]
 fn builds_that_cannot_work_are_refused_before_anything_boots() {
-    if !have_mkfs() {
+    let Some((sb, dir, image)) = with_base_image() else {
         return;
-    }
-    let sb = Sandbox::new();
-    let dir = tempfile::tempdir().unwrap();
-    let image = ext4_image(dir.path(), "base");
-    ok(sb.banger(&["image", "import", "base", image.to_str().unwrap()]));
+    };
     let runtime = dir.path().join("runtime");
     write_bundle(&runtime, &image);
     std::fs::write(
