@@ -63,7 +63,16 @@ fn processes_are_found_by_an_argument() {
         .arg("987.654")
         .spawn()
         .unwrap();
-    let found = banger::system::proc::pids_with_arg_containing("987.65");
+    // Until the child has exec'd, its command line is still ours.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut found = Vec::new();
+    while std::time::Instant::now() < deadline {
+        found = banger::system::proc::pids_with_arg_containing("987.65");
+        if found.contains(&child.id()) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(found.contains(&child.id()), "{found:?}");
