@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use report::{Cancelled, Reporter};
-pub use spec::{Spec, SpecError, image_identity, valid_guest_path, valid_package};
+pub use spec::{Spec, SpecError, image_identity};
 
 use crate::image::{DEFAULT_IMAGE, ImageError, ImageInfo, Staged, unix_now};
 use crate::rpc::api::{BuildImage, CreateVm, ImageBuilt, OutputStream, Progress, VmOpResult};
@@ -350,11 +350,7 @@ async fn boot(
     tokio::select! {
         session = crate::ssh::wait_for(&target, timeout) => Ok(session?),
         () = exited.exited() => Err(BuildError::VmmExited {
-            console_tail: crate::vm::indent(&crate::system::fs::log_tail(
-                &manager.files(&vm_name).console,
-                0,
-                25,
-            )),
+            console_tail: crate::vm::log_tail(&manager.files(&vm_name).console, 0, 25),
         }),
     }
 }

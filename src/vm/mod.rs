@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 pub use backend::{Backend, describe_host};
 pub use error::VmError;
-pub use files::{VmFiles, indent};
+pub use files::{VmFiles, indent, tail as log_tail};
 
 use crate::bundle::Bundle;
 use crate::config::Config;
