@@ -75,7 +75,7 @@ impl Env {
     }
 
     fn daemon_pid(&self) -> u32 {
-        let lock = self.root.path().join("run/banger/bangerd.lock");
+        let lock = self.root.path().join("state/banger/bangerd.lock");
         std::fs::read_to_string(lock)
             .unwrap()
             .trim()
@@ -87,7 +87,7 @@ impl Env {
 impl Drop for Env {
     /// Stops this environment's daemon (its VMs were deleted by then).
     fn drop(&mut self) {
-        if let Ok(pid) = std::fs::read_to_string(self.root.path().join("run/banger/bangerd.lock"))
+        if let Ok(pid) = std::fs::read_to_string(self.root.path().join("state/banger/bangerd.lock"))
             && let Some(pid) = pid
                 .trim()
                 .parse()
@@ -444,14 +444,15 @@ fn boot_figures() {
     let ip: Ipv4Addr = second["ip"].as_str().unwrap().parse().unwrap();
     let bare = rt.block_on(async {
         std::fs::create_dir_all(Path::new(second["dir"].as_str().unwrap())).unwrap();
-        let run_dir = env.root.path().join("run/banger/vms/bench-second");
-        std::fs::create_dir_all(&run_dir).unwrap();
         banger::system::net::add_tap(&tap, 0, "bgbench0")
             .await
             .unwrap();
         let t = Instant::now();
+        // banger runs QEMU in the VM's directory (its socket path is relative).
         let mut child = tokio::process::Command::new(&args[0])
             .args(&args[1..])
+            .current_dir(second["dir"].as_str().unwrap())
+            .stdout(std::process::Stdio::null())
             .kill_on_drop(true)
             .spawn()
             .unwrap();

@@ -37,7 +37,17 @@ pub struct Config {
     pub ssh_timeout_secs: u64,
     /// How long `vm stop` waits for a clean shutdown before killing the VMM.
     pub stop_timeout_secs: u64,
+    /// The size at which a log (a VM's console and VMM log, `bangerd.log`)
+    /// is rotated, in MiB; one older file is kept beside it.
+    pub log_max_mib: u64,
     pub network: NetworkConfig,
+}
+
+impl Config {
+    /// [`Config::log_max_mib`] in bytes.
+    pub fn log_cap(&self) -> u64 {
+        self.log_max_mib.saturating_mul(1 << 20)
+    }
 }
 
 /// `[network]`: the bridge VMs attach to.
@@ -85,6 +95,7 @@ impl Default for Config {
             firecracker: None,
             ssh_timeout_secs: 300,
             stop_timeout_secs: 30,
+            log_max_mib: 16,
             network: NetworkConfig::default(),
         }
     }

@@ -38,7 +38,9 @@ pub struct Paths {
     pub state_dir: PathBuf,
     /// `$XDG_DATA_HOME/banger`: images and the installed runtime bundle.
     pub data_dir: PathBuf,
-    /// `$XDG_RUNTIME_DIR/banger` (else `/tmp/banger-<uid>`): socket and lock, gone at logout.
+    /// `$XDG_RUNTIME_DIR/banger` (else `/tmp/banger-<uid>`): the daemon's
+    /// socket. logind removes it at logout while the daemon and the VMMs
+    /// may run on, so nothing that must outlive a session lives here.
     pub runtime_dir: PathBuf,
 }
 
@@ -79,9 +81,10 @@ impl Paths {
         self.runtime_dir.join("bangerd.sock")
     }
 
-    /// The lock file that keeps one daemon per user.
+    /// The lock file that keeps one daemon per user: in the state
+    /// directory, which a logout cannot remove under a running daemon.
     pub fn lock_file(&self) -> PathBuf {
-        self.runtime_dir.join("bangerd.lock")
+        self.state_dir.join("bangerd.lock")
     }
 
     /// The daemon's log.

@@ -17,6 +17,7 @@ use banger::firecracker::models::InstanceState;
 use banger::firecracker::{
     Client, DriveSpec, FirecrackerError, MachineSpec, NetSpec, RunFiles, launch, request_shutdown,
 };
+use banger::system::vmm_io::{VmmIo, VmmLogs};
 
 const SKIP_NO_BINARY: &str = "no firecracker binary (set BANGER_FIRECRACKER or see E2E.md)";
 
@@ -84,6 +85,7 @@ impl VmDir {
             .tempdir()
             .unwrap();
         let files = RunFiles {
+            dir: dir.path().to_path_buf(),
             api_socket: dir.path().join("firecracker.sock"),
             log: dir.path().join("firecracker.log"),
             console: dir.path().join("console.log"),
@@ -109,6 +111,19 @@ impl VmDir {
         image
     }
 
+    /// The console and log pipes (through the real relay) and the disk
+    /// locks for booting `spec`.
+    fn io(&self, spec: &MachineSpec) -> VmmIo {
+        let logs = VmmLogs {
+            console: self.files.console.clone(),
+            vmm_log: self.files.log.clone(),
+            cap: 1 << 20,
+            relay: PathBuf::from(env!("CARGO_BIN_EXE_bangerd")),
+        };
+        let drives: Vec<PathBuf> = spec.drives.iter().map(|d| d.path.clone()).collect();
+        VmmIo::prepare(&logs, &drives).unwrap()
+    }
+
     fn spec(&self, kernel: &Path) -> MachineSpec {
         MachineSpec {
             vcpus: 1,
@@ -127,9 +142,9 @@ impl VmDir {
     }
 }
 
-/// Pids of live (non-zombie) processes whose command line mentions `needle`.
-fn processes_mentioning(needle: &Path) -> Vec<u32> {
-    let needle = needle.as_os_str().as_encoded_bytes();
+/// Pids of live (non-zombie) processes working in `dir` (banger starts
+/// each VMM in its VM's directory).
+fn processes_in(dir: &Path) -> Vec<u32> {
     let mut pids = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let Some(pid) = entry
@@ -139,7 +154,7 @@ fn processes_mentioning(needle: &Path) -> Vec<u32> {
         else {
             continue;
         };
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+        let Ok(cwd) = std::fs::read_link(entry.path().join("cwd")) else {
             continue;
         };
         let zombie = std::fs::read_to_string(entry.path().join("stat"))
@@ -149,7 +164,7 @@ fn processes_mentioning(needle: &Path) -> Vec<u32> {
                     .map(|(_, rest)| rest.starts_with('Z'))
             })
             .unwrap_or(true);
-        if !zombie && cmdline.windows(needle.len()).any(|w| w == needle) {
+        if !zombie && cwd == dir {
             pids.push(pid);
         }
     }
@@ -226,7 +241,7 @@ async fn launch_starts_a_real_firecracker_and_kill_leaves_nothing_behind() {
         }
     };
 
-    let launched = launch(&binary, "fc-api-test", &vm.files, &spec)
+    let launched = launch(&binary, "fc-api-test", &vm.files, &spec, vm.io(&spec))
         .await
         .unwrap_or_else(|e| panic!("launch: {}", chain(&e)));
     let steps: Vec<&str> = launched.timings.iter().map(|(step, _)| *step).collect();
@@ -254,7 +269,7 @@ async fn launch_starts_a_real_firecracker_and_kill_leaves_nothing_behind() {
     let pid = launched.pid;
     assert_eq!(session_of(pid), pid, "firecracker leads its own session");
     assert_ne!(session_of(pid), session_of(std::process::id()));
-    assert_eq!(processes_mentioning(&vm.files.api_socket), vec![pid]);
+    assert_eq!(processes_in(vm.dir.path()), vec![pid]);
 
     let info = Client::new(&vm.files.api_socket)
         .describe_instance()
@@ -294,7 +309,7 @@ async fn launch_starts_a_real_firecracker_and_kill_leaves_nothing_behind() {
         !Path::new(&format!("/proc/{pid}")).exists(),
         "process left behind"
     );
-    assert!(processes_mentioning(&vm.files.api_socket).is_empty());
+    assert!(processes_in(vm.dir.path()).is_empty());
     drop(tap);
 }
 
@@ -316,7 +331,7 @@ async fn config_error_carries_the_fault_message_and_leaves_nothing_behind() {
     // A stale socket from an earlier run is replaced, not an obstacle.
     std::fs::write(&vm.files.api_socket, "").unwrap();
 
-    let err = launch(&binary, "fc-bad-kernel", &vm.files, &spec)
+    let err = launch(&binary, "fc-bad-kernel", &vm.files, &spec, vm.io(&spec))
         .await
         .unwrap_err();
     assert!(matches!(err, FirecrackerError::PutBootSource(_)), "{err:?}");
@@ -335,7 +350,7 @@ async fn config_error_carries_the_fault_message_and_leaves_nothing_behind() {
     println!("config error as shown: {shown}");
 
     assert!(
-        processes_mentioning(&vm.files.api_socket).is_empty(),
+        processes_in(vm.dir.path()).is_empty(),
         "process left behind"
     );
     assert!(!vm.files.api_socket.exists(), "api socket left behind");
@@ -362,7 +377,7 @@ async fn early_exit_reports_what_firecracker_printed() {
         api_socket: vm.dir.path().join("no-such-dir/firecracker.sock"),
         ..vm.files.clone()
     };
-    let err = launch(&binary, "early-exit", &files, &spec)
+    let err = launch(&binary, "early-exit", &files, &spec, vm.io(&spec))
         .await
         .unwrap_err();
     let FirecrackerError::ProcessExited { status, console } = &err else {
@@ -371,7 +386,7 @@ async fn early_exit_reports_what_firecracker_printed() {
     assert!(!status.success());
     assert!(!console.is_empty() && console != "(no output)", "{console}");
     println!("early exit as shown: {}", chain(&err));
-    assert!(processes_mentioning(&vm.files.api_socket).is_empty());
+    assert!(processes_in(vm.dir.path()).is_empty());
 }
 
 #[tokio::test]
@@ -385,13 +400,13 @@ async fn a_cancelled_launch_leaves_no_process_behind() {
     // InstanceStart alone takes ~50 ms: the launch is dropped mid-way.
     let cancelled = tokio::time::timeout(
         Duration::from_millis(15),
-        launch(&binary, "fc-cancelled", &vm.files, &spec),
+        launch(&binary, "fc-cancelled", &vm.files, &spec, vm.io(&spec)),
     )
     .await;
     assert!(cancelled.is_err(), "launch finished within 15 ms");
     // SIGKILL is delivered asynchronously; give the kernel a moment.
     let deadline = std::time::Instant::now() + Duration::from_secs(2);
-    while !processes_mentioning(&vm.files.api_socket).is_empty() {
+    while !processes_in(vm.dir.path()).is_empty() {
         assert!(std::time::Instant::now() < deadline, "process left behind");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -411,7 +426,7 @@ async fn a_missing_binary_is_a_spawn_error() {
         net: None,
     };
     let missing = vm.dir.path().join("no-firecracker");
-    let err = launch(&missing, "fc-missing", &vm.files, &spec)
+    let err = launch(&missing, "fc-missing", &vm.files, &spec, vm.io(&spec))
         .await
         .unwrap_err();
     assert!(
@@ -443,7 +458,7 @@ async fn launch_timings_median_of_ten() {
     let spec = vm.spec(&kernel);
     let mut runs: Vec<Vec<(&'static str, Duration)>> = Vec::new();
     for _ in 0..10 {
-        let launched = launch(&binary, "fc-timing", &vm.files, &spec)
+        let launched = launch(&binary, "fc-timing", &vm.files, &spec, vm.io(&spec))
             .await
             .unwrap_or_else(|e| panic!("launch: {}", chain(&e)));
         let mut timings = launched.timings.clone();
@@ -463,7 +478,7 @@ async fn launch_timings_median_of_ten() {
             ms(took[took.len() - 1])
         );
     }
-    assert!(processes_mentioning(&vm.files.api_socket).is_empty());
+    assert!(processes_in(vm.dir.path()).is_empty());
 }
 
 fn ms(d: Duration) -> f64 {

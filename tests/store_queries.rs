@@ -118,7 +118,7 @@ fn vms_insert_list_get_delete_with_leases() {
         .unwrap();
     assert_eq!(testbox.name, "testbox");
     assert_eq!(testbox.image.as_deref(), Some("base"));
-    assert_eq!(testbox.state, VmState::Created);
+    assert_eq!(testbox.state, VmState::Creating);
     assert_eq!(testbox.backend, "firecracker");
     assert_eq!((testbox.vcpus, testbox.memory_mib), (2, 1024));
     assert_eq!(testbox.disk_bytes, 4 << 30);

@@ -8,10 +8,10 @@ mod routes;
 mod socket;
 mod vm_routes;
 
-use std::fs::OpenOptions;
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
@@ -67,17 +67,49 @@ struct Args {
     /// you; it points stderr at the same file, so fatal errors land there too).
     #[arg(long)]
     background: bool,
+    #[command(subcommand)]
+    helper: Option<Helper>,
+}
+
+/// Jobs `bangerd` runs for the daemon in processes of their own.
+#[derive(Debug, clap::Subcommand)]
+enum Helper {
+    /// Copy a VMM's console and log (inherited descriptors) into capped
+    /// files until the VMM closes them; started by the daemon with each VMM.
+    #[command(name = "log-relay", hide = true)]
+    LogRelay {
+        /// Rotate each file at this many bytes.
+        #[arg(long)]
+        cap: u64,
+        /// `FD=PATH`: copy descriptor FD into PATH.
+        #[arg(required = true)]
+        streams: Vec<String>,
+    },
 }
 
 /// The `bangerd` binary.
 pub fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(Helper::LogRelay { cap, streams }) = args.helper {
+        let streams = streams
+            .iter()
+            .map(|s| {
+                let (fd, path) = s.split_once('=').context("a stream is FD=PATH")?;
+                anyhow::Ok((
+                    fd.parse().context("a stream is FD=PATH")?,
+                    PathBuf::from(path),
+                ))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        return Ok(crate::system::logcap::relay(streams, cap)?);
+    }
+    crate::system::vmm_io::stop_passing_on_inherited_fds();
     let paths = Paths::from_env()?;
     let config = Config::load(&paths.config_file())?;
     paths.prepare_state_dir()?;
     init_logging(&paths, &config, !args.background)?;
-    paths.prepare_runtime_dir()?;
     let _lock = DaemonLock::acquire(&paths.lock_file())?;
+    paths.prepare_runtime_dir()?;
     let store = Store::open(&paths.database())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -94,7 +126,10 @@ pub fn main() -> anyhow::Result<()> {
         let daemon = Arc::new(Daemon::new(vms, paths.clone()));
         tracing::info!(pid = std::process::id(), socket = %paths.socket().display(), "bangerd listening");
         let stop = stop_signal(daemon.clone());
-        serve(listener, daemon, stop).await.context("the server failed")?;
+        serve_rebinding(listener, daemon.clone(), stop)
+            .await
+            .context("the server failed")?;
+        daemon.vms.finish_operations(SHUTDOWN_GRACE).await;
         anyhow::Ok(())
     })?;
     // Remove the socket while still holding the lock, so a new daemon never
@@ -115,6 +150,80 @@ pub async fn serve(
     axum::serve(listener, app)
         .with_graceful_shutdown(stop)
         .await
+}
+
+/// How long a stopping daemon waits for requests and operations in flight
+/// before it exits anyway; what is cut off then is left in a state the next
+/// daemon's reconcile finishes or undoes.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
+/// How often the daemon checks that its socket file is still its own.
+const SOCKET_CHECK: Duration = Duration::from_secs(1);
+
+/// [`serve`], binding the socket again whenever its file goes away: logind
+/// removes the runtime directory at logout while this daemon runs on, and
+/// the next login must find this daemon, not start a second one.
+async fn serve_rebinding(
+    listener: UnixListener,
+    daemon: Arc<Daemon>,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let path = daemon.paths.socket();
+    let (stopping, stopped) = tokio::sync::watch::channel(false);
+    let when_stopped = move || {
+        let mut stopped = stopped.clone();
+        async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        }
+    };
+    let mut servers = tokio::task::JoinSet::new();
+    servers.spawn(serve(listener, daemon.clone(), when_stopped()));
+    let mut bound = socket::identity(&path);
+    let mut check = tokio::time::interval(SOCKET_CHECK);
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            () = &mut stop => break,
+            _ = check.tick() => {}
+        }
+        let now = socket::identity(&path);
+        if now.is_some() && now == bound {
+            continue;
+        }
+        let rebound = daemon
+            .paths
+            .prepare_runtime_dir()
+            .map_err(|e| e.to_string())
+            .and_then(|()| socket::bind(&path).map_err(|e| e.to_string()));
+        match rebound {
+            Ok(listener) => {
+                tracing::warn!(socket = %path.display(), "the socket file was gone (logout?); listening again");
+                bound = socket::identity(&path);
+                servers.spawn(serve(listener, daemon.clone(), when_stopped()));
+            }
+            Err(error) => {
+                tracing::error!(%error, "the socket file is gone and cannot be made again")
+            }
+        }
+    }
+    let _ = stopping.send(true);
+    // Requests in flight get the grace period; long streams are cut then.
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while let Some(done) = servers.join_next().await {
+            if let Ok(Err(e)) = done {
+                tracing::error!(error = %e, "a listener failed");
+            }
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            "requests still open after {} s; closing them",
+            SHUTDOWN_GRACE.as_secs()
+        );
+        servers.shutdown().await;
+    }
+    Ok(())
 }
 
 /// Completes on SIGTERM, SIGINT or a shutdown request.
@@ -139,10 +248,7 @@ async fn stop_signal(daemon: Arc<Daemon>) {
 fn init_logging(paths: &Paths, config: &Config, to_stderr: bool) -> anyhow::Result<()> {
     use tracing_subscriber::fmt::writer::MakeWriterExt;
     let log_path = paths.daemon_log();
-    let file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
+    let file = crate::system::logcap::CappedFile::open(&log_path, config.log_cap())
         .with_context(|| format!("cannot open the daemon log {}", log_path.display()))?;
     let level: tracing::Level = config.log_level.into();
     let subscriber = tracing_subscriber::fmt()

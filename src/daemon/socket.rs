@@ -2,7 +2,7 @@
 //! and the peer's uid on every connection.
 
 use std::io;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use axum::extract::connect_info::Connected;
@@ -48,6 +48,16 @@ pub fn bind(path: &Path) -> Result<UnixListener, SocketError> {
     // someone loosens the directory.
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(bind_err)?;
     Ok(listener)
+}
+
+/// The device and inode of the socket file at `path`, to tell ours from
+/// one that is gone or was replaced.
+pub fn identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path)
+        .ok()
+        .filter(|m| m.file_type().is_socket())
+        .map(|m| (m.dev(), m.ino()))
 }
 
 /// Who is on the other end of a connection (SO_PEERCRED).

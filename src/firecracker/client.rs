@@ -12,7 +12,6 @@ use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::net::UnixStream;
 
 use super::FirecrackerError;
 use super::models::{
@@ -277,13 +276,12 @@ impl Client {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<(StatusCode, Bytes), ApiError> {
-        let stream =
-            UnixStream::connect(&self.socket)
-                .await
-                .map_err(|source| ApiError::Connect {
-                    socket: self.socket.clone(),
-                    source,
-                })?;
+        let stream = crate::system::vmm_io::connect_control(&self.socket)
+            .await
+            .map_err(|source| ApiError::Connect {
+                socket: self.socket.clone(),
+                source,
+            })?;
         let http = |source| ApiError::Http {
             method: method.clone(),
             path: path.to_owned(),

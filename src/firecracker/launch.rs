@@ -4,11 +4,9 @@
 //! spawn kills and reaps the process and removes its socket, so a failed
 //! launch leaves nothing behind.
 
-use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use tokio::process::{Child, Command};
@@ -16,6 +14,7 @@ use tokio::process::{Child, Command};
 use super::FirecrackerError;
 use super::client::{ApiError, Client};
 use super::models::{BootSource, Drive, LogLevel, Logger, MachineConfiguration, NetworkInterface};
+use crate::system::vmm_io::VmmIo;
 
 /// How long a fresh process may take to answer on its API socket (measured
 /// here: 5–40 ms).
@@ -23,6 +22,9 @@ pub const API_READY_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How often the API socket is polled while waiting for it.
 const API_POLL_INTERVAL: Duration = Duration::from_millis(2);
+
+/// How long the log relay may take to write out a process's last words.
+const RELAY_DRAIN: Duration = Duration::from_millis(100);
 
 /// How much of the console's end goes into an early-exit error.
 const CONSOLE_TAIL_LINES: usize = 20;
@@ -67,12 +69,25 @@ pub struct NetSpec {
 /// The per-VM files Firecracker uses, all inside the VM's directory.
 #[derive(Debug, Clone)]
 pub struct RunFiles {
-    /// The API socket; a stale one is removed before launch.
+    /// The VM's directory: Firecracker's working directory, so its API
+    /// socket is bound by a short relative name (whatever the length of the
+    /// full path) and `/proc/<pid>/cwd` says which VM a process runs.
+    pub dir: PathBuf,
+    /// The API socket, in `dir`; a stale one is removed before launch.
     pub api_socket: PathBuf,
-    /// Firecracker's own log, appended to.
+    /// Firecracker's own log (its stderr, written by the log relay).
     pub log: PathBuf,
-    /// The guest serial console and Firecracker's stdout/stderr, appended to.
+    /// The guest serial console (its stdout, written by the log relay).
     pub console: PathBuf,
+}
+
+impl RunFiles {
+    /// `--api-sock`: relative to `dir` when the socket is in it.
+    fn socket_arg(&self) -> &Path {
+        self.api_socket
+            .strip_prefix(&self.dir)
+            .unwrap_or(&self.api_socket)
+    }
 }
 
 /// A started VMM.
@@ -101,89 +116,127 @@ impl Launched {
 }
 
 /// Spawns `binary` for VM `vm_id`, configures it from `spec` and starts the
-/// instance. Returns once `InstanceStart` is accepted (the vCPUs run; the
-/// guest is still booting).
+/// instance: [`spawn`] then [`Spawned::boot`]. Returns once `InstanceStart`
+/// is accepted (the vCPUs run; the guest is still booting).
 pub async fn launch(
     binary: &Path,
     vm_id: &str,
     files: &RunFiles,
     spec: &MachineSpec,
+    io: VmmIo,
 ) -> Result<Launched, FirecrackerError> {
+    spawn(binary, vm_id, files, io)
+        .await?
+        .boot(files, spec)
+        .await
+}
+
+/// Starts the Firecracker process for VM `vm_id` in its own session, in
+/// `files.dir`, with `io`'s console and log pipes and disk locks, and
+/// returns as soon as it runs: the caller records its pid before anything
+/// else happens. Dropping the result kills the process.
+pub async fn spawn(
+    binary: &Path,
+    vm_id: &str,
+    files: &RunFiles,
+    io: VmmIo,
+) -> Result<Spawned, FirecrackerError> {
     let mut watch = Stopwatch::new(vm_id);
     remove_stale_socket(&files.api_socket)?;
-    // Firecracker opens the log file but does not create it.
-    open_append(&files.log)?;
-    let console = open_append(&files.console)?;
-    let console_start = console
-        .metadata()
-        .map_err(|source| prepare(&files.console, source))?
-        .len();
-    let console_err = console
-        .try_clone()
-        .map_err(|source| prepare(&files.console, source))?;
-
-    let mut command = Command::new(binary);
+    let log_start = crate::system::fs::file_len(&files.log);
+    let mut command = std::process::Command::new(binary);
     command
+        .current_dir(&files.dir)
         .arg("--api-sock")
-        .arg(&files.api_socket)
+        .arg(files.socket_arg())
         .arg("--id")
-        .arg(instance_id(vm_id))
-        .stdin(Stdio::null())
-        .stdout(console)
-        .stderr(console_err)
-        .kill_on_drop(false);
+        .arg(instance_id(vm_id));
+    let locks = io.apply(&mut command);
     // SAFETY: the closure runs in the forked child before exec; it only calls
     // setsid(2), which is async-signal-safe, and allocates nothing.
     unsafe {
         command.pre_exec(|| rustix::process::setsid().map(drop).map_err(io::Error::from));
     }
-    let child = command
-        .spawn()
-        .map_err(|source| FirecrackerError::SpawnProcess {
-            binary: binary.to_owned(),
-            source,
-        })?;
+    let spawned = Command::from(command).kill_on_drop(false).spawn();
+    // The child holds the disk locks now (or there is no child).
+    drop(locks);
+    let child = spawned.map_err(|source| FirecrackerError::SpawnProcess {
+        binary: binary.to_owned(),
+        source,
+    })?;
     // From here on a dropped launch (error or cancelled future) must not
     // leave the VMM behind.
     let mut guard = SpawnGuard {
         child: Some(child),
-        api_socket: &files.api_socket,
+        api_socket: files.api_socket.clone(),
     };
     let Some(pid) = guard.child().id() else {
         // Not reachable: a just-spawned child has not been waited on yet.
         let status = guard.child().wait().await.unwrap_or_default();
         return Err(FirecrackerError::ProcessExited {
             status,
-            console: console_tail(&files.console, console_start),
+            console: console_tail(&files.log, log_start),
         });
     };
     watch.lap("spawn");
     tracing::debug!(vm = vm_id, pid, binary = %binary.display(), "firecracker spawned");
+    Ok(Spawned {
+        guard,
+        pid,
+        watch,
+        log_start,
+    })
+}
 
-    let client = Client::new(&files.api_socket);
-    let configured = async {
-        wait_api_ready(&client, guard.child(), &files.console, console_start).await?;
-        watch.lap("api_ready");
-        configure(&client, files, spec, &mut watch).await?;
-        client.instance_start().await?;
-        watch.lap("instance_start");
-        Ok::<(), FirecrackerError>(())
+/// A Firecracker process that runs but has no guest yet.
+pub struct Spawned {
+    guard: SpawnGuard,
+    pid: u32,
+    watch: Stopwatch,
+    /// Where this run's output begins in the VMM log (its stderr).
+    log_start: u64,
+}
+
+impl Spawned {
+    pub fn pid(&self) -> u32 {
+        self.pid
     }
-    .await;
 
-    let mut child = guard.disarm();
-    match configured {
-        Ok(()) => Ok(Launched {
-            pid,
-            child,
-            timings: watch.laps,
-        }),
-        Err(err) => {
-            tracing::debug!(vm = vm_id, pid, error = %err, "firecracker launch failed; killing it");
-            if let Err(kill_err) = kill_and_reap(&mut child, pid, files).await {
-                tracing::warn!(vm = vm_id, pid, error = %kill_err, "cannot clean up firecracker");
+    /// Waits for the API socket, configures the machine from `spec` and
+    /// starts the instance. Any failure kills and reaps the process.
+    pub async fn boot(
+        mut self,
+        files: &RunFiles,
+        spec: &MachineSpec,
+    ) -> Result<Launched, FirecrackerError> {
+        let pid = self.pid;
+        let watch = &mut self.watch;
+        let client = Client::new(&files.api_socket);
+        let child = self.guard.child();
+        let configured = async {
+            wait_api_ready(&client, child, &files.log, self.log_start).await?;
+            watch.lap("api_ready");
+            configure(&client, spec, watch).await?;
+            client.instance_start().await?;
+            watch.lap("instance_start");
+            Ok::<(), FirecrackerError>(())
+        }
+        .await;
+
+        let mut child = self.guard.disarm();
+        match configured {
+            Ok(()) => Ok(Launched {
+                pid,
+                child,
+                timings: std::mem::take(&mut self.watch.laps),
+            }),
+            Err(err) => {
+                tracing::debug!(vm = %self.watch.vm_id, pid, error = %err, "firecracker launch failed; killing it");
+                if let Err(kill_err) = kill_and_reap(&mut child, pid, files).await {
+                    tracing::warn!(vm = %self.watch.vm_id, pid, error = %kill_err, "cannot clean up firecracker");
+                }
+                Err(err)
             }
-            Err(err)
         }
     }
 }
@@ -198,42 +251,42 @@ pub async fn request_shutdown(api_socket: &Path) -> Result<(), FirecrackerError>
 /// Owns the VMM while it is being configured: dropped armed (the launch
 /// future was cancelled), it sends SIGKILL and removes the API socket; tokio
 /// reaps the orphaned child in the background.
-struct SpawnGuard<'a> {
+struct SpawnGuard {
     child: Option<Child>,
-    api_socket: &'a Path,
+    api_socket: PathBuf,
 }
 
-impl SpawnGuard<'_> {
+impl SpawnGuard {
     fn child(&mut self) -> &mut Child {
         self.child.as_mut().expect("an armed guard holds the child")
     }
 
     /// Hands the child over; the guard no longer kills it.
-    fn disarm(mut self) -> Child {
+    fn disarm(&mut self) -> Child {
         self.child.take().expect("an armed guard holds the child")
     }
 }
 
-impl Drop for SpawnGuard<'_> {
+impl Drop for SpawnGuard {
     fn drop(&mut self) {
         if let Some(child) = &mut self.child {
             let _ = child.start_kill();
-            let _ = std::fs::remove_file(self.api_socket);
+            let _ = std::fs::remove_file(&self.api_socket);
         }
     }
 }
 
 /// Times the launch steps, one lap per step.
-struct Stopwatch<'a> {
-    vm_id: &'a str,
+struct Stopwatch {
+    vm_id: String,
     last: Instant,
     laps: Vec<(&'static str, Duration)>,
 }
 
-impl<'a> Stopwatch<'a> {
-    fn new(vm_id: &'a str) -> Stopwatch<'a> {
+impl Stopwatch {
+    fn new(vm_id: &str) -> Stopwatch {
         Stopwatch {
-            vm_id,
+            vm_id: vm_id.to_string(),
             last: Instant::now(),
             laps: Vec::new(),
         }
@@ -245,7 +298,7 @@ impl<'a> Stopwatch<'a> {
         let took = now - self.last;
         self.last = now;
         tracing::debug!(
-            vm = self.vm_id,
+            vm = %self.vm_id,
             step = name,
             ?took,
             "firecracker launch step"
@@ -257,13 +310,14 @@ impl<'a> Stopwatch<'a> {
 /// Every configuration request before `InstanceStart`, in Firecracker's order.
 async fn configure(
     client: &Client,
-    files: &RunFiles,
     spec: &MachineSpec,
-    watch: &mut Stopwatch<'_>,
+    watch: &mut Stopwatch,
 ) -> Result<(), FirecrackerError> {
+    // Firecracker's own log goes where its stderr goes (the VMM log, through
+    // the relay); without a target it would write to stdout, the console.
     client
         .put_logger(&Logger {
-            log_path: Some(files.log.clone()),
+            log_path: Some(PathBuf::from("/dev/stderr")),
             level: Some(LogLevel::Info),
             show_level: Some(true),
             show_log_origin: Some(false),
@@ -315,16 +369,18 @@ async fn configure(
 async fn wait_api_ready(
     client: &Client,
     child: &mut Child,
-    console: &Path,
-    console_start: u64,
+    log: &Path,
+    log_start: u64,
 ) -> Result<(), FirecrackerError> {
     let deadline = Instant::now() + API_READY_TIMEOUT;
     let mut last: Option<ApiError> = None;
     loop {
         if let Ok(Some(status)) = child.try_wait() {
+            // The log relay writes what the process said a moment later.
+            tokio::time::sleep(RELAY_DRAIN).await;
             return Err(FirecrackerError::ProcessExited {
                 status,
-                console: console_tail(console, console_start),
+                console: console_tail(log, log_start),
             });
         }
         let left = deadline.saturating_duration_since(Instant::now());
@@ -381,15 +437,6 @@ fn remove_stale_socket(socket: &Path) -> Result<(), FirecrackerError> {
     }
 }
 
-fn open_append(path: &Path) -> Result<File, FirecrackerError> {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|source| prepare(path, source))
-}
-
 fn prepare(path: &Path, source: io::Error) -> FirecrackerError {
     FirecrackerError::PrepareFile {
         path: path.to_owned(),
@@ -420,6 +467,7 @@ fn instance_id(name: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::fs::OpenOptions;
     use std::io::Write;
 
     use super::*;

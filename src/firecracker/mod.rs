@@ -16,7 +16,9 @@ use std::process::ExitStatus;
 use std::time::Duration;
 
 pub use client::{ApiError, Client};
-pub use launch::{DriveSpec, Launched, MachineSpec, NetSpec, RunFiles, launch, request_shutdown};
+pub use launch::{
+    DriveSpec, Launched, MachineSpec, NetSpec, RunFiles, Spawned, launch, request_shutdown, spawn,
+};
 
 /// Errors launching, configuring or controlling a Firecracker VMM.
 #[derive(Debug, thiserror::Error)]

@@ -70,6 +70,45 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE images ADD COLUMN build_key TEXT;
     CREATE INDEX images_build_key ON images (build_key);
     ",
+    // 4: intent states. A VM is `creating` until its disks and files are
+    // whole and `deleting` from the moment its removal begins, so a daemon
+    // killed halfway leaves a state that says what to finish or undo.
+    // SQLite cannot change a CHECK in place: the table is rebuilt (foreign
+    // keys are off while migrating, so leases and events stay).
+    "
+    CREATE TABLE vms_new (
+        id              INTEGER PRIMARY KEY,
+        name            TEXT NOT NULL UNIQUE,
+        image_id        INTEGER REFERENCES images (id) ON DELETE RESTRICT,
+        state           TEXT NOT NULL CHECK (state IN
+                            ('creating', 'created', 'starting', 'running', 'stopping',
+                             'stopped', 'failed', 'deleting')),
+        backend         TEXT NOT NULL CHECK (backend IN ('firecracker', 'qemu')),
+        vcpus           INTEGER NOT NULL CHECK (vcpus > 0),
+        memory_mib      INTEGER NOT NULL CHECK (memory_mib > 0),
+        disk_bytes      INTEGER NOT NULL CHECK (disk_bytes > 0),
+        work_disk_bytes INTEGER CHECK (work_disk_bytes >= 0),
+        pid             INTEGER CHECK (pid > 0),
+        pid_start_ticks INTEGER CHECK (pid_start_ticks >= 0),
+        created_at      INTEGER NOT NULL,
+        started_at      INTEGER,
+        updated_at      INTEGER NOT NULL,
+        host_key        TEXT,
+        nat             INTEGER NOT NULL DEFAULT 1 CHECK (nat IN (0, 1)),
+        role            TEXT NOT NULL DEFAULT 'vm' CHECK (role IN ('vm', 'build')),
+        CHECK ((pid IS NULL) = (pid_start_ticks IS NULL))
+    ) STRICT;
+    INSERT INTO vms_new (id, name, image_id, state, backend, vcpus, memory_mib, disk_bytes,
+                         work_disk_bytes, pid, pid_start_ticks, created_at, started_at,
+                         updated_at, host_key, nat, role)
+        SELECT id, name, image_id, state, backend, vcpus, memory_mib, disk_bytes,
+               work_disk_bytes, pid, pid_start_ticks, created_at, started_at,
+               updated_at, host_key, nat, role
+        FROM vms;
+    DROP TABLE vms;
+    ALTER TABLE vms_new RENAME TO vms;
+    CREATE INDEX vms_image_id ON vms (image_id);
+    ",
 ];
 
 /// The schema version this binary writes: the number of migrations it knows.
@@ -82,11 +121,19 @@ pub(super) fn user_version(conn: &Connection) -> rusqlite::Result<u32> {
 
 /// Applies every migration the database lacks, each in its own
 /// `BEGIN IMMEDIATE` transaction together with its `user_version` bump.
+///
+/// Foreign keys are off meanwhile (a rebuilt table must not cascade into
+/// the rows that refer to it) and checked before they are back on.
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
-    for (version, sql) in (1..).zip(MIGRATIONS) {
-        apply(conn, version, sql).map_err(|source| StoreError::Migrate { version, source })?;
+    if user_version(conn)? >= SCHEMA_VERSION {
+        return Ok(());
     }
-    Ok(())
+    conn.pragma_update(None, "foreign_keys", false)?;
+    let result = (1..).zip(MIGRATIONS).try_for_each(|(version, sql)| {
+        apply(conn, version, sql).map_err(|source| StoreError::Migrate { version, source })
+    });
+    conn.pragma_update(None, "foreign_keys", true)?;
+    result
 }
 
 fn apply(conn: &mut Connection, version: u32, sql: &str) -> rusqlite::Result<()> {
@@ -96,8 +143,56 @@ fn apply(conn: &mut Connection, version: u32, sql: &str) -> rusqlite::Result<()>
         return Ok(());
     }
     tx.execute_batch(sql)?;
+    // With foreign keys off, nothing else would notice a migration that
+    // left a row pointing nowhere: refuse to commit it.
+    let dangling: i64 = tx.query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| {
+        r.get(0)
+    })?;
+    if dangling > 0 {
+        return Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY),
+            Some(format!("{dangling} rows would point nowhere")),
+        ));
+    }
     tx.pragma_update(None, "user_version", version)?;
     tx.commit()?;
     tracing::info!(version, "migrated the state database");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Rebuilding `vms` (migration 4) keeps leases and events attached.
+    #[test]
+    fn rebuilding_vms_keeps_the_rows_that_refer_to_it() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.pragma_update(None, "foreign_keys", true).unwrap();
+        for (version, sql) in (1..).zip(&MIGRATIONS[..3]) {
+            apply(&mut conn, version, sql).unwrap();
+        }
+        conn.execute_batch(
+            "INSERT INTO vms (id, name, state, backend, vcpus, memory_mib, disk_bytes, created_at, updated_at)
+                 VALUES (7, 'box', 'running', 'qemu', 1, 256, 1024, 0, 0);
+             INSERT INTO leases (vm_id, ip, mac, tap) VALUES (7, '10.0.0.2', '06:00:0a:00:00:02', 'tap2');
+             INSERT INTO events (vm_id, vm_name, at, kind, message) VALUES (7, 'box', 0, 'created', '');",
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        let count = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap();
+        assert_eq!(count("SELECT count(*) FROM leases WHERE vm_id = 7"), 1);
+        assert_eq!(count("SELECT count(*) FROM events WHERE vm_id = 7"), 1);
+        assert_eq!(user_version(&conn).unwrap(), SCHEMA_VERSION);
+        conn.execute("UPDATE vms SET state = 'deleting' WHERE id = 7", [])
+            .unwrap();
+        // Foreign keys are back on: a lease of no VM is refused.
+        assert!(
+            conn.execute(
+                "INSERT INTO leases (vm_id, ip, mac, tap) VALUES (99, '10.0.0.3', 'x', 'y')",
+                []
+            )
+            .is_err()
+        );
+    }
 }

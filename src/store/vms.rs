@@ -18,34 +18,42 @@ const BACKENDS: [&str; 2] = ["firecracker", "qemu"];
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum VmState {
+    /// Its row exists; its disks and files are being made.
+    Creating,
     Created,
     Starting,
     Running,
     Stopping,
     Stopped,
     Failed,
+    /// Its removal has begun; only finishing it is left.
+    Deleting,
 }
 
 impl VmState {
     /// Every state, in lifecycle order.
-    pub const ALL: [VmState; 6] = [
+    pub const ALL: [VmState; 8] = [
+        VmState::Creating,
         VmState::Created,
         VmState::Starting,
         VmState::Running,
         VmState::Stopping,
         VmState::Stopped,
         VmState::Failed,
+        VmState::Deleting,
     ];
 
     /// The name stored in the database and shown to users.
     pub fn as_str(self) -> &'static str {
         match self {
+            VmState::Creating => "creating",
             VmState::Created => "created",
             VmState::Starting => "starting",
             VmState::Running => "running",
             VmState::Stopping => "stopping",
             VmState::Stopped => "stopped",
             VmState::Failed => "failed",
+            VmState::Deleting => "deleting",
         }
     }
 }
@@ -142,7 +150,7 @@ pub struct VmProcess {
     pub start_ticks: u64,
 }
 
-/// What it takes to record a new VM; it starts in [`VmState::Created`].
+/// What it takes to record a new VM; it starts in [`VmState::Creating`].
 #[derive(Debug, Clone)]
 pub struct NewVm {
     /// Unique among VMs; also its DNS name under `.vm`.
@@ -276,7 +284,7 @@ fn not_found(name: &str) -> StoreError {
 }
 
 impl Store {
-    /// Records a new VM in state `created`, with its lease if it has one.
+    /// Records a new VM in state `creating`, with its lease if it has one.
     /// A taken name, IP, MAC or tap is a [`StoreError::Conflict`] and leaves nothing behind.
     pub fn insert_vm(&mut self, vm: &NewVm) -> Result<VmRecord, StoreError> {
         if !BACKENDS.contains(&vm.backend.as_str()) {
@@ -306,7 +314,7 @@ impl Store {
             params![
                 vm.name,
                 image_id,
-                VmState::Created,
+                VmState::Creating,
                 vm.backend,
                 vm.vcpus,
                 vm.memory_mib,

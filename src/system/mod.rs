@@ -7,20 +7,25 @@
 //! - [`e2fs`]: ext4 images through e2fsprogs: mkfs, grow, fsck, geometry.
 //! - [`lines`]: normalized line lists (package manifests).
 //! - [`host`]: host checks for `banger doctor`, KVM kind.
+//! - [`disklock`]: exclusive locks on a VM's disks, inherited by its VMM.
+//! - [`logcap`]: capped, rotating logs and the relay that writes a VMM's console through one.
 //! - [`pid`]: is a pid still our process, signal it, wait for its exit (pidfd).
 //! - [`net`]: the VM bridge and taps through `ip`, routes, IP forwarding.
 //! - [`nft`]: nftables scripts on stdin; only banger's table is touched.
 //! - [`debugfs`]: write files into an ext4 image without mounting it.
 //! - [`ssh`]: SSH keys (`ssh-keygen`), readiness probe, the `ssh` argv.
+//! - [`vmm_io`]: what a VMM inherits: pipes to the log relay, its disk locks.
 //! - [`qemu`]: the QEMU `microvm` VMM process and its QMP socket.
 #![allow(clippy::disallowed_methods)]
 
 pub mod debugfs;
+pub mod disklock;
 pub mod e2fs;
 pub mod exec;
 pub mod fs;
 pub mod host;
 pub mod lines;
+pub mod logcap;
 pub mod net;
 pub mod nft;
 pub mod pid;
@@ -28,3 +33,4 @@ pub mod proc;
 pub mod qemu;
 pub mod ssh;
 pub mod tools;
+pub mod vmm_io;

@@ -4,6 +4,7 @@
 //! daemon restart).
 
 use std::io;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rustix::process::{Pid, PidfdFlags, Signal};
@@ -18,6 +19,46 @@ pub fn is_alive(pid: u32, start_ticks: u64) -> bool {
     ProcStats::read(pid).is_ok_and(|stats| {
         stats.start_time_ticks == start_ticks && !matches!(stats.state, 'Z' | 'X')
     })
+}
+
+/// True when `pid` is the VMM of the VM whose directory is `dir`: the
+/// process recorded (same start time, not a zombie), a VMM by its
+/// executable, and running in that VM's directory (banger starts every VMM
+/// there). Never a socket file: logout can remove those under a live VMM.
+pub fn is_vmm_of(pid: u32, start_ticks: u64, dir: &Path) -> bool {
+    is_alive(pid, start_ticks) && runs_vmm_in(pid, dir)
+}
+
+/// Every VMM running in VM directory `dir`, recorded or not: how a VMM is
+/// found when a daemon died before it could record the pid.
+pub fn vmms_in(dir: &Path) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
+        .filter(|&pid| runs_vmm_in(pid, dir))
+        .collect()
+}
+
+/// The executables banger runs as VMMs, by file name.
+fn is_vmm_program(exe: &Path) -> bool {
+    exe.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with("firecracker") || n.starts_with("qemu-system"))
+}
+
+fn runs_vmm_in(pid: u32, dir: &Path) -> bool {
+    let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+    let Ok(cwd) = std::fs::read_link(proc_dir.join("cwd")) else {
+        return false;
+    };
+    // A directory removed under a live process reads as "<path> (deleted)".
+    let mut deleted = dir.as_os_str().to_owned();
+    deleted.push(" (deleted)");
+    (cwd == dir || cwd.as_os_str() == deleted)
+        && std::fs::read_link(proc_dir.join("exe")).is_ok_and(|exe| is_vmm_program(&exe))
 }
 
 /// The start time of `pid`, to record next to it.

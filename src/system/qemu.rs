@@ -2,17 +2,15 @@
 //! daemon), controlled over its QMP socket. Same kernel, disks and tap as
 //! Firecracker; used where Firecracker cannot boot a guest.
 
-use std::fs::OpenOptions;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::UnixStream;
 
 use super::tools;
+use super::vmm_io::VmmIo;
 
 /// Errors launching or talking to QEMU.
 #[derive(Debug, thiserror::Error)]
@@ -64,14 +62,24 @@ pub struct QemuSpec {
     pub net: Option<(String, String)>,
 }
 
-/// Where QEMU's files go.
+/// Where QEMU's files go. Its serial console is its stdout and its own
+/// messages its stderr, both pipes to the log relay ([`VmmIo`]).
 #[derive(Debug, Clone)]
 pub struct QemuFiles {
+    /// The VM's directory: QEMU's working directory, so its QMP socket is
+    /// bound by a short relative name and `/proc/<pid>/cwd` names the VM.
+    pub dir: PathBuf,
+    /// The QMP socket, in `dir`.
     pub qmp_socket: PathBuf,
-    /// The guest's serial console, appended to.
-    pub console: PathBuf,
-    /// QEMU's own stdout and stderr, appended to.
-    pub log: PathBuf,
+}
+
+impl QemuFiles {
+    /// The QMP socket as QEMU is told it: relative to `dir` when inside it.
+    fn socket_arg(&self) -> &Path {
+        self.qmp_socket
+            .strip_prefix(&self.dir)
+            .unwrap_or(&self.qmp_socket)
+    }
 }
 
 /// The argv after the program name.
@@ -114,11 +122,11 @@ pub fn args(spec: &QemuSpec, files: &QemuFiles) -> Vec<String> {
         "none".into(),
         "-no-reboot".into(),
         "-chardev".into(),
-        format!("file,id=console,path={},append=on", files.console.display()),
+        "stdio,id=console,signal=off".into(),
         "-serial".into(),
         "chardev:console".into(),
         "-qmp".into(),
-        format!("unix:{},server=on,wait=off", files.qmp_socket.display()),
+        format!("unix:{},server=on,wait=off", files.socket_arg().display()),
         "-kernel".into(),
         spec.kernel.display().to_string(),
         "-append".into(),
@@ -146,42 +154,31 @@ pub fn args(spec: &QemuSpec, files: &QemuFiles) -> Vec<String> {
     args
 }
 
-/// Starts QEMU in its own session; returns the child (the caller reaps it).
-pub fn launch(spec: &QemuSpec, files: &QemuFiles) -> Result<tokio::process::Child, QemuError> {
+/// Starts QEMU in its own session, in `files.dir`, with `io`'s pipes and
+/// disk locks; returns the child (the caller reaps it).
+pub fn launch(
+    spec: &QemuSpec,
+    files: &QemuFiles,
+    io: VmmIo,
+) -> Result<tokio::process::Child, QemuError> {
     let program = tools::find_program("qemu-system-x86_64", None).ok_or(QemuError::NotInstalled)?;
     let _ = std::fs::remove_file(&files.qmp_socket);
-    let open = |path: &Path| {
-        OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(|source| QemuError::Open {
-                path: path.to_path_buf(),
-                source,
-            })
-    };
-    let log = open(&files.log)?;
-    let log2 = log.try_clone().map_err(|source| QemuError::Open {
-        path: files.log.clone(),
-        source,
-    })?;
-    open(&files.console)?;
     let mut command = std::process::Command::new(program);
-    command
-        .args(args(spec, files))
-        .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(log2);
+    command.current_dir(&files.dir).args(args(spec, files));
+    let locks = io.apply(&mut command);
     // SAFETY: setsid is async-signal-safe and touches no memory of ours; a
     // session of its own keeps the VMM alive when the daemon goes.
     unsafe {
         command.pre_exec(|| rustix::process::setsid().map(drop).map_err(Into::into));
     }
     tracing::debug!(argv = ?command, "launching qemu");
-    tokio::process::Command::from(command)
+    let spawned = tokio::process::Command::from(command)
         .kill_on_drop(false)
         .spawn()
-        .map_err(QemuError::Spawn)
+        .map_err(QemuError::Spawn);
+    // The child holds the disk locks now (or there is no child).
+    drop(locks);
+    spawned
 }
 
 /// Sends one QMP command and returns its `return` value.
@@ -195,7 +192,7 @@ pub async fn qmp(
         request["arguments"] = arguments;
     }
     let exchange = async {
-        let stream = UnixStream::connect(socket).await?;
+        let stream = super::vmm_io::connect_control(socket).await?;
         let (read, mut write) = stream.into_split();
         let mut lines = BufReader::new(read).lines();
         lines.next_line().await?; // the greeting
@@ -294,9 +291,8 @@ mod tests {
             net: Some(("bg-1".into(), "06:00:00:00:00:01".into())),
         };
         let files = QemuFiles {
-            qmp_socket: "/q.sock".into(),
-            console: "/c.log".into(),
-            log: "/l".into(),
+            dir: "/vm".into(),
+            qmp_socket: "/vm/q.sock".into(),
         };
         let argv = args(&spec, &files).join(" ");
         assert!(argv.contains("-accel tcg"), "{argv}");
@@ -307,6 +303,7 @@ mod tests {
         assert!(root < work);
         assert!(argv.contains("ifname=bg-1,script=no"), "{argv}");
         assert!(argv.contains("mac=06:00:00:00:00:01"), "{argv}");
-        assert!(argv.contains("unix:/q.sock,server=on,wait=off"), "{argv}");
+        assert!(argv.contains("unix:q.sock,server=on,wait=off"), "{argv}");
+        assert!(argv.contains("-chardev stdio,id=console"), "{argv}");
     }
 }

@@ -10,6 +10,7 @@ use crate::config::{Config, VmmChoice};
 use crate::system::host::{KvmKind, kvm_kind};
 use crate::system::qemu::{self, Accel};
 use crate::system::tools;
+use crate::system::vmm_io::{VmmIo, VmmIoError, VmmLogs};
 
 use super::{VmError, VmFiles};
 
@@ -124,17 +125,27 @@ pub(crate) struct Launched {
     pub child: tokio::process::Child,
 }
 
-/// Boots `plan` on `backend` with the disks in `files`.
+/// Boots `plan` on `backend` with the disks in `files`: locks the disks,
+/// starts the log relay, spawns the VMM and calls `spawned` with its pid
+/// before configuring anything (so a daemon killed from here on leaves a
+/// pid behind to find it by). The VMM is killed if `spawned` fails.
 pub(crate) async fn launch(
     backend: Backend,
     plan: &LaunchPlan,
     files: &VmFiles,
     firecracker: Option<&Path>,
+    logs: &VmmLogs,
+    spawned: impl FnOnce(u32) -> Result<(), VmError>,
 ) -> Result<Launched, VmError> {
     let failed = |source: Box<dyn std::error::Error + Send + Sync>| VmError::Launch {
         backend: backend.name(),
         source,
     };
+    let drives = files.drives();
+    let io = VmmIo::prepare(logs, &drives).map_err(|e| match e {
+        VmmIoError::Disk(busy) => VmError::DiskBusy(busy),
+        other => failed(other.into()),
+    })?;
     match backend {
         Backend::Qemu => {
             let spec = qemu::QemuSpec {
@@ -145,18 +156,22 @@ pub(crate) async fn launch(
                 kernel: plan.kernel.clone(),
                 initrd: plan.initrd.clone(),
                 kernel_args: plan.kernel_args.clone(),
-                drives: files.drives(),
+                drives,
                 net: Some((plan.tap.clone(), plan.mac.clone())),
             };
             let qemu_files = qemu::QemuFiles {
+                dir: files.dir.clone(),
                 qmp_socket: files.api_socket.clone(),
-                console: files.console.clone(),
-                log: files.vmm_log.clone(),
             };
-            let child = qemu::launch(&spec, &qemu_files).map_err(|e| failed(e.into()))?;
-            let pid = child
-                .id()
-                .ok_or_else(|| failed("qemu exited at once".into()))?;
+            let mut child = qemu::launch(&spec, &qemu_files, io).map_err(|e| failed(e.into()))?;
+            let Some(pid) = child.id() else {
+                return Err(failed("qemu exited at once".into()));
+            };
+            if let Err(e) = spawned(pid) {
+                let _ = child.start_kill();
+                let _ = child.wait().await;
+                return Err(e);
+            }
             Ok(Launched { pid, child })
         }
         Backend::Firecracker => {
@@ -168,8 +183,7 @@ pub(crate) async fn launch(
                 kernel: plan.kernel.clone(),
                 initrd: plan.initrd.clone(),
                 kernel_args: plan.kernel_args.clone(),
-                drives: files
-                    .drives()
+                drives: drives
                     .into_iter()
                     .enumerate()
                     .map(|(i, path)| DriveSpec {
@@ -189,11 +203,18 @@ pub(crate) async fn launch(
                 }),
             };
             let run_files = RunFiles {
+                dir: files.dir.clone(),
                 api_socket: files.api_socket.clone(),
                 log: files.vmm_log.clone(),
                 console: files.console.clone(),
             };
-            let launched = crate::firecracker::launch(binary, &plan.name, &run_files, &spec)
+            let vmm = crate::firecracker::spawn(binary, &plan.name, &run_files, io)
+                .await
+                .map_err(|e| failed(e.into()))?;
+            // Dropping `vmm` on failure kills it.
+            spawned(vmm.pid())?;
+            let launched = vmm
+                .boot(&run_files, &spec)
                 .await
                 .map_err(|e| failed(e.into()))?;
             Ok(Launched {

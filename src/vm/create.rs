@@ -9,13 +9,13 @@ use crate::config::VmmChoice;
 use crate::image::DEFAULT_IMAGE;
 use crate::net::{check_dns_label, mac_for, tap_for};
 use crate::rpc::api::{CreateVm, VmOpResult};
-use crate::store::{Lease, NewVm, StoreError, Taken, VmRole};
+use crate::store::{Lease, NewVm, StoreError, Taken, VmRole, VmState};
 use crate::system::debugfs::{self, GuestFile};
 use crate::system::{e2fs, fs, ssh, tools};
 
 use super::backend::{self, Backend};
 use super::rollback::{Rollback, Undo};
-use super::{Clock, Manager, VmError, VmFiles};
+use super::{Clock, Manager, VmError, VmFiles, fault};
 
 /// Smallest sizes that make sense.
 const MIN_MEMORY_MIB: u32 = 128;
@@ -47,8 +47,7 @@ impl Manager {
         req: CreateVm,
         role: VmRole,
     ) -> Result<VmOpResult, VmError> {
-        let lock = self.vm_lock(&req.name);
-        let _held = lock.lock().await;
+        let _held = self.operation(&req.name).await;
         let mut clock = Clock::start();
         let mut rollback = Rollback::new(self.store.clone());
         match self
@@ -74,7 +73,6 @@ impl Manager {
                     let files = self.files(&req.name);
                     undo.push(Undo::DeleteVm(req.name.clone()));
                     undo.push(Undo::RemoveDir(files.dir));
-                    undo.push(Undo::RemoveDir(files.run_dir));
                     undo.run().await;
                     return Err(e);
                 }
@@ -164,13 +162,15 @@ impl Manager {
             nat: req.nat,
             role,
         };
+        // The row says `creating` until everything below is done: a daemon
+        // killed meanwhile leaves a VM that reconcile removes whole.
         let ip = self.insert_with_lease(new_vm)?;
         rollback.push(Undo::DeleteVm(req.name.clone()));
+        fault::point("create:row");
         clock.lap("lease");
 
         let files = self.files(&req.name);
         rollback.push(Undo::RemoveDir(files.dir.clone()));
-        rollback.push(Undo::RemoveDir(files.run_dir.clone()));
         crate::paths::private_dir(&files.dir).map_err(|e| VmError::Io {
             path: files.dir.clone(),
             source: std::io::Error::other(e.to_string()),
@@ -207,6 +207,7 @@ impl Manager {
         let (user_key, host_key) = keys?;
         self.store.lock().set_vm_host_key(&req.name, &host_key)?;
         write_known_hosts(&files, &req.name, ip, &host_key)?;
+        fault::point("create:disks");
         clock.lap("disks and keys");
 
         let guest = guest_files(&req.name, ip, self.subnet.gateway, &user_key, &files)?;
@@ -218,6 +219,11 @@ impl Manager {
         )
         .await?;
         let _ = std::fs::remove_dir_all(&files.scratch);
+        fault::point("create:files");
+        self.store
+            .lock()
+            .set_vm_state(&req.name, VmState::Created, None)?;
+        fault::point("create:created");
         clock.lap("inject files");
         tracing::info!(vm = %req.name, %ip, backend = backend.name(), "created");
         Ok(())

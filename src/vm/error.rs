@@ -29,6 +29,8 @@ pub enum VmError {
         state: VmState,
         action: &'static str,
     },
+    #[error(transparent)]
+    DiskBusy(#[from] crate::system::disklock::DiskLockError),
     #[error("the {0} backend cannot run here: {1}")]
     BackendUnavailable(&'static str, String),
     #[error("invalid network configuration")]
@@ -112,6 +114,7 @@ impl VmError {
                 | VmError::UnknownImage(_)
                 | VmError::WrongState { .. }
                 | VmError::BackendUnavailable(..)
+                | VmError::DiskBusy(_)
         )
     }
 

@@ -1,6 +1,7 @@
-//! Where one VM's files live: disks, logs and keys under the state
-//! directory; the VMM's control socket under the runtime directory (short
-//! paths: a unix socket path has at most 107 bytes).
+//! Where one VM's files live: all under its directory in the state
+//! directory, the VMM's control socket too (a logout removes the runtime
+//! directory, and a VM must stay controllable). The VMM runs in that
+//! directory and binds the socket by its short relative name.
 
 use std::path::{Path, PathBuf};
 
@@ -23,15 +24,13 @@ pub struct VmFiles {
     pub known_hosts: PathBuf,
     /// Scratch space for file injection.
     pub scratch: PathBuf,
-    /// `$XDG_RUNTIME_DIR/banger/vms/<name>`: the VMM's control socket.
-    pub run_dir: PathBuf,
+    /// The VMM's control socket (Firecracker's API, QEMU's QMP).
     pub api_socket: PathBuf,
 }
 
 impl VmFiles {
     pub fn new(paths: &Paths, name: &str) -> VmFiles {
         let dir = paths.state_dir.join("vms").join(name);
-        let run_dir = paths.runtime_dir.join("vms").join(name);
         VmFiles {
             rootfs: dir.join("rootfs.ext4"),
             work_disk: dir.join("work.ext4"),
@@ -40,8 +39,7 @@ impl VmFiles {
             host_key: dir.join("ssh_host_ed25519_key"),
             known_hosts: dir.join("known_hosts"),
             scratch: dir.join("scratch"),
-            api_socket: run_dir.join("vmm.sock"),
-            run_dir,
+            api_socket: dir.join("vmm.sock"),
             dir,
         }
     }

@@ -8,6 +8,7 @@ mod backend;
 mod create;
 mod delete;
 mod error;
+pub mod fault;
 mod files;
 mod monitor;
 mod network;
@@ -69,6 +70,15 @@ pub struct Manager {
     dns: tokio::sync::Mutex<Result<network::DnsListener, String>>,
     /// Serializes changes to the bridge and the NAT table.
     net_lock: tokio::sync::Mutex<()>,
+    /// Read-held by every operation in flight; a stopping daemon takes it
+    /// for writing to wait for them and to let no new one begin.
+    inflight: Arc<tokio::sync::RwLock<()>>,
+}
+
+/// One operation on one VM: its VM's lock, and a say in daemon shutdown.
+pub(crate) struct Operation {
+    _vm: tokio::sync::OwnedMutexGuard<()>,
+    _inflight: tokio::sync::OwnedRwLockReadGuard<()>,
 }
 
 impl Manager {
@@ -84,6 +94,7 @@ impl Manager {
             locks: Mutex::new(HashMap::new()),
             dns: tokio::sync::Mutex::new(Err(network::NO_DNS_YET.to_string())),
             net_lock: tokio::sync::Mutex::new(()),
+            inflight: Arc::new(tokio::sync::RwLock::new(())),
         }))
     }
 
@@ -103,14 +114,54 @@ impl Manager {
         )?)
     }
 
-    /// The lock serializing operations on VM `name`.
+    /// The lock serializing operations on VM `name`: one per name for as
+    /// long as anyone holds or waits for it (each of them owns a clone).
+    /// Entries only the map still owns are dropped here, so the map stays
+    /// as small as the set of names in use without a delete ever handing a
+    /// later caller a second lock for a name someone still waits on.
     pub(crate) fn vm_lock(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        locks.retain(|n, lock| n == name || Arc::strong_count(lock) > 1);
         locks.entry(name.to_string()).or_default().clone()
+    }
+
+    /// Waits its turn on VM `name`; the guard is held for the whole operation.
+    pub(crate) async fn operation(&self, name: &str) -> Operation {
+        let inflight = self.inflight.clone().read_owned().await;
+        let vm = self.vm_lock(name).lock_owned().await;
+        Operation {
+            _vm: vm,
+            _inflight: inflight,
+        }
+    }
+
+    /// Daemon shutdown: waits up to `grace` for the operations in flight
+    /// and lets no new one begin. One still running after that is cut off
+    /// where it stands, in a state that reconcile finishes or undoes.
+    pub async fn finish_operations(&self, grace: Duration) {
+        match tokio::time::timeout(grace, self.inflight.clone().write_owned()).await {
+            // Held until the process exits: nothing starts any more.
+            Ok(all_done) => std::mem::forget(all_done),
+            Err(_) => tracing::warn!(
+                "operations still running after {} s; the next daemon finishes or undoes them",
+                grace.as_secs()
+            ),
+        }
     }
 
     pub(crate) fn files(&self, name: &str) -> VmFiles {
         VmFiles::new(&self.paths, name)
+    }
+
+    /// Where VM `files`' VMM writes its console and log, through the relay.
+    pub(crate) fn vmm_logs(&self, files: &VmFiles) -> crate::system::vmm_io::VmmLogs {
+        crate::system::vmm_io::VmmLogs {
+            console: files.console.clone(),
+            vmm_log: files.vmm_log.clone(),
+            cap: self.config.log_cap(),
+            // The daemon runs the relay from its own binary.
+            relay: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("bangerd")),
+        }
     }
 
     /// The user's SSH key, shared by all their VMs.

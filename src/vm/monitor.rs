@@ -31,8 +31,7 @@ impl Manager {
                     Err(e) => tracing::error!(vm = %name, pid, error = %e, "cannot watch VMM"),
                 },
             }
-            let lock = manager.vm_lock(&name);
-            let _held = lock.lock().await;
+            let _held = manager.operation(&name).await;
             if manager.release_if_current(&name, pid).await {
                 manager.event(&name, "stopped", "the VMM exited");
             }

@@ -1,20 +1,35 @@
-//! On daemon start: compare what the store believes with what runs. Live
-//! VMMs (same pid, same start time, control socket present) are adopted;
-//! dead ones are marked stopped and their taps removed. A build VM is
-//! never adopted: its build died with the daemon that ran it, so it is
-//! killed and removed, and the image files it was making are swept.
+//! On daemon start: make what the store says and what runs agree, and
+//! finish or undo whatever the last daemon left half done. A VMM counts as
+//! running only by its process: the recorded pid, with the recorded start
+//! time, a VMM executable, working in the VM's directory.
+//!
+//! By the state the last daemon recorded:
+//! - `creating`: undone whole (row, files, tap).
+//! - `starting`: the VMM, if one was spawned, is killed; the VM is stopped.
+//! - `running`: adopted when its VMM lives, else stopped.
+//! - `stopping`: the stop is finished (gracefully, in the background).
+//! - `deleting`: the delete is finished.
+//! - `created`, `stopped`, `failed`: no VMM may run on its disks and no tap
+//!   is left.
+//!
+//! A build VM is never adopted: its build died with the daemon that ran it,
+//! so it is killed and removed, and the image files it was making are swept.
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use crate::store::{VmRecord, VmRole, VmState};
 use crate::system::{net, pid};
 
-use super::{Guards, Manager, VmError};
+use super::{Manager, VmError};
 
 /// What reconcile found.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Reconciled {
     pub adopted: Vec<String>,
     pub released: Vec<String>,
+    /// Creates and deletes the last daemon did not finish, now undone or done.
+    pub finished: Vec<String>,
     /// Build VMs of builds the last daemon did not finish.
     pub removed_builds: Vec<String>,
 }
@@ -24,40 +39,74 @@ impl Manager {
         let mut found = Reconciled::default();
         let vms = self.store.lock().list_vms()?;
         for vm in vms {
-            if vm.role == crate::store::VmRole::Build {
-                self.remove_orphan_build(&vm).await;
-                found.removed_builds.push(vm.name);
+            let name = vm.name.clone();
+            if vm.role == VmRole::Build {
+                self.remove_vm_everything(&vm).await;
+                tracing::warn!(vm = %name, "removed the build VM of an unfinished build");
+                found.removed_builds.push(name);
                 continue;
             }
-            let files = self.files(&vm.name);
-            let live = match (vm.pid, vm.pid_start_ticks) {
-                (Some(pid), Some(ticks)) => pid::is_alive(pid, ticks) && files.api_socket.exists(),
-                _ => false,
-            };
-            match (vm.state.can_stop(), live, vm.pid) {
-                (true, true, Some(pid)) => {
-                    tracing::info!(vm = %vm.name, pid, "re-adopted running VM");
-                    self.watch(&vm.name, pid, None);
+            let dir = self.files(&name).dir;
+            let live = vm
+                .pid
+                .zip(vm.pid_start_ticks)
+                .filter(|&(pid, ticks)| pid::is_vmm_of(pid, ticks, &dir))
+                .map(|(pid, _)| pid);
+            match (vm.state, live) {
+                (VmState::Creating, _) => {
+                    self.remove_vm_everything(&vm).await;
+                    tracing::warn!(vm = %name, "undid a create the last daemon did not finish");
+                    found.finished.push(name);
+                }
+                (VmState::Deleting, _) => {
+                    match self.finish_delete(&vm, true).await {
+                        Ok(()) => {
+                            tracing::warn!(vm = %name, "finished a delete the last daemon began")
+                        }
+                        Err(e) => {
+                            tracing::error!(vm = %name, error = %e, "cannot finish deleting the VM")
+                        }
+                    }
+                    found.finished.push(name);
+                }
+                (VmState::Running, Some(pid)) => {
+                    tracing::info!(vm = %name, pid, "re-adopted running VM");
+                    self.watch(&name, pid, None);
+                    found.adopted.push(name);
+                }
+                (VmState::Stopping, Some(pid)) => {
+                    tracing::info!(vm = %name, pid, "finishing a stop the last daemon began");
+                    self.watch(&name, pid, None);
+                    let manager = Arc::clone(self);
+                    tokio::spawn(async move {
+                        let _held = manager.operation(&name).await;
+                        if let Err(e) = manager.stop_locked(&name, false).await {
+                            tracing::error!(vm = %name, error = %e, "cannot finish stopping the VM");
+                        }
+                    });
                     found.adopted.push(vm.name);
                 }
-                (true, _, pid) => {
-                    tracing::warn!(vm = %vm.name, ?pid, "VMM is gone; marking the VM stopped");
-                    self.store.lock().set_vm_state(
-                        &vm.name,
-                        crate::store::VmState::Stopped,
-                        None,
-                    )?;
+                (VmState::Starting | VmState::Running | VmState::Stopping, _) => {
+                    // A start cut off halfway is not adopted: the VMM may not
+                    // have its machine configured. The user starts it again.
+                    self.kill_strays(&name).await;
+                    self.store
+                        .lock()
+                        .set_vm_state(&name, VmState::Stopped, None)?;
                     if let Some(tap) = &vm.tap {
                         let _ = net::delete_link(tap).await;
                     }
-                    self.event(
-                        &vm.name,
-                        "stopped",
-                        "the VMM was gone when the daemon started",
-                    );
-                    found.released.push(vm.name);
+                    let why = if vm.state == VmState::Starting {
+                        "its start was cut off when the last daemon died"
+                    } else {
+                        "the VMM was gone when the daemon started"
+                    };
+                    tracing::warn!(vm = %name, state = %vm.state, "marking the VM stopped: {why}");
+                    self.event(&name, "stopped", why);
+                    found.released.push(name);
                 }
-                (false, _, _) => {
+                (VmState::Created | VmState::Stopped | VmState::Failed, _) => {
+                    self.kill_strays(&name).await;
                     // A daemon killed mid-start can leave a tap behind.
                     if let Some(tap) = vm.tap.as_deref().filter(|t| net::link_exists(t)) {
                         let _ = net::delete_link(tap).await;
@@ -77,46 +126,34 @@ impl Manager {
         }
         Ok(found)
     }
-}
 
-impl Manager {
-    /// Kills and removes the build VM of a build no daemon runs any more.
-    async fn remove_orphan_build(&self, vm: &crate::store::VmRecord) {
-        // The recorded pid, and any VMM given this VM's files: a daemon
-        // killed right after the spawn had no time to record its pid.
-        let files = self.files(&vm.name);
-        let mut vmms: Vec<u32> = vm
-            .pid
-            .zip(vm.pid_start_ticks)
-            .filter(|&(pid, ticks)| pid::is_alive(pid, ticks))
-            .map(|(pid, _)| pid)
-            .into_iter()
-            .collect();
-        for dir in [&files.dir, &files.run_dir] {
-            let mut needle = dir.as_os_str().to_string_lossy().into_owned();
-            needle.push('/');
-            vmms.extend(crate::system::proc::pids_with_arg_containing(&needle));
-        }
-        vmms.sort_unstable();
-        vmms.dedup();
-        for pid in vmms {
+    /// Kills every VMM working in VM `name`'s directory: ones a dead daemon
+    /// spawned but could not record or configure.
+    pub(crate) async fn kill_strays(&self, name: &str) {
+        for pid in pid::vmms_in(&self.files(name).dir) {
+            tracing::warn!(vm = name, pid, "killing a VMM no VM state accounts for");
             let watch = pid::ExitWatch::new(pid).ok();
             let _ = pid::signal(pid, rustix::process::Signal::KILL);
             if let Some(watch) = watch {
-                watch
-                    .exited_within(std::time::Duration::from_secs(10))
-                    .await;
+                watch.exited_within(Duration::from_secs(10)).await;
             }
         }
+    }
+
+    /// Removes a VM nobody will finish: its VMMs, tap, files and row.
+    async fn remove_vm_everything(&self, vm: &VmRecord) {
+        self.kill_strays(&vm.name).await;
         if let Some(tap) = vm.tap.as_deref().filter(|t| net::link_exists(t)) {
             let _ = net::delete_link(tap).await;
         }
-        for dir in [&files.dir, &files.run_dir] {
-            let _ = std::fs::remove_dir_all(dir);
+        let dir = self.files(&vm.name).dir;
+        if let Err(e) = std::fs::remove_dir_all(&dir)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::error!(vm = %vm.name, dir = %dir.display(), error = %e, "cannot remove the VM's files");
         }
         if let Err(e) = self.store.lock().delete_vm(&vm.name) {
-            tracing::error!(vm = %vm.name, error = %e, "cannot forget an orphaned build VM");
+            tracing::error!(vm = %vm.name, error = %e, "cannot forget the VM");
         }
-        tracing::warn!(vm = %vm.name, "removed the build VM of an unfinished build");
     }
 }

@@ -13,14 +13,14 @@ use crate::system::{net, qemu, ssh};
 use super::backend::{self, Backend, LaunchPlan};
 use super::files::tail;
 use super::rollback::{Rollback, Undo};
-use super::{Clock, Guards, Manager, VmError};
+use super::{Clock, Guards, Manager, VmError, fault};
+use crate::system::disklock::DiskLocks;
 use crate::system::fs::file_len;
 
 impl Manager {
     /// Boots a stopped VM with the disks, address and keys it had.
     pub async fn start(self: &Arc<Manager>, name: &str) -> Result<VmOpResult, VmError> {
-        let lock = self.vm_lock(name);
-        let _held = lock.lock().await;
+        let _held = self.operation(name).await;
         let mut clock = Clock::start();
         let booted = self.start_locked(name, &mut clock, true).await?;
         let vm = self.get(name)?;
@@ -57,15 +57,29 @@ impl Manager {
         let bundle = self.bundle()?;
         let firecracker = backend::firecracker_binary(&self.config, Some(&bundle));
         let files = self.files(name);
+        // A VMM that still runs on these disks (one this daemon lost track
+        // of, or another daemon's) must not get a twin, and its tap must
+        // not be touched: find out before changing anything.
+        DiskLocks::check(&files.drives())?;
+        let logs = self.vmm_logs(&files);
         let mut rollback = Rollback::new(self.store.clone());
 
         let mut booted = Booted::default();
         let result = async {
             self.prepare_network().await?;
-            net::add_tap(&tap, self.uid, &self.config.network.bridge)
-                .await
-                .map_err(VmError::tap(&tap))?;
-            rollback.push(Undo::DeleteTap(tap.clone()));
+            {
+                // `network cleanup` sees the tap only with the state that
+                // says it is needed.
+                let _net = self.net_lock.lock().await;
+                net::add_tap(&tap, self.uid, &self.config.network.bridge)
+                    .await
+                    .map_err(VmError::tap(&tap))?;
+                rollback.push(Undo::DeleteTap(tap.clone()));
+                self.store
+                    .lock()
+                    .set_vm_state(name, VmState::Starting, None)?;
+            }
+            fault::point("start:tap");
             clock.lap("network");
 
             let tcg = backend == Backend::Qemu && qemu::accel_for(kvm_kind()) == qemu::Accel::Tcg;
@@ -80,17 +94,20 @@ impl Manager {
                 tap: tap.clone(),
                 mac,
             };
-            crate::paths::private_dir(&files.run_dir).map_err(|e| VmError::Io {
-                path: files.run_dir.clone(),
-                source: std::io::Error::other(e.to_string()),
-            })?;
             let (log_from, console_from) = (file_len(&files.vmm_log), file_len(&files.console));
-            self.store
-                .lock()
-                .set_vm_state(name, VmState::Starting, None)?;
-            let launched = backend::launch(backend, &plan, &files, firecracker.as_deref()).await?;
+            let launched = backend::launch(backend, &plan, &files, firecracker.as_deref(), &logs, |pid| {
+                rollback.push(Undo::Kill(pid));
+                let start_ticks = pid::start_ticks(pid).unwrap_or(0);
+                self.store.lock().set_vm_state(
+                    name,
+                    VmState::Starting,
+                    Some(VmProcess { pid, start_ticks }),
+                )?;
+                fault::point("start:spawned");
+                Ok(())
+            })
+            .await?;
             let pid = launched.pid;
-            rollback.push(Undo::Kill(pid));
             let watch = ExitWatch::new(pid).map_err(VmError::io(format!("/proc/{pid}")))?;
             let start_ticks = pid::start_ticks(pid).unwrap_or(0);
             self.store.lock().set_vm_state(
@@ -99,10 +116,12 @@ impl Manager {
                 Some(VmProcess { pid, start_ticks }),
             )?;
             self.watch(name, pid, Some(launched.child));
+            fault::point("start:running");
             clock.lap("launch");
             booted.vmm_started_ms = Some(clock.total().as_millis() as u64);
             self.sync_nat().await?;
             clock.lap("nat");
+            fault::point("start:nat");
             if !wait_ssh {
                 return Ok(());
             }
@@ -111,11 +130,14 @@ impl Manager {
             let ready = ssh::wait_ready(ip, &key, &files.known_hosts, self.ssh_timeout());
             tokio::select! {
                 result = ready => result.map_err(|source| VmError::NotReady { console_tail: tail(&files.console, console_from, 25), source: Box::new(source) })?,
-                () = watch.exited() => return Err(VmError::ExitedEarly {
+                () = watch.exited() => return Err({
+                    // The log relay writes the last words a moment later.
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    VmError::ExitedEarly {
                     backend: backend.name(),
                     log_tail: tail(&files.vmm_log, log_from, 15),
                     console_tail: tail(&files.console, console_from, 25),
-                }),
+                }}),
             };
             clock.lap("ssh ready");
             booted.ssh_ready_ms = Some(clock.total().as_millis() as u64);

@@ -7,25 +7,23 @@ use std::time::Duration;
 use rustix::process::Signal;
 
 use crate::rpc::api::{VmDetails, VmOpResult};
-use crate::store::{VmProcess, VmState};
+use crate::store::{VmProcess, VmRecord, VmState};
 use crate::system::pid::{self, ExitWatch};
 
 use super::backend::{self, Backend};
-use super::{Clock, Guards, Manager, VmError};
+use super::{Clock, Guards, Manager, VmError, fault};
 
 impl Manager {
     /// Stops VM `name`: gracefully unless `force`.
     pub async fn stop(self: &Arc<Manager>, name: &str, force: bool) -> Result<VmDetails, VmError> {
-        let lock = self.vm_lock(name);
-        let _held = lock.lock().await;
+        let _held = self.operation(name).await;
         self.stop_locked(name, force).await?;
         Ok(self.details(&self.get(name)?))
     }
 
     /// Stops then starts VM `name`.
     pub async fn restart(self: &Arc<Manager>, name: &str) -> Result<VmOpResult, VmError> {
-        let lock = self.vm_lock(name);
-        let _held = lock.lock().await;
+        let _held = self.operation(name).await;
         let mut clock = Clock::start();
         if self.get(name)?.state.can_stop() {
             self.stop_locked(name, false).await?;
@@ -39,8 +37,7 @@ impl Manager {
     /// Stops the build VM `name`; true when the guest shut down by itself
     /// (so its filesystem was unmounted cleanly).
     pub(crate) async fn stop_build_vm(&self, name: &str) -> Result<bool, VmError> {
-        let lock = self.vm_lock(name);
-        let _held = lock.lock().await;
+        let _held = self.operation(name).await;
         self.stop_locked(name, false).await
     }
 
@@ -55,42 +52,21 @@ impl Manager {
                 action: "stop",
             });
         }
-        let (Some(pid), Some(start_ticks)) = (vm.pid, vm.pid_start_ticks) else {
+        let Some(process) = vm.pid.zip(vm.pid_start_ticks) else {
             self.store
                 .lock()
                 .set_vm_state(name, VmState::Stopped, None)?;
             return Ok(false);
         };
-        if !pid::is_alive(pid, start_ticks) {
-            self.release_if_current(name, pid).await;
-            return Ok(false);
-        }
-        let watch = ExitWatch::new(pid).map_err(VmError::io(format!("/proc/{pid}")))?;
+        let (pid, start_ticks) = process;
         self.store.lock().set_vm_state(
             name,
             VmState::Stopping,
             Some(VmProcess { pid, start_ticks }),
         )?;
-        let timeout = Duration::from_secs(self.config.stop_timeout_secs);
-        let mut clean = false;
-        if !force {
-            let backend = Backend::from_name(&vm.backend).unwrap_or(Backend::Qemu);
-            match backend::request_shutdown(backend, &self.files(name)).await {
-                Ok(()) => clean = watch.exited_within(timeout).await,
-                Err(e) => tracing::warn!(vm = name, error = %e, "shutdown request failed; killing"),
-            }
-        }
-        if !clean {
-            if !force {
-                tracing::warn!(
-                    vm = name,
-                    "guest did not shut down in {} s; killing the VMM",
-                    timeout.as_secs()
-                );
-            }
-            pid::signal(pid, Signal::KILL).map_err(VmError::io(format!("/proc/{pid}")))?;
-            watch.exited_within(Duration::from_secs(10)).await;
-        }
+        fault::point("stop:marked");
+        let clean = self.halt(&vm, force).await?;
+        fault::point("stop:halted");
         self.release_if_current(name, pid).await;
         let how = if clean {
             "shut down cleanly"
@@ -99,6 +75,48 @@ impl Manager {
         };
         self.event(name, "stopped", how);
         tracing::info!(vm = name, how, "stopped");
+        Ok(clean)
+    }
+
+    /// Ends VM `vm`'s VMM: asks the guest to shut down (unless `force`)
+    /// and kills the VMM if it does not within the stop timeout. Changes no
+    /// state. True when the guest shut down by itself; false when it was
+    /// killed or there was no VMM of this VM to stop.
+    pub(crate) async fn halt(&self, vm: &VmRecord, force: bool) -> Result<bool, VmError> {
+        let files = self.files(&vm.name);
+        let Some((pid, _)) = vm
+            .pid
+            .zip(vm.pid_start_ticks)
+            .filter(|&(pid, ticks)| pid::is_vmm_of(pid, ticks, &files.dir))
+        else {
+            return Ok(false);
+        };
+        let watch = ExitWatch::new(pid).map_err(VmError::io(format!("/proc/{pid}")))?;
+        let timeout = Duration::from_secs(self.config.stop_timeout_secs);
+        let mut clean = false;
+        if !force {
+            let backend = Backend::from_name(&vm.backend).unwrap_or(Backend::Qemu);
+            match backend::request_shutdown(backend, &files).await {
+                Ok(()) => {
+                    fault::point("stop:requested");
+                    clean = watch.exited_within(timeout).await;
+                }
+                Err(e) => {
+                    tracing::warn!(vm = %vm.name, error = %e, "shutdown request failed; killing")
+                }
+            }
+        }
+        if !clean {
+            if !force {
+                tracing::warn!(
+                    vm = %vm.name,
+                    "guest did not shut down in {} s; killing the VMM",
+                    timeout.as_secs()
+                );
+            }
+            pid::signal(pid, Signal::KILL).map_err(VmError::io(format!("/proc/{pid}")))?;
+            watch.exited_within(Duration::from_secs(10)).await;
+        }
         Ok(clean)
     }
 }

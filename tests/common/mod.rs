@@ -117,7 +117,7 @@ impl Sandbox {
 
     /// The pid recorded in the daemon's lock file, if any.
     pub fn daemon_pid(&self) -> Option<i32> {
-        std::fs::read_to_string(self.runtime_dir().join("bangerd.lock"))
+        std::fs::read_to_string(self.state_dir().join("bangerd.lock"))
             .ok()?
             .trim()
             .parse()

@@ -113,9 +113,12 @@ impl Drop for VmSandbox {
             else {
                 continue;
             };
+            // VMMs work in their VM's directory; others name files here.
             let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-            if pid != std::process::id() as i32 && String::from_utf8_lossy(&cmdline).contains(&root)
-            {
+            let cwd = std::fs::read_link(entry.path().join("cwd")).unwrap_or_default();
+            let uses_sandbox = String::from_utf8_lossy(&cmdline).contains(&root)
+                || cwd.starts_with(self.sb.root.path());
+            if pid != std::process::id() as i32 && uses_sandbox {
                 signal(pid, rustix::process::Signal::KILL);
             }
         }

@@ -1,0 +1,131 @@
+//! Exclusive locks on a VM's disk files, held by its VMM for the VMM's
+//! whole life: the launcher takes an `flock` on each disk and the VMM
+//! inherits the descriptor, so the lock goes when the VMM goes, whoever
+//! started it. A second boot of the same disks, from this daemon, another
+//! daemon or by hand through banger's launchers, fails instead of two guests
+//! writing one filesystem.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{FlockOperation, flock};
+
+/// Errors taking a disk lock.
+#[derive(Debug, thiserror::Error)]
+pub enum DiskLockError {
+    #[error(
+        "disk {path} is in use by another VMM{}; stop that one first",
+        holders.iter().map(|p| format!(" (pid {p})")).collect::<String>()
+    )]
+    Busy { path: PathBuf, holders: Vec<u32> },
+    #[error("cannot open disk {path}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Locks on a set of disks, while this process holds them.
+#[derive(Debug)]
+pub struct DiskLocks {
+    files: Vec<File>,
+}
+
+impl DiskLocks {
+    /// Takes an exclusive lock on every disk in `paths`, without waiting.
+    pub fn acquire(paths: &[PathBuf]) -> Result<DiskLocks, DiskLockError> {
+        let mut files = Vec::with_capacity(paths.len());
+        for path in paths {
+            let file =
+                OpenOptions::new()
+                    .read(true)
+                    .open(path)
+                    .map_err(|source| DiskLockError::Open {
+                        path: path.clone(),
+                        source,
+                    })?;
+            match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => files.push(file),
+                Err(rustix::io::Errno::WOULDBLOCK) => {
+                    return Err(DiskLockError::Busy {
+                        path: path.clone(),
+                        holders: holders_of(path),
+                    });
+                }
+                Err(e) => {
+                    return Err(DiskLockError::Open {
+                        path: path.clone(),
+                        source: e.into(),
+                    });
+                }
+            }
+        }
+        Ok(DiskLocks { files })
+    }
+
+    /// Fails as [`DiskLocks::acquire`] would, without keeping the locks:
+    /// a check before anything else is changed for a boot.
+    pub fn check(paths: &[PathBuf]) -> Result<(), DiskLockError> {
+        DiskLocks::acquire(paths).map(drop)
+    }
+
+    /// The descriptors a VMM must inherit; see [`inherit`].
+    pub fn fds(&self) -> Vec<RawFd> {
+        self.files.iter().map(AsRawFd::as_raw_fd).collect()
+    }
+}
+
+/// Lets the process about to exec keep `fds` (clears close-on-exec). For
+/// a `pre_exec` hook: it only calls fcntl(2), which is async-signal-safe,
+/// and allocates nothing.
+pub fn inherit(fds: &[RawFd]) -> io::Result<()> {
+    for &fd in fds {
+        // SAFETY: the descriptor is open in the parent (DiskLocks owns it)
+        // and so in this forked child; it is only borrowed for the call.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty())?;
+    }
+    Ok(())
+}
+
+/// Our processes that have `path` open: whoever holds its lock.
+fn holders_of(path: &Path) -> Vec<u32> {
+    let Ok(target) = path.canonicalize() else {
+        return Vec::new();
+    };
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let fds = std::fs::read_dir(entry.path().join("fd")).ok()?;
+            fds.flatten()
+                .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|t| t == target))
+                .then_some(pid)
+        })
+        .filter(|&pid| pid != std::process::id())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_locked_disk_is_refused_until_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = dir.path().join("rootfs.ext4");
+        std::fs::write(&disk, b"disk").unwrap();
+        let held = DiskLocks::acquire(std::slice::from_ref(&disk)).unwrap();
+        let err = DiskLocks::check(std::slice::from_ref(&disk)).unwrap_err();
+        assert!(matches!(err, DiskLockError::Busy { .. }), "{err}");
+        assert!(err.to_string().contains("in use by another VMM"), "{err}");
+        drop(held);
+        DiskLocks::check(&[disk]).unwrap();
+    }
+}
