@@ -21,7 +21,12 @@ pub enum VmCommand {
     /// Show everything about one VM.
     Show { name: String },
     /// Boot a stopped VM with the disks it had.
-    Start { name: String },
+    Start {
+        name: String,
+        /// Return once the VMM runs the guest, without waiting for SSH.
+        #[arg(long)]
+        no_wait: bool,
+    },
     /// Shut a VM down (its disks and address are kept).
     Stop {
         name: String,
@@ -110,7 +115,7 @@ pub async fn run(ctx: &Ctx, command: VmCommand) -> anyhow::Result<ExitCode> {
         VmCommand::Create(args) => Some(args.name.as_str()),
         VmCommand::List => None,
         VmCommand::Show { name }
-        | VmCommand::Start { name }
+        | VmCommand::Start { name, .. }
         | VmCommand::Stop { name, .. }
         | VmCommand::Restart { name }
         | VmCommand::Delete { name, .. }
@@ -131,7 +136,9 @@ pub async fn run(ctx: &Ctx, command: VmCommand) -> anyhow::Result<ExitCode> {
         }
         VmCommand::List => list(ctx, client.list_vms().await?)?,
         VmCommand::Show { name } => show(ctx, &client.vm(&name).await?)?,
-        VmCommand::Start { name } => print_op(ctx, &client.start_vm(&name).await?, "started")?,
+        VmCommand::Start { name, no_wait } => {
+            print_op(ctx, &client.start_vm(&name, no_wait).await?, "started")?
+        }
         VmCommand::Restart { name } => {
             print_op(ctx, &client.restart_vm(&name).await?, "restarted")?
         }

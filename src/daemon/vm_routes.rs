@@ -9,7 +9,7 @@ use axum::extract::{Path, State};
 
 use super::Daemon;
 use super::error::{ApiError, detached};
-use crate::rpc::api::{CreateVm, StopVm, VmDetails, VmOpResult, VmStats, VmSummary};
+use crate::rpc::api::{CreateVm, StartVm, StopVm, VmDetails, VmOpResult, VmStats, VmSummary};
 
 pub async fn list(State(daemon): State<Arc<Daemon>>) -> Result<Json<Vec<VmSummary>>, ApiError> {
     let vms = daemon.store().list_vms()?;
@@ -49,10 +49,12 @@ pub async fn show(
 pub async fn start(
     State(daemon): State<Arc<Daemon>>,
     Path(name): Path<String>,
+    body: Option<Json<StartVm>>,
 ) -> Result<Json<VmOpResult>, ApiError> {
     refuse_build_vm(&daemon, &name)?;
+    let wait_ssh = !body.map(|Json(b)| b.no_wait).unwrap_or_default();
     let vms = daemon.vms.clone();
-    detached(async move { vms.start(&name).await }).await
+    detached(async move { vms.start(&name, wait_ssh).await }).await
 }
 
 pub async fn stop(

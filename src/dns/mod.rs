@@ -24,6 +24,59 @@ struct Server {
     upstreams: Vec<SocketAddr>,
 }
 
+/// The server on a thread of its own, with its own runtime: `.vm` answers
+/// stay fast while the daemon's workers are busy creating VMs.
+pub struct ServerThread {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ServerThread {
+    /// Serves DNS on `socket` (non-blocking) until [`ServerThread::stop`].
+    pub fn spawn(
+        socket: std::net::UdpSocket,
+        lookup: Lookup,
+        upstreams: Vec<SocketAddr>,
+    ) -> std::io::Result<ServerThread> {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let thread = std::thread::Builder::new()
+            .name("dns".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let socket = match UdpSocket::from_std(socket) {
+                        Ok(socket) => socket,
+                        Err(e) => return tracing::error!(error = %e, "cannot serve DNS"),
+                    };
+                    tokio::select! {
+                        () = serve(socket, lookup, upstreams) => {}
+                        _ = stopped => {}
+                    }
+                });
+            })?;
+        Ok(ServerThread {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
+    /// Stops the server and waits for its socket to close.
+    pub fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 /// Serves DNS on `socket` until the task is aborted.
 pub async fn serve(socket: UdpSocket, lookup: Lookup, upstreams: Vec<SocketAddr>) {
     let socket = Arc::new(socket);

@@ -171,6 +171,14 @@ pub struct VmOpResult {
     pub vmm_started_ms: Option<u64>,
 }
 
+/// `POST /v1/vms/{name}/start` (the body is optional).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StartVm {
+    /// Return once the VMM runs the guest, without waiting for SSH.
+    #[serde(default)]
+    pub no_wait: bool,
+}
+
 /// `POST /v1/vms/{name}/stop` and `DELETE /v1/vms/{name}`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct StopVm {

@@ -13,7 +13,8 @@ use tokio::net::UnixStream;
 
 use super::api::{
     BuildImage, CreateVm, DoctorReport, ErrorBody, Health, ImageDetails, ImageSummary, ImportImage,
-    NetworkCleanup, NetworkStatus, Progress, StopVm, VmDetails, VmOpResult, VmStats, VmSummary,
+    NetworkCleanup, NetworkStatus, Progress, StartVm, StopVm, VmDetails, VmOpResult, VmStats,
+    VmSummary,
 };
 
 fn json<T: serde::Serialize>(value: &T) -> serde_json::Value {
@@ -105,8 +106,9 @@ impl Client {
             .await
     }
 
-    pub async fn start_vm(&self, name: &str) -> Result<VmOpResult, ClientError> {
-        self.call(Method::POST, &format!("/v1/vms/{name}/start"), None)
+    pub async fn start_vm(&self, name: &str, no_wait: bool) -> Result<VmOpResult, ClientError> {
+        let body = json(&StartVm { no_wait });
+        self.call(Method::POST, &format!("/v1/vms/{name}/start"), Some(body))
             .await
     }
 

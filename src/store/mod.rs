@@ -89,6 +89,19 @@ impl Store {
         })
     }
 
+    /// A read-only connection to an existing database, for a reader that
+    /// must never wait on the writer (WAL lets it read during a commit).
+    pub fn open_reader(path: &Path) -> Result<Store, StoreError> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags).map_err(|err| open_error(path, err))?;
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .map_err(|err| open_error(path, err))?;
+        Ok(Store {
+            conn,
+            path: path.to_path_buf(),
+        })
+    }
+
     /// Where the database file is.
     pub fn path(&self) -> &Path {
         &self.path

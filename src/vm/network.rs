@@ -18,15 +18,19 @@ pub(crate) const NO_DNS_YET: &str = "not started: it starts with the first VM";
 /// The running DNS listener.
 pub(crate) struct DnsListener {
     addr: SocketAddr,
-    task: tokio::task::JoinHandle<()>,
+    server: dns::ServerThread,
 }
 
 impl Manager {
-    /// Brings the bridge up (after checking its subnet is free) and the DNS
-    /// listener with it.
-    pub(crate) async fn prepare_network(self: &Arc<Manager>) -> Result<(), VmError> {
+    /// Brings the bridge up (after checking its subnet is free). The caller
+    /// holds the network lock (`_net`) and keeps it until the tap it is
+    /// about to make is accounted for by its VM's state, so `network
+    /// cleanup` never removes a bridge or tap a starting VM relies on.
+    pub(crate) async fn ensure_bridge(
+        &self,
+        _net: &tokio::sync::MutexGuard<'_, ()>,
+    ) -> Result<(), VmError> {
         let bridge = &self.config.network.bridge;
-        let held = self.net_lock.lock().await;
         if !net::link_exists(bridge) {
             let routes = net::routes().map_err(VmError::io("/proc/thread-self/net/route"))?;
             if let Some(route) = nat::clashing_route(&routes, &self.subnet, bridge) {
@@ -44,36 +48,49 @@ impl Manager {
         net::ensure_bridge(bridge, &gateway_cidr)
             .await
             .map_err(VmError::tap(bridge))?;
-        drop(held);
-        self.ensure_dns().await;
         Ok(())
+    }
+
+    /// The lock serializing changes to the bridge, taps and the NAT table.
+    pub(crate) async fn network_lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.net_lock.lock().await
     }
 
     /// Starts the DNS listener on the bridge address if it is not running.
     /// A failure is logged, not fatal: VMs work without names.
     pub(crate) async fn ensure_dns(self: &Arc<Manager>) {
         let mut dns = self.dns.lock().await;
-        if dns.as_ref().is_ok_and(|d| !d.task.is_finished()) {
+        if dns.as_ref().is_ok_and(|d| d.server.is_running()) {
             return;
         }
         let addr = SocketAddr::from((self.subnet.gateway, 53));
-        let socket = match tokio::net::UdpSocket::bind(addr).await {
-            Ok(socket) => socket,
-            Err(e) => {
-                tracing::warn!(%addr, error = %e, "cannot serve .vm DNS (VMs still work, by address)");
-                *dns = Err(format!("cannot listen on {addr}: {e}"));
+        let started = (|| {
+            let socket = std::net::UdpSocket::bind(addr)
+                .and_then(|s| s.set_nonblocking(true).map(|()| s))
+                .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+            // A connection of its own, read-only: in WAL mode it reads while
+            // the daemon commits, so a lookup never waits for an fsync.
+            let reader = std::sync::Mutex::new(
+                crate::store::Store::open_reader(&self.paths.database())
+                    .map_err(|e| format!("cannot read the state database: {e}"))?,
+            );
+            let lookup: dns::Lookup = Arc::new(move |name: &str| {
+                let vm = reader.lock().ok()?.get_vm(name).ok()?;
+                vm.ip?.parse().ok()
+            });
+            let upstreams = self.dns_upstreams();
+            tracing::info!(%addr, ?upstreams, "serving .vm DNS");
+            dns::ServerThread::spawn(socket, lookup, upstreams)
+                .map_err(|e| format!("cannot start the DNS thread: {e}"))
+        })();
+        match started {
+            Ok(server) => *dns = Ok(DnsListener { addr, server }),
+            Err(why) => {
+                tracing::warn!(%addr, error = %why, "cannot serve .vm DNS (VMs still work, by address)");
+                *dns = Err(why);
                 return;
             }
-        };
-        let store = self.store.clone();
-        let lookup: dns::Lookup = Arc::new(move |name: &str| {
-            let vm = store.lock().get_vm(name).ok()?;
-            vm.ip?.parse().ok()
-        });
-        let upstreams = self.dns_upstreams();
-        tracing::info!(%addr, ?upstreams, "serving .vm DNS");
-        let task = tokio::spawn(dns::serve(socket, lookup, upstreams));
-        *dns = Ok(DnsListener { addr, task });
+        }
         drop(dns);
         let bridge = &self.config.network.bridge;
         if let Err(e) = net::register_resolved(bridge, self.subnet.gateway).await {
@@ -104,7 +121,12 @@ impl Manager {
     /// Makes banger's nftables table match the running VMs: created with
     /// the first, removed with the last.
     pub(crate) async fn sync_nat(&self) -> Result<(), VmError> {
-        let _held = self.net_lock.lock().await;
+        let held = self.net_lock.lock().await;
+        self.sync_nat_held(&held).await
+    }
+
+    /// [`Manager::sync_nat`] with the network lock held by the caller.
+    async fn sync_nat_held(&self, _net: &tokio::sync::MutexGuard<'_, ()>) -> Result<(), VmError> {
         let vms = self.store.lock().list_vms()?;
         let running: Vec<_> = vms.iter().filter(|vm| vm.state.can_stop()).collect();
         if running.is_empty() {
@@ -147,7 +169,7 @@ impl Manager {
             _ => None,
         };
         let (dns_listen, dns_problem) = match &*self.dns.lock().await {
-            Ok(d) if !d.task.is_finished() => (Some(d.addr.to_string()), None),
+            Ok(d) if d.server.is_running() => (Some(d.addr.to_string()), None),
             Ok(d) => (
                 None,
                 Some(format!(
@@ -194,7 +216,12 @@ impl Manager {
     /// Removes banger's host networking that no running VM needs: taps of
     /// stopped VMs and, when nothing runs, the NAT table, the DNS listener
     /// and the bridge. Leases stay with their VMs.
+    ///
+    /// The network lock is held throughout, so a VM starting meanwhile
+    /// either finds everything gone and makes it again, or has its tap
+    /// recorded as needed before cleanup looks.
     pub async fn network_cleanup(&self) -> Result<NetworkCleanup, VmError> {
+        let held = self.net_lock.lock().await;
         let mut removed = Vec::new();
         let vms = self.store.lock().list_vms()?;
         for vm in &vms {
@@ -210,7 +237,7 @@ impl Manager {
         // Anything with a VMM (running, starting or stopping) keeps the
         // bridge, the table and the listener; the table is re-synced.
         if vms.iter().any(|vm| vm.state.can_stop()) {
-            self.sync_nat().await?;
+            self.sync_nat_held(&held).await?;
             return Ok(NetworkCleanup { removed });
         }
         if nft::table_exists(nat::FAMILY, &self.config.network.nat_table)
@@ -227,8 +254,8 @@ impl Manager {
             ));
         }
         let mut dns = self.dns.lock().await;
-        if let Ok(listener) = &*dns {
-            listener.task.abort();
+        if let Ok(listener) = &mut *dns {
+            listener.server.stop();
             removed.push(format!("DNS listener {}", listener.addr));
         }
         *dns = Err(NO_DNS_YET.to_string());

@@ -18,11 +18,16 @@ use crate::system::disklock::DiskLocks;
 use crate::system::fs::file_len;
 
 impl Manager {
-    /// Boots a stopped VM with the disks, address and keys it had.
-    pub async fn start(self: &Arc<Manager>, name: &str) -> Result<VmOpResult, VmError> {
+    /// Boots a stopped VM with the disks, address and keys it had; waits
+    /// for SSH when `wait_ssh`.
+    pub async fn start(
+        self: &Arc<Manager>,
+        name: &str,
+        wait_ssh: bool,
+    ) -> Result<VmOpResult, VmError> {
         let _held = self.operation(name).await;
         let mut clock = Clock::start();
-        let booted = self.start_locked(name, &mut clock, true).await?;
+        let booted = self.start_locked(name, &mut clock, wait_ssh).await?;
         let vm = self.get(name)?;
         Ok(booted.result(self.details(&vm), clock))
     }
@@ -66,11 +71,11 @@ impl Manager {
 
         let mut booted = Booted::default();
         let result = async {
-            self.prepare_network().await?;
             {
-                // `network cleanup` sees the tap only with the state that
-                // says it is needed.
-                let _net = self.net_lock.lock().await;
+                // Bridge, tap and the state that says they are needed, under
+                // one hold of the network lock (see `network_cleanup`).
+                let held = self.network_lock().await;
+                self.ensure_bridge(&held).await?;
                 net::add_tap(&tap, self.uid, &self.config.network.bridge)
                     .await
                     .map_err(VmError::tap(&tap))?;
@@ -79,6 +84,7 @@ impl Manager {
                     .lock()
                     .set_vm_state(name, VmState::Starting, None)?;
             }
+            self.ensure_dns().await;
             fault::point("start:tap");
             clock.lap("network");
 
