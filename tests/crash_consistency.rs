@@ -343,15 +343,21 @@ fn a_second_boot_of_running_disks_fails_in_the_launcher() {
     use_then_remove_all(&vs, "after the disk-lock check");
 }
 
-/// A small ext4 image, so the race's many creates copy little.
+/// A small ext4 image, so the race's many creates copy little: the
+/// directories banger writes into, nothing to boot (its VMM soon exits).
 fn small_image(vs: &VmSandbox) {
+    let tree = vs.sb.path("small-tree");
+    for dir in ["root", "etc/ssh"] {
+        std::fs::create_dir_all(tree.join(dir)).unwrap();
+    }
     let image = vs.sb.path("small.ext4");
     std::fs::File::create(&image)
         .unwrap()
         .set_len(64 << 20)
         .unwrap();
     let out = Command::new("mkfs.ext4")
-        .args(["-q", "-F"])
+        .args(["-q", "-F", "-d"])
+        .arg(&tree)
         .arg(&image)
         .output()
         .unwrap();
@@ -381,6 +387,7 @@ fn concurrent_delete_create_and_start_of_one_name_stay_legal() {
     ];
     ok(vs.sb.banger(&create));
     let rounds = 30;
+    let mut outcomes = std::collections::BTreeMap::new();
     let started = std::time::Instant::now();
     for round in 0..rounds {
         let spawn = |args: &[&str]| {
@@ -427,6 +434,10 @@ fn concurrent_delete_create_and_start_of_one_name_stay_legal() {
                 "round {round}: {vm:#?}"
             );
         }
+        let outcome = vms
+            .first()
+            .map_or("gone", |vm| vm["state"].as_str().unwrap());
+        *outcomes.entry(outcome.to_string()).or_insert(0) += 1;
         if vms.is_empty() {
             assert!(
                 !dir.exists(),
@@ -436,7 +447,7 @@ fn concurrent_delete_create_and_start_of_one_name_stay_legal() {
         }
     }
     println!(
-        "{rounds} rounds of delete+create+start on one name in {:.1} s",
+        "{rounds} rounds of delete+create+start on one name in {:.1} s; states after each: {outcomes:?}",
         started.elapsed().as_secs_f64()
     );
     // The small image does not boot: its VMM may have exited by now.

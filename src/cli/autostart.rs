@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 
 use crate::paths::Paths;
-use crate::rpc::Client;
 use crate::rpc::api::Health;
+use crate::rpc::{Client, ClientError};
 
 /// How long a freshly started daemon has to answer.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -19,7 +19,16 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// A client of a running daemon, starting one first if none answers.
 pub async fn client(paths: &Paths) -> anyhow::Result<Client> {
     let client = Client::new(paths.socket());
-    match client.health().await {
+    let mut result = client.health().await;
+    // A daemon dying this very moment (killed, or stopping) resets the
+    // connection instead of refusing it: ask again until it is plainly
+    // there or plainly gone.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while matches!(result, Err(ClientError::Http(_))) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        result = client.health().await;
+    }
+    match result {
         Ok(_) => Ok(client),
         Err(e) if e.is_not_running() => {
             start(paths).await?;
