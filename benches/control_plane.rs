@@ -623,9 +623,17 @@ fn lifecycle_figures() {
         return;
     }
     let env = Env::new(&format!(
-        "runtime_dir = \"{}\"\nvmm = \"qemu\"\nstop_timeout_secs = 2\ndns_upstreams = [\"127.0.0.1:9\"]",
+        "runtime_dir = \"{}\"\nvmm = \"qemu\"\nstop_timeout_secs = 2",
         bundle.display()
     ));
+    // [network] is the config's last table: this line lands in it.
+    let config = env.root.path().join("config/banger/config.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!("{text}dns_upstreams = [\"127.0.0.1:9\"]\n"),
+    )
+    .unwrap();
     // The listener binds the bridge address: bring the bridge up first, so
     // the daemon serves DNS without a VM running.
     for args in [
@@ -677,13 +685,17 @@ fn lifecycle_figures() {
             })
             .collect();
         std::thread::sleep(Duration::from_millis(300));
+        // The daemon's DNS thread runs at nice -10; so does this client,
+        // or the figure would be this process waiting for a CPU.
+        let _ = rustix::process::setpriority_process(None, -10);
         let loaded = query_times(3000);
+        let _ = rustix::process::setpriority_process(None, 0);
         busy.store(false, std::sync::atomic::Ordering::Relaxed);
         let creates: usize = workers.into_iter().map(|w| w.join().unwrap()).sum();
         (loaded, creates)
     });
     println!(
-        ".vm DNS on the bridge: idle p50 {:.3} ms p99 {:.3} ms; during 4 concurrent creates ({creates} created and deleted) p50 {:.3} ms p99 {:.3} ms   goal p99 <= 1 ms",
+        ".vm DNS on the bridge: idle p50 {:.3} ms p99 {:.3} ms; during 4 concurrent creates ({creates} created and deleted; client at nice -10) p50 {:.3} ms p99 {:.3} ms   goal p99 <= 1 ms",
         ms(idle[idle.len() / 2]),
         ms(idle[idle.len() * 99 / 100]),
         ms(loaded[loaded.len() / 2]),

@@ -12,6 +12,8 @@ use tokio::net::UdpSocket;
 
 /// How long an upstream has to answer before the next one is asked.
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
+/// The DNS thread's nice value: answers stay quick while creates fill the CPUs.
+const DNS_NICE: i32 = -10;
 /// Answers change as VMs come and go: caches should not keep them.
 const TTL: u32 = 1;
 
@@ -45,6 +47,12 @@ impl ServerThread {
         let thread = std::thread::Builder::new()
             .name("dns".into())
             .spawn(move || {
+                // Ahead of the daemon's other work when the host is busy (a
+                // thread's nice value is its own on Linux); only root may
+                // raise it, anyone else serves at the normal priority.
+                if let Err(e) = rustix::process::setpriority_process(None, DNS_NICE) {
+                    tracing::debug!(error = %e, "DNS thread keeps the normal priority");
+                }
                 runtime.block_on(async move {
                     let socket = match UdpSocket::from_std(socket) {
                         Ok(socket) => socket,
