@@ -125,7 +125,7 @@ fn request(args: BuildArgs) -> anyhow::Result<BuildImage> {
         .name
         .or(file.name)
         .context("name the image: `banger image build NAME ...` (or `name` in --file)")?;
-    crate::net::check_dns_label(&name).map_err(anyhow::Error::msg)?;
+    crate::rpc::check_image_name(&name)?;
 
     // A list given as flags replaces the file's; paths resolve against
     // where they were written.

@@ -37,6 +37,13 @@ pub async fn run(ctx: &Ctx, command: ImageCommand) -> anyhow::Result<ExitCode> {
         ImageCommand::Build(args) => return super::build::run(ctx, args).await,
         other => other,
     };
+    // A bad name is refused before a daemon is started for it.
+    if let ImageCommand::Show { name, .. }
+    | ImageCommand::Import { name, .. }
+    | ImageCommand::Delete { name } = &command
+    {
+        crate::rpc::check_image_name(name)?;
+    }
     let client = autostart::client(&ctx.paths).await?;
     match command {
         ImageCommand::List => {

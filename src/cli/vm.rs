@@ -120,7 +120,7 @@ pub async fn run(ctx: &Ctx, command: VmCommand) -> anyhow::Result<ExitCode> {
         VmCommand::Cp { src, dst } => Some(cp::vm_name(src, dst)?),
     };
     if let Some(name) = name {
-        crate::net::check_dns_label(name).map_err(anyhow::Error::msg)?;
+        crate::rpc::check_vm_name(name)?;
     }
     let client = autostart::client(&ctx.paths).await?;
     match command {
@@ -188,7 +188,10 @@ fn create_request(args: CreateArgs) -> anyhow::Result<CreateVm> {
     // A bare number is MiB, as Firecracker and QEMU count memory.
     let memory_mib = match args.memory {
         Some(m) if m.trim().chars().all(|c| c.is_ascii_digit()) => Some(m.trim().parse()?),
-        other => size("memory", other)?.map(|b| (b >> 20) as u32),
+        other => size("memory", other)?
+            .map(|b| u32::try_from(b >> 20))
+            .transpose()
+            .map_err(|_| anyhow::anyhow!("--memory: too large"))?,
     };
     Ok(CreateVm {
         name: args.name,

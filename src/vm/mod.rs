@@ -106,6 +106,9 @@ impl Manager {
     /// The lock serializing operations on VM `name`.
     pub(crate) fn vm_lock(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        // Forget the locks nobody holds or waits for (only this map has
+        // them), so asking about many names does not grow the map forever.
+        locks.retain(|_, lock| Arc::strong_count(lock) > 1);
         locks.entry(name.to_string()).or_default().clone()
     }
 
