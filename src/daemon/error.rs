@@ -163,7 +163,11 @@ impl ApiError {
             E::Store(StoreError::Conflict { .. } | StoreError::ImageInUse { .. }) => {
                 StatusCode::CONFLICT
             }
-            E::BadName(_) | E::NoSource { .. } | E::NotExt4 { .. } => StatusCode::BAD_REQUEST,
+            E::BadName(_)
+            | E::NoSource { .. }
+            | E::NotExt4 { .. }
+            | E::NotExtFs { .. }
+            | E::Read { .. } => StatusCode::BAD_REQUEST,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError::new(status, err)

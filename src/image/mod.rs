@@ -39,6 +39,14 @@ pub enum ImageError {
         "{path} is not a clean ext4 filesystem (e2fsck -n found problems); repair it with `e2fsck -f {path}` first"
     )]
     NotExt4 { path: PathBuf },
+    #[error("{path} is not an ext4 filesystem image (it has no ext2/3/4 superblock)")]
+    NotExtFs { path: PathBuf },
+    #[error("cannot read {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot check {path}")]
     Check {
         path: PathBuf,
@@ -290,6 +298,15 @@ impl Images {
                 value: name.to_string(),
             }
             .into());
+        }
+        let is_ext = e2fs::has_ext_magic(source).map_err(|source_err| ImageError::Read {
+            path: source.to_path_buf(),
+            source: source_err,
+        })?;
+        if !is_ext {
+            return Err(ImageError::NotExtFs {
+                path: source.to_path_buf(),
+            });
         }
         let clean = e2fs::fsck_clean(source)
             .await
