@@ -41,8 +41,8 @@ const KEEP_LOGS: usize = 10;
 /// Why a build failed.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
-    #[error("invalid image name: {0}")]
-    BadName(String),
+    #[error(transparent)]
+    BadName(#[from] crate::rpc::NameError),
     #[error(transparent)]
     Spec(#[from] SpecError),
     #[error("no image `{0}` to build from")]
@@ -106,6 +106,18 @@ impl BuildError {
     }
 }
 
+/// Checks what can be checked of `req` before anything starts: its names
+/// and its spec. The daemon answers a request that fails this with an
+/// error instead of a progress stream.
+pub fn check_request(req: &BuildImage) -> Result<(), BuildError> {
+    crate::rpc::check_image_name(&req.name)?;
+    if let Some(from) = &req.from {
+        crate::rpc::check_image_name(from)?;
+    }
+    Spec::from_request(req, DEFAULT_IMAGE)?;
+    Ok(())
+}
+
 /// Runs the build asked for by `req`, reporting to `reporter` until its
 /// final event (`done` or `failed`). Cancelled when `cancelled` fires.
 pub async fn build(
@@ -115,8 +127,7 @@ pub async fn build(
     cancelled: Cancelled,
 ) {
     let started = Instant::now();
-    if let Err(why) = crate::net::check_dns_label(&req.name) {
-        let err = BuildError::BadName(why);
+    if let Err(err) = check_request(&req) {
         reporter.end(failure(&err, &reporter));
         return;
     }

@@ -93,7 +93,9 @@ impl Reporter {
     /// One line of output from the running step.
     pub fn output(&mut self, stream: OutputStream, line: &str) {
         let line = line.trim_end();
-        self.write_log(&format!("    {line}"));
+        // The log is for people to read (and `cat`): no control sequences.
+        let shown = crate::system::lines::printable(line.as_bytes());
+        self.write_log(&format!("    {shown}"));
         if self.tail.len() == TAIL_LINES {
             self.tail.pop_front();
         }

@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use super::progress::BuildView;
 use super::{Ctx, autostart};
+use crate::rpc::ClientError;
 use crate::rpc::api::{BuildImage, CopyInto, Progress};
 use crate::size::parse_size;
 
@@ -93,9 +94,16 @@ pub async fn run(ctx: &Ctx, args: BuildArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(130));
         }
     };
-    outcome.context(
-        "the connection to bangerd broke during the build; if the daemon died, its next start removes the build VM",
-    )?;
+    match outcome {
+        Ok(()) => {}
+        // Refused before it started (a bad request): the daemon's own words.
+        Err(e @ ClientError::Api { .. }) => return Err(e.into()),
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context(
+                "the connection to bangerd broke during the build; if the daemon died, its next start removes the build VM",
+            ));
+        }
+    }
     Ok(match view.last() {
         Some(Progress::Done { .. }) => ExitCode::SUCCESS,
         Some(Progress::Failed { .. }) => ExitCode::FAILURE,
@@ -125,7 +133,7 @@ fn request(args: BuildArgs) -> anyhow::Result<BuildImage> {
         .name
         .or(file.name)
         .context("name the image: `banger image build NAME ...` (or `name` in --file)")?;
-    crate::net::check_dns_label(&name).map_err(anyhow::Error::msg)?;
+    crate::rpc::check_image_name(&name)?;
 
     // A list given as flags replaces the file's; paths resolve against
     // where they were written.

@@ -37,6 +37,13 @@ pub async fn run(ctx: &Ctx, command: ImageCommand) -> anyhow::Result<ExitCode> {
         ImageCommand::Build(args) => return super::build::run(ctx, args).await,
         other => other,
     };
+    // A bad name is refused before a daemon is started for it.
+    if let ImageCommand::Show { name, .. }
+    | ImageCommand::Import { name, .. }
+    | ImageCommand::Delete { name } = &command
+    {
+        crate::rpc::check_image_name(name)?;
+    }
     let client = autostart::client(&ctx.paths).await?;
     match command {
         ImageCommand::List => {
@@ -71,7 +78,10 @@ pub async fn run(ctx: &Ctx, command: ImageCommand) -> anyhow::Result<ExitCode> {
                 output::json(&image)?;
             } else if packages {
                 match &image.packages {
-                    Some(lines) => lines.iter().for_each(|l| println!("{l}")),
+                    // Read from the guest's package database: shown, not trusted.
+                    Some(lines) => lines.iter().for_each(|l| {
+                        println!("{}", crate::system::lines::printable(l.as_bytes()))
+                    }),
                     None => bail!(
                         "image `{name}` has no package manifest (it was imported without a .packages file)"
                     ),

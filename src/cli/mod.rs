@@ -128,16 +128,19 @@ fn print_error(err: &anyhow::Error) {
     print_chain(&lines, hint.as_deref());
 }
 
-/// Prints an error chain, outermost first, and what to do about it.
+/// Prints an error chain, outermost first, and what to do about it. A
+/// message may quote a log tail or a name as sent, so none of it is trusted
+/// to be free of terminal control sequences.
 fn print_chain(chain: &[String], hint: Option<&str>) {
+    let safe = |text: &str| crate::system::lines::printable(text.as_bytes());
     let mut lines = chain.iter();
     if let Some(first) = lines.next() {
-        eprintln!("error: {first}");
+        eprintln!("error: {}", safe(first));
     }
     for line in lines {
-        eprintln!("  caused by: {line}");
+        eprintln!("  caused by: {}", safe(line));
     }
     if let Some(hint) = hint {
-        eprintln!("hint: {hint}");
+        eprintln!("hint: {}", safe(hint));
     }
 }

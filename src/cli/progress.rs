@@ -54,9 +54,11 @@ impl BuildView {
 
     pub fn show(&mut self, event: &Progress) {
         match &mut self.mode {
+            // Data, passed through as it came; it was decoded from JSON,
+            // so it encodes again (its paths are UTF-8 strings).
             Mode::Json => println!(
                 "{}",
-                serde_json::to_string(event).expect("progress events serialize")
+                serde_json::to_string(event).expect("a decoded event encodes")
             ),
             Mode::Plain => plain(event),
             Mode::Terminal { bars, step, tail } => terminal(bars, step, tail, event),
@@ -99,7 +101,7 @@ fn terminal(
             let spinner = bars.add(ProgressBar::new_spinner());
             spinner.set_style(
                 ProgressStyle::with_template("{spinner:.cyan} {msg} {elapsed:.dim}")
-                    .expect("a valid template"),
+                    .expect("a static, valid template"),
             );
             spinner.set_message(name.clone());
             spinner.enable_steady_tick(Duration::from_millis(100));
@@ -108,7 +110,7 @@ fn terminal(
                     let line = bars.add(ProgressBar::new_spinner());
                     line.set_style(
                         ProgressStyle::with_template("    {wide_msg:.dim}")
-                            .expect("a valid template"),
+                            .expect("a static, valid template"),
                     );
                     line
                 })
@@ -202,31 +204,11 @@ fn failed(event: &Progress) {
     }
 }
 
-/// Guest output without terminal control sequences: a guest may print
-/// anything, and none of it may drive the user's terminal.
+/// A line of guest output as it may reach the terminal: without control
+/// sequences (a guest may print anything, and none of it may drive the
+/// user's terminal), tabs as spaces so the spinner view measures it right.
 fn printable(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            // Skip an escape sequence: ESC [ ... final byte, or ESC + one char.
-            if chars.peek() == Some(&'[') {
-                chars.next();
-                for c in chars.by_ref() {
-                    if ('@'..='~').contains(&c) {
-                        break;
-                    }
-                }
-            } else {
-                chars.next();
-            }
-        } else if c == '\t' {
-            out.push_str("    ");
-        } else if !c.is_control() {
-            out.push(c);
-        }
-    }
-    out
+    crate::system::lines::printable(line.as_bytes()).replace('\t', "    ")
 }
 
 fn secs(ms: u64) -> String {
@@ -244,7 +226,7 @@ mod tests {
     #[test]
     fn guest_output_cannot_drive_the_terminal() {
         assert_eq!(printable("\u{1b}[31mred\u{1b}[0m text"), "red text");
-        assert_eq!(printable("a\u{7}b\u{1b}]0;title\u{7}c"), "ab0;titlec");
+        assert_eq!(printable("a\u{7}b\u{1b}]0;title\u{7}c"), "abc");
         assert_eq!(printable("tab\there"), "tab    here");
     }
 

@@ -125,7 +125,7 @@ pub async fn run(ctx: &Ctx, command: VmCommand) -> anyhow::Result<ExitCode> {
         VmCommand::Cp { src, dst } => Some(cp::vm_name(src, dst)?),
     };
     if let Some(name) = name {
-        crate::net::check_dns_label(name).map_err(anyhow::Error::msg)?;
+        crate::rpc::check_vm_name(name)?;
     }
     let client = autostart::client(&ctx.paths).await?;
     match command {
@@ -195,7 +195,10 @@ fn create_request(args: CreateArgs) -> anyhow::Result<CreateVm> {
     // A bare number is MiB, as Firecracker and QEMU count memory.
     let memory_mib = match args.memory {
         Some(m) if m.trim().chars().all(|c| c.is_ascii_digit()) => Some(m.trim().parse()?),
-        other => size("memory", other)?.map(|b| (b >> 20) as u32),
+        other => size("memory", other)?
+            .map(|b| u32::try_from(b >> 20))
+            .transpose()
+            .map_err(|_| anyhow::anyhow!("--memory: too large"))?,
     };
     Ok(CreateVm {
         name: args.name,
@@ -359,6 +362,7 @@ fn shell_quote(arg: &str) -> String {
 /// what is appended to either.
 async fn logs(vm: &VmDetails, follow: bool, lines: usize) -> anyhow::Result<()> {
     use crate::system::fs::{file_len, log_tail};
+    use crate::system::lines::printable;
     let sources = [("vmm log", &vm.vmm_log), ("console", &vm.console_log)];
     let mut offsets = Vec::new();
     for (label, path) in sources {
@@ -371,28 +375,50 @@ async fn logs(vm: &VmDetails, follow: bool, lines: usize) -> anyhow::Result<()> 
         return Ok(());
     }
     let mut current = 1;
+    // What came after the last newline of each log, held back until its
+    // line ends or the log goes quiet for a poll: an escape sequence or a
+    // UTF-8 character split between two reads is then judged whole.
+    let mut pending: [Vec<u8>; 2] = Default::default();
     loop {
         tokio::time::sleep(Duration::from_millis(200)).await;
         for (i, (label, path)) in sources.iter().enumerate() {
             let len = file_len(path);
             if len < offsets[i] {
-                offsets[i] = 0; // truncated or replaced
+                // Truncated or replaced: start again from its beginning.
+                offsets[i] = 0;
+                pending[i].clear();
             }
-            if len == offsets[i] {
-                continue;
-            }
-            let Some(new) = read_from(path, offsets[i]) else {
-                continue;
+            let new = if len > offsets[i] {
+                read_from(path, offsets[i]).unwrap_or_default()
+            } else {
+                Vec::new()
             };
+            offsets[i] += new.len() as u64;
+            pending[i].extend_from_slice(&new);
+            let cut = if new.is_empty() || pending[i].len() > FOLLOW_HOLD_MAX {
+                pending[i].len()
+            } else {
+                pending[i]
+                    .iter()
+                    .rposition(|&b| b == b'\n')
+                    .map_or(0, |end| end + 1)
+            };
+            let text = printable(&pending[i].drain(..cut).collect::<Vec<u8>>());
+            if text.is_empty() {
+                continue;
+            }
             if current != i {
                 println!("==> {label} <==");
                 current = i;
             }
-            print!("{}", String::from_utf8_lossy(&new));
-            offsets[i] += new.len() as u64;
+            print!("{text}");
+            let _ = std::io::Write::flush(&mut std::io::stdout());
         }
     }
 }
+
+/// The most of an unfinished line `vm logs --follow` holds back.
+const FOLLOW_HOLD_MAX: usize = 64 << 10;
 
 /// What `path` holds after byte `offset`.
 fn read_from(path: &std::path::Path, offset: u64) -> Option<Vec<u8>> {

@@ -123,7 +123,11 @@ impl From<crate::vm::VmError> for ApiError {
                 StatusCode::BAD_REQUEST,
                 Some("`banger doctor` shows which VMMs this host can run".into()),
             ),
-            E::Bundle(_) => (StatusCode::INTERNAL_SERVER_ERROR, None),
+            // The host is not set up to run VMs yet: nothing the request did.
+            E::Bundle(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some("`banger doctor` checks the runtime bundle and says how to get one".into()),
+            ),
             E::Image(e) => return ApiError::from_image(e, &err),
             e if e.is_user_error() => (StatusCode::BAD_REQUEST, None),
             _ => (
@@ -159,7 +163,11 @@ impl ApiError {
             E::Store(StoreError::Conflict { .. } | StoreError::ImageInUse { .. }) => {
                 StatusCode::CONFLICT
             }
-            E::BadName(_) | E::NoSource { .. } | E::NotExt4 { .. } => StatusCode::BAD_REQUEST,
+            E::BadName(_)
+            | E::NoSource { .. }
+            | E::NotExt4 { .. }
+            | E::NotExtFs { .. }
+            | E::Read { .. } => StatusCode::BAD_REQUEST,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError::new(status, err)

@@ -4,12 +4,13 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, State};
-use axum::http::header;
-use axum::response::Response;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 
 use super::Daemon;
 use super::error::{ApiError, detached};
+use super::extract::{ImageName, JsonBody};
 use crate::rpc::api::{BuildImage, ImageDetails, ImageSummary, ImportImage};
 use crate::store::ImageRecord;
 
@@ -37,7 +38,7 @@ fn details(daemon: &Daemon, image: ImageRecord) -> Result<ImageDetails, ApiError
 
 pub async fn show(
     State(daemon): State<Arc<Daemon>>,
-    Path(name): Path<String>,
+    ImageName(name): ImageName,
 ) -> Result<Json<ImageDetails>, ApiError> {
     let image = daemon.store().get_image(&name)?;
     Ok(Json(details(&daemon, image)?))
@@ -45,7 +46,7 @@ pub async fn show(
 
 pub async fn import(
     State(daemon): State<Arc<Daemon>>,
-    Json(req): Json<ImportImage>,
+    JsonBody(req): JsonBody<ImportImage>,
 ) -> Result<Json<ImageDetails>, ApiError> {
     let vms = daemon.vms.clone();
     let Json(image) =
@@ -56,8 +57,13 @@ pub async fn import(
 
 /// Starts a build and streams its progress as NDJSON, one event a line.
 /// The build runs in a task of its own; the client hanging up (Ctrl-C)
-/// cancels it, and the build then undoes everything it made.
-pub async fn build(State(daemon): State<Arc<Daemon>>, Json(req): Json<BuildImage>) -> Response {
+/// cancels it, and the build then undoes everything it made. A request
+/// that cannot be built as asked is refused before anything starts.
+pub async fn build(
+    State(daemon): State<Arc<Daemon>>,
+    JsonBody(req): JsonBody<BuildImage>,
+) -> Result<Response, ApiError> {
+    crate::builder::check_request(&req).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, &e))?;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let vms = daemon.vms.clone();
     tokio::spawn(async move {
@@ -66,19 +72,39 @@ pub async fn build(State(daemon): State<Arc<Daemon>>, Json(req): Json<BuildImage
     });
     let lines = futures_util::stream::unfold(rx, |mut rx| async move {
         let event = rx.recv().await?;
-        let mut line = serde_json::to_vec(&event).expect("progress events serialize");
-        line.push(b'\n');
-        Some((Ok::<_, std::convert::Infallible>(line), rx))
+        Some((Ok::<_, std::convert::Infallible>(ndjson_line(&event)), rx))
     });
-    Response::builder()
-        .header(header::CONTENT_TYPE, "application/x-ndjson")
-        .body(Body::from_stream(lines))
-        .expect("a response with a static header")
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(lines),
+    )
+        .into_response())
+}
+
+/// `event` as one line of the stream. Only a path that is not UTF-8 (in the
+/// daemon's own directories) could fail to encode; the client then gets a
+/// `failed` event saying so rather than a stream cut short.
+fn ndjson_line(event: &crate::rpc::api::Progress) -> Vec<u8> {
+    let mut line = serde_json::to_vec(event).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "cannot encode a progress event");
+        serde_json::json!({
+            "event": "failed",
+            "step": null,
+            "error": ["bangerd cannot encode a progress event", e.to_string()],
+            "hint": "the daemon log has the details",
+            "output_tail": [],
+            "log": null,
+        })
+        .to_string()
+        .into_bytes()
+    });
+    line.push(b'\n');
+    line
 }
 
 pub async fn delete(
     State(daemon): State<Arc<Daemon>>,
-    Path(name): Path<String>,
+    ImageName(name): ImageName,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     daemon
         .vms

@@ -2,9 +2,11 @@
 //! socket and serves the `/v1` API until SIGTERM, SIGINT or a shutdown request.
 
 mod error;
+mod extract;
 mod image_routes;
 mod lock;
 mod routes;
+mod server;
 mod socket;
 mod vm_routes;
 
@@ -146,10 +148,7 @@ pub async fn serve(
     daemon: Arc<Daemon>,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = routes::router(daemon).into_make_service_with_connect_info::<Peer>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(stop)
-        .await
+    server::serve(listener, routes::router(daemon), stop).await
 }
 
 /// How long a stopping daemon waits for requests and operations in flight

@@ -13,7 +13,7 @@ use axum::{Json, Router};
 use super::Daemon;
 use super::error::{ApiError, detached};
 use super::socket::Peer;
-use super::{image_routes, vm_routes};
+use super::{extract, image_routes, vm_routes};
 use crate::bundle::Bundle;
 use crate::config::{Config, VmmChoice};
 use crate::paths::Paths;
@@ -46,6 +46,9 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/v1/network/cleanup", post(network_cleanup))
         .route("/v1/daemon/shutdown", post(shutdown))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(extract::buffer_body))
+        // Outermost: another user's request is refused before its body is read.
         .layer(middleware::from_fn_with_state(
             daemon.clone(),
             only_our_user,
@@ -191,8 +194,20 @@ async fn not_found(request: Request) -> ApiError {
         StatusCode::NOT_FOUND,
         format!(
             "no such endpoint: {} {}",
-            request.method(),
-            request.uri().path()
+            extract::clip(request.method().as_str()),
+            extract::clip(request.uri().path())
+        ),
+    )
+    .hint("the client and daemon may be different versions: `banger version`")
+}
+
+async fn method_not_allowed(request: Request) -> ApiError {
+    ApiError::message(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!(
+            "{} is not allowed on {}",
+            extract::clip(request.method().as_str()),
+            extract::clip(request.uri().path())
         ),
     )
     .hint("the client and daemon may be different versions: `banger version`")

@@ -5,9 +5,7 @@ use std::io;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use axum::extract::connect_info::Connected;
-use axum::serve::IncomingStream;
-use tokio::net::UnixListener;
+use tokio::net::{UnixListener, UnixStream};
 
 /// Errors binding the socket.
 #[derive(Debug, thiserror::Error)]
@@ -67,10 +65,11 @@ pub struct Peer {
     pub uid: Option<u32>,
 }
 
-impl Connected<IncomingStream<'_, UnixListener>> for Peer {
-    fn connect_info(stream: IncomingStream<'_, UnixListener>) -> Self {
+impl Peer {
+    /// The peer of `stream`, as the kernel reports it.
+    pub fn of(stream: &UnixStream) -> Peer {
         Peer {
-            uid: stream.io().peer_cred().ok().map(|cred| cred.uid()),
+            uid: stream.peer_cred().ok().map(|cred| cred.uid()),
         }
     }
 }

@@ -5,10 +5,11 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 
 use super::Daemon;
 use super::error::{ApiError, detached};
+use super::extract::{JsonBody, VmName};
 use crate::rpc::api::{CreateVm, StartVm, StopVm, VmDetails, VmOpResult, VmStats, VmSummary};
 
 pub async fn list(State(daemon): State<Arc<Daemon>>) -> Result<Json<Vec<VmSummary>>, ApiError> {
@@ -32,7 +33,7 @@ pub async fn list(State(daemon): State<Arc<Daemon>>) -> Result<Json<Vec<VmSummar
 
 pub async fn create(
     State(daemon): State<Arc<Daemon>>,
-    Json(req): Json<CreateVm>,
+    JsonBody(req): JsonBody<CreateVm>,
 ) -> Result<Json<VmOpResult>, ApiError> {
     let vms = daemon.vms.clone();
     detached(async move { vms.create(req).await }).await
@@ -40,7 +41,7 @@ pub async fn create(
 
 pub async fn show(
     State(daemon): State<Arc<Daemon>>,
-    Path(name): Path<String>,
+    VmName(name): VmName,
 ) -> Result<Json<VmDetails>, ApiError> {
     let vm = daemon.vms.get(&name)?;
     Ok(Json(daemon.vms.details(&vm)))
@@ -48,29 +49,29 @@ pub async fn show(
 
 pub async fn start(
     State(daemon): State<Arc<Daemon>>,
-    Path(name): Path<String>,
-    body: Option<Json<StartVm>>,
+    VmName(name): VmName,
+    body: Option<JsonBody<StartVm>>,
 ) -> Result<Json<VmOpResult>, ApiError> {
     refuse_build_vm(&daemon, &name)?;
-    let wait_ssh = !body.map(|Json(b)| b.no_wait).unwrap_or_default();
+    let wait_ssh = !body.is_some_and(|JsonBody(b)| b.no_wait);
     let vms = daemon.vms.clone();
     detached(async move { vms.start(&name, wait_ssh).await }).await
 }
 
 pub async fn stop(
     State(daemon): State<Arc<Daemon>>,
-    Path(name): Path<String>,
-    body: Option<Json<StopVm>>,
+    VmName(name): VmName,
+    body: Option<JsonBody<StopVm>>,
 ) -> Result<Json<VmDetails>, ApiError> {
     refuse_build_vm(&daemon, &name)?;
     let vms = daemon.vms.clone();
-    let force = body.is_some_and(|Json(b)| b.force);
+    let force = body.is_some_and(|JsonBody(b)| b.force);
     detached(async move { vms.stop(&name, force).await }).await
 }
 
 pub async fn restart(
     State(daemon): State<Arc<Daemon>>,
-    Path(name): Path<String>,
+    VmName(name): VmName,
 ) -> Result<Json<VmOpResult>, ApiError> {
     refuse_build_vm(&daemon, &name)?;
     let vms = daemon.vms.clone();
@@ -79,12 +80,12 @@ pub async fn restart(
 
 pub async fn delete(
     State(daemon): State<Arc<Daemon>>,
-    Path(name): Path<String>,
-    body: Option<Json<StopVm>>,
+    VmName(name): VmName,
+    body: Option<JsonBody<StopVm>>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     refuse_build_vm(&daemon, &name)?;
     let vms = daemon.vms.clone();
-    let force = body.is_some_and(|Json(b)| b.force);
+    let force = body.is_some_and(|JsonBody(b)| b.force);
     detached(async move {
         vms.delete(&name, force).await?;
         Ok::<_, crate::vm::VmError>(serde_json::json!({ "deleted": name }))
@@ -94,7 +95,7 @@ pub async fn delete(
 
 pub async fn stats(
     State(daemon): State<Arc<Daemon>>,
-    Path(name): Path<String>,
+    VmName(name): VmName,
 ) -> Result<Json<VmStats>, ApiError> {
     Ok(Json(daemon.vms.stats(&name).await?))
 }

@@ -31,14 +31,22 @@ pub const INFO: &str = "image.json";
 /// Errors managing images.
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
-    #[error("invalid image name: {0}")]
-    BadName(String),
+    #[error(transparent)]
+    BadName(#[from] crate::rpc::NameError),
     #[error("{path} does not exist")]
     NoSource { path: PathBuf },
     #[error(
         "{path} is not a clean ext4 filesystem (e2fsck -n found problems); repair it with `e2fsck -f {path}` first"
     )]
     NotExt4 { path: PathBuf },
+    #[error("{path} is not an ext4 filesystem image (it has no ext2/3/4 superblock)")]
+    NotExtFs { path: PathBuf },
+    #[error("cannot read {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot check {path}")]
     Check {
         path: PathBuf,
@@ -150,6 +158,9 @@ impl Images {
     /// The lock serializing changes to image `name`.
     pub fn lock(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        // Forget the locks nobody holds or waits for (only this map has
+        // them), so asking about many names does not grow the map forever.
+        locks.retain(|_, lock| Arc::strong_count(lock) > 1);
         locks.entry(name.to_string()).or_default().clone()
     }
 
@@ -195,7 +206,7 @@ impl Images {
 
     /// A fresh staging directory for a new version of image `name`.
     pub fn stage(&self, name: &str) -> Result<Staged, ImageError> {
-        crate::net::check_dns_label(name).map_err(ImageError::BadName)?;
+        crate::rpc::check_image_name(name)?;
         let version = new_version();
         let dir = self.dir(name).join(format!(".tmp-{version}"));
         std::fs::create_dir_all(&dir).map_err(write_err(&dir))?;
@@ -263,7 +274,7 @@ impl Images {
         name: &str,
         source: &Path,
     ) -> Result<ImageRecord, ImageError> {
-        crate::net::check_dns_label(name).map_err(ImageError::BadName)?;
+        crate::rpc::check_image_name(name)?;
         let lock = self.lock(name);
         let _held = lock.lock().await;
         self.import_locked(store, name, source).await
@@ -287,6 +298,15 @@ impl Images {
                 value: name.to_string(),
             }
             .into());
+        }
+        let is_ext = e2fs::has_ext_magic(source).map_err(|source_err| ImageError::Read {
+            path: source.to_path_buf(),
+            source: source_err,
+        })?;
+        if !is_ext {
+            return Err(ImageError::NotExtFs {
+                path: source.to_path_buf(),
+            });
         }
         let clean = e2fs::fsck_clean(source)
             .await

@@ -103,25 +103,23 @@ impl Subnet {
 
 /// Checks that `name` can be a DNS label (and so a hostname, a `.vm` name
 /// and a directory name): 1-63 of `a-z`, `0-9` and `-`, not starting or
-/// ending with `-`. Returns why not.
-pub fn check_dns_label(name: &str) -> Result<(), String> {
-    let why = if name.is_empty() {
-        "is empty"
+/// ending with `-`. Returns why not, to follow "it": `crate::rpc`'s name
+/// checks say what the name was for.
+pub fn check_dns_label(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() {
+        Err("is empty")
     } else if name.len() > 63 {
-        "is longer than 63 characters"
+        Err("is longer than 63 characters")
     } else if !name
         .bytes()
         .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
     {
-        "may hold only lowercase letters, digits and '-'"
+        Err("may hold only lowercase letters, digits and '-'")
     } else if name.starts_with('-') || name.ends_with('-') {
-        "may not start or end with '-'"
+        Err("may not start or end with '-'")
     } else {
-        return Ok(());
-    };
-    Err(format!(
-        "name `{name}` {why} (it becomes a DNS name: <name>.vm)"
-    ))
+        Ok(())
+    }
 }
 
 /// The guest MAC for `ip`: locally administered (`06:00`), then the address.

@@ -16,14 +16,37 @@ use super::api::{
     NetworkCleanup, NetworkStatus, Progress, StartVm, StopVm, VmDetails, VmOpResult, VmStats,
     VmSummary,
 };
+use super::names::{NameError, check_image_name, check_vm_name};
 
-fn json<T: serde::Serialize>(value: &T) -> serde_json::Value {
-    serde_json::to_value(value).expect("API types serialize")
+/// `value` as a request body. Only a path that is not UTF-8 makes this fail.
+fn json<T: serde::Serialize>(value: &T) -> Result<serde_json::Value, ClientError> {
+    serde_json::to_value(value).map_err(ClientError::Encode)
+}
+
+/// `/v1/vms/NAME` and what follows, once `name` is known to be one.
+fn vm_path(name: &str, rest: &str) -> Result<String, ClientError> {
+    check_vm_name(name)?;
+    Ok(format!("/v1/vms/{name}{rest}"))
+}
+
+/// `/v1/images/NAME`, once `name` is known to be one.
+fn image_path(name: &str) -> Result<String, ClientError> {
+    check_image_name(name)?;
+    Ok(format!("/v1/images/{name}"))
 }
 
 /// Errors talking to the daemon.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    /// A name the API would refuse; nothing was sent.
+    #[error(transparent)]
+    BadName(#[from] NameError),
+    /// The request cannot be put into JSON (a path that is not UTF-8).
+    #[error("cannot encode the request for bangerd")]
+    Encode(#[source] serde_json::Error),
+    /// The request cannot be put into HTTP.
+    #[error("cannot build the request for bangerd")]
+    Request(#[source] hyper::http::Error),
     /// Nothing listens on the socket: the daemon is not running.
     #[error("bangerd is not running (no answer on {socket})")]
     NotRunning {
@@ -98,57 +121,58 @@ impl Client {
     }
 
     pub async fn create_vm(&self, req: &CreateVm) -> Result<VmOpResult, ClientError> {
-        self.call(Method::POST, "/v1/vms", Some(json(req))).await
+        check_vm_name(&req.name)?;
+        if let Some(image) = &req.image {
+            check_image_name(image)?;
+        }
+        self.call(Method::POST, "/v1/vms", Some(json(req)?)).await
     }
 
     pub async fn vm(&self, name: &str) -> Result<VmDetails, ClientError> {
-        self.call(Method::GET, &format!("/v1/vms/{name}"), None)
-            .await
+        self.call(Method::GET, &vm_path(name, "")?, None).await
     }
 
     pub async fn start_vm(&self, name: &str, no_wait: bool) -> Result<VmOpResult, ClientError> {
-        let body = json(&StartVm { no_wait });
-        self.call(Method::POST, &format!("/v1/vms/{name}/start"), Some(body))
-            .await
+        let path = vm_path(name, "/start")?;
+        let body = json(&StartVm { no_wait })?;
+        self.call(Method::POST, &path, Some(body)).await
     }
 
     pub async fn stop_vm(&self, name: &str, force: bool) -> Result<VmDetails, ClientError> {
-        let body = json(&StopVm { force });
-        self.call(Method::POST, &format!("/v1/vms/{name}/stop"), Some(body))
-            .await
+        let path = vm_path(name, "/stop")?;
+        let body = json(&StopVm { force })?;
+        self.call(Method::POST, &path, Some(body)).await
     }
 
     pub async fn restart_vm(&self, name: &str) -> Result<VmOpResult, ClientError> {
-        self.call(Method::POST, &format!("/v1/vms/{name}/restart"), None)
+        self.call(Method::POST, &vm_path(name, "/restart")?, None)
             .await
     }
 
     pub async fn delete_vm(&self, name: &str, force: bool) -> Result<(), ClientError> {
-        let body = json(&StopVm { force });
-        let _: serde_json::Value = self
-            .call(Method::DELETE, &format!("/v1/vms/{name}"), Some(body))
-            .await?;
+        let path = vm_path(name, "")?;
+        let body = json(&StopVm { force })?;
+        let _: serde_json::Value = self.call(Method::DELETE, &path, Some(body)).await?;
         Ok(())
     }
 
     pub async fn vm_stats(&self, name: &str) -> Result<VmStats, ClientError> {
-        self.call(Method::GET, &format!("/v1/vms/{name}/stats"), None)
+        self.call(Method::GET, &vm_path(name, "/stats")?, None)
             .await
     }
 
     pub async fn image(&self, name: &str) -> Result<ImageDetails, ClientError> {
-        self.call(Method::GET, &format!("/v1/images/{name}"), None)
-            .await
+        self.call(Method::GET, &image_path(name)?, None).await
     }
 
     pub async fn import_image(&self, req: &ImportImage) -> Result<ImageDetails, ClientError> {
-        self.call(Method::POST, "/v1/images", Some(json(req))).await
+        check_image_name(&req.name)?;
+        self.call(Method::POST, "/v1/images", Some(json(req)?))
+            .await
     }
 
     pub async fn delete_image(&self, name: &str) -> Result<(), ClientError> {
-        let _: serde_json::Value = self
-            .call(Method::DELETE, &format!("/v1/images/{name}"), None)
-            .await?;
+        let _: serde_json::Value = self.call(Method::DELETE, &image_path(name)?, None).await?;
         Ok(())
     }
 
@@ -174,8 +198,12 @@ impl Client {
         req: &BuildImage,
         mut on_event: impl FnMut(Progress),
     ) -> Result<(), ClientError> {
+        check_image_name(&req.name)?;
+        if let Some(from) = &req.from {
+            check_image_name(from)?;
+        }
         let response = self
-            .send(Method::POST, "/v1/builds", Some(json(req)))
+            .send(Method::POST, "/v1/builds", Some(json(req)?))
             .await?;
         let status = response.status();
         if !status.is_success() {
@@ -217,6 +245,7 @@ impl Client {
     }
 
     /// Sends one request on a new connection and returns the response head.
+    /// `path` is static or made of checked names: nothing in it needs escaping.
     async fn send(
         &self,
         method: Method,
@@ -248,7 +277,7 @@ impl Client {
             .header(hyper::header::HOST, "bangerd")
             .header(hyper::header::CONTENT_TYPE, "application/json")
             .body(Full::new(body))
-            .expect("a request built from a static path and valid headers");
+            .map_err(ClientError::Request)?;
         Ok(sender.send_request(request).await?)
     }
 }

@@ -81,6 +81,26 @@ pub async fn fsck_clean(path: &Path) -> Result<bool, E2fsError> {
     Ok(out.code == 0)
 }
 
+/// Whether the file at `path` holds an ext2/3/4 superblock: its magic
+/// number, 0xEF53 at byte 1080. Read natively, so that a file that is
+/// something else entirely is told apart from a damaged filesystem before
+/// e2fsck is asked about it.
+pub fn has_ext_magic(path: &Path) -> std::io::Result<bool> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(path)?;
+    file.seek(SeekFrom::Start(EXT_MAGIC_OFFSET))?;
+    let mut magic = [0u8; 2];
+    match file.read_exact(&mut magic) {
+        Ok(()) => Ok(magic == EXT_MAGIC.to_le_bytes()),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Where the superblock's magic number is: 1024 bytes in, then 56.
+const EXT_MAGIC_OFFSET: u64 = 1024 + 56;
+const EXT_MAGIC: u16 = 0xEF53;
+
 /// Reads block count and block size from the superblock (`dumpe2fs -h`).
 pub async fn geometry(path: &Path) -> Result<Geometry, E2fsError> {
     let out = Cmd::new("dumpe2fs").arg("-h").arg(path).run().await?;
@@ -110,6 +130,21 @@ pub fn parse_dumpe2fs_header(text: &str) -> Result<Geometry, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ext_magic_is_read_from_the_superblock() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("img");
+        std::fs::write(&path, vec![0u8; 4096]).unwrap();
+        assert!(!has_ext_magic(&path).unwrap());
+        let mut ext = vec![0u8; 4096];
+        ext[1080..1082].copy_from_slice(&[0x53, 0xef]);
+        std::fs::write(&path, ext).unwrap();
+        assert!(has_ext_magic(&path).unwrap());
+        std::fs::write(&path, b"short").unwrap();
+        assert!(!has_ext_magic(&path).unwrap());
+        assert!(has_ext_magic(&dir.path().join("absent")).is_err());
+    }
 
     const HEADER: &str = "dumpe2fs 1.47.0 (5-Feb-2023)
 Filesystem volume name:   work

@@ -275,8 +275,10 @@ impl RangeCopier {
 }
 
 /// The last `lines` lines written to the log at `path` after byte `from`
-/// (where this run's output began), for error messages. Reads at most the
-/// last 64 KiB; says so when there is nothing or the file cannot be read.
+/// (where this run's output began), for error messages and `vm logs`: as
+/// [`printable`](super::lines::printable) text, since a guest or a VMM
+/// wrote it. Reads at most the last 64 KiB; says so when there is nothing
+/// or the file cannot be read.
 pub fn log_tail(path: &Path, from: u64, lines: usize) -> String {
     const MAX_BYTES: u64 = 64 << 10;
     let read = || -> io::Result<String> {
@@ -285,7 +287,7 @@ pub fn log_tail(path: &Path, from: u64, lines: usize) -> String {
         file.seek(io::SeekFrom::Start(from.max(len.saturating_sub(MAX_BYTES))))?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)?;
-        Ok(String::from_utf8_lossy(&bytes).into_owned())
+        Ok(super::lines::printable(&bytes))
     };
     match read() {
         Ok(text) => {
@@ -312,6 +314,19 @@ pub fn file_len(path: &Path) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_tail_cannot_drive_the_terminal() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("console.log");
+        std::fs::write(
+            &log,
+            b"old line\n\x1b]0;owned\x07boot\r\nok \x1b[31mred\x1b[0m\xff\n\x1b[2J\n",
+        )
+        .unwrap();
+        assert_eq!(log_tail(&log, 0, 2), "boot\nok red\u{fffd}");
+        assert_eq!(log_tail(&log, 9, 10), "boot\nok red\u{fffd}");
+    }
 
     #[test]
     fn range_copier_read_write_path() {

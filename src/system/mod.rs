@@ -5,7 +5,7 @@
 //! - [`proc`]: process stats from `/proc/<pid>` (CPU, RSS, start time).
 //! - [`fs`]: grow files, clone them (reflink, else sparse copy).
 //! - [`e2fs`]: ext4 images through e2fsprogs: mkfs, grow, fsck, geometry.
-//! - [`lines`]: normalized line lists (package manifests).
+//! - [`lines`]: normalized line lists (package manifests), terminal-safe text from guest bytes.
 //! - [`host`]: host checks for `banger doctor`, KVM kind.
 //! - [`disklock`]: exclusive locks on a VM's disks, inherited by its VMM.
 //! - [`logcap`]: capped, rotating logs and the relay that writes a VMM's console through one.

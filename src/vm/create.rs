@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::config::VmmChoice;
 use crate::image::DEFAULT_IMAGE;
-use crate::net::{check_dns_label, mac_for, tap_for};
+use crate::net::{mac_for, tap_for};
 use crate::rpc::api::{CreateVm, VmOpResult};
 use crate::store::{Lease, NewVm, StoreError, Taken, VmRole, VmState};
 use crate::system::debugfs::{self, GuestFile};
@@ -28,7 +28,10 @@ pub const WORK_MOUNT: &str = "/work";
 impl Manager {
     /// Creates VM `req.name` and, unless told not to, boots it and waits for SSH.
     pub async fn create(self: &Arc<Manager>, req: CreateVm) -> Result<VmOpResult, VmError> {
-        check_dns_label(&req.name).map_err(VmError::BadName)?;
+        crate::rpc::check_vm_name(&req.name)?;
+        if let Some(image) = &req.image {
+            crate::rpc::check_image_name(image)?;
+        }
         self.create_as(req, VmRole::Vm).await
     }
 

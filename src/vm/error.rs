@@ -17,8 +17,8 @@ use crate::system::tools::PreflightError;
 /// input, wrong state); the rest are the host's.
 #[derive(Debug, thiserror::Error)]
 pub enum VmError {
-    #[error("invalid VM name: {0}")]
-    BadName(String),
+    #[error(transparent)]
+    BadName(#[from] crate::rpc::NameError),
     #[error("{0}")]
     BadRequest(String),
     #[error("no image named `{0}`")]
