@@ -541,15 +541,16 @@ fn builds_run_side_by_side_and_leave_nothing_when_cancelled_or_orphaned() {
     assert!(!process_alive(vmm), "the build VM's VMM was killed");
 }
 
-/// The pid of the VMM process running VM `name` (its command line names
-/// the VM's files).
+/// The pid of the VMM process running VM `name`: a VMM executable working
+/// in the VM's directory, as banger starts them.
 fn vmm_of(name: &str) -> Option<i32> {
-    let needle = format!("vms/{name}/");
+    let dir = format!("/vms/{name}");
     std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
         let pid: i32 = e.file_name().to_str()?.parse().ok()?;
-        let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
-        String::from_utf8_lossy(&cmdline)
-            .contains(&needle)
-            .then_some(pid)
+        let cwd = std::fs::read_link(e.path().join("cwd")).ok()?;
+        let exe = std::fs::read_link(e.path().join("exe")).ok()?;
+        let exe = exe.file_name()?.to_string_lossy().into_owned();
+        let vmm = exe.starts_with("qemu-system") || exe.starts_with("firecracker");
+        (vmm && cwd.to_string_lossy().ends_with(&dir)).then_some(pid)
     })
 }

@@ -159,8 +159,9 @@ impl Manager {
             console: files.console.clone(),
             vmm_log: files.vmm_log.clone(),
             cap: self.config.log_cap(),
-            // The daemon runs the relay from its own binary.
-            relay: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("bangerd")),
+            // The daemon runs the relay from its own binary, through the
+            // link that still works after an upgrade replaced the file.
+            relay: PathBuf::from("/proc/self/exe"),
         }
     }
 
