@@ -249,6 +249,8 @@ async fn dns_figures() {
                 }),
                 nat: true,
                 role: banger::store::VmRole::Vm,
+                root_mode: banger::store::RootMode::Clone,
+                base_path: None,
             })
             .unwrap();
     }

@@ -28,6 +28,8 @@ kernel_ok() {
     kver=$(<"$d/kernel.release")
     [[ $(head -c 4 "$d/vmlinux" | od -An -tx1 | tr -d ' \n') == 7f454c46 ]] || return 1
     gzip -t "$d/initrd.img" 2>/dev/null || return 1
+    # An initrd from before layered roots is rebuilt.
+    grep -qx layered-root "$d/initrd.features" 2>/dev/null || return 1
     [[ -s $d/modules/$kver/modules.dep ]] || return 1
 }
 
@@ -91,6 +93,7 @@ KERNEL_ARGS="console=ttyS0 reboot=k panic=1 root=/dev/vda rw"
     echo "  \"rootfs\": \"rootfs.ext4\","
     [[ -x $RUNTIME_DIR/firecracker ]] && echo "  \"firecracker\": \"firecracker\","
     echo "  \"kernel_version\": \"$KVER\","
+    grep -qx layered-root "$RUNTIME_DIR/initrd.features" 2>/dev/null && echo "  \"layered_root\": true,"
     echo "  \"defaults\": {"
     echo "    \"vcpus\": 2,"
     echo "    \"memory_mib\": 1024,"

@@ -7,8 +7,10 @@
 #   OUT_DIR/vmlinux          uncompressed ELF x86-64 kernel (Firecracker needs an
 #                            ELF; QEMU microvm boots it too, through its PVH note)
 #   OUT_DIR/initrd.img       gzip'd cpio (newc) initramfs: busybox-static, the
-#                            virtio modules, and an /init that brings up the NIC
-#                            from ip= and switch_roots into root= (default /dev/vda)
+#                            virtio and overlay modules, and an /init that brings
+#                            up the NIC from ip= and switch_roots into root=
+#                            (default /dev/vda), layered under banger.upper= if given
+#   OUT_DIR/initrd.features  what the initrd can do: `layered-root`
 #   OUT_DIR/modules/<kver>/  the kernel's whole modules tree, depmod'ed
 #   OUT_DIR/kernel.release   the kernel version (<kver>), one line
 #   OUT_DIR/kernel.config    the kernel's build configuration
@@ -40,7 +42,7 @@ done
 # is built in; virtio, virtio-mmio, virtio-blk and virtio-net are modules.
 # button + evdev: the ACPI power button (QEMU system_powerdown), so systemd-logind
 # can shut the guest down cleanly. virtio-rng: entropy for sshd early in boot.
-INITRD_MODULES=(virtio_mmio virtio_blk virtio_net virtio-rng button evdev)
+INITRD_MODULES=(virtio_mmio virtio_blk virtio_net virtio-rng button evdev overlay)
 
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-0}
 BUSYBOX_PACKAGE=${BUSYBOX_PACKAGE:-busybox-static}
@@ -196,6 +198,9 @@ cat >"$IR/init" <<'INIT'
 #                          process: Firecracker with reboot=k, QEMU with -no-reboot)
 #                          instead of dropping to a shell on the console
 #   banger.shell           drop to a shell right before switch_root
+#   banger.upper=/dev/vdb  layer the root: root= mounted read-only (the image,
+#                          shared by every VM of it) under this VM's upper disk
+#                          (ext4 holding /upper and /ovlwork), with overlayfs
 PATH=/bin
 export PATH
 
@@ -207,7 +212,7 @@ exec </dev/console >/dev/console 2>&1
 say() { echo "banger-initrd: $*"; }
 
 root=/dev/vda rootfstype=ext4 rootflags= rootmode=rw init=/sbin/init ipconf=
-panic_on_fail= want_shell=
+panic_on_fail= want_shell= upper=
 for arg in $(cat /proc/cmdline); do
     case $arg in
     root=*) root=${arg#root=} ;;
@@ -219,6 +224,7 @@ for arg in $(cat /proc/cmdline); do
     ip=*) ipconf=${arg#ip=} ;;
     banger.panic_on_fail | banger.panic_on_fail=1) panic_on_fail=1 ;;
     banger.shell | banger.shell=1) want_shell=1 ;;
+    banger.upper=*) upper=${arg#banger.upper=} ;;
     esac
 done
 
@@ -299,6 +305,25 @@ setup_net() {
     say "$dev $client/$prefix gw ${gw:-none} host ${name:-unset}"
 }
 
+# The image read-only at /lower, the upper disk at /upperfs, and the two
+# merged at /newroot. What the VM writes lands on the upper disk.
+mount_layered() { # image-device
+    wait_for "$upper" 50 || { say "upper disk $upper did not appear"; return 1; }
+    mkdir -p /lower /upperfs
+    # noload: a registered image is clean and must never be written.
+    mount -t "$rootfstype" -o ro,noload "$1" /lower || return 1
+    # noinit_itable: banger made it sparse; zeroing inode tables would fill it.
+    if ! mount -t ext4 -o rw,noinit_itable "$upper" /upperfs; then
+        umount /lower
+        return 1
+    fi
+    mkdir -p /upperfs/upper /upperfs/ovlwork
+    if ! mount -t overlay -o lowerdir=/lower,upperdir=/upperfs/upper,workdir=/upperfs/ovlwork overlay /newroot; then
+        umount /upperfs /lower
+        return 1
+    fi
+}
+
 while :; do
     setup_net || fail "network configuration from ip=$ipconf failed"
 
@@ -319,7 +344,12 @@ while :; do
 
     opts=$rootmode
     [ -n "$rootflags" ] && opts="$opts,$rootflags"
-    if ! mount -t "$rootfstype" -o "$opts" "$dev" /newroot; then
+    if [ -n "$upper" ]; then
+        if ! mount_layered "$dev"; then
+            fail "cannot layer $dev (read-only) under $upper on /newroot"
+            continue
+        fi
+    elif ! mount -t "$rootfstype" -o "$opts" "$dev" /newroot; then
         fail "cannot mount $dev ($rootfstype, $opts) on /newroot"
         continue
     fi
@@ -361,6 +391,8 @@ mv -f "$OUT_DIR/vmlinux.new" "$OUT_DIR/vmlinux"
 mv -f "$OUT_DIR/initrd.img.new" "$OUT_DIR/initrd.img"
 [[ -f $OUT_DIR/vmlinuz.new ]] && mv -f "$OUT_DIR/vmlinuz.new" "$OUT_DIR/vmlinuz"
 echo "$KVER" >"$OUT_DIR/kernel.release"
+# What this initrd can do beyond mounting root=, for make-bundle.sh.
+echo layered-root >"$OUT_DIR/initrd.features"
 echo "$KERNEL_PACKAGE $kdeb_version" >"$OUT_DIR/kernel.package"
 
 log "vmlinux $(du -h "$OUT_DIR/vmlinux" | cut -f1), initrd.img $(du -h "$OUT_DIR/initrd.img" | cut -f1), modules/$KVER $(du -sh "$OUT_DIR/modules/$KVER" | cut -f1)"

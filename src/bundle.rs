@@ -43,6 +43,10 @@ struct BundleFile {
     rootfs: PathBuf,
     firecracker: Option<PathBuf>,
     kernel_version: Option<String>,
+    /// The initrd can put a root together from the image and an upper disk
+    /// (`banger.upper=`); absent means it cannot.
+    #[serde(default)]
+    layered_root: bool,
     defaults: DefaultsFile,
 }
 
@@ -70,6 +74,8 @@ pub struct Bundle {
     /// A Firecracker binary shipped with the bundle, if any.
     pub firecracker: Option<PathBuf>,
     pub kernel_version: Option<String>,
+    /// Whether its initrd layers a VM's root (see [`Bundle::root_mode`]).
+    pub layered_root: bool,
     pub defaults: Defaults,
 }
 
@@ -133,6 +139,7 @@ impl Bundle {
             rootfs: existing(&file.rootfs)?,
             firecracker: file.firecracker.as_deref().map(existing).transpose()?,
             kernel_version: file.kernel_version,
+            layered_root: file.layered_root,
             defaults: Defaults {
                 vcpus: file.defaults.vcpus,
                 memory_mib: file.defaults.memory_mib,
@@ -147,6 +154,29 @@ impl Bundle {
             check_executable(fc)?;
         }
         Ok(bundle)
+    }
+}
+
+impl Bundle {
+    /// How VMs booted from this bundle get their root, and why: layered
+    /// (the image shared read-only under a per-VM upper disk) when its
+    /// initrd can assemble that, else a full clone of the image per VM.
+    pub fn root_mode(&self) -> (crate::store::RootMode, &'static str) {
+        use crate::store::RootMode;
+        match (&self.initrd, self.layered_root) {
+            (Some(_), true) => (
+                RootMode::Layered,
+                "the bundle's initrd layers the shared image under a per-VM upper disk",
+            ),
+            (None, _) => (
+                RootMode::Clone,
+                "the bundle has no initrd to layer a root: each VM gets a full clone of its image",
+            ),
+            (Some(_), false) => (
+                RootMode::Clone,
+                "the bundle's initrd cannot layer a root (bundle.json lacks layered_root; rebuild with make runtime-debian): each VM gets a full clone of its image",
+            ),
+        }
     }
 }
 

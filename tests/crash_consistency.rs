@@ -321,7 +321,11 @@ fn a_second_boot_of_running_disks_fails_in_the_launcher() {
         relay: PathBuf::from(env!("CARGO_BIN_EXE_bangerd")),
     };
     // Both launchers take their descriptors from here: no VmmIo, no VMM.
-    for disks in [vec![dir.join("rootfs.ext4")], vec![dir.join("work.ext4")]] {
+    use banger::system::disklock::Disk;
+    for disks in [
+        vec![Disk::rw(dir.join("rootfs.ext4"))],
+        vec![Disk::rw(dir.join("work.ext4"))],
+    ] {
         let err = banger::system::vmm_io::VmmIo::prepare(&logs, &disks).unwrap_err();
         let message = err.to_string();
         assert!(message.contains("in use by another VMM"), "{message}");
@@ -336,7 +340,7 @@ fn a_second_boot_of_running_disks_fails_in_the_launcher() {
         .build()
         .unwrap();
     let io = rt.block_on(async {
-        banger::system::vmm_io::VmmIo::prepare(&logs, &[dir.join("rootfs.ext4")])
+        banger::system::vmm_io::VmmIo::prepare(&logs, &[Disk::rw(dir.join("rootfs.ext4"))])
     });
     assert!(io.is_ok(), "{io:?}");
     drop(io);

@@ -120,7 +120,14 @@ impl VmDir {
             cap: 1 << 20,
             relay: PathBuf::from(env!("CARGO_BIN_EXE_bangerd")),
         };
-        let drives: Vec<PathBuf> = spec.drives.iter().map(|d| d.path.clone()).collect();
+        let drives: Vec<banger::system::disklock::Disk> = spec
+            .drives
+            .iter()
+            .map(|d| banger::system::disklock::Disk {
+                path: d.path.clone(),
+                read_only: d.read_only,
+            })
+            .collect();
         VmmIo::prepare(&logs, &drives).unwrap()
     }
 

@@ -89,6 +89,8 @@ fn write_until_killed(path: &Path) -> ! {
             lease: None,
             nat: true,
             role: banger::store::VmRole::Vm,
+            root_mode: banger::store::RootMode::Clone,
+            base_path: None,
         })
         .unwrap();
     let process = VmProcess {

@@ -37,6 +37,8 @@ fn vm(name: &str, n: u8) -> NewVm {
         lease: Some(lease(n)),
         nat: true,
         role: banger::store::VmRole::Vm,
+        root_mode: banger::store::RootMode::Clone,
+        base_path: None,
     }
 }
 
@@ -136,6 +138,8 @@ fn vms_insert_list_get_delete_with_leases() {
             lease: None,
             nat: true,
             role: banger::store::VmRole::Vm,
+            root_mode: banger::store::RootMode::Clone,
+            base_path: None,
             backend: "qemu".into(),
             ..vm("bare", 0)
         })
@@ -218,6 +222,8 @@ fn each_unique_vm_field_conflicts_and_leaves_no_partial_row() {
         lease: Some(lease),
         nat: true,
         role: banger::store::VmRole::Vm,
+        root_mode: banger::store::RootMode::Clone,
+        base_path: None,
         ..vm("second", 0)
     };
 

@@ -36,6 +36,14 @@ pub enum VmCommand {
     },
     /// Stop, then start.
     Restart { name: String },
+    /// Copy a stopped VM under a new name, address and host key (its disks
+    /// are reflinked or sparse-copied; a layered VM's are a few MiB).
+    Clone {
+        /// The stopped VM to copy.
+        src: String,
+        /// The new VM's name.
+        name: String,
+    },
     /// Delete a VM and its disks (a running one is stopped first).
     #[command(visible_alias = "rm")]
     Delete {
@@ -118,6 +126,7 @@ pub async fn run(ctx: &Ctx, command: VmCommand) -> anyhow::Result<ExitCode> {
         | VmCommand::Start { name, .. }
         | VmCommand::Stop { name, .. }
         | VmCommand::Restart { name }
+        | VmCommand::Clone { name, .. }
         | VmCommand::Delete { name, .. }
         | VmCommand::Ssh { name, .. }
         | VmCommand::Stats { name }
@@ -138,6 +147,10 @@ pub async fn run(ctx: &Ctx, command: VmCommand) -> anyhow::Result<ExitCode> {
         VmCommand::Show { name } => show(ctx, &client.vm(&name).await?)?,
         VmCommand::Start { name, no_wait } => {
             print_op(ctx, &client.start_vm(&name, no_wait).await?, "started")?
+        }
+        VmCommand::Clone { src, name } => {
+            let result = client.clone_vm(&src, &name).await?;
+            print_op(ctx, &result, "cloned")?;
         }
         VmCommand::Restart { name } => {
             print_op(ctx, &client.restart_vm(&name).await?, "restarted")?
@@ -314,6 +327,22 @@ fn show(ctx: &Ctx, vm: &VmDetails) -> anyhow::Result<()> {
     ];
     for (key, value) in rows {
         println!("{key:<10} {value}");
+    }
+    println!("{:<10} {}: {}", "root", vm.root_mode, vm.root_mode_detail);
+    for disk in &vm.disks {
+        println!(
+            "{:<10} {:<6} {} apparent, {} used{}  {}",
+            "disk",
+            disk.role,
+            format_size(disk.apparent_bytes),
+            format_size(disk.used_bytes),
+            if disk.shared {
+                " (shared, read-only)"
+            } else {
+                ""
+            },
+            disk.path.display()
+        );
     }
     Ok(())
 }

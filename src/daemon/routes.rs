@@ -32,6 +32,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/v1/vms/{name}/start", post(vm_routes::start))
         .route("/v1/vms/{name}/stop", post(vm_routes::stop))
         .route("/v1/vms/{name}/restart", post(vm_routes::restart))
+        .route("/v1/vms/{name}/clone", post(vm_routes::clone))
         .route("/v1/vms/{name}/stats", get(vm_routes::stats))
         .route(
             "/v1/images",
@@ -131,6 +132,21 @@ pub async fn doctor_report(config: &Config, paths: &Paths) -> DoctorReport {
             fix: Some("`make runtime-debian` builds one from Debian's packages".into()),
         },
     });
+    if let Ok(b) = &bundle {
+        let (mode, why) = b.root_mode();
+        let layered = mode == crate::store::RootMode::Layered;
+        checks.push(DoctorCheck {
+            name: "VM root disks".into(),
+            ok: layered,
+            // Clone mode works; it only costs time and space per VM.
+            required: false,
+            detail: format!("{}: {why}", mode.as_str()),
+            fix: (!layered).then(|| {
+                "`make runtime-debian` rebuilds the initrd so VMs share their image read-only"
+                    .into()
+            }),
+        });
+    }
     let gateway = config
         .network
         .subnet

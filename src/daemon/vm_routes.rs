@@ -10,13 +10,17 @@ use axum::extract::State;
 use super::Daemon;
 use super::error::{ApiError, detached};
 use super::extract::{JsonBody, VmName};
-use crate::rpc::api::{CreateVm, StartVm, StopVm, VmDetails, VmOpResult, VmStats, VmSummary};
+use crate::rpc::api::{
+    CloneVm, CreateVm, StartVm, StopVm, VmDetails, VmOpResult, VmStats, VmSummary,
+};
 
 pub async fn list(State(daemon): State<Arc<Daemon>>) -> Result<Json<Vec<VmSummary>>, ApiError> {
     let vms = daemon.store().list_vms()?;
     Ok(Json(
         vms.into_iter()
             .map(|vm| VmSummary {
+                root_mode: vm.root_mode.as_str().to_string(),
+                disks: daemon.vms.disk_usage(&vm),
                 name: vm.name,
                 state: vm.state.as_str().to_string(),
                 image: vm.image,
@@ -76,6 +80,16 @@ pub async fn restart(
     refuse_build_vm(&daemon, &name)?;
     let vms = daemon.vms.clone();
     detached(async move { vms.restart(&name).await }).await
+}
+
+pub async fn clone(
+    State(daemon): State<Arc<Daemon>>,
+    VmName(name): VmName,
+    JsonBody(req): JsonBody<CloneVm>,
+) -> Result<Json<VmOpResult>, ApiError> {
+    refuse_build_vm(&daemon, &name)?;
+    let vms = daemon.vms.clone();
+    detached(async move { vms.clone_vm(&name, &req.name).await }).await
 }
 
 pub async fn delete(

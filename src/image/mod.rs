@@ -221,8 +221,8 @@ impl Images {
     /// Makes `staged` the current version of its image: `image.json` is
     /// written, the directory renamed into place and the store updated in
     /// one transaction. With `replace`, an existing image of that name is
-    /// pointed at the new version and its old files are removed (VMs copy
-    /// their root disk at creation, so none depends on them).
+    /// pointed at the new version; its old files are removed once no VM
+    /// runs on them (a layered VM's root is the image file itself).
     pub fn register(
         &self,
         store: &SharedStore,
@@ -258,7 +258,8 @@ impl Images {
         };
         staged.registered = true;
         if let Some(old) = old {
-            self.remove_version(&old);
+            // Layered VMs run on the old file: it stays until the last goes.
+            self.release(store, &old.rootfs_path);
         }
         let record = store.lock().get_image(&staged.name)?;
         tracing::info!(image = %record.name, rootfs = %record.rootfs_path.display(), "registered image");
@@ -395,15 +396,50 @@ impl Images {
         }
     }
 
-    /// On daemon start: removes staging directories and versions no image
-    /// points at (what a daemon killed mid-import or mid-build leaves).
+    /// Removes the image version holding `rootfs` when neither an image
+    /// nor a layered VM uses it any more: after a replace, and after the
+    /// last VM on an old version is deleted.
+    pub fn release(&self, store: &SharedStore, rootfs: &Path) {
+        let in_use = {
+            let store = store.lock();
+            let images = store.list_images().unwrap_or_default();
+            let vms = store.list_vms().unwrap_or_default();
+            images.iter().any(|i| i.rootfs_path == rootfs)
+                || vms.iter().any(|vm| vm.base_path.as_deref() == Some(rootfs))
+        };
+        let Some(dir) = rootfs.parent() else { return };
+        if in_use || !dir.starts_with(&self.root) || dir == self.root {
+            return;
+        }
+        match std::fs::remove_dir_all(dir) {
+            Ok(()) => tracing::info!(dir = %dir.display(), "removed an image version nothing uses"),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot remove an old image version")
+            }
+        }
+        if let Some(name_dir) = dir.parent().filter(|d| *d != self.root) {
+            let _ = std::fs::remove_dir(name_dir);
+        }
+    }
+
+    /// On daemon start: removes staging directories and versions neither an
+    /// image nor a layered VM uses (what a daemon killed mid-import or
+    /// mid-build leaves, and old versions whose last VM is gone).
     pub fn sweep(&self, store: &SharedStore) -> Result<Vec<PathBuf>, ImageError> {
-        let current: HashSet<PathBuf> = store
+        let mut current: HashSet<PathBuf> = store
             .lock()
             .list_images()?
             .into_iter()
             .filter_map(|image| image.rootfs_path.parent().map(Path::to_path_buf))
             .collect();
+        current.extend(
+            store
+                .lock()
+                .list_vms()?
+                .into_iter()
+                .filter_map(|vm| vm.base_path?.parent().map(Path::to_path_buf)),
+        );
         let mut removed = Vec::new();
         let Ok(names) = std::fs::read_dir(&self.root) else {
             return Ok(removed);

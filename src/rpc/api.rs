@@ -60,6 +60,25 @@ pub struct VmSummary {
     /// `vm`, or `build` for the temporary VM of an image build.
     #[serde(default = "vm_role")]
     pub role: String,
+    /// `layered` (the image shared read-only under an upper disk) or `clone`.
+    #[serde(default)]
+    pub root_mode: String,
+    /// Its disks and the space each really takes.
+    #[serde(default)]
+    pub disks: Vec<DiskUsage>,
+}
+
+/// One disk of a VM: how big it looks and how much of the host's disk it
+/// takes (sparse files and reflinks take less).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DiskUsage {
+    /// `image` (shared, read-only), `upper`, `root` or `work`.
+    pub role: String,
+    pub path: PathBuf,
+    pub apparent_bytes: u64,
+    pub used_bytes: u64,
+    /// Attached read-only and shared with the image's other VMs.
+    pub shared: bool,
 }
 
 fn vm_role() -> String {
@@ -89,6 +108,12 @@ pub struct ErrorBody {
     pub error: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hint: Option<String>,
+}
+
+/// `POST /v1/vms/{name}/clone`: the new VM's name.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CloneVm {
+    pub name: String,
 }
 
 /// `POST /v1/vms`: what to create. Unset fields take the bundle's defaults.
@@ -149,6 +174,14 @@ pub struct VmDetails {
     pub ssh_key: PathBuf,
     pub known_hosts: PathBuf,
     pub host_key: Option<String>,
+    /// `layered` or `clone`, and why.
+    #[serde(default)]
+    pub root_mode: String,
+    #[serde(default)]
+    pub root_mode_detail: String,
+    /// Its disks and the space each really takes.
+    #[serde(default)]
+    pub disks: Vec<DiskUsage>,
 }
 
 /// How long one step of an operation took.

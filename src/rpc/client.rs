@@ -12,9 +12,9 @@ use serde::de::DeserializeOwned;
 use tokio::net::UnixStream;
 
 use super::api::{
-    BuildImage, CreateVm, DoctorReport, ErrorBody, Health, ImageDetails, ImageSummary, ImportImage,
-    NetworkCleanup, NetworkStatus, Progress, StartVm, StopVm, VmDetails, VmOpResult, VmStats,
-    VmSummary,
+    BuildImage, CloneVm, CreateVm, DoctorReport, ErrorBody, Health, ImageDetails, ImageSummary,
+    ImportImage, NetworkCleanup, NetworkStatus, Progress, StartVm, StopVm, VmDetails, VmOpResult,
+    VmStats, VmSummary,
 };
 use super::names::{NameError, check_image_name, check_vm_name};
 
@@ -147,6 +147,13 @@ impl Client {
     pub async fn restart_vm(&self, name: &str) -> Result<VmOpResult, ClientError> {
         self.call(Method::POST, &vm_path(name, "/restart")?, None)
             .await
+    }
+
+    pub async fn clone_vm(&self, src: &str, new: &str) -> Result<VmOpResult, ClientError> {
+        check_vm_name(new)?;
+        let path = vm_path(src, "/clone")?;
+        let body = json(&CloneVm { name: new.into() })?;
+        self.call(Method::POST, &path, Some(body)).await
     }
 
     pub async fn delete_vm(&self, name: &str, force: bool) -> Result<(), ClientError> {

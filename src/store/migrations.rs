@@ -109,6 +109,15 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE vms_new RENAME TO vms;
     CREATE INDEX vms_image_id ON vms (image_id);
     ",
+    // 5: copy-on-write roots. A VM's root is either its own full copy of the
+    // image (`clone`) or the image file itself, read-only and shared, under
+    // a per-VM upper disk (`layered`); a layered VM records which image
+    // file it runs on, so that file is kept while the VM exists.
+    "
+    ALTER TABLE vms ADD COLUMN root_mode TEXT NOT NULL DEFAULT 'clone'
+        CHECK (root_mode IN ('clone', 'layered'));
+    ALTER TABLE vms ADD COLUMN base_path TEXT;
+    ",
 ];
 
 /// The schema version this binary writes: the number of migrations it knows.

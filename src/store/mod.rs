@@ -25,7 +25,7 @@ pub use error::{StoreError, Taken};
 pub use events::EventRecord;
 pub use images::{ImageRecord, NewImage};
 pub use migrations::SCHEMA_VERSION;
-pub use vms::{Lease, NewVm, VmProcess, VmRecord, VmRole, VmState};
+pub use vms::{Lease, NewVm, RootMode, VmProcess, VmRecord, VmRole, VmState};
 
 use error::is_corruption;
 use migrations::{migrate, user_version};

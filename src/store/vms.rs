@@ -130,6 +130,45 @@ impl FromSql for VmRole {
     }
 }
 
+/// How a VM's root filesystem is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RootMode {
+    /// Its own full copy of the image (reflink where the filesystem can).
+    Clone,
+    /// The image itself, read-only and shared, under a per-VM upper disk.
+    Layered,
+}
+
+impl RootMode {
+    /// The name stored in the database and shown to users.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RootMode::Clone => "clone",
+            RootMode::Layered => "layered",
+        }
+    }
+}
+
+impl ToSql for RootMode {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(self.as_str().into())
+    }
+}
+
+impl FromSql for RootMode {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<RootMode> {
+        match value.as_str()? {
+            "clone" => Ok(RootMode::Clone),
+            "layered" => Ok(RootMode::Layered),
+            other => Err(FromSqlError::Other(Box::new(StoreError::Invalid {
+                kind: "root mode",
+                value: other.to_string(),
+            }))),
+        }
+    }
+}
+
 /// A VM's network identity. Two VMs never share any of these.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Lease {
@@ -174,6 +213,10 @@ pub struct NewVm {
     pub nat: bool,
     /// A user's VM, or an image build's.
     pub role: VmRole,
+    /// How its root filesystem is made.
+    pub root_mode: RootMode,
+    /// The image file a layered VM runs on (kept while the VM exists).
+    pub base_path: Option<std::path::PathBuf>,
 }
 
 /// A VM as stored, with its image name and lease joined in.
@@ -214,6 +257,10 @@ pub struct VmRecord {
     pub nat: bool,
     /// A user's VM, or an image build's.
     pub role: VmRole,
+    /// How its root filesystem is made.
+    pub root_mode: RootMode,
+    /// The image file a layered VM runs on.
+    pub base_path: Option<std::path::PathBuf>,
     /// Unix seconds.
     pub created_at: i64,
     /// When it last reached `running`, in unix seconds.
@@ -226,7 +273,7 @@ pub struct VmRecord {
 const SELECT_VM: &str = "
     SELECT vms.id, vms.name, images.name AS image, vms.state, vms.backend, vms.vcpus,
            vms.memory_mib, vms.disk_bytes, vms.work_disk_bytes, vms.pid, vms.pid_start_ticks,
-           leases.ip, leases.mac, leases.tap, vms.host_key, vms.nat, vms.role, vms.created_at, vms.started_at, vms.updated_at
+           leases.ip, leases.mac, leases.tap, vms.host_key, vms.nat, vms.role, vms.root_mode, vms.base_path, vms.created_at, vms.started_at, vms.updated_at
     FROM vms
     LEFT JOIN images ON images.id = vms.image_id
     LEFT JOIN leases ON leases.vm_id = vms.id";
@@ -250,6 +297,8 @@ fn vm_from_row(row: &Row<'_>) -> rusqlite::Result<VmRecord> {
         host_key: row.get("host_key")?,
         nat: row.get("nat")?,
         role: row.get("role")?,
+        root_mode: row.get("root_mode")?,
+        base_path: row.get::<_, Option<String>>("base_path")?.map(Into::into),
         created_at: row.get("created_at")?,
         started_at: row.get("started_at")?,
         updated_at: row.get("updated_at")?,
@@ -309,8 +358,8 @@ impl Store {
         };
         tx.execute(
             "INSERT INTO vms (name, image_id, state, backend, vcpus, memory_mib, disk_bytes,
-                              work_disk_bytes, nat, role, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, unixepoch(), unixepoch())",
+                              work_disk_bytes, nat, role, root_mode, base_path, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, unixepoch(), unixepoch())",
             params![
                 vm.name,
                 image_id,
@@ -322,6 +371,8 @@ impl Store {
                 vm.work_disk_bytes,
                 vm.nat,
                 vm.role,
+                vm.root_mode,
+                vm.base_path.as_ref().map(|p| p.to_string_lossy().into_owned()),
             ],
         )
         .map_err(|err| conflict(err, value_of))?;

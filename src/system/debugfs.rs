@@ -59,15 +59,7 @@ pub async fn write_files(
     files: &[GuestFile],
     scratch: &Path,
 ) -> Result<(), DebugfsError> {
-    for path in dirs
-        .iter()
-        .map(|(p, _)| *p)
-        .chain(files.iter().map(|f| f.path.as_str()))
-    {
-        if !path.starts_with('/') || path.contains(|c: char| c.is_whitespace() || c == '"') {
-            return Err(DebugfsError::BadPath(path.to_string()));
-        }
-    }
+    check_paths(dirs, files)?;
     // Pass 1 clears the way: `rm` of a file that is not there fails
     // harmlessly, but `mkdir` of a directory that is there must not run at
     // all (debugfs then leaves an orphaned inode behind), so look first.
@@ -83,7 +75,51 @@ pub async fn write_files(
     run_requests(image, &clear, scratch, "clear").await?;
 
     // Pass 2 must succeed line by line.
-    let mut write = String::new();
+    write_pass(image, String::new(), dirs, files, scratch).await
+}
+
+/// [`write_files`] for a filesystem just made, where nothing is in the
+/// way: one debugfs run makes `dirs` (parents first) and writes `files`.
+pub async fn populate(
+    image: &Path,
+    dirs: &[(&str, u32)],
+    files: &[GuestFile],
+    scratch: &Path,
+) -> Result<(), DebugfsError> {
+    check_paths(dirs, files)?;
+    std::fs::create_dir_all(scratch).map_err(|source| DebugfsError::Scratch {
+        path: scratch.display().to_string(),
+        source,
+    })?;
+    let mut requests = String::new();
+    for (dir, _) in dirs {
+        writeln!(requests, "mkdir {dir}").unwrap();
+    }
+    write_pass(image, requests, dirs, files, scratch).await
+}
+
+fn check_paths(dirs: &[(&str, u32)], files: &[GuestFile]) -> Result<(), DebugfsError> {
+    for path in dirs
+        .iter()
+        .map(|(p, _)| *p)
+        .chain(files.iter().map(|f| f.path.as_str()))
+    {
+        if !path.starts_with('/') || path.contains(|c: char| c.is_whitespace() || c == '"') {
+            return Err(DebugfsError::BadPath(path.to_string()));
+        }
+    }
+    Ok(())
+}
+
+/// Appends to `write` the modes and owners of `dirs` and the writing of
+/// `files`, runs it and fails on the first request debugfs refused.
+async fn write_pass(
+    image: &Path,
+    mut write: String,
+    dirs: &[(&str, u32)],
+    files: &[GuestFile],
+    scratch: &Path,
+) -> Result<(), DebugfsError> {
     for (dir, mode) in dirs {
         set_owner_and_mode(&mut write, dir, 0o040000 | mode, 0, 0);
     }

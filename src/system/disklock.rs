@@ -28,6 +28,32 @@ pub enum DiskLockError {
     },
 }
 
+/// A disk and how a VMM attaches it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Disk {
+    pub path: PathBuf,
+    /// Attached read-only: shared with other VMMs (an image under layered
+    /// roots), so its lock is shared too.
+    pub read_only: bool,
+}
+
+impl Disk {
+    /// A disk the VMM writes: no one else may have it.
+    pub fn rw(path: impl Into<PathBuf>) -> Disk {
+        Disk {
+            path: path.into(),
+            read_only: false,
+        }
+    }
+
+    pub fn ro(path: impl Into<PathBuf>) -> Disk {
+        Disk {
+            path: path.into(),
+            read_only: true,
+        }
+    }
+}
+
 /// Locks on a set of disks, while this process holds them.
 #[derive(Debug)]
 pub struct DiskLocks {
@@ -35,10 +61,16 @@ pub struct DiskLocks {
 }
 
 impl DiskLocks {
-    /// Takes an exclusive lock on every disk in `paths`, without waiting.
-    pub fn acquire(paths: &[PathBuf]) -> Result<DiskLocks, DiskLockError> {
-        let mut files = Vec::with_capacity(paths.len());
-        for path in paths {
+    /// Locks every disk in `disks` without waiting: exclusively when it is
+    /// written, shared when it is read-only.
+    pub fn acquire(disks: &[Disk]) -> Result<DiskLocks, DiskLockError> {
+        let mut files = Vec::with_capacity(disks.len());
+        for Disk { path, read_only } in disks {
+            let how = if *read_only {
+                FlockOperation::NonBlockingLockShared
+            } else {
+                FlockOperation::NonBlockingLockExclusive
+            };
             let file =
                 OpenOptions::new()
                     .read(true)
@@ -47,7 +79,7 @@ impl DiskLocks {
                         path: path.clone(),
                         source,
                     })?;
-            match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+            match flock(&file, how) {
                 Ok(()) => files.push(file),
                 Err(rustix::io::Errno::WOULDBLOCK) => {
                     return Err(DiskLockError::Busy {
@@ -68,8 +100,8 @@ impl DiskLocks {
 
     /// Fails as [`DiskLocks::acquire`] would, without keeping the locks:
     /// a check before anything else is changed for a boot.
-    pub fn check(paths: &[PathBuf]) -> Result<(), DiskLockError> {
-        DiskLocks::acquire(paths).map(drop)
+    pub fn check(disks: &[Disk]) -> Result<(), DiskLockError> {
+        DiskLocks::acquire(disks).map(drop)
     }
 
     /// The descriptors a VMM must inherit; see [`inherit`].
@@ -121,11 +153,25 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let disk = dir.path().join("rootfs.ext4");
         std::fs::write(&disk, b"disk").unwrap();
-        let held = DiskLocks::acquire(std::slice::from_ref(&disk)).unwrap();
-        let err = DiskLocks::check(std::slice::from_ref(&disk)).unwrap_err();
+        let held = DiskLocks::acquire(&[Disk::rw(&disk)]).unwrap();
+        let err = DiskLocks::check(&[Disk::rw(&disk)]).unwrap_err();
         assert!(matches!(err, DiskLockError::Busy { .. }), "{err}");
         assert!(err.to_string().contains("in use by another VMM"), "{err}");
+        // Not even read-only while someone writes it.
+        assert!(DiskLocks::check(&[Disk::ro(&disk)]).is_err());
         drop(held);
-        DiskLocks::check(&[disk]).unwrap();
+        DiskLocks::check(&[Disk::rw(&disk)]).unwrap();
+    }
+
+    #[test]
+    fn read_only_disks_are_shared_but_never_with_a_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("image.ext4");
+        std::fs::write(&image, b"image").unwrap();
+        let first = DiskLocks::acquire(&[Disk::ro(&image)]).unwrap();
+        let second = DiskLocks::acquire(&[Disk::ro(&image)]).unwrap();
+        assert!(DiskLocks::check(&[Disk::rw(&image)]).is_err());
+        drop((first, second));
+        DiskLocks::check(&[Disk::rw(&image)]).unwrap();
     }
 }

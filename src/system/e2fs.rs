@@ -44,7 +44,11 @@ impl Geometry {
 
 /// Creates an ext4 filesystem filling the file or device at `path`.
 pub async fn mkfs_ext4(path: &Path, label: Option<&str>) -> Result<(), E2fsError> {
-    let mut cmd = Cmd::new("mkfs.ext4").args(["-F", "-q"]);
+    // Lazy inode tables and journal: the file stays sparse (about 1 MiB
+    // used of a 2 GiB disk instead of the 64 MiB journal written out); the
+    // guest mounts it with `noinit_itable`, so it stays so.
+    let mut cmd =
+        Cmd::new("mkfs.ext4").args(["-F", "-q", "-E", "lazy_itable_init=1,lazy_journal_init=1"]);
     if let Some(label) = label {
         cmd = cmd.arg("-L").arg(label);
     }

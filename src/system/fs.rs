@@ -305,6 +305,14 @@ pub fn log_tail(path: &Path, from: u64, lines: usize) -> String {
     }
 }
 
+/// The apparent size of the file at `path` and the space it takes on disk
+/// (allocated blocks: holes and shared reflinked extents aside, what `du`
+/// shows); zeros when it is absent.
+pub fn usage(path: &Path) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).map_or((0, 0), |m| (m.len(), m.blocks() * 512))
+}
+
 /// The length of the file at `path`, 0 when it is absent: where the output
 /// of a process about to start will begin.
 pub fn file_len(path: &Path) -> u64 {

@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
+use super::disklock::Disk;
 use super::tools;
 use super::vmm_io::VmmIo;
 
@@ -57,7 +58,7 @@ pub struct QemuSpec {
     pub initrd: Option<PathBuf>,
     pub kernel_args: String,
     /// Block devices in order: the first is `/dev/vda`.
-    pub drives: Vec<PathBuf>,
+    pub drives: Vec<Disk>,
     /// Tap device and guest MAC.
     pub net: Option<(String, String)>,
 }
@@ -136,9 +137,13 @@ pub fn args(spec: &QemuSpec, files: &QemuFiles) -> Vec<String> {
         args.extend(["-initrd".into(), initrd.display().to_string()]);
     }
     for (i, drive) in spec.drives.iter().enumerate() {
+        let readonly = if drive.read_only { ",readonly=on" } else { "" };
         args.extend([
             "-drive".into(),
-            format!("id=disk{i},file={},format=raw,if=none", drive.display()),
+            format!(
+                "id=disk{i},file={},format=raw,if=none{readonly}",
+                drive.path.display()
+            ),
             "-device".into(),
             format!("virtio-blk-device,drive=disk{i}"),
         ]);
@@ -287,7 +292,7 @@ mod tests {
             kernel: "/k".into(),
             initrd: Some("/i".into()),
             kernel_args: "console=ttyS0".into(),
-            drives: vec!["/root.ext4".into(), "/work.ext4".into()],
+            drives: vec![Disk::ro("/root.ext4"), Disk::rw("/work.ext4")],
             net: Some(("bg-1".into(), "06:00:00:00:00:01".into())),
         };
         let files = QemuFiles {
@@ -298,6 +303,14 @@ mod tests {
         assert!(argv.contains("-accel tcg"), "{argv}");
         assert!(argv.contains("pit=on,pic=on"), "{argv}");
         assert!(argv.contains("-initrd /i"), "{argv}");
+        assert!(
+            argv.contains("file=/root.ext4,format=raw,if=none,readonly=on"),
+            "{argv}"
+        );
+        assert!(
+            argv.contains("file=/work.ext4,format=raw,if=none -device"),
+            "{argv}"
+        );
         let root = argv.find("file=/root.ext4").unwrap();
         let work = argv.find("file=/work.ext4").unwrap();
         assert!(root < work);

@@ -7,7 +7,7 @@ use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use super::disklock::{self, DiskLockError, DiskLocks};
+use super::disklock::{self, Disk, DiskLockError, DiskLocks};
 use super::logcap;
 
 /// Errors preparing a VMM's descriptors.
@@ -47,7 +47,7 @@ pub struct VmmIo {
 impl VmmIo {
     /// Locks `drives` (first, so a busy disk fails before anything starts)
     /// and starts the relay for `logs`.
-    pub fn prepare(logs: &VmmLogs, drives: &[PathBuf]) -> Result<VmmIo, VmmIoError> {
+    pub fn prepare(logs: &VmmLogs, drives: &[Disk]) -> Result<VmmIo, VmmIoError> {
         let locks = DiskLocks::acquire(drives)?;
         let pipes = logcap::spawn_relay(&logs.relay, &logs.console, &logs.vmm_log, logs.cap)
             .map_err(|source| VmmIoError::Relay {

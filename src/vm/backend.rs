@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use crate::bundle::Bundle;
 use crate::config::{Config, VmmChoice};
+use crate::system::disklock::Disk;
 use crate::system::host::{KvmKind, kvm_kind};
 use crate::system::qemu::{self, Accel};
 use crate::system::tools;
@@ -116,6 +117,8 @@ pub(crate) struct LaunchPlan {
     pub kernel_args: String,
     pub tap: String,
     pub mac: String,
+    /// In order: the first is `/dev/vda`.
+    pub drives: Vec<Disk>,
 }
 
 /// A started VMM.
@@ -141,7 +144,7 @@ pub(crate) async fn launch(
         backend: backend.name(),
         source,
     };
-    let drives = files.drives();
+    let drives = plan.drives.clone();
     let io = VmmIo::prepare(logs, &drives).map_err(|e| match e {
         VmmIoError::Disk(busy) => VmError::DiskBusy(busy),
         other => failed(other.into()),
@@ -185,16 +188,13 @@ pub(crate) async fn launch(
                 kernel_args: plan.kernel_args.clone(),
                 drives: drives
                     .into_iter()
+                    .zip(["vda", "vdb", "vdc", "vdd"])
                     .enumerate()
-                    .map(|(i, path)| DriveSpec {
-                        id: if i == 0 {
-                            "rootfs".into()
-                        } else {
-                            "work".into()
-                        },
-                        path,
+                    .map(|(i, (disk, id))| DriveSpec {
+                        id: id.into(),
+                        path: disk.path,
                         root: i == 0,
-                        read_only: false,
+                        read_only: disk.read_only,
                     })
                     .collect(),
                 net: Some(NetSpec {

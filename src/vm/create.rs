@@ -9,7 +9,7 @@ use crate::config::VmmChoice;
 use crate::image::DEFAULT_IMAGE;
 use crate::net::{mac_for, tap_for};
 use crate::rpc::api::{CreateVm, VmOpResult};
-use crate::store::{Lease, NewVm, StoreError, Taken, VmRole, VmState};
+use crate::store::{Lease, NewVm, RootMode, StoreError, Taken, VmRole, VmState};
 use crate::system::debugfs::{self, GuestFile};
 use crate::system::{e2fs, fs, ssh, tools};
 
@@ -140,17 +140,34 @@ impl Manager {
         let image_bytes = std::fs::metadata(&image.rootfs_path)
             .map_err(VmError::io(&image.rootfs_path))?
             .len();
-        let disk_bytes = req
-            .disk_bytes
-            .unwrap_or(defaults.disk_bytes)
-            .max(image_bytes);
-        if let Some(asked) = req.disk_bytes.filter(|d| *d < image_bytes) {
-            return Err(VmError::BadRequest(format!(
-                "--disk {} is smaller than image `{image_name}` ({}); use at least that",
-                crate::size::format_size(asked),
-                crate::size::format_size(image_bytes)
-            )));
-        }
+        // A build always works on a whole clone it boots read-write.
+        let root_mode = match role {
+            VmRole::Vm => bundle.root_mode().0,
+            VmRole::Build => RootMode::Clone,
+        };
+        let asked = req.disk_bytes.unwrap_or(defaults.disk_bytes);
+        let disk_bytes = match root_mode {
+            // The upper disk holds only what the VM writes.
+            RootMode::Layered => {
+                if asked < MIN_UPPER_DISK {
+                    return Err(VmError::BadRequest(format!(
+                        "--disk {} is too small: use at least 64M",
+                        crate::size::format_size(asked)
+                    )));
+                }
+                asked
+            }
+            RootMode::Clone => {
+                if let Some(asked) = req.disk_bytes.filter(|d| *d < image_bytes) {
+                    return Err(VmError::BadRequest(format!(
+                        "--disk {} is smaller than image `{image_name}` ({}); use at least that",
+                        crate::size::format_size(asked),
+                        crate::size::format_size(image_bytes)
+                    )));
+                }
+                asked.max(image_bytes)
+            }
+        };
         clock.lap("validate");
 
         let new_vm = NewVm {
@@ -164,6 +181,8 @@ impl Manager {
             lease: None,
             nat: req.nat,
             role,
+            root_mode,
+            base_path: (root_mode == RootMode::Layered).then(|| image.rootfs_path.clone()),
         };
         // The row says `creating` until everything below is done: a daemon
         // killed meanwhile leaves a VM that reconcile removes whole.
@@ -184,13 +203,18 @@ impl Manager {
         // other: make them at once.
         let (src, dst) = (image.rootfs_path.clone(), files.rootfs.clone());
         let root_disk = async {
-            tokio::task::spawn_blocking(move || fs::clone_file(&src, &dst))
-                .await
-                .expect("clone task panicked")?;
-            if disk_bytes > image_bytes {
-                e2fs::grow_ext4(&files.rootfs, disk_bytes).await?;
+            match root_mode {
+                RootMode::Layered => make_upper_disk(&files, disk_bytes).await,
+                RootMode::Clone => {
+                    tokio::task::spawn_blocking(move || fs::clone_file(&src, &dst))
+                        .await
+                        .map_err(|e| VmError::io(&files.rootfs)(std::io::Error::other(e)))??;
+                    if disk_bytes > image_bytes {
+                        e2fs::grow_ext4(&files.rootfs, disk_bytes).await?;
+                    }
+                    Ok(())
+                }
             }
-            Ok::<_, VmError>(())
         };
         let keys = async {
             let user_key = ssh::ensure_key(&self.ssh_key(), "banger").await?;
@@ -213,14 +237,8 @@ impl Manager {
         fault::point("create:disks");
         clock.lap("disks and keys");
 
-        let guest = guest_files(&req.name, ip, self.subnet.gateway, &user_key, &files)?;
-        debugfs::write_files(
-            &files.rootfs,
-            &[("/root/.ssh", 0o700), (WORK_MOUNT, 0o755)],
-            &guest,
-            &files.scratch,
-        )
-        .await?;
+        self.write_identity(&files, &req.name, ip, &user_key, root_mode, true)
+            .await?;
         let _ = std::fs::remove_dir_all(&files.scratch);
         fault::point("create:files");
         self.store
@@ -232,9 +250,53 @@ impl Manager {
         Ok(())
     }
 
+    /// Writes what makes a VM itself (hostname, hosts, resolver, fstab, the
+    /// user's key, its host key) into its root: a layered VM's upper disk
+    /// (`fresh` when just made), or a clone's own root disk. The image is
+    /// never written.
+    pub(crate) async fn write_identity(
+        &self,
+        files: &VmFiles,
+        name: &str,
+        ip: Ipv4Addr,
+        user_key: &str,
+        root_mode: RootMode,
+        fresh: bool,
+    ) -> Result<(), VmError> {
+        let guest = guest_files(name, ip, self.subnet.gateway, user_key, files, root_mode)?;
+        std::fs::create_dir_all(&files.scratch).map_err(VmError::io(&files.scratch))?;
+        match root_mode {
+            RootMode::Layered => {
+                let guest: Vec<GuestFile> = guest
+                    .into_iter()
+                    .map(|f| GuestFile {
+                        path: format!("{UPPER_DIR}{}", f.path),
+                        ..f
+                    })
+                    .collect();
+                if fresh {
+                    debugfs::populate(&files.upper, UPPER_DIRS, &guest, &files.scratch).await?;
+                } else {
+                    debugfs::write_files(&files.upper, UPPER_DIRS, &guest, &files.scratch).await?;
+                }
+            }
+            RootMode::Clone => {
+                debugfs::write_files(
+                    &files.rootfs,
+                    &[("/root/.ssh", 0o700), (WORK_MOUNT, 0o755)],
+                    &guest,
+                    &files.scratch,
+                )
+                .await?
+            }
+        }
+        let _ = std::fs::remove_dir_all(&files.scratch);
+        Ok(())
+    }
+
     /// Records the VM with the lowest free IP (and the MAC and tap derived
     /// from it). Two creates racing for one address: the loser takes the next.
-    fn insert_with_lease(&self, mut vm: NewVm) -> Result<Ipv4Addr, VmError> {
+    pub(crate) fn insert_with_lease(&self, mut vm: NewVm) -> Result<Ipv4Addr, VmError> {
         for _ in 0..16 {
             let mut store = self.store.lock();
             let used: HashSet<Ipv4Addr> = store
@@ -297,6 +359,35 @@ fn required_tools(backend: Backend) -> Vec<&'static str> {
     tools
 }
 
+/// The smallest upper disk that makes sense.
+const MIN_UPPER_DISK: u64 = 64 << 20;
+
+/// Where the overlay's upper directory is on the upper disk (its work
+/// directory, which overlayfs needs on the same filesystem, is `/ovlwork`).
+const UPPER_DIR: &str = "/upper";
+
+/// The upper disk's directories, made before the VM's files go in. Those
+/// the image has too must carry the image's modes: in the merged root a
+/// directory of the upper layer shows its own.
+const UPPER_DIRS: &[(&str, u32)] = &[
+    ("/upper", 0o755),
+    ("/ovlwork", 0o700),
+    ("/upper/etc", 0o755),
+    ("/upper/etc/ssh", 0o755),
+    ("/upper/root", 0o700),
+    ("/upper/root/.ssh", 0o700),
+    ("/upper/work", 0o755),
+];
+
+/// A layered VM's upper disk: a sparse file of `bytes`, ext4, label `upper`.
+async fn make_upper_disk(files: &VmFiles, bytes: u64) -> Result<(), VmError> {
+    let file = std::fs::File::create(&files.upper).map_err(VmError::io(&files.upper))?;
+    file.set_len(bytes).map_err(VmError::io(&files.upper))?;
+    drop(file);
+    e2fs::mkfs_ext4(&files.upper, Some("upper")).await?;
+    Ok(())
+}
+
 /// A sparse file of `bytes`, formatted ext4 with label `work`.
 async fn make_work_disk(files: &VmFiles, bytes: u64) -> Result<(), VmError> {
     let file = std::fs::File::create(&files.work_disk).map_err(VmError::io(&files.work_disk))?;
@@ -307,7 +398,7 @@ async fn make_work_disk(files: &VmFiles, bytes: u64) -> Result<(), VmError> {
 }
 
 /// The VM's entry in its own known_hosts: by address and by `.vm` name.
-fn write_known_hosts(
+pub(crate) fn write_known_hosts(
     files: &VmFiles,
     name: &str,
     ip: Ipv4Addr,
@@ -319,6 +410,24 @@ fn write_known_hosts(
     std::fs::write(&files.known_hosts, line).map_err(VmError::io(&files.known_hosts))
 }
 
+/// How the work disk is mounted: made lazily (see `e2fs::mkfs_ext4`), it
+/// is kept sparse by not zeroing its inode tables in the background.
+const WORK_OPTIONS: &str = "defaults,nofail,noinit_itable";
+
+/// The guest's fstab. A layered root is mounted by the initrd and has no
+/// line (its disks are the image and the upper disk); the work disk comes
+/// after the root's disks.
+fn fstab(root_mode: RootMode) -> String {
+    match root_mode {
+        RootMode::Clone => format!(
+            "/dev/vda\t/\text4\tdefaults\t0 1\n/dev/vdb\t{WORK_MOUNT}\text4\t{WORK_OPTIONS}\t0 2\n"
+        ),
+        RootMode::Layered => {
+            format!("/dev/vdc\t{WORK_MOUNT}\text4\t{WORK_OPTIONS}\t0 2\n")
+        }
+    }
+}
+
 /// What banger writes into a new VM's root disk before its first boot.
 fn guest_files(
     name: &str,
@@ -326,6 +435,7 @@ fn guest_files(
     gateway: Ipv4Addr,
     user_key: &str,
     files: &VmFiles,
+    root_mode: RootMode,
 ) -> Result<Vec<GuestFile>, VmError> {
     let read = |path: &std::path::Path| std::fs::read(path).map_err(VmError::io(path));
     Ok(vec![
@@ -343,13 +453,7 @@ fn guest_files(
             format!("nameserver {gateway}\nsearch vm\n"),
             0o644,
         ),
-        GuestFile::root(
-            "/etc/fstab",
-            format!(
-                "/dev/vda\t/\text4\tdefaults\t0 1\n/dev/vdb\t{WORK_MOUNT}\text4\tdefaults,nofail\t0 2\n"
-            ),
-            0o644,
-        ),
+        GuestFile::root("/etc/fstab", fstab(root_mode), 0o644),
         GuestFile::root("/root/.ssh/authorized_keys", format!("{user_key}\n"), 0o600),
         GuestFile::root(
             "/etc/ssh/ssh_host_ed25519_key",

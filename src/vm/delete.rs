@@ -56,6 +56,10 @@ impl Manager {
         removed.map_err(VmError::io(&dir))?;
         fault::point("delete:files");
         self.store.lock().delete_vm(&vm.name)?;
+        // An image version kept only for this VM goes with it.
+        if let Some(base) = &vm.base_path {
+            self.images.release(&self.store, base);
+        }
         Ok(())
     }
 }

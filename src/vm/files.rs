@@ -6,13 +6,18 @@
 use std::path::{Path, PathBuf};
 
 use crate::paths::Paths;
+use crate::store::{RootMode, VmRecord};
+use crate::system::disklock::Disk;
 
 /// The files of one VM.
 #[derive(Debug, Clone)]
 pub struct VmFiles {
     /// `$XDG_STATE_HOME/banger/vms/<name>`: everything that persists.
     pub dir: PathBuf,
+    /// A clone-mode VM's own copy of its image.
     pub rootfs: PathBuf,
+    /// A layered VM's upper disk: all it writes to its root.
+    pub upper: PathBuf,
     pub work_disk: PathBuf,
     /// The guest's serial console, appended across boots.
     pub console: PathBuf,
@@ -33,6 +38,7 @@ impl VmFiles {
         let dir = paths.state_dir.join("vms").join(name);
         VmFiles {
             rootfs: dir.join("rootfs.ext4"),
+            upper: dir.join("upper.ext4"),
             work_disk: dir.join("work.ext4"),
             console: dir.join("console.log"),
             vmm_log: dir.join("vmm.log"),
@@ -46,14 +52,19 @@ impl VmFiles {
 }
 
 impl VmFiles {
-    /// The disks to attach, in order: the root disk, then the work disk
-    /// when the VM has one (a build VM has none).
-    pub fn drives(&self) -> Vec<PathBuf> {
-        let mut drives = vec![self.rootfs.clone()];
+    /// The disks `vm`'s VMM attaches, in order (the first is `/dev/vda`):
+    /// - clone: its own root copy, then its work disk (a build VM has none);
+    /// - layered: the image read-only, its upper disk (`/dev/vdb`, named by
+    ///   `banger.upper=`), then its work disk.
+    pub fn disks(&self, vm: &VmRecord) -> Vec<Disk> {
+        let mut disks = match (vm.root_mode, &vm.base_path) {
+            (RootMode::Layered, Some(base)) => vec![Disk::ro(base), Disk::rw(&self.upper)],
+            _ => vec![Disk::rw(&self.rootfs)],
+        };
         if self.work_disk.exists() {
-            drives.push(self.work_disk.clone());
+            disks.push(Disk::rw(&self.work_disk));
         }
-        drives
+        disks
     }
 }
 

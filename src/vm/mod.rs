@@ -5,6 +5,7 @@
 //! in a task of its own, so a client that hangs up cannot cut it in half.
 
 mod backend;
+mod clone;
 mod create;
 mod delete;
 mod error;
@@ -32,8 +33,8 @@ use crate::config::Config;
 use crate::image::Images;
 use crate::net::Subnet;
 use crate::paths::Paths;
-use crate::rpc::api::{Timing, VmDetails};
-use crate::store::{SharedStore, VmRecord, VmState};
+use crate::rpc::api::{DiskUsage, Timing, VmDetails};
+use crate::store::{RootMode, SharedStore, VmRecord, VmState};
 
 /// Which transitions a state allows.
 pub trait Guards {
@@ -213,7 +214,52 @@ impl Manager {
             dir: files.dir,
             ssh_key: self.ssh_key(),
             host_key: vm.host_key.clone(),
+            root_mode: vm.root_mode.as_str().to_string(),
+            root_mode_detail: match vm.root_mode {
+                RootMode::Layered => format!(
+                    "image {} read-only and shared, under this VM's upper disk",
+                    vm.base_path
+                        .as_deref()
+                        .map_or("-".into(), |p| p.display().to_string())
+                ),
+                RootMode::Clone if vm.role == crate::store::VmRole::Build => {
+                    "a whole clone: an image build boots its own copy read-write".into()
+                }
+                RootMode::Clone => match self.bundle() {
+                    Ok(bundle) => format!("its own clone of the image; {}", bundle.root_mode().1),
+                    Err(_) => "its own clone of the image".into(),
+                },
+            },
+            disks: self.disk_usage(vm),
         }
+    }
+
+    /// `vm`'s disks with their apparent size and the space they take.
+    pub fn disk_usage(&self, vm: &VmRecord) -> Vec<DiskUsage> {
+        let files = self.files(&vm.name);
+        files
+            .disks(vm)
+            .into_iter()
+            .map(|disk| {
+                let role = if disk.read_only {
+                    "image"
+                } else if disk.path == files.upper {
+                    "upper"
+                } else if disk.path == files.work_disk {
+                    "work"
+                } else {
+                    "root"
+                };
+                let (apparent_bytes, used_bytes) = crate::system::fs::usage(&disk.path);
+                DiskUsage {
+                    role: role.into(),
+                    shared: disk.read_only,
+                    path: disk.path,
+                    apparent_bytes,
+                    used_bytes,
+                }
+            })
+            .collect()
     }
 
     fn ssh_timeout(&self) -> Duration {

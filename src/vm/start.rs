@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use crate::rpc::api::VmOpResult;
-use crate::store::{VmProcess, VmState};
+use crate::store::{RootMode, VmProcess, VmState};
 use crate::system::host::kvm_kind;
 use crate::system::pid::{self, ExitWatch};
 use crate::system::{net, qemu, ssh};
@@ -65,7 +65,8 @@ impl Manager {
         // A VMM that still runs on these disks (one this daemon lost track
         // of, or another daemon's) must not get a twin, and its tap must
         // not be touched: find out before changing anything.
-        DiskLocks::check(&files.drives())?;
+        let drives = files.disks(&vm);
+        DiskLocks::check(&drives)?;
         let logs = self.vmm_logs(&files);
         let mut rollback = Rollback::new(self.store.clone());
 
@@ -89,7 +90,10 @@ impl Manager {
             clock.lap("network");
 
             let tcg = backend == Backend::Qemu && qemu::accel_for(kvm_kind()) == qemu::Accel::Tcg;
-            let kernel_args = kernel_args(&bundle.defaults.kernel_args, &self.subnet.kernel_ip_arg(ip, name), tcg);
+            let mut kernel_args = kernel_args(&bundle.defaults.kernel_args, &self.subnet.kernel_ip_arg(ip, name), tcg);
+            if vm.root_mode == RootMode::Layered {
+                kernel_args.push_str(UPPER_ARG);
+            }
             let plan = LaunchPlan {
                 name: name.to_string(),
                 vcpus: vm.vcpus,
@@ -99,6 +103,7 @@ impl Manager {
                 kernel_args,
                 tap: tap.clone(),
                 mac,
+                drives,
             };
             let (log_from, console_from) = (file_len(&files.vmm_log), file_len(&files.console));
             let launched = backend::launch(backend, &plan, &files, firecracker.as_deref(), &logs, |pid| {
@@ -175,6 +180,10 @@ impl Manager {
         }
     }
 }
+
+/// Tells banger's initrd to layer the root: the image (`/dev/vda`, mounted
+/// read-only) under the upper disk (see [`super::VmFiles::disks`]).
+const UPPER_ARG: &str = " banger.upper=/dev/vdb";
 
 /// How far a boot got, and when.
 #[derive(Debug, Default, Clone, Copy)]
