@@ -15,11 +15,15 @@ pub struct VmSandbox {
 impl VmSandbox {
     /// None (and a printed reason) when this host cannot run the tier.
     pub fn new(extra_config: &str) -> Option<VmSandbox> {
+        VmSandbox::with_bundle(&runtime_dir(), extra_config)
+    }
+
+    /// [`VmSandbox::new`] booting the runtime bundle in `bundle`.
+    pub fn with_bundle(bundle: &Path, extra_config: &str) -> Option<VmSandbox> {
         if !rustix::process::geteuid().is_root() {
             skip("needs root for bridges and taps");
             return None;
         }
-        let bundle = runtime_dir();
         if !bundle.join("bundle.json").is_file() {
             skip(&format!(
                 "no runtime bundle at {} (make runtime-debian, or set BANGER_RUNTIME)",
