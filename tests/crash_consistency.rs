@@ -133,12 +133,13 @@ fn inconsistencies(vs: &VmSandbox, vms: &[serde_json::Value]) -> Vec<String> {
             .filter(|(_, d)| *d == dir)
             .map(|(p, _)| *p)
             .collect();
-        for file in [
-            "rootfs.ext4",
-            "work.ext4",
-            "known_hosts",
-            "ssh_host_ed25519_key",
-        ] {
+        // A layered VM's root writes go to its upper disk; a clone's to its copy.
+        let root = if vm["root_mode"] == "layered" {
+            "upper.ext4"
+        } else {
+            "rootfs.ext4"
+        };
+        for file in [root, "work.ext4", "known_hosts", "ssh_host_ed25519_key"] {
             if !dir.join(file).is_file() {
                 problems.push(format!("{name} ({state}) lacks {file}"));
             }
@@ -313,7 +314,7 @@ fn a_second_boot_of_running_disks_fails_in_the_launcher() {
     ok(vs
         .sb
         .banger(&["vm", "create", "--name", "locked", "--no-wait"]));
-    let (pid, dir) = vmms(&vs).pop().unwrap();
+    let (pid, _) = vmms(&vs).pop().unwrap();
     let logs = banger::system::vmm_io::VmmLogs {
         console: vs.sb.path("twin-console.log"),
         vmm_log: vs.sb.path("twin-vmm.log"),
@@ -321,16 +322,22 @@ fn a_second_boot_of_running_disks_fails_in_the_launcher() {
         relay: PathBuf::from(env!("CARGO_BIN_EXE_bangerd")),
     };
     // Both launchers take their descriptors from here: no VmmIo, no VMM.
+    // A disk the VMM writes is locked to anyone else; the image under a
+    // layered root is shared with readers but not with a writer.
     use banger::system::disklock::Disk;
-    for disks in [
-        vec![Disk::rw(dir.join("rootfs.ext4"))],
-        vec![Disk::rw(dir.join("work.ext4"))],
-    ] {
-        let err = banger::system::vmm_io::VmmIo::prepare(&logs, &disks).unwrap_err();
+    let disks = vs.json(&["vm", "show", "locked"])["disks"].clone();
+    let mut writable = Vec::new();
+    for disk in disks.as_array().unwrap() {
+        let path = PathBuf::from(disk["path"].as_str().unwrap());
+        let err = banger::system::vmm_io::VmmIo::prepare(&logs, &[Disk::rw(&path)]).unwrap_err();
         let message = err.to_string();
         assert!(message.contains("in use by another VMM"), "{message}");
         assert!(message.contains(&format!("pid {pid}")), "{message}");
+        if disk["shared"] == false {
+            writable.push(path);
+        }
     }
+    assert!(!writable.is_empty(), "{disks:#}");
     assert_eq!(vmms(&vs).len(), 1);
     ok(vs.sb.banger(&["vm", "stop", "--force", "locked"]));
     // Once the VMM is gone, so are its locks (and a relay starts, which
@@ -340,7 +347,7 @@ fn a_second_boot_of_running_disks_fails_in_the_launcher() {
         .build()
         .unwrap();
     let io = rt.block_on(async {
-        banger::system::vmm_io::VmmIo::prepare(&logs, &[Disk::rw(dir.join("rootfs.ext4"))])
+        banger::system::vmm_io::VmmIo::prepare(&logs, &[Disk::rw(&writable[0])])
     });
     assert!(io.is_ok(), "{io:?}");
     drop(io);
