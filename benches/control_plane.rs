@@ -103,7 +103,7 @@ impl Drop for Env {
 }
 
 /// BANGER_BENCH_ONLY=a,b runs only those sections (list, clone, dns, nat,
-/// firecracker, lifecycle, boot, build).
+/// firecracker, lifecycle, disks, boot, build).
 fn wanted(section: &str) -> bool {
     std::env::var("BANGER_BENCH_ONLY").map_or(true, |only| only.split(',').any(|s| s == section))
 }
@@ -131,6 +131,9 @@ fn main() {
         }
         if wanted("lifecycle") {
             lifecycle_figures();
+        }
+        if wanted("disks") {
+            disk_figures();
         }
         if std::env::var_os("BANGER_BENCH_BOOT").is_some() {
             if wanted("boot") {
@@ -791,5 +794,195 @@ fn lifecycle_figures() {
         count()
     );
     env.banger(&["vm", "delete", "anchor"]);
+    env.banger(&["network", "cleanup"]);
+}
+
+/// Copy-on-write roots: `vm create --no-wait` for the default image and for
+/// an 8 GiB image holding 2 GiB, what a fresh VM takes on disk, 20 creates
+/// back to back, and (with BANGER_BENCH_BOOT=1) create -> SSH-ready on the
+/// layered root against the clone path.
+fn disk_figures() {
+    let bundle = bundle_dir();
+    if !bundle.join("bundle.json").is_file() {
+        println!("disks: skipped (no runtime bundle)");
+        return;
+    }
+    let env = Env::new(&format!(
+        "runtime_dir = \"{}\"\nvmm = \"qemu\"\nstop_timeout_secs = 1",
+        bundle.display()
+    ));
+    let config = env.root.path().join("config/banger/config.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!("{text}dns_upstreams = [\"127.0.0.1:9\"]\n"),
+    )
+    .unwrap();
+    env.banger(&["daemon", "start"]);
+    env.banger(&["vm", "create", "--name", "warm", "--no-start"]);
+    let mode = env.banger(&["vm", "show", "warm", "--json"]);
+    let mode: serde_json::Value = serde_json::from_slice(&mode.stdout).unwrap();
+    let fs = Command::new("stat")
+        .args(["-f", "-c", "%T"])
+        .arg(env.root.path())
+        .output()
+        .unwrap();
+    println!(
+        "disks: root mode {}, state directory on {}",
+        mode["root_mode"].as_str().unwrap_or("?"),
+        String::from_utf8_lossy(&fs.stdout).trim()
+    );
+
+    // 8 GiB holding 2 GiB of incompressible data, with the directories
+    // banger writes a VM's identity into.
+    let tree = env.root.path().join("big-tree");
+    for dir in ["root", "etc/ssh", "data"] {
+        std::fs::create_dir_all(tree.join(dir)).unwrap();
+    }
+    let mut data = std::fs::File::create(tree.join("data/blob")).unwrap();
+    let mut chunk = vec![0u8; 1 << 20];
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for _ in 0..2048 {
+        for b in chunk.iter_mut() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = x as u8;
+        }
+        data.write_all(&chunk).unwrap();
+    }
+    drop(data);
+    let big = env.root.path().join("big.ext4");
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(8 << 30)
+        .unwrap();
+    let out = Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-d"])
+        .arg(&tree)
+        .arg(&big)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    std::fs::remove_dir_all(&tree).unwrap();
+    env.banger(&["image", "import", "big", big.to_str().unwrap()]);
+    std::fs::remove_file(&big).unwrap();
+
+    for image in ["default", "big"] {
+        let mut rows = Vec::new();
+        for i in 0..5 {
+            let name = format!("{image}{i}");
+            let t = Instant::now();
+            let out = env.banger(&[
+                "vm",
+                "create",
+                "--name",
+                &name,
+                "--image",
+                image,
+                "--no-wait",
+                "--json",
+            ]);
+            let whole = t.elapsed();
+            let result: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            let daemon: u64 = result["timings"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s["ms"].as_u64().unwrap())
+                .sum();
+            let before_vmm: u64 = result["timings"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .take_while(|s| s["step"] != "network")
+                .map(|s| s["ms"].as_u64().unwrap())
+                .sum();
+            rows.push((daemon, whole, before_vmm, result["timings"].clone()));
+            env.banger(&["vm", "delete", "--force", &name]);
+        }
+        rows.sort_by_key(|r| r.0);
+        let (daemon, whole, disks, steps) = &rows[rows.len() / 2];
+        let steps: Vec<String> = steps
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| format!("{} {}", s["step"].as_str().unwrap(), s["ms"]))
+            .collect();
+        println!(
+            "vm create --no-wait, image {image} (median of 5): {daemon} ms in the daemon ({disks} ms before the network), {:.0} ms whole process   goal <= 100 ms\n  steps (ms): {}",
+            ms(*whole),
+            steps.join(", ")
+        );
+    }
+
+    env.banger(&["vm", "create", "--name", "fresh", "--no-start"]);
+    let du = Command::new("du")
+        .args(["-sk"])
+        .arg(env.root.path().join("state/banger/vms/fresh"))
+        .output()
+        .unwrap();
+    println!(
+        "a fresh VM's directory (du): {} KiB   goal <= 16 MiB",
+        String::from_utf8_lossy(&du.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap_or("?")
+    );
+    env.banger(&["vm", "delete", "fresh"]);
+
+    let t = Instant::now();
+    for i in 0..20 {
+        env.banger(&["vm", "create", "--name", &format!("many{i}"), "--no-start"]);
+    }
+    println!(
+        "20 VMs created back to back (--no-start): {:.2} s   goal <= 3 s",
+        t.elapsed().as_secs_f64()
+    );
+    for i in 0..20 {
+        env.banger(&["vm", "delete", &format!("many{i}")]);
+    }
+
+    if std::env::var_os("BANGER_BENCH_BOOT").is_some() {
+        // The same boot on a bundle that cannot layer: full clones.
+        let clone_bundle = env.root.path().join("clone-bundle");
+        std::fs::create_dir_all(&clone_bundle).unwrap();
+        for entry in std::fs::read_dir(&bundle).unwrap().flatten() {
+            if entry.file_name() != "bundle.json" {
+                std::os::unix::fs::symlink(entry.path(), clone_bundle.join(entry.file_name()))
+                    .unwrap();
+            }
+        }
+        let json = std::fs::read_to_string(bundle.join("bundle.json")).unwrap();
+        let json: String = json
+            .lines()
+            .filter(|l| !l.contains("layered_root"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        std::fs::write(clone_bundle.join("bundle.json"), json).unwrap();
+        let ready = |name: &str| {
+            let out = env.banger(&["vm", "create", "--name", name, "--json"]);
+            let result: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            env.banger(&["vm", "delete", "--force", name]);
+            result["ssh_ready_ms"].as_u64().unwrap()
+        };
+        let layered = [ready("boot-a"), ready("boot-b")];
+        env.banger(&["daemon", "stop"]);
+        let text = std::fs::read_to_string(&config).unwrap();
+        std::fs::write(
+            &config,
+            text.replace(
+                &bundle.display().to_string(),
+                &clone_bundle.display().to_string(),
+            ),
+        )
+        .unwrap();
+        env.banger(&["daemon", "start"]);
+        let cloned = [ready("boot-c"), ready("boot-d")];
+        println!(
+            "create -> SSH-ready under QEMU: layered root {layered:?} ms, full clone {cloned:?} ms   goal: no slower"
+        );
+    }
+    env.banger(&["vm", "delete", "warm"]);
     env.banger(&["network", "cleanup"]);
 }
