@@ -207,3 +207,55 @@ fn write_bundle(dir: &Path, rootfs: &Path) {
     )
     .unwrap();
 }
+
+/// A replaced image keeps its old version for as long as a layered VM runs
+/// on that file; the last such VM's delete (or the next sweep) removes it.
+#[test]
+fn a_replaced_version_stays_while_a_layered_vm_uses_it() {
+    use banger::image::{ImageInfo, Images};
+    use banger::store::{NewVm, RootMode, SharedStore, Store, VmRole};
+    let dir = tempfile::tempdir().unwrap();
+    let store = SharedStore::new(Store::open(&dir.path().join("state.db")).unwrap());
+    let images = Images::new(&dir.path().join("data"));
+    let version = |contents: &str| {
+        let staged = images.stage("base").unwrap();
+        std::fs::write(staged.rootfs(), contents).unwrap();
+        let info = ImageInfo {
+            name: "base".into(),
+            size_bytes: contents.len() as u64,
+            ..Default::default()
+        };
+        images.register(&store, staged, &info, true).unwrap()
+    };
+    let old = version("one");
+    store
+        .lock()
+        .insert_vm(&NewVm {
+            name: "rider".into(),
+            image: Some("base".into()),
+            backend: "qemu".into(),
+            vcpus: 1,
+            memory_mib: 128,
+            disk_bytes: 64 << 20,
+            work_disk_bytes: None,
+            lease: None,
+            nat: false,
+            role: VmRole::Vm,
+            root_mode: RootMode::Layered,
+            base_path: Some(old.rootfs_path.clone()),
+        })
+        .unwrap();
+    let new = version("two");
+    assert_ne!(new.rootfs_path, old.rootfs_path);
+    assert_eq!(std::fs::read_to_string(&old.rootfs_path).unwrap(), "one");
+    images.sweep(&store).unwrap();
+    assert!(
+        old.rootfs_path.is_file(),
+        "the sweep took a file a VM runs on"
+    );
+    // The VM goes: so does the version only it used.
+    store.lock().delete_vm("rider").unwrap();
+    images.release(&store, &old.rootfs_path);
+    assert!(!old.rootfs_path.exists());
+    assert_eq!(std::fs::read_to_string(&new.rootfs_path).unwrap(), "two");
+}
