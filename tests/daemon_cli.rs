@@ -5,6 +5,7 @@
 mod common;
 
 use std::os::unix::process::CommandExt;
+use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -159,6 +160,7 @@ fn another_uid_is_refused() {
     open(sb.runtime_dir(), 0o755);
     open(sb.socket(), 0o666);
 
+    // The client refuses a socket directory that is not its user's.
     let out = sb
         .command("banger")
         .args(["vm", "list"])
@@ -169,12 +171,92 @@ fn another_uid_is_refused() {
     assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
     let err = stderr(&out);
     assert!(
-        err.contains("bangerd refused a connection from uid 65534: it serves only uid 0"),
+        err.contains("refusing to use") && err.contains("belongs to uid 0"),
         "{err}"
     );
-    assert!(err.contains("hint:"), "{err}");
+    // And the daemon refuses the connection itself: a raw request from
+    // uid 65534 (this test binary, run again as that user).
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "raw_request_helper", "--nocapture"])
+        .env("BANGER_RAW_SOCKET", sb.socket())
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    let said = stdout(&out);
+    assert!(
+        said.contains("403")
+            && said.contains("bangerd refused a connection from uid 65534: it serves only uid 0"),
+        "{said}{}",
+        stderr(&out)
+    );
     // The owner is still served.
     ok(sb.banger(&["vm", "list"]));
+}
+
+/// Not a test by itself: with BANGER_RAW_SOCKET set, sends one request to
+/// that socket and prints the answer (`another_uid_is_refused` runs it as
+/// another user).
+#[test]
+fn raw_request_helper() {
+    use std::io::{Read, Write};
+    let Some(socket) = std::env::var_os("BANGER_RAW_SOCKET") else {
+        return;
+    };
+    let mut stream = std::os::unix::net::UnixStream::connect(socket).unwrap();
+    stream
+        .write_all(b"GET /v1/health HTTP/1.1\r\nHost: bangerd\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    println!("{answer}");
+}
+
+/// A socket another user's process listens on, where this user's daemon
+/// socket should be: the client refuses to talk to it.
+#[test]
+fn a_server_of_another_user_is_refused() {
+    if !rustix::process::geteuid().is_root() {
+        skip("needs root to run a server as another uid");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    // uid 65534's own daemon, in a sandbox it owns.
+    let theirs = Sandbox::new();
+    let chown = |p: &std::path::Path| {
+        let out = Command::new("chown")
+            .args(["-R", "65534:65534"])
+            .arg(p)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+    };
+    chown(theirs.root.path());
+    std::fs::set_permissions(theirs.root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut daemon = theirs
+        .command("bangerd")
+        .uid(65534)
+        .gid(65534)
+        .spawn()
+        .unwrap();
+    assert!(wait_until(std::time::Duration::from_secs(10), || theirs
+        .socket()
+        .exists()));
+
+    // Ours: a proper runtime directory, with their socket moved into it.
+    let mine = Sandbox::new();
+    std::fs::create_dir_all(mine.runtime_dir()).unwrap();
+    std::fs::set_permissions(mine.runtime_dir(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::rename(theirs.socket(), mine.socket()).unwrap();
+    let out = mine.banger(&["vm", "list"]);
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("refusing the server") && err.contains("uid 65534"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -264,9 +264,12 @@ fn make_outer(
     // and the .debs it lacks.
     let ctx = sb.path("outer-context");
     std::fs::create_dir_all(ctx.join("config/banger")).unwrap();
+    // The bundle's own initrd layers roots when it says so: the inner VMs
+    // then boot Firecracker with the image read-only under an upper disk.
+    let layered = layered_bundle(runtime);
     let bundle_json = |extra_args: &str, dir: &str| {
         format!(
-            r#"{{"kernel":"{dir}/vmlinux","initrd":"{dir}/initrd.img","rootfs":"{dir}/rootfs.ext4","defaults":{{"vcpus":1,"memory_mib":512,"disk_size":"2G","work_disk_size":"256M","kernel_args":"console=ttyS0 reboot=k panic=1 root=/dev/vda rw{extra_args}"}}}}"#
+            r#"{{"kernel":"{dir}/vmlinux","initrd":"{dir}/initrd.img","rootfs":"{dir}/rootfs.ext4","layered_root":{layered},"defaults":{{"vcpus":1,"memory_mib":512,"disk_size":"2G","work_disk_size":"256M","kernel_args":"console=ttyS0 reboot=k panic=1 root=/dev/vda rw{extra_args}"}}}}"#
         )
     };
     std::fs::write(ctx.join("bundle.json"), bundle_json("", ".")).unwrap();
@@ -421,9 +424,21 @@ fn doctor_picks_firecracker(fc: &FcHost) {
     );
 }
 
+/// Whether the bundle's initrd layers roots (bundle.json says so).
+fn layered_bundle(runtime: &Path) -> bool {
+    std::fs::read_to_string(runtime.join("bundle.json"))
+        .is_ok_and(|j| j.contains("\"layered_root\": true"))
+}
+
 fn lifecycle(fc: &FcHost) {
     let created = fc.json(&format!("vm create --name life {FC}"));
     assert_eq!(created["vm"]["backend"], "firecracker", "{created:#}");
+    let mode = if layered_bundle(&runtime_dir()) {
+        "layered"
+    } else {
+        "clone"
+    };
+    assert_eq!(created["vm"]["root_mode"], mode, "{created:#}");
     assert!(created["ssh_ready_ms"].is_u64(), "{created:#}");
     // vm ssh: output and exit codes come back through both levels.
     assert_eq!(fc.ok("banger vm ssh life -- cat /etc/hostname"), "life\n");

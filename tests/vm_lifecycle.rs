@@ -53,6 +53,55 @@ fn lifecycle_on_a_real_guest() {
         printed.contains("StrictHostKeyChecking=yes") && printed.contains(&format!("root@{ip}")),
         "{printed}"
     );
+    for isolation in ["-F /dev/null", "ForwardAgent=no", "ForwardX11=no"] {
+        assert!(printed.contains(isolation), "{isolation}: {printed}");
+    }
+    // The user's agent stays home, whatever their ssh config says.
+    let ssh_dir = sb.path("home/.ssh");
+    std::fs::create_dir_all(&ssh_dir).unwrap();
+    std::fs::write(
+        ssh_dir.join("config"),
+        "Host *
+  ForwardAgent yes
+  ForwardX11 yes
+",
+    )
+    .unwrap();
+    let agent = std::process::Command::new("ssh-agent")
+        .arg("-s")
+        .output()
+        .unwrap();
+    let agent_env = stdout(&agent);
+    let sock = agent_env
+        .split(';')
+        .find_map(|p| p.trim().strip_prefix("SSH_AUTH_SOCK="))
+        .unwrap()
+        .to_string();
+    let agent_pid: i32 = agent_env
+        .split(';')
+        .find_map(|p| p.trim().strip_prefix("SSH_AGENT_PID="))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let ask = |extra: &[&str]| {
+        let mut args = vec!["vm", "ssh", "e2e"];
+        args.extend_from_slice(extra);
+        args.extend(["--", "echo agent=${SSH_AUTH_SOCK:-none}"]);
+        let out = sb
+            .command("banger")
+            .env("SSH_AUTH_SOCK", &sock)
+            .args(&args)
+            .output()
+            .unwrap();
+        ok(out)
+    };
+    assert_eq!(ask(&[]).trim(), "agent=none");
+    assert_ne!(
+        ask(&["--forward-agent"]).trim(),
+        "agent=none",
+        "--forward-agent asks for it"
+    );
+    signal(agent_pid, rustix::process::Signal::TERM);
 
     let stats = t.json(&["vm", "stats", "e2e"]);
     assert_eq!(stats["pid"], pid);

@@ -58,6 +58,10 @@ pub enum VmCommand {
         /// Print the ssh command instead of running it.
         #[arg(long)]
         print: bool,
+        /// Forward your ssh agent into the VM (off by default: code in the
+        /// VM could use your keys while you are connected).
+        #[arg(long)]
+        forward_agent: bool,
         /// The command to run; without one, an interactive shell.
         #[arg(last = true)]
         command: Vec<String>,
@@ -170,8 +174,9 @@ pub async fn run(ctx: &Ctx, command: VmCommand) -> anyhow::Result<ExitCode> {
         VmCommand::Ssh {
             name,
             print,
+            forward_agent,
             command,
-        } => return ssh(&client.vm(&name).await?, print, command),
+        } => return ssh(&client.vm(&name).await?, print, forward_agent, command),
         VmCommand::Cp { src, dst } => cp::run(&client, &src, &dst).await?,
         VmCommand::Stats { name } => {
             let stats = client.vm_stats(&name).await?;
@@ -349,7 +354,12 @@ fn show(ctx: &Ctx, vm: &VmDetails) -> anyhow::Result<()> {
 
 /// Replaces this process with the system ssh client, so the remote exit
 /// code is ours and the terminal is the user's.
-fn ssh(vm: &VmDetails, print: bool, command: Vec<String>) -> anyhow::Result<ExitCode> {
+fn ssh(
+    vm: &VmDetails,
+    print: bool,
+    forward_agent: bool,
+    command: Vec<String>,
+) -> anyhow::Result<ExitCode> {
     if vm.state != "running" {
         bail!(
             "VM `{}` is {}; start it with `banger vm start {}`",
@@ -359,7 +369,11 @@ fn ssh(vm: &VmDetails, print: bool, command: Vec<String>) -> anyhow::Result<Exit
         );
     }
     let ip = vm.ip.as_deref().context("the VM has no address")?;
-    let mut argv = crate::system::ssh::client_options(&vm.ssh_key, &vm.known_hosts);
+    let mut argv = crate::system::ssh::isolation_options(forward_agent);
+    argv.extend(crate::system::ssh::client_options(
+        &vm.ssh_key,
+        &vm.known_hosts,
+    ));
     argv.push(format!("root@{ip}"));
     if !command.is_empty() {
         argv.push("--".into());

@@ -78,6 +78,19 @@ pub enum ClientError {
         chain: Vec<String>,
         hint: Option<String>,
     },
+    /// A socket directory another user owns or can write to.
+    #[error(
+        "refusing to use {dir}: it belongs to uid {owner} with mode {mode:o}, not to you (uid {me}) with mode 700; another user may have made it; remove it (or set XDG_RUNTIME_DIR)"
+    )]
+    UnsafeSocketDir {
+        dir: PathBuf,
+        owner: u32,
+        mode: u32,
+        me: u32,
+    },
+    /// The server on the socket runs as another user.
+    #[error("refusing the server on {socket}: it runs as uid {}, not as you; stop it and remove the socket", uid.map_or("unknown".into(), |u| u.to_string()))]
+    ForeignServer { socket: PathBuf, uid: Option<u32> },
 }
 
 impl ClientError {
@@ -102,6 +115,39 @@ impl Client {
 
     pub fn socket(&self) -> &Path {
         &self.socket
+    }
+
+    /// Refuses a socket directory that is not this user's: on a shared host
+    /// another user can make `/tmp/banger-<uid>` first and listen there.
+    /// One of this user's that others may enter is made 0700 again. A
+    /// directory that does not exist yet is fine (nothing answers; the
+    /// daemon makes it).
+    fn check_socket_dir(&self) -> Result<(), ClientError> {
+        use std::os::unix::fs::MetadataExt;
+        let Some(dir) = self.socket.parent() else {
+            return Ok(());
+        };
+        let Ok(meta) = std::fs::symlink_metadata(dir) else {
+            return Ok(());
+        };
+        let me = rustix::process::getuid().as_raw();
+        let mode = meta.mode() & 0o7777;
+        // Ours but open to others: ours to close again.
+        let closed = meta.uid() == me
+            && meta.is_dir()
+            && (mode & 0o077 == 0 || {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).is_ok()
+            });
+        if !closed {
+            return Err(ClientError::UnsafeSocketDir {
+                dir: dir.to_path_buf(),
+                owner: meta.uid(),
+                mode,
+                me,
+            });
+        }
+        Ok(())
     }
 
     pub async fn health(&self) -> Result<Health, ClientError> {
@@ -259,6 +305,7 @@ impl Client {
         path: &str,
         body: Option<serde_json::Value>,
     ) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
+        self.check_socket_dir()?;
         let stream = UnixStream::connect(&self.socket).await.map_err(|source| {
             let socket = self.socket.clone();
             match source.kind() {
@@ -268,6 +315,16 @@ impl Client {
                 _ => ClientError::Connect { socket, source },
             }
         })?;
+        // Whoever answers must be this user's daemon: another user could
+        // have put a socket of theirs here first.
+        let me = rustix::process::getuid().as_raw();
+        let peer = stream.peer_cred().ok().map(|c| c.uid());
+        if peer != Some(me) {
+            return Err(ClientError::ForeignServer {
+                socket: self.socket.clone(),
+                uid: peer,
+            });
+        }
         let (mut sender, conn) =
             hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         // The connection task ends when the response is read; its own error,

@@ -104,6 +104,30 @@ pub fn client_options(key: &Path, known_hosts: &Path) -> Vec<String> {
     .into()
 }
 
+/// What `vm ssh` adds for an interactive session: none of the user's ssh
+/// config (where `ForwardAgent yes` or a `LocalCommand` may lurk), and
+/// nothing of the user's forwarded into an untrusted guest (agent, X11,
+/// ports) unless `forward_agent` asks for the agent.
+pub fn isolation_options(forward_agent: bool) -> Vec<String> {
+    let agent = if forward_agent { "yes" } else { "no" };
+    [
+        "-F",
+        "/dev/null",
+        "-o",
+        &format!("ForwardAgent={agent}"),
+        "-o",
+        "ForwardX11=no",
+        "-o",
+        "ForwardX11Trusted=no",
+        "-o",
+        "ClearAllForwardings=yes",
+        "-o",
+        "PermitLocalCommand=no",
+    ]
+    .map(String::from)
+    .into()
+}
+
 /// Waits until the guest at `ip` answers SSH with the host key in
 /// `known_hosts` and accepts `key`: first a TCP banner (cheap to poll), then
 /// one real `ssh ... true`. Returns how long it took.
