@@ -262,7 +262,12 @@ async fn dns_figures() {
         Arc::new(move |name: &str| store.lock().get_vm(name).ok()?.ip?.parse().ok());
     let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let server = socket.local_addr().unwrap();
-    tokio::spawn(banger::dns::serve(socket, lookup, vec![]));
+    tokio::spawn(banger::dns::serve(
+        socket,
+        lookup,
+        banger::dns::open_access(),
+        vec![],
+    ));
 
     let client = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let mut buf = [0u8; 512];

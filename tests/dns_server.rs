@@ -83,6 +83,7 @@ fn vm_names_are_answered_and_the_rest_forwarded_never_vm() {
         tokio::spawn(dns::serve(
             socket,
             lookup,
+            dns::open_access(),
             vec!["127.0.0.1:53".parse().unwrap()],
         ));
 
@@ -129,6 +130,7 @@ fn an_upstream_that_does_not_answer_gives_servfail() {
         tokio::spawn(dns::serve(
             socket,
             lookup,
+            dns::open_access(),
             vec!["127.0.0.1:9".parse().unwrap()],
         ));
         let (rcode, _) = ask("127.0.0.1:5353".parse().unwrap(), 9, "example.test").await;

@@ -519,8 +519,25 @@ fn guests_resolve_each_other_and_reach_out_through_nat() {
         "a --no-nat VM reached the outside"
     );
 
+    // Nor through the DNS forwarder: it answers b only `.vm` names.
+    let tunnel = ok(sb.banger(&[
+        "vm",
+        "ssh",
+        "b",
+        "--",
+        "getent hosts a.vm; getent hosts tunnel.upstream.test || echo refused",
+    ]));
+    assert!(
+        tunnel.starts_with(&a_ip) && tunnel.trim().ends_with("refused"),
+        "{tunnel}"
+    );
+
     let names = upstream.dns_names.lock().unwrap().clone();
     assert!(names.iter().any(|n| n == "upstream.test"), "{names:?}");
+    assert!(
+        !names.iter().any(|n| n.starts_with("tunnel.")),
+        "a --no-nat VM's query went upstream: {names:?}"
+    );
     assert!(
         !names
             .iter()

@@ -1,8 +1,14 @@
 //! The `.vm` DNS server: answers `<name>.vm` from the VMs that exist
 //! (NXDOMAIN for any other `.vm` name, never forwarded) and relays every
 //! other query to the upstream resolvers, for guests. UDP, one task per query.
+//!
+//! Who asks decides what it gets ([`Access`]): the host and VMs with NAT get
+//! everything, a `--no-nat` VM only `.vm` names (the forwarder is no tunnel
+//! out), anyone else nothing (the server is no reflector). At most
+//! [`MAX_FORWARDS`] queries are relayed at once; a truncated UDP answer is
+//! asked again over TCP.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,13 +23,37 @@ const DNS_NICE: i32 = -10;
 /// Answers change as VMs come and go: caches should not keep them.
 const TTL: u32 = 1;
 
+/// How many queries are relayed upstream at once; more get SERVFAIL.
+pub const MAX_FORWARDS: usize = 64;
+
 /// Looks a VM name up: `Some(ip)` when a VM of that name exists.
 pub type Lookup = Arc<dyn Fn(&str) -> Option<Ipv4Addr> + Send + Sync>;
+
+/// What a client (by source address) may ask.
+pub type Access = Arc<dyn Fn(IpAddr) -> Reach + Send + Sync>;
+
+/// What a client gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// Nothing: its queries are dropped unanswered.
+    Nothing,
+    /// `.vm` names; other names are REFUSED.
+    VmNames,
+    /// `.vm` names, and other names relayed upstream.
+    Everything,
+}
+
+/// Everyone gets everything (tests and benchmarks on loopback).
+pub fn open_access() -> Access {
+    Arc::new(|_| Reach::Everything)
+}
 
 /// What one query needs.
 struct Server {
     lookup: Lookup,
+    access: Access,
     upstreams: Vec<SocketAddr>,
+    forwards: tokio::sync::Semaphore,
 }
 
 /// The server on a thread of its own, with its own runtime: `.vm` answers
@@ -38,6 +68,7 @@ impl ServerThread {
     pub fn spawn(
         socket: std::net::UdpSocket,
         lookup: Lookup,
+        access: Access,
         upstreams: Vec<SocketAddr>,
     ) -> std::io::Result<ServerThread> {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -59,7 +90,7 @@ impl ServerThread {
                         Err(e) => return tracing::error!(error = %e, "cannot serve DNS"),
                     };
                     tokio::select! {
-                        () = serve(socket, lookup, upstreams) => {}
+                        () = serve(socket, lookup, access, upstreams) => {}
                         _ = stopped => {}
                     }
                 });
@@ -86,9 +117,14 @@ impl ServerThread {
 }
 
 /// Serves DNS on `socket` until the task is aborted.
-pub async fn serve(socket: UdpSocket, lookup: Lookup, upstreams: Vec<SocketAddr>) {
+pub async fn serve(socket: UdpSocket, lookup: Lookup, access: Access, upstreams: Vec<SocketAddr>) {
     let socket = Arc::new(socket);
-    let server = Arc::new(Server { lookup, upstreams });
+    let server = Arc::new(Server {
+        lookup,
+        access,
+        upstreams,
+        forwards: tokio::sync::Semaphore::new(MAX_FORWARDS),
+    });
     let mut buf = vec![0u8; 4096];
     loop {
         let (len, peer) = match socket.recv_from(&mut buf).await {
@@ -98,10 +134,14 @@ pub async fn serve(socket: UdpSocket, lookup: Lookup, upstreams: Vec<SocketAddr>
                 continue;
             }
         };
+        let reach = (server.access)(peer.ip());
+        if reach == Reach::Nothing {
+            continue;
+        }
         let query = buf[..len].to_vec();
         let (socket, server) = (socket.clone(), server.clone());
         tokio::spawn(async move {
-            if let Some(reply) = server.answer(&query).await {
+            if let Some(reply) = server.answer(&query, reach).await {
                 let _ = socket.send_to(&reply, peer).await;
             }
         });
@@ -110,7 +150,7 @@ pub async fn serve(socket: UdpSocket, lookup: Lookup, upstreams: Vec<SocketAddr>
 
 impl Server {
     /// The reply to `query`, or None for something that is not a query.
-    async fn answer(&self, query: &[u8]) -> Option<Vec<u8>> {
+    async fn answer(&self, query: &[u8], reach: Reach) -> Option<Vec<u8>> {
         let packet = Packet::parse(query).ok()?;
         if packet.has_flags(PacketFlag::RESPONSE) {
             return None;
@@ -131,10 +171,16 @@ impl Server {
                     Some(_) => reply(&packet, RCODE::NoError, None),
                 }
             }
-            None => match self.forward(query).await {
-                Some(answer) => Some(answer),
-                None => reply(&packet, RCODE::ServerFailure, None),
-            },
+            None if reach != Reach::Everything => reply(&packet, RCODE::Refused, None),
+            None => {
+                let Ok(_slot) = self.forwards.try_acquire() else {
+                    return reply(&packet, RCODE::ServerFailure, None);
+                };
+                match self.forward(query).await {
+                    Some(answer) => Some(answer),
+                    None => reply(&packet, RCODE::ServerFailure, None),
+                }
+            }
         }
     }
 
@@ -154,12 +200,48 @@ impl Server {
             }
             let mut buf = vec![0u8; 4096];
             match tokio::time::timeout(UPSTREAM_TIMEOUT, socket.recv_from(&mut buf)).await {
-                Ok(Ok((len, from))) if from == *upstream => return Some(buf[..len].to_vec()),
+                Ok(Ok((len, from))) if from == *upstream => {
+                    let answer = &buf[..len];
+                    if !truncated(answer) {
+                        return Some(answer.to_vec());
+                    }
+                    // Too big for UDP: the whole answer over TCP, else the
+                    // truncated one (the client may retry over TCP itself).
+                    return Some(
+                        forward_tcp(query, *upstream)
+                            .await
+                            .unwrap_or_else(|| answer.to_vec()),
+                    );
+                }
                 _ => tracing::debug!(%upstream, "upstream did not answer"),
             }
         }
         None
     }
+}
+
+/// The TC flag of a DNS message: the answer did not fit.
+fn truncated(message: &[u8]) -> bool {
+    message.get(2).is_some_and(|flags| flags & 0x02 != 0)
+}
+
+/// One query over TCP (two-byte length prefix each way).
+async fn forward_tcp(query: &[u8], upstream: SocketAddr) -> Option<Vec<u8>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(upstream).await.ok()?;
+        let len = u16::try_from(query.len()).ok()?;
+        stream.write_all(&len.to_be_bytes()).await.ok()?;
+        stream.write_all(query).await.ok()?;
+        let mut len = [0u8; 2];
+        stream.read_exact(&mut len).await.ok()?;
+        let mut answer = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        stream.read_exact(&mut answer).await.ok()?;
+        Some(answer)
+    };
+    tokio::time::timeout(UPSTREAM_TIMEOUT, exchange)
+        .await
+        .ok()?
 }
 
 /// `box` for `box.vm`; None for names outside `.vm`. Deeper names under a
@@ -237,32 +319,67 @@ pub fn parse_reply(bytes: &[u8]) -> Option<(u16, RCODE, Vec<Ipv4Addr>)> {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn a_client_with_vm_names_only_is_refused_the_rest() {
+        // An upstream that would answer is never asked.
+        let s = server(vec!["127.0.0.1:9".parse().unwrap()]);
+        let refused = s
+            .answer(&build_query(3, "example.test", TYPE::A), Reach::VmNames)
+            .await
+            .unwrap();
+        assert_eq!(parse_reply(&refused).unwrap().1, RCODE::Refused);
+        let vm = s
+            .answer(&build_query(4, "box.vm", TYPE::A), Reach::VmNames)
+            .await
+            .unwrap();
+        assert_eq!(parse_reply(&vm).unwrap().2, [Ipv4Addr::new(172, 30, 0, 2)]);
+    }
+
+    #[test]
+    fn the_truncation_flag_is_read() {
+        let mut answer = build_query(1, "big.test", TYPE::A);
+        assert!(!truncated(&answer));
+        answer[2] |= 0x02;
+        assert!(truncated(&answer));
+    }
+
     fn server(upstreams: Vec<SocketAddr>) -> Server {
         Server {
             lookup: Arc::new(|name| (name == "box").then_some(Ipv4Addr::new(172, 30, 0, 2))),
+            access: open_access(),
             upstreams,
+            forwards: tokio::sync::Semaphore::new(MAX_FORWARDS),
         }
     }
 
     #[tokio::test]
     async fn vm_names_answer_from_the_lookup() {
         let s = server(vec![]);
-        let got = s.answer(&build_query(7, "box.vm", TYPE::A)).await.unwrap();
+        let got = s
+            .answer(&build_query(7, "box.vm", TYPE::A), Reach::Everything)
+            .await
+            .unwrap();
         assert_eq!(
             parse_reply(&got),
             Some((7, RCODE::NoError, vec![Ipv4Addr::new(172, 30, 0, 2)]))
         );
-        let got = s.answer(&build_query(8, "BOX.VM.", TYPE::A)).await.unwrap();
+        let got = s
+            .answer(&build_query(8, "BOX.VM.", TYPE::A), Reach::Everything)
+            .await
+            .unwrap();
         assert_eq!(
             parse_reply(&got).unwrap().2,
             vec![Ipv4Addr::new(172, 30, 0, 2)]
         );
         for missing in ["other.vm", "a.box.vm", "vm"] {
-            let got = s.answer(&build_query(9, missing, TYPE::A)).await.unwrap();
+            let got = s
+                .answer(&build_query(9, missing, TYPE::A), Reach::Everything)
+                .await
+                .unwrap();
             assert_eq!(parse_reply(&got).unwrap().1, RCODE::NameError, "{missing}");
         }
         let got = s
-            .answer(&build_query(10, "box.vm", TYPE::AAAA))
+            .answer(&build_query(10, "box.vm", TYPE::AAAA), Reach::Everything)
             .await
             .unwrap();
         assert_eq!(parse_reply(&got), Some((10, RCODE::NoError, vec![])));
@@ -271,7 +388,7 @@ mod tests {
     #[tokio::test]
     async fn other_names_fail_without_upstreams() {
         let got = server(vec![])
-            .answer(&build_query(1, "example.org", TYPE::A))
+            .answer(&build_query(1, "example.org", TYPE::A), Reach::Everything)
             .await
             .unwrap();
         assert_eq!(parse_reply(&got).unwrap().1, RCODE::ServerFailure);

@@ -402,6 +402,18 @@ impl Store {
         vm_named(&self.conn, name)
     }
 
+    /// The VM leasing `ip`.
+    pub fn vm_by_ip(&self, ip: &str) -> Result<VmRecord, StoreError> {
+        self.conn
+            .query_row(
+                &format!("{SELECT_VM} WHERE leases.ip = ?1"),
+                [ip],
+                vm_from_row,
+            )
+            .optional()?
+            .ok_or_else(|| not_found(ip))
+    }
+
     /// Moves a VM to `state` and records the VMM process now running it
     /// (`None` clears it). Reaching `running` sets `started_at`.
     pub fn set_vm_state(

@@ -143,6 +143,7 @@ pub(crate) async fn launch(
     let failed = |source: Box<dyn std::error::Error + Send + Sync>| VmError::Launch {
         backend: backend.name(),
         source,
+        log_tail: None,
     };
     let drives = plan.drives.clone();
     let io = VmmIo::prepare(logs, &drives).map_err(|e| match e {

@@ -65,11 +65,13 @@ pub enum VmError {
         #[source]
         source: std::io::Error,
     },
-    #[error("the {backend} VMM did not start")]
+    #[error("the {backend} VMM did not start{}", log_tail.as_ref().map(|t| format!("; its log ends with:\n{t}")).unwrap_or_default())]
     Launch {
         backend: &'static str,
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
+        /// What the VMM wrote to its log during this launch.
+        log_tail: Option<String>,
     },
     /// The VMM exited while the guest was booting.
     #[error(

@@ -21,6 +21,35 @@ pub(crate) struct DnsListener {
     server: dns::ServerThread,
 }
 
+/// What a DNS client at `ip` may ask: the host (loopback, the bridge
+/// address) and VMs with NAT everything; a `--no-nat` VM, or an address of
+/// the subnet no VM holds, `.vm` names only; anyone else nothing. `nat_of`
+/// says whether the VM at an address has NAT, `None` when none has it.
+fn dns_reach(
+    ip: std::net::IpAddr,
+    subnet: &crate::net::Subnet,
+    gateway: Ipv4Addr,
+    nat_of: impl Fn(Ipv4Addr) -> Option<bool>,
+) -> dns::Reach {
+    use dns::Reach;
+    let std::net::IpAddr::V4(v4) = ip else {
+        return if ip.is_loopback() {
+            Reach::Everything
+        } else {
+            Reach::Nothing
+        };
+    };
+    if v4.is_loopback() || v4 == gateway {
+        Reach::Everything
+    } else if !subnet.contains(v4) {
+        Reach::Nothing
+    } else if nat_of(v4) == Some(true) {
+        Reach::Everything
+    } else {
+        Reach::VmNames
+    }
+}
+
 impl Manager {
     /// Brings the bridge up (after checking its subnet is free). The caller
     /// holds the network lock (`_net`) and keeps it until the tap it is
@@ -70,17 +99,29 @@ impl Manager {
                 .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
             // A connection of its own, read-only: in WAL mode it reads while
             // the daemon commits, so a lookup never waits for an fsync.
-            let reader = std::sync::Mutex::new(
+            let reader = Arc::new(std::sync::Mutex::new(
                 crate::store::Store::open_reader(&self.paths.database())
                     .map_err(|e| format!("cannot read the state database: {e}"))?,
-            );
+            ));
+            let names = reader.clone();
             let lookup: dns::Lookup = Arc::new(move |name: &str| {
-                let vm = reader.lock().ok()?.get_vm(name).ok()?;
+                let vm = names.lock().ok()?.get_vm(name).ok()?;
                 vm.ip?.parse().ok()
+            });
+            let (subnet, gateway) = (self.subnet, self.subnet.gateway);
+            let access: dns::Access = Arc::new(move |ip: std::net::IpAddr| {
+                dns_reach(ip, &subnet, gateway, |ip| {
+                    reader
+                        .lock()
+                        .ok()?
+                        .vm_by_ip(&ip.to_string())
+                        .ok()
+                        .map(|vm| vm.nat)
+                })
             });
             let upstreams = self.dns_upstreams();
             tracing::info!(%addr, ?upstreams, "serving .vm DNS");
-            dns::ServerThread::spawn(socket, lookup, upstreams)
+            dns::ServerThread::spawn(socket, lookup, access, upstreams)
                 .map_err(|e| format!("cannot start the DNS thread: {e}"))
         })();
         match started {
@@ -268,5 +309,31 @@ impl Manager {
             removed.push(format!("bridge {bridge}"));
         }
         Ok(NetworkCleanup { removed })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dns::Reach;
+
+    #[test]
+    fn dns_answers_by_who_asks() {
+        let subnet: crate::net::Subnet = "10.0.0.1/24".parse().unwrap();
+        let gateway = subnet.gateway;
+        let nat = |ip: Ipv4Addr| match ip.octets()[3] {
+            2 => Some(true),
+            3 => Some(false),
+            _ => None,
+        };
+        let reach = |ip: &str| dns_reach(ip.parse().unwrap(), &subnet, gateway, nat);
+        assert_eq!(reach("127.0.0.1"), Reach::Everything);
+        assert_eq!(reach("::1"), Reach::Everything);
+        assert_eq!(reach("10.0.0.1"), Reach::Everything, "the host");
+        assert_eq!(reach("10.0.0.2"), Reach::Everything, "a VM with NAT");
+        assert_eq!(reach("10.0.0.3"), Reach::VmNames, "a --no-nat VM");
+        assert_eq!(reach("10.0.0.9"), Reach::VmNames, "no VM has it");
+        assert_eq!(reach("192.168.1.5"), Reach::Nothing, "a LAN host");
+        assert_eq!(reach("2001:db8::1"), Reach::Nothing);
     }
 }

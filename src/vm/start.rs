@@ -117,7 +117,15 @@ impl Manager {
                 fault::point("start:spawned");
                 Ok(())
             })
-            .await?;
+            .await
+            .map_err(|e| match e {
+                VmError::Launch { backend, source, .. } => VmError::Launch {
+                    backend,
+                    source,
+                    log_tail: Some(tail(&files.vmm_log, log_from, 15)),
+                },
+                other => other,
+            })?;
             let pid = launched.pid;
             let watch = ExitWatch::new(pid).map_err(VmError::io(format!("/proc/{pid}")))?;
             let start_ticks = pid::start_ticks(pid).unwrap_or(0);
