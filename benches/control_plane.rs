@@ -308,6 +308,16 @@ fn nat_figures() {
                 table: "bangerbench".into(),
                 bridge: "bgbench0".into(),
                 nat_sources: (2..12).map(|d| Ipv4Addr::new(10, 216, 0, d)).collect(),
+                guests: (2..12)
+                    .map(|d| {
+                        let ip = Ipv4Addr::new(10, 216, 0, d);
+                        banger::net::nat::Guest {
+                            tap: banger::net::tap_for(ip),
+                            mac: banger::net::mac_for(ip),
+                            ip,
+                        }
+                    })
+                    .collect(),
             };
             let (mut apply, mut remove) = (Vec::new(), Vec::new());
             for _ in 0..20 {
@@ -316,6 +326,7 @@ fn nat_figures() {
                 apply.push(t.elapsed());
                 let t = Instant::now();
                 nft::delete_table(FAMILY, "bangerbench").await.unwrap();
+                nft::delete_table("bridge", "bangerbench").await.unwrap();
                 remove.push(t.elapsed());
             }
             apply.sort();

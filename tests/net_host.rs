@@ -55,6 +55,7 @@ fn bridge_taps_and_nat_table_come_and_go_leaving_others_alone() {
             table: "bangerns".into(),
             bridge: "bgns0".into(),
             nat_sources: vec!["10.77.0.3".parse().unwrap(), "10.77.0.2".parse().unwrap()],
+            guests: vec![],
         };
         net::enable_ip_forward().await.unwrap();
         nft::apply(&plan.script()).await.unwrap();
@@ -82,6 +83,9 @@ fn bridge_taps_and_nat_table_come_and_go_leaving_others_alone() {
         // The last VM goes: the table goes, theirs stays exactly as it was.
         nft::delete_table(nat::FAMILY, "bangerns").await.unwrap();
         nft::delete_table(nat::FAMILY, "bangerns").await.unwrap(); // absent is fine
+        nft::delete_table(nat::GUARD_FAMILY, "bangerns")
+            .await
+            .unwrap();
         assert!(!nft::table_exists(nat::FAMILY, "bangerns").await.unwrap());
         let after = Cmd::new("nft")
             .args(["list", "table", "inet", "theirs"])

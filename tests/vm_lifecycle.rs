@@ -519,6 +519,67 @@ fn guests_resolve_each_other_and_reach_out_through_nat() {
         "a --no-nat VM reached the outside"
     );
 
+    // From the LAN (the upstream's namespace, routed through the host), a
+    // guest cannot be reached: no new connection into the bridge.
+    let subnet = sb.subnet.clone();
+    let in_ns = |script: &str| {
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &upstream.ns, "bash", "-c", script])
+            .output()
+            .unwrap()
+    };
+    let route = in_ns(&format!(
+        "ip route replace {} via {}",
+        subnet.replace(".1/", ".0/"),
+        upstream.host_ip
+    ));
+    assert!(route.status.success(), "{}", stderr(&route));
+    let lan = in_ns(&format!("timeout 5 bash -c 'exec 3<>/dev/tcp/{a_ip}/22'"));
+    assert!(!lan.status.success(), "a LAN host reached a guest's sshd");
+
+    // A guest cannot send as a neighbour (its address) or as someone else
+    // (another MAC): what the host hears comes from its own addresses only.
+    let listener = std::net::UdpSocket::bind((gateway.as_str(), 0)).unwrap();
+    listener
+        .set_read_timeout(Some(Duration::from_secs(4)))
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    ok(sb.banger(&[
+        "vm",
+        "ssh",
+        "b",
+        "--",
+        &format!(
+            "nohup bash -c '
+                echo own > /dev/udp/{gateway}/{port}
+                ip addr add {a_ip}/32 dev eth0
+                ip route add {gateway}/32 dev eth0 src {a_ip}
+                echo stolen-ip > /dev/udp/{gateway}/{port}
+                ip route del {gateway}/32 dev eth0 src {a_ip}
+                ip addr del {a_ip}/32 dev eth0
+                mac=$(cat /sys/class/net/eth0/address)
+                ip link set eth0 address 06:66:66:66:66:66
+                echo stolen-mac > /dev/udp/{gateway}/{port}
+                ip link set eth0 address $mac
+            ' >/dev/null 2>&1 &"
+        ),
+    ]));
+    let mut heard = Vec::new();
+    let mut buf = [0u8; 64];
+    while let Ok((len, from)) = listener.recv_from(&mut buf) {
+        heard.push(format!(
+            "{} from {}",
+            String::from_utf8_lossy(&buf[..len]).trim(),
+            from.ip()
+        ));
+    }
+    assert_eq!(heard, [format!("own from {b_ip}")], "{heard:?}");
+    // And b, its MAC restored, is still itself.
+    assert_eq!(
+        ok(sb.banger(&["vm", "ssh", "b", "--", "hostname"])).trim(),
+        "b"
+    );
+
     // Nor through the DNS forwarder: it answers b only `.vm` names.
     let tunnel = ok(sb.banger(&[
         "vm",

@@ -1,11 +1,26 @@
-//! The nftables table banger owns, rendered from what runs. Nothing outside
-//! this one table is ever touched.
+//! The nftables tables banger owns, rendered from what runs: one `ip`
+//! table (NAT out for VMs that have it; no new connection into a guest from
+//! any other interface) and one `bridge` table of the same name that fences
+//! each guest in (a tap may send only from its VM's own MAC and IPv4
+//! address, IP and ARP alike; nothing else). Nothing outside these two
+//! tables is ever touched.
 
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 
 /// The family of banger's table (its name is `network.nat_table`).
 pub const FAMILY: &str = "ip";
+
+/// The family of its guard table (same name).
+pub const GUARD_FAMILY: &str = "bridge";
+
+/// A running guest: its tap and the only addresses it may send from.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Guest {
+    pub tap: String,
+    pub mac: String,
+    pub ip: Ipv4Addr,
+}
 
 /// What the table must say.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,6 +29,8 @@ pub struct NatPlan {
     pub bridge: String,
     /// Running VMs that may reach the outside world (not `--no-nat`).
     pub nat_sources: Vec<Ipv4Addr>,
+    /// Every running VM.
+    pub guests: Vec<Guest>,
 }
 
 impl NatPlan {
@@ -61,11 +78,65 @@ impl NatPlan {
             "\t\toifname \"{bridge}\" ct state established,related accept"
         )
         .unwrap();
-        // Host-only VMs (and anything else on the bridge) do not get out.
+        // Host-only VMs (and anything else on the bridge) do not get out,
+        // and nothing from elsewhere (the LAN, other bridges) gets in.
         writeln!(s, "\t\tiifname \"{bridge}\" drop").unwrap();
+        writeln!(s, "\t\toifname \"{bridge}\" drop").unwrap();
         writeln!(s, "\t}}").unwrap();
         writeln!(s, "}}").unwrap();
+        self.guard_script(&mut s);
         s
+    }
+
+    /// The bridge-family table: frames from banger's taps pass only with
+    /// their VM's own MAC and IPv4 address (IP and ARP); everything else
+    /// from them (another address, another MAC, IPv6, other ethertypes) is
+    /// dropped as it enters the bridge. Other interfaces are not touched.
+    fn guard_script(&self, s: &mut String) {
+        let mut guests = self.guests.clone();
+        guests.sort();
+        guests.dedup();
+        let table = &self.table;
+        writeln!(s, "table {GUARD_FAMILY} {table}").unwrap();
+        writeln!(s, "delete table {GUARD_FAMILY} {table}").unwrap();
+        writeln!(s, "table {GUARD_FAMILY} {table} {{").unwrap();
+        writeln!(s, "\tset taps {{").unwrap();
+        writeln!(s, "\t\ttype ifname").unwrap();
+        if !guests.is_empty() {
+            let taps: Vec<String> = guests.iter().map(|g| format!("\"{}\"", g.tap)).collect();
+            writeln!(s, "\t\telements = {{ {} }}", taps.join(", ")).unwrap();
+        }
+        writeln!(s, "\t}}").unwrap();
+        writeln!(s, "\tset guests {{").unwrap();
+        writeln!(s, "\t\ttype ifname . ether_addr . ipv4_addr").unwrap();
+        if !guests.is_empty() {
+            let entries: Vec<String> = guests
+                .iter()
+                .map(|g| format!("\"{}\" . {} . {}", g.tap, g.mac.to_ascii_lowercase(), g.ip))
+                .collect();
+            writeln!(s, "\t\telements = {{ {} }}", entries.join(", ")).unwrap();
+        }
+        writeln!(s, "\t}}").unwrap();
+        writeln!(s, "\tchain prerouting {{").unwrap();
+        writeln!(
+            s,
+            "\t\ttype filter hook prerouting priority -200; policy accept;"
+        )
+        .unwrap();
+        writeln!(s, "\t\tiifname != @taps accept").unwrap();
+        writeln!(
+            s,
+            "\t\tether type ip iifname . ether saddr . ip saddr @guests accept"
+        )
+        .unwrap();
+        writeln!(
+            s,
+            "\t\tether type arp iifname . arp saddr ether . arp saddr ip @guests accept"
+        )
+        .unwrap();
+        writeln!(s, "\t\tdrop").unwrap();
+        writeln!(s, "\t}}").unwrap();
+        writeln!(s, "}}").unwrap();
     }
 }
 
@@ -127,8 +198,19 @@ mod tests {
             table: "banger".into(),
             bridge: "banger0".into(),
             nat_sources: vec![Ipv4Addr::new(172, 30, 0, 3), Ipv4Addr::new(172, 30, 0, 2)],
+            guests: vec![Guest {
+                tap: "bg-ac1e0002".into(),
+                mac: "06:00:AC:1E:00:02".into(),
+                ip: Ipv4Addr::new(172, 30, 0, 2),
+            }],
         };
         let s = plan.script();
+        assert!(s.contains("oifname \"banger0\" drop"), "{s}");
+        assert!(
+            s.contains("elements = { \"bg-ac1e0002\" . 06:00:ac:1e:00:02 . 172.30.0.2 }"),
+            "{s}"
+        );
+        assert!(s.contains("table bridge banger {"), "{s}");
         assert!(
             s.starts_with("table ip banger\ndelete table ip banger\ntable ip banger {\n"),
             "{s}"
@@ -142,6 +224,7 @@ mod tests {
             table: "banger".into(),
             bridge: "banger0".into(),
             nat_sources: vec![],
+            guests: vec![],
         }
         .script();
         assert!(!empty.contains("elements"), "{empty}");

@@ -171,9 +171,11 @@ impl Manager {
         let vms = self.store.lock().list_vms()?;
         let running: Vec<_> = vms.iter().filter(|vm| vm.state.can_stop()).collect();
         if running.is_empty() {
-            nft::delete_table(nat::FAMILY, &self.config.network.nat_table)
-                .await
-                .map_err(VmError::tap("nftables"))?;
+            for family in [nat::FAMILY, nat::GUARD_FAMILY] {
+                nft::delete_table(family, &self.config.network.nat_table)
+                    .await
+                    .map_err(VmError::tap("nftables"))?;
+            }
             return Ok(());
         }
         let plan = NatPlan {
@@ -183,6 +185,16 @@ impl Manager {
                 .iter()
                 .filter(|vm| vm.nat)
                 .filter_map(|vm| vm.ip.as_deref()?.parse::<Ipv4Addr>().ok())
+                .collect(),
+            guests: running
+                .iter()
+                .filter_map(|vm| {
+                    Some(nat::Guest {
+                        tap: vm.tap.clone()?,
+                        mac: vm.mac.clone()?,
+                        ip: vm.ip.as_deref()?.parse().ok()?,
+                    })
+                })
                 .collect(),
         };
         net::enable_ip_forward()
@@ -281,18 +293,17 @@ impl Manager {
             self.sync_nat_held(&held).await?;
             return Ok(NetworkCleanup { removed });
         }
-        if nft::table_exists(nat::FAMILY, &self.config.network.nat_table)
-            .await
-            .map_err(VmError::tap("nftables"))?
-        {
-            nft::delete_table(nat::FAMILY, &self.config.network.nat_table)
+        for family in [nat::FAMILY, nat::GUARD_FAMILY] {
+            let table = &self.config.network.nat_table;
+            if nft::table_exists(family, table)
                 .await
-                .map_err(VmError::tap("nftables"))?;
-            removed.push(format!(
-                "nftables table {} {}",
-                nat::FAMILY,
-                &self.config.network.nat_table
-            ));
+                .map_err(VmError::tap("nftables"))?
+            {
+                nft::delete_table(family, table)
+                    .await
+                    .map_err(VmError::tap("nftables"))?;
+                removed.push(format!("nftables table {family} {table}"));
+            }
         }
         let mut dns = self.dns.lock().await;
         if let Ok(listener) = &mut *dns {
