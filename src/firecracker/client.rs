@@ -23,6 +23,9 @@ use super::models::{
 /// call is local and answered in milliseconds; this only bounds a hung VMM.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long `InstanceStart` may take (tens of ms on a quiet host).
+pub const INSTANCE_START_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// One failed API request; every variant names the request.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -197,7 +200,11 @@ impl Client {
     /// `PUT /actions` `InstanceStart`: boots the configured machine. Firecracker
     /// answers once the vCPUs run, not when the guest has booted.
     pub async fn instance_start(&self) -> Result<(), FirecrackerError> {
-        self.action(ActionType::InstanceStart)
+        // Loading the kernel and initrd can wait on a host busy writing
+        // back (a nested host under software emulation took over 10 s).
+        self.clone()
+            .with_timeout(INSTANCE_START_TIMEOUT)
+            .action(ActionType::InstanceStart)
             .await
             .map_err(FirecrackerError::StartInstance)
     }

@@ -119,6 +119,10 @@ pub fn args(spec: &QemuSpec, files: &QemuFiles) -> Vec<String> {
         spec.vcpus.to_string(),
         "-nodefaults".into(),
         "-no-user-config".into(),
+        // QEMU's seccomp filter: no obsolete syscalls, no setuid, no
+        // spawning processes, no changing its own priorities or affinity.
+        "-sandbox".into(),
+        "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny".into(),
         "-display".into(),
         "none".into(),
         "-no-reboot".into(),
@@ -318,5 +322,6 @@ mod tests {
         assert!(argv.contains("mac=06:00:00:00:00:01"), "{argv}");
         assert!(argv.contains("unix:q.sock,server=on,wait=off"), "{argv}");
         assert!(argv.contains("-chardev stdio,id=console"), "{argv}");
+        assert!(argv.contains("-sandbox on,obsolete=deny"), "{argv}");
     }
 }
