@@ -537,6 +537,59 @@ fn guests_resolve_each_other_and_reach_out_through_nat() {
     let lan = in_ns(&format!("timeout 5 bash -c 'exec 3<>/dev/tcp/{a_ip}/22'"));
     assert!(!lan.status.success(), "a LAN host reached a guest's sshd");
 
+    // Published ports are the way in, on the address they were published on.
+    let free_port = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (local, lan_port) = (free_port(), free_port());
+    ok(sb.banger(&["vm", "publish", "a", &format!("{local}:22")]));
+    ok(sb.banger(&[
+        "vm",
+        "publish",
+        "a",
+        &format!("{}:{lan_port}:22", upstream.host_ip),
+    ]));
+    let shown = t.json(&["vm", "show", "a"])["published"].clone();
+    assert_eq!(
+        shown,
+        serde_json::json!([
+            format!("{}:{lan_port}:22/tcp", upstream.host_ip),
+            format!("127.0.0.1:{local}:22/tcp")
+        ])
+    );
+    let banner = |addr: String| {
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut first = [0u8; 4];
+        std::io::Read::read_exact(&mut stream, &mut first).unwrap();
+        String::from_utf8_lossy(&first).into_owned()
+    };
+    assert_eq!(banner(format!("127.0.0.1:{local}")), "SSH-");
+    let from_lan = |addr: &str, port: u16| {
+        in_ns(&format!(
+            "timeout 5 bash -c 'exec 3<>/dev/tcp/{addr}/{port}; head -c 4 <&3'"
+        ))
+    };
+    let out = from_lan(&upstream.host_ip, lan_port);
+    assert_eq!(stdout(&out), "SSH-", "{}", stderr(&out));
+    assert!(
+        !from_lan(&upstream.host_ip, local).status.success(),
+        "loopback-only port reached from the LAN"
+    );
+    // A host port in use is a clear error.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_port = taken.local_addr().unwrap().port();
+    let out = sb.banger(&["vm", "publish", "b", &format!("{taken_port}:22")]);
+    assert!(stderr(&out).contains("already in use"), "{}", stderr(&out));
+    ok(sb.banger(&["vm", "unpublish", "a", &format!("{local}:22")]));
+    assert!(std::net::TcpStream::connect(format!("127.0.0.1:{local}")).is_err());
+
     // A guest cannot send as a neighbour (its address) or as someone else
     // (another MAC): what the host hears comes from its own addresses only.
     let listener = std::net::UdpSocket::bind((gateway.as_str(), 0)).unwrap();

@@ -316,6 +316,7 @@ async fn boot(
         start: true,
         nat: true,
         wait_ssh: false,
+        publish: Vec::new(),
     };
     let creator = Arc::clone(manager);
     let creating = made.creating.insert(tokio::spawn(async move {

@@ -36,6 +36,11 @@ pub enum VmCommand {
     },
     /// Stop, then start.
     Restart { name: String },
+    /// Publish a guest port on the host, now and at every start:
+    /// [HOSTADDR:]HOSTPORT:GUESTPORT[/tcp] (HOSTADDR defaults to 127.0.0.1).
+    Publish { name: String, port: String },
+    /// Stop publishing a port.
+    Unpublish { name: String, port: String },
     /// Copy a stopped VM under a new name, address and host key (its disks
     /// are reflinked or sparse-copied; a layered VM's are a few MiB).
     Clone {
@@ -117,6 +122,10 @@ pub struct CreateArgs {
     /// Return once the VMM runs the guest, without waiting for SSH.
     #[arg(long)]
     no_wait: bool,
+    /// Publish a guest port on the host: [HOSTADDR:]HOSTPORT:GUESTPORT[/tcp]
+    /// (HOSTADDR defaults to 127.0.0.1); repeatable.
+    #[arg(long, value_name = "PORT")]
+    publish: Vec<String>,
     /// The VMM: auto (default), firecracker or qemu.
     #[arg(long, value_parser = ["auto", "firecracker", "qemu"])]
     vmm: Option<String>,
@@ -130,6 +139,8 @@ pub async fn run(ctx: &Ctx, command: VmCommand) -> anyhow::Result<ExitCode> {
         | VmCommand::Start { name, .. }
         | VmCommand::Stop { name, .. }
         | VmCommand::Restart { name }
+        | VmCommand::Publish { name, .. }
+        | VmCommand::Unpublish { name, .. }
         | VmCommand::Clone { name, .. }
         | VmCommand::Delete { name, .. }
         | VmCommand::Ssh { name, .. }
@@ -155,6 +166,12 @@ pub async fn run(ctx: &Ctx, command: VmCommand) -> anyhow::Result<ExitCode> {
         VmCommand::Clone { src, name } => {
             let result = client.clone_vm(&src, &name).await?;
             print_op(ctx, &result, "cloned")?;
+        }
+        VmCommand::Publish { name, port } => {
+            print_ports(ctx, &client.publish_port(&name, &port, false).await?)?
+        }
+        VmCommand::Unpublish { name, port } => {
+            print_ports(ctx, &client.publish_port(&name, &port, true).await?)?
         }
         VmCommand::Restart { name } => {
             print_op(ctx, &client.restart_vm(&name).await?, "restarted")?
@@ -204,6 +221,17 @@ pub async fn run(ctx: &Ctx, command: VmCommand) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn print_ports(ctx: &Ctx, vm: &VmDetails) -> anyhow::Result<()> {
+    if ctx.json {
+        output::json(vm)?;
+    } else if vm.published.is_empty() {
+        println!("{} publishes no ports", vm.name);
+    } else {
+        println!("{} publishes {}", vm.name, vm.published.join(", "));
+    }
+    Ok(())
+}
+
 fn create_request(args: CreateArgs) -> anyhow::Result<CreateVm> {
     let size = |flag: &str, value: Option<String>| -> anyhow::Result<Option<u64>> {
         value
@@ -229,6 +257,7 @@ fn create_request(args: CreateArgs) -> anyhow::Result<CreateVm> {
         start: !args.no_start,
         nat: !args.no_nat,
         wait_ssh: !args.no_wait,
+        publish: args.publish,
     })
 }
 
@@ -334,6 +363,9 @@ fn show(ctx: &Ctx, vm: &VmDetails) -> anyhow::Result<()> {
         println!("{key:<10} {value}");
     }
     println!("{:<10} {}: {}", "root", vm.root_mode, vm.root_mode_detail);
+    if !vm.published.is_empty() {
+        println!("{:<10} {}", "published", vm.published.join(", "));
+    }
     for disk in &vm.disks {
         println!(
             "{:<10} {:<6} {} apparent, {} used{}  {}",

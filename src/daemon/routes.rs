@@ -33,6 +33,8 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/v1/vms/{name}/stop", post(vm_routes::stop))
         .route("/v1/vms/{name}/restart", post(vm_routes::restart))
         .route("/v1/vms/{name}/clone", post(vm_routes::clone))
+        .route("/v1/vms/{name}/publish", post(vm_routes::publish))
+        .route("/v1/vms/{name}/unpublish", post(vm_routes::unpublish))
         .route("/v1/vms/{name}/stats", get(vm_routes::stats))
         .route(
             "/v1/images",

@@ -11,7 +11,7 @@ use super::Daemon;
 use super::error::{ApiError, detached};
 use super::extract::{JsonBody, VmName};
 use crate::rpc::api::{
-    CloneVm, CreateVm, StartVm, StopVm, VmDetails, VmOpResult, VmStats, VmSummary,
+    CloneVm, CreateVm, PublishPort, StartVm, StopVm, VmDetails, VmOpResult, VmStats, VmSummary,
 };
 
 pub async fn list(State(daemon): State<Arc<Daemon>>) -> Result<Json<Vec<VmSummary>>, ApiError> {
@@ -21,6 +21,7 @@ pub async fn list(State(daemon): State<Arc<Daemon>>) -> Result<Json<Vec<VmSummar
             .map(|vm| VmSummary {
                 root_mode: vm.root_mode.as_str().to_string(),
                 disks: daemon.vms.disk_usage(&vm),
+                published: daemon.vms.published(&vm),
                 name: vm.name,
                 state: vm.state.as_str().to_string(),
                 image: vm.image,
@@ -80,6 +81,26 @@ pub async fn restart(
     refuse_build_vm(&daemon, &name)?;
     let vms = daemon.vms.clone();
     detached(async move { vms.restart(&name).await }).await
+}
+
+pub async fn publish(
+    State(daemon): State<Arc<Daemon>>,
+    VmName(name): VmName,
+    JsonBody(req): JsonBody<PublishPort>,
+) -> Result<Json<VmDetails>, ApiError> {
+    refuse_build_vm(&daemon, &name)?;
+    let vms = daemon.vms.clone();
+    detached(async move { vms.publish(&name, &req.port).await }).await
+}
+
+pub async fn unpublish(
+    State(daemon): State<Arc<Daemon>>,
+    VmName(name): VmName,
+    JsonBody(req): JsonBody<PublishPort>,
+) -> Result<Json<VmDetails>, ApiError> {
+    refuse_build_vm(&daemon, &name)?;
+    let vms = daemon.vms.clone();
+    detached(async move { vms.unpublish(&name, &req.port).await }).await
 }
 
 pub async fn clone(

@@ -2,6 +2,7 @@
 //! the guest's `ip=` boot argument. Applying a plan is `system::net`'s job.
 
 pub mod nat;
+pub mod ports;
 
 use std::collections::HashSet;
 use std::fmt;

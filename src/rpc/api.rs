@@ -66,6 +66,9 @@ pub struct VmSummary {
     /// Its disks and the space each really takes.
     #[serde(default)]
     pub disks: Vec<DiskUsage>,
+    /// Published ports, `ADDR:HOSTPORT:GUESTPORT/tcp`.
+    #[serde(default)]
+    pub published: Vec<String>,
 }
 
 /// One disk of a VM: how big it looks and how much of the host's disk it
@@ -135,6 +138,9 @@ pub struct CreateVm {
     /// without waiting for SSH.
     #[serde(default = "yes")]
     pub wait_ssh: bool,
+    /// Ports to publish, `[HOSTADDR:]HOSTPORT:GUESTPORT[/tcp]`.
+    #[serde(default)]
+    pub publish: Vec<String>,
 }
 
 fn yes() -> bool {
@@ -182,6 +188,16 @@ pub struct VmDetails {
     /// Its disks and the space each really takes.
     #[serde(default)]
     pub disks: Vec<DiskUsage>,
+    /// Published ports, `ADDR:HOSTPORT:GUESTPORT/tcp`.
+    #[serde(default)]
+    pub published: Vec<String>,
+}
+
+/// `POST /v1/vms/{name}/publish` and `/unpublish`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PublishPort {
+    /// `[HOSTADDR:]HOSTPORT:GUESTPORT[/tcp]`.
+    pub port: String,
 }
 
 /// How long one step of an operation took.

@@ -13,8 +13,8 @@ use tokio::net::UnixStream;
 
 use super::api::{
     BuildImage, CloneVm, CreateVm, DoctorReport, ErrorBody, Health, ImageDetails, ImageSummary,
-    ImportImage, NetworkCleanup, NetworkStatus, Progress, StartVm, StopVm, VmDetails, VmOpResult,
-    VmStats, VmSummary,
+    ImportImage, NetworkCleanup, NetworkStatus, Progress, PublishPort, StartVm, StopVm, VmDetails,
+    VmOpResult, VmStats, VmSummary,
 };
 use super::names::{NameError, check_image_name, check_vm_name};
 
@@ -199,6 +199,19 @@ impl Client {
         check_vm_name(new)?;
         let path = vm_path(src, "/clone")?;
         let body = json(&CloneVm { name: new.into() })?;
+        self.call(Method::POST, &path, Some(body)).await
+    }
+
+    /// `unpublish` false publishes `port` for VM `name`, true stops it.
+    pub async fn publish_port(
+        &self,
+        name: &str,
+        port: &str,
+        unpublish: bool,
+    ) -> Result<VmDetails, ClientError> {
+        let verb = if unpublish { "/unpublish" } else { "/publish" };
+        let path = vm_path(name, verb)?;
+        let body = json(&PublishPort { port: port.into() })?;
         self.call(Method::POST, &path, Some(body)).await
     }
 

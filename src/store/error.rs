@@ -84,6 +84,8 @@ pub enum Taken {
     Ip,
     Mac,
     Tap,
+    /// A published host address and port.
+    Port,
 }
 
 impl Taken {
@@ -95,6 +97,9 @@ impl Taken {
             Taken::Ip => format!("IP {value} is already leased"),
             Taken::Mac => format!("MAC {value} is already leased"),
             Taken::Tap => format!("tap {value} is already leased"),
+            Taken::Port => format!(
+                "host port {value} is already published by another VM; pick another host port"
+            ),
         }
     }
 
@@ -107,6 +112,7 @@ impl Taken {
             "leases.ip" => Some(Taken::Ip),
             "leases.mac" => Some(Taken::Mac),
             "leases.tap" => Some(Taken::Tap),
+            "ports.host_addr, ports.host_port" => Some(Taken::Port),
             _ => None,
         }
     }

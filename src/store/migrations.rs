@@ -118,6 +118,17 @@ const MIGRATIONS: &[&str] = &[
         CHECK (root_mode IN ('clone', 'layered'));
     ALTER TABLE vms ADD COLUMN base_path TEXT;
     ",
+    // 6: published ports, the one way into a guest from outside the host.
+    "
+    CREATE TABLE ports (
+        vm_id      INTEGER NOT NULL REFERENCES vms (id) ON DELETE CASCADE,
+        host_addr  TEXT NOT NULL,
+        host_port  INTEGER NOT NULL CHECK (host_port BETWEEN 1 AND 65535),
+        guest_port INTEGER NOT NULL CHECK (guest_port BETWEEN 1 AND 65535),
+        UNIQUE (host_addr, host_port)
+    ) STRICT;
+    CREATE INDEX ports_vm_id ON ports (vm_id);
+    ",
 ];
 
 /// The schema version this binary writes: the number of migrations it knows.

@@ -10,6 +10,7 @@ use serde::Serialize;
 use super::error::{Taken, conflict};
 use super::images::image_id;
 use super::{Store, StoreError};
+use crate::net::ports::PortSpec;
 
 /// The VMMs the schema accepts in `vms.backend`.
 const BACKENDS: [&str; 2] = ["firecracker", "qemu"];
@@ -347,7 +348,7 @@ impl Store {
             Taken::Ip => vm.lease.as_ref().map(|l| l.ip.as_str()),
             Taken::Mac => vm.lease.as_ref().map(|l| l.mac.as_str()),
             Taken::Tap => vm.lease.as_ref().map(|l| l.tap.as_str()),
-            Taken::ImageName => None,
+            Taken::ImageName | Taken::Port => None,
         };
         let tx = self
             .conn
@@ -400,6 +401,76 @@ impl Store {
     /// The VM named `name`.
     pub fn get_vm(&self, name: &str) -> Result<VmRecord, StoreError> {
         vm_named(&self.conn, name)
+    }
+
+    /// Publishes `port` for VM `name`. A host address and port another VM
+    /// publishes already is a [`StoreError::Conflict`].
+    pub fn add_port(&mut self, name: &str, port: &PortSpec) -> Result<(), StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let id = vm_id(&tx, name)?;
+        tx.execute(
+            "INSERT INTO ports (vm_id, host_addr, host_port, guest_port) VALUES (?1, ?2, ?3, ?4)",
+            params![
+                id,
+                port.host_addr.to_string(),
+                port.host_port,
+                port.guest_port
+            ],
+        )
+        .map_err(|err| {
+            let shown = format!("{}:{}", port.host_addr, port.host_port);
+            match conflict(err, |what| (what == Taken::Port).then_some("")) {
+                StoreError::Conflict { what, .. } => StoreError::Conflict { what, value: shown },
+                other => other,
+            }
+        })?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Stops publishing `port` for VM `name`; false when it was not.
+    pub fn remove_port(&mut self, name: &str, port: &PortSpec) -> Result<bool, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let id = vm_id(&tx, name)?;
+        let removed = tx.execute(
+            "DELETE FROM ports WHERE vm_id = ?1 AND host_addr = ?2 AND host_port = ?3 AND guest_port = ?4",
+            params![id, port.host_addr.to_string(), port.host_port, port.guest_port],
+        )?;
+        tx.commit()?;
+        Ok(removed > 0)
+    }
+
+    /// The ports VM `name` publishes, in order.
+    pub fn ports_of(&self, name: &str) -> Result<Vec<PortSpec>, StoreError> {
+        let id = vm_id(&self.conn, name)?;
+        let mut stmt = self.conn.prepare(
+            "SELECT host_addr, host_port, guest_port FROM ports WHERE vm_id = ?1
+             ORDER BY host_addr, host_port",
+        )?;
+        let rows = stmt.query_map([id], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, u16>(1)?,
+                row.get::<_, u16>(2)?,
+            ))
+        })?;
+        let mut ports = Vec::new();
+        for row in rows {
+            let (addr, host_port, guest_port) = row?;
+            ports.push(PortSpec {
+                host_addr: addr.parse().map_err(|_| StoreError::Invalid {
+                    kind: "host address",
+                    value: addr.clone(),
+                })?,
+                host_port,
+                guest_port,
+            });
+        }
+        Ok(ports)
     }
 
     /// The VM leasing `ip`.

@@ -168,6 +168,13 @@ impl Manager {
                 asked.max(image_bytes)
             }
         };
+        let ports = req
+            .publish
+            .iter()
+            .map(|p| p.parse::<crate::net::ports::PortSpec>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(VmError::BadRequest)?;
+        self.check_ports_free(&ports).await?;
         clock.lap("validate");
 
         let new_vm = NewVm {
@@ -188,6 +195,9 @@ impl Manager {
         // killed meanwhile leaves a VM that reconcile removes whole.
         let ip = self.insert_with_lease(new_vm)?;
         rollback.push(Undo::DeleteVm(req.name.clone()));
+        for port in &ports {
+            self.store.lock().add_port(&req.name, port)?;
+        }
         fault::point("create:row");
         clock.lap("lease");
 

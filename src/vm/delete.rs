@@ -37,6 +37,7 @@ impl Manager {
     pub(crate) async fn finish_delete(&self, vm: &VmRecord, force: bool) -> Result<(), VmError> {
         self.halt(vm, force).await?;
         self.kill_strays(&vm.name).await;
+        self.close_vm_ports(&vm.name);
         fault::point("delete:halted");
         self.sync_nat().await?;
         if let Some(tap) = &vm.tap {

@@ -13,6 +13,7 @@ pub mod fault;
 mod files;
 mod monitor;
 mod network;
+mod ports;
 mod reconcile;
 mod rollback;
 mod start;
@@ -71,6 +72,8 @@ pub struct Manager {
     dns: tokio::sync::Mutex<Result<network::DnsListener, String>>,
     /// Serializes changes to the bridge and the NAT table.
     net_lock: tokio::sync::Mutex<()>,
+    /// The listeners of published ports, per running VM.
+    open_ports: Mutex<HashMap<String, Vec<ports::OpenPort>>>,
     /// Read-held by every operation in flight; a stopping daemon takes it
     /// for writing to wait for them and to let no new one begin.
     inflight: Arc<tokio::sync::RwLock<()>>,
@@ -96,6 +99,7 @@ impl Manager {
             dns: tokio::sync::Mutex::new(Err(network::NO_DNS_YET.to_string())),
             net_lock: tokio::sync::Mutex::new(()),
             inflight: Arc::new(tokio::sync::RwLock::new(())),
+            open_ports: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -231,7 +235,19 @@ impl Manager {
                 },
             },
             disks: self.disk_usage(vm),
+            published: self.published(vm),
         }
+    }
+
+    /// The ports `vm` publishes, as `ADDR:HOSTPORT:GUESTPORT/tcp`.
+    pub fn published(&self, vm: &VmRecord) -> Vec<String> {
+        self.store
+            .lock()
+            .ports_of(&vm.name)
+            .unwrap_or_default()
+            .iter()
+            .map(ToString::to_string)
+            .collect()
     }
 
     /// `vm`'s disks with their apparent size and the space they take.

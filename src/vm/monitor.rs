@@ -45,6 +45,7 @@ impl Manager {
         if vm.pid != Some(pid) {
             return false;
         }
+        self.close_vm_ports(name);
         if let Err(e) = self.store.lock().set_vm_state(name, VmState::Stopped, None) {
             tracing::error!(vm = name, error = %e, "cannot record that the VM stopped");
         }

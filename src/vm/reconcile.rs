@@ -72,6 +72,9 @@ impl Manager {
                 (VmState::Running, Some(pid)) => {
                     tracing::info!(vm = %name, pid, "re-adopted running VM");
                     self.watch(&name, pid, None);
+                    if let Err(e) = self.open_vm_ports(&name).await {
+                        tracing::error!(vm = %name, error = %e, "cannot publish the VM's ports again");
+                    }
                     found.adopted.push(name);
                 }
                 (VmState::Stopping, Some(pid)) => {

@@ -139,6 +139,7 @@ impl Manager {
             clock.lap("launch");
             booted.vmm_started_ms = Some(clock.total().as_millis() as u64);
             self.sync_nat().await?;
+            self.open_vm_ports(name).await?;
             clock.lap("nat");
             fault::point("start:nat");
             if !wait_ssh {
@@ -176,6 +177,7 @@ impl Manager {
                 Ok(booted)
             }
             Err(e) => {
+                self.close_vm_ports(name);
                 rollback.run().await;
                 let _ = self.store.lock().set_vm_state(name, VmState::Failed, None);
                 // The VM may already be in the NAT table: take it out again.
