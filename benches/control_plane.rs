@@ -77,6 +77,62 @@ impl Env {
         out
     }
 
+    /// An environment booting the runtime bundle on QEMU whose DNS forwards
+    /// nowhere off the machine; None (saying so) without a bundle.
+    fn with_bundle(section: &str, extra: &str) -> Option<Env> {
+        let bundle = bundle_dir();
+        if !bundle.join("bundle.json").is_file() {
+            println!("{section}: skipped (no runtime bundle)");
+            return None;
+        }
+        let env = Env::new(&format!(
+            "runtime_dir = \"{}\"\nvmm = \"qemu\"\n{extra}",
+            bundle.display()
+        ));
+        env.no_upstream_dns();
+        Some(env)
+    }
+
+    /// [network] is the config's last table: the line lands in it.
+    fn no_upstream_dns(&self) {
+        let config = self.root.path().join("config/banger/config.toml");
+        let text = std::fs::read_to_string(&config).unwrap();
+        std::fs::write(
+            &config,
+            format!("{text}dns_upstreams = [\"127.0.0.1:9\"]\n"),
+        )
+        .unwrap();
+    }
+
+    /// Imports a 64 MiB ext4 image (nothing to boot) as `small`.
+    fn small_image(&self) {
+        let tree = self.root.path().join("small-tree");
+        for dir in ["root", "etc/ssh"] {
+            std::fs::create_dir_all(tree.join(dir)).unwrap();
+        }
+        self.import_tree("small", &tree, 64 << 20);
+    }
+
+    /// Makes an ext4 image of `bytes` holding `tree` and imports it as
+    /// `name`; the tree and the file are removed after.
+    fn import_tree(&self, name: &str, tree: &Path, bytes: u64) {
+        let image = self.root.path().join(format!("{name}.ext4"));
+        std::fs::File::create(&image)
+            .unwrap()
+            .set_len(bytes)
+            .unwrap();
+        let out = Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-d"])
+            .arg(tree)
+            .arg(&image)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        self.banger(&["image", "import", name, image.to_str().unwrap()]);
+        std::fs::remove_dir_all(tree).unwrap();
+        std::fs::remove_file(&image).unwrap();
+    }
+
     fn daemon_pid(&self) -> u32 {
         let lock = self.root.path().join("state/banger/bangerd.lock");
         std::fs::read_to_string(lock)
@@ -638,23 +694,9 @@ fn ms(d: Duration) -> f64 {
 /// and what 200 create/delete cycles leave behind (descriptors, taps, the
 /// NAT table, files, database rows, daemon memory).
 fn lifecycle_figures() {
-    let bundle = bundle_dir();
-    if !bundle.join("bundle.json").is_file() {
-        println!("lifecycle: skipped (no runtime bundle)");
+    let Some(env) = Env::with_bundle("lifecycle", "stop_timeout_secs = 2") else {
         return;
-    }
-    let env = Env::new(&format!(
-        "runtime_dir = \"{}\"\nvmm = \"qemu\"\nstop_timeout_secs = 2",
-        bundle.display()
-    ));
-    // [network] is the config's last table: this line lands in it.
-    let config = env.root.path().join("config/banger/config.toml");
-    let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(
-        &config,
-        format!("{text}dns_upstreams = [\"127.0.0.1:9\"]\n"),
-    )
-    .unwrap();
+    };
     // The listener binds the bridge address: bring the bridge up first, so
     // the daemon serves DNS without a VM running.
     for args in [
@@ -725,23 +767,7 @@ fn lifecycle_figures() {
 
     // 200 cycles on a small image (64 MiB, nothing to boot); every tenth
     // also starts the VM, so taps, the NAT table and the log relay are used.
-    let tree = env.root.path().join("small-tree");
-    for dir in ["root", "etc/ssh"] {
-        std::fs::create_dir_all(tree.join(dir)).unwrap();
-    }
-    let image = env.root.path().join("small.ext4");
-    std::fs::File::create(&image)
-        .unwrap()
-        .set_len(64 << 20)
-        .unwrap();
-    let out = Command::new("mkfs.ext4")
-        .args(["-q", "-F", "-d"])
-        .arg(&tree)
-        .arg(&image)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    env.banger(&["image", "import", "small", image.to_str().unwrap()]);
+    env.small_image();
     let daemon = env.daemon_pid();
     let count = || {
         let fds = std::fs::read_dir(format!("/proc/{daemon}/fd"))
@@ -818,22 +844,11 @@ fn lifecycle_figures() {
 /// back to back, and (with BANGER_BENCH_BOOT=1) create -> SSH-ready on the
 /// layered root against the clone path.
 fn disk_figures() {
-    let bundle = bundle_dir();
-    if !bundle.join("bundle.json").is_file() {
-        println!("disks: skipped (no runtime bundle)");
+    let Some(env) = Env::with_bundle("disks", "stop_timeout_secs = 1") else {
         return;
-    }
-    let env = Env::new(&format!(
-        "runtime_dir = \"{}\"\nvmm = \"qemu\"\nstop_timeout_secs = 1",
-        bundle.display()
-    ));
+    };
+    let bundle = bundle_dir();
     let config = env.root.path().join("config/banger/config.toml");
-    let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(
-        &config,
-        format!("{text}dns_upstreams = [\"127.0.0.1:9\"]\n"),
-    )
-    .unwrap();
     env.banger(&["daemon", "start"]);
     env.banger(&["vm", "create", "--name", "warm", "--no-start"]);
     let mode = env.banger(&["vm", "show", "warm", "--json"]);
@@ -868,21 +883,7 @@ fn disk_figures() {
         data.write_all(&chunk).unwrap();
     }
     drop(data);
-    let big = env.root.path().join("big.ext4");
-    std::fs::File::create(&big)
-        .unwrap()
-        .set_len(8 << 30)
-        .unwrap();
-    let out = Command::new("mkfs.ext4")
-        .args(["-q", "-F", "-d"])
-        .arg(&tree)
-        .arg(&big)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    std::fs::remove_dir_all(&tree).unwrap();
-    env.banger(&["image", "import", "big", big.to_str().unwrap()]);
-    std::fs::remove_file(&big).unwrap();
+    env.import_tree("big", &tree, 8 << 30);
 
     for image in ["default", "big"] {
         let mut rows = Vec::new();
