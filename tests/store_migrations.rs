@@ -34,7 +34,10 @@ fn migrations_from_empty_reach_the_latest_version() {
     drop(store);
 
     assert_eq!(user_version(&path), SCHEMA_VERSION);
-    assert_eq!(tables(&path), ["events", "images", "leases", "ports", "vms"]);
+    assert_eq!(
+        tables(&path),
+        ["events", "images", "leases", "ports", "vms"]
+    );
     let mode = fs::metadata(path.parent().unwrap()).unwrap().permissions();
     assert_eq!(
         std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
