@@ -220,9 +220,11 @@ fn bad_requests_leave_nothing_behind() {
             &["vm", "create", "--name", "x", "--image", "nope"],
             "no image named `nope`",
         ),
+        // Too small for the upper disk of a layered root, or smaller than
+        // the image a clone copies.
         (
             &["vm", "create", "--name", "x", "--disk", "1M"],
-            "is smaller than image `default`",
+            "--disk 1 MiB is",
         ),
         (
             &["vm", "create", "--name", "x", "--memory", "16"],
