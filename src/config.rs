@@ -33,6 +33,9 @@ pub struct Config {
     pub runtime_dir: Option<PathBuf>,
     /// A firecracker binary to use instead of the bundle's or PATH's.
     pub firecracker: Option<PathBuf>,
+    /// The privileged network helper a daemon that is not root runs through
+    /// `sudo -n`, when not in `/usr/local/libexec/banger` or `/usr/libexec/banger`.
+    pub helper: Option<PathBuf>,
     /// How long a booting VM has to answer SSH.
     pub ssh_timeout_secs: u64,
     /// How long `vm stop` waits for a clean shutdown before killing the VMM.
@@ -93,6 +96,7 @@ impl Default for Config {
             vmm: VmmChoice::Auto,
             runtime_dir: None,
             firecracker: None,
+            helper: None,
             ssh_timeout_secs: 300,
             stop_timeout_secs: 30,
             log_max_mib: 16,

@@ -16,8 +16,10 @@ use super::socket::Peer;
 use super::{extract, image_routes, vm_routes};
 use crate::bundle::Bundle;
 use crate::config::{Config, VmmChoice};
+use crate::net::grant::Policy;
 use crate::paths::Paths;
 use crate::rpc::api::{DoctorCheck, DoctorReport, Health, NetworkCleanup, NetworkStatus};
+use crate::system::netadmin::NetAdmin;
 
 /// The daemon's HTTP surface.
 pub fn router(daemon: Arc<Daemon>) -> Router {
@@ -105,14 +107,12 @@ pub async fn doctor_report(config: &Config, paths: &Paths) -> DoctorReport {
     let mut checks: Vec<DoctorCheck> = crate::system::host::doctor_checks(None)
         .await
         .into_iter()
-        .map(|c| DoctorCheck {
-            name: c.name,
-            ok: c.ok,
-            required: c.required,
-            detail: c.detail,
-            fix: c.fix,
-        })
+        .map(from_host_check)
         .collect();
+    checks.push(from_host_check(
+        crate::system::host::grant_check(&netadmin(config, paths), helper_source().as_deref())
+            .await,
+    ));
     let bundle = Bundle::locate(config.runtime_dir.as_deref(), &paths.data_dir);
     checks.push(match &bundle {
         Ok(b) => DoctorCheck {
@@ -125,6 +125,7 @@ pub async fn doctor_report(config: &Config, paths: &Paths) -> DoctorReport {
                 b.kernel_version.as_deref().unwrap_or("unknown")
             ),
             fix: None,
+            ..Default::default()
         },
         Err(e) => DoctorCheck {
             name: "runtime bundle".into(),
@@ -132,6 +133,7 @@ pub async fn doctor_report(config: &Config, paths: &Paths) -> DoctorReport {
             required: true,
             detail: e.to_string(),
             fix: Some("`make runtime-debian` builds one from Debian's packages".into()),
+            ..Default::default()
         },
     });
     if let Ok(b) = &bundle {
@@ -147,6 +149,7 @@ pub async fn doctor_report(config: &Config, paths: &Paths) -> DoctorReport {
                 "`make runtime-debian` rebuilds the initrd so VMs share their image read-only"
                     .into()
             }),
+            ..Default::default()
         });
     }
     let gateway = config
@@ -168,6 +171,7 @@ pub async fn doctor_report(config: &Config, paths: &Paths) -> DoctorReport {
         fix: (!resolved).then(|| {
             format!("send the vm domain to {gateway}: dnsmasq `server=/vm/{gateway}`, or query it directly (`dig @{gateway} NAME.vm`); guests resolve .vm already")
         }),
+        ..Default::default()
     });
     let (backend, why) = crate::vm::describe_host(config, bundle.as_ref().ok());
     let chosen = match config.vmm {
@@ -184,8 +188,42 @@ pub async fn doctor_report(config: &Config, paths: &Paths) -> DoctorReport {
         required: false,
         detail: chosen,
         fix: None,
+        ..Default::default()
     });
     DoctorReport { checks }
+}
+
+fn from_host_check(c: crate::system::host::HostCheck) -> DoctorCheck {
+    DoctorCheck {
+        name: c.name,
+        ok: c.ok,
+        required: c.required,
+        detail: c.detail,
+        fix: c.fix,
+        grant: c.grant,
+    }
+}
+
+/// The network administrator for `config` (the daemon's own, or one made
+/// for the check when the daemon cannot start).
+fn netadmin(config: &Config, paths: &Paths) -> NetAdmin {
+    let policy = Policy::new(
+        &config.network.bridge,
+        &config.network.subnet,
+        &config.network.nat_table,
+    )
+    .unwrap_or_else(|e| {
+        tracing::warn!(error = %e, config = %paths.config_file().display(), "bad network settings; doctor checks the defaults");
+        let d = crate::config::NetworkConfig::default();
+        Policy::new(&d.bridge, &d.subnet, &d.nat_table).expect("the default network is valid")
+    });
+    NetAdmin::new(policy, config.helper.as_deref())
+}
+
+/// The helper built with this binary: what an administrator installs.
+fn helper_source() -> Option<std::path::PathBuf> {
+    let exe = std::fs::read_link("/proc/self/exe").ok()?;
+    Some(exe.parent()?.join("banger-helper")).filter(|p| p.is_file())
 }
 
 async fn network_status(

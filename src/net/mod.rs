@@ -1,6 +1,7 @@
 //! Network planning, pure: the subnet, each VM's IP, MAC and tap name, and
 //! the guest's `ip=` boot argument. Applying a plan is `system::net`'s job.
 
+pub mod grant;
 pub mod nat;
 pub mod ports;
 

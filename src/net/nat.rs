@@ -15,7 +15,7 @@ pub const FAMILY: &str = "ip";
 pub const GUARD_FAMILY: &str = "bridge";
 
 /// A running guest: its tap and the only addresses it may send from.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct Guest {
     pub tap: String,
     pub mac: String,

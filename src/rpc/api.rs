@@ -33,7 +33,7 @@ impl DoctorReport {
 }
 
 /// One host requirement.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct DoctorCheck {
     pub name: String,
     pub ok: bool,
@@ -43,6 +43,10 @@ pub struct DoctorCheck {
     pub detail: String,
     /// What to do when the check fails.
     pub fix: Option<String>,
+    /// Files an administrator installs (as root) to pass it: the network
+    /// grant of a user who is not root.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub grant: Vec<crate::net::grant::GrantFile>,
 }
 
 /// One row of `GET /v1/vms`.

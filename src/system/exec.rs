@@ -1,12 +1,15 @@
 //! The one exec point: every external program banger runs goes through [`Cmd`].
 //!
-//! A direct argv, never a shell. Privileged commands become
-//! `sudo -n PROGRAM ARGS...` when the process is not root. Each run is logged
-//! with its argv, exit status and duration, and a failure keeps the tail of
-//! the program's stderr so the user sees what the tool said.
+//! A direct argv, never a shell. Each run is logged with its argv, exit
+//! status and duration, and a failure keeps the tail of the program's
+//! stderr so the user sees what the tool said. Nothing here raises
+//! privilege: a daemon that is not root changes the host network only
+//! through banger's helper (`sudo -n banger-helper VERB ...`, see
+//! [`super::netadmin`]).
 
 use std::ffi::{OsStr, OsString};
 use std::io;
+use std::os::fd::OwnedFd;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -27,7 +30,6 @@ const STDERR_TAIL_LINES: usize = 20;
 pub struct Cmd {
     program: String,
     args: Vec<OsString>,
-    privileged: bool,
     timeout: Duration,
     stdin: Option<Vec<u8>>,
     env: Vec<(OsString, OsString)>,
@@ -60,7 +62,7 @@ pub enum ExecError {
     /// The program ran and exited with a status not accepted.
     #[error("`{}` {}: {}", argv_display(.program, .args), status_display(.status), stderr_display(.stderr))]
     Failed {
-        /// The program that ran (`sudo` when wrapped).
+        /// The program that ran.
         program: String,
         /// Its arguments.
         args: Vec<String>,
@@ -72,7 +74,7 @@ pub enum ExecError {
     /// The program ran longer than its timeout and was killed.
     #[error("`{}` timed out after {after:?}", argv_display(.program, .args))]
     TimedOut {
-        /// The program that ran (`sudo` when wrapped).
+        /// The program that ran.
         program: String,
         /// Its arguments.
         args: Vec<String>,
@@ -129,7 +131,6 @@ impl Cmd {
         Cmd {
             program: program.into(),
             args: Vec::new(),
-            privileged: false,
             timeout: DEFAULT_TIMEOUT,
             stdin: None,
             env: Vec::new(),
@@ -151,13 +152,6 @@ impl Cmd {
     {
         self.args
             .extend(args.into_iter().map(|a| a.as_ref().to_os_string()));
-        self
-    }
-
-    /// Runs the program as root: through `sudo -n` when the effective uid is
-    /// not 0 (sudo resets the environment, so [`Cmd::env`] is not passed on).
-    pub fn privileged(mut self) -> Self {
-        self.privileged = true;
         self
     }
 
@@ -187,51 +181,56 @@ impl Cmd {
         self
     }
 
-    /// Whether this command will be wrapped in `sudo -n`.
-    fn via_sudo(&self) -> bool {
-        self.privileged && !rustix::process::geteuid().is_root()
-    }
-
     /// The argv shown in logs and errors: program names as given.
     fn display_argv(&self) -> (String, Vec<String>) {
-        let args = self.args.iter().map(|a| lossy(a));
-        if self.via_sudo() {
-            let mut all = vec!["-n".to_string(), self.program.clone()];
-            all.extend(args);
-            ("sudo".to_string(), all)
-        } else {
-            (self.program.clone(), args.collect())
-        }
-    }
-
-    /// The argv actually executed: programs resolved to absolute paths.
-    fn exec_argv(&self) -> Result<(OsString, Vec<OsString>), ExecError> {
-        let program = resolve(&self.program)?;
-        if self.via_sudo() {
-            let mut args = vec![OsString::from("-n"), program];
-            args.extend(self.args.iter().cloned());
-            Ok((resolve("sudo")?, args))
-        } else {
-            Ok((program, self.args.clone()))
-        }
+        (
+            self.program.clone(),
+            self.args.iter().map(|a| lossy(a)).collect(),
+        )
     }
 
     /// Runs the command to completion; an exit code outside
     /// [`Cmd::ok_codes`] is an error carrying the program's stderr.
     pub async fn run(&self) -> Result<Output, ExecError> {
+        self.run_with_stdout(Stdio::piped()).await
+    }
+
+    /// Runs the command with its stdout a unix socket and returns the one
+    /// descriptor it sends there (`SCM_RIGHTS`) before it exits: how
+    /// banger's privileged helper hands the daemon a socket bound to a
+    /// port the daemon may not bind itself. The [`Output`] has no stdout.
+    pub async fn run_receiving_fd(&self) -> Result<(Output, OwnedFd), ExecError> {
+        use rustix::net::{AddressFamily, SocketFlags, SocketType, socketpair};
+        let spawn_error = |source: io::Error| ExecError::Spawn {
+            program: self.program.clone(),
+            source,
+        };
+        let (ours, theirs) = socketpair(
+            AddressFamily::UNIX,
+            SocketType::STREAM,
+            SocketFlags::CLOEXEC,
+            None,
+        )
+        .map_err(|e| spawn_error(e.into()))?;
+        let output = self.run_with_stdout(Stdio::from(theirs)).await?;
+        let fd = receive_fd(&ours).map_err(spawn_error)?;
+        Ok((output, fd))
+    }
+
+    async fn run_with_stdout(&self, stdout: Stdio) -> Result<Output, ExecError> {
         let (shown_program, shown_args) = self.display_argv();
-        let (program, args) = self.exec_argv()?;
+        let program = resolve(&self.program)?;
 
         let mut command = tokio::process::Command::new(&program);
         command
-            .args(&args)
+            .args(&self.args)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(if self.stdin.is_some() {
                 Stdio::piped()
             } else {
                 Stdio::null()
             })
-            .stdout(Stdio::piped())
+            .stdout(stdout)
             .stderr(Stdio::piped())
             .kill_on_drop(true);
 
@@ -289,6 +288,26 @@ impl Cmd {
     }
 }
 
+/// The one descriptor queued on `socket` (`SCM_RIGHTS`), without waiting:
+/// the sender has exited by now.
+fn receive_fd(socket: &OwnedFd) -> io::Result<OwnedFd> {
+    use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, recvmsg};
+    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut ancillary = RecvAncillaryBuffer::new(&mut space);
+    let mut byte = [0u8; 1];
+    recvmsg(
+        socket,
+        &mut [io::IoSliceMut::new(&mut byte)],
+        &mut ancillary,
+        RecvFlags::DONTWAIT | RecvFlags::CMSG_CLOEXEC,
+    )?;
+    let received = ancillary.drain().find_map(|message| match message {
+        RecvAncillaryMessage::ScmRights(mut fds) => fds.next(),
+        _ => None,
+    });
+    received.ok_or_else(|| io::Error::other("the program sent no descriptor"))
+}
+
 /// Resolves a program name to the path to execute.
 fn resolve(program: &str) -> Result<OsString, ExecError> {
     tools::find_program(program, None)
@@ -324,18 +343,5 @@ mod tests {
             err.to_string(),
             "`mkfs.ext4 -F /tmp/x` exited with status 1: boom"
         );
-    }
-
-    #[test]
-    fn privileged_argv_uses_sudo_only_when_not_root() {
-        let cmd = Cmd::new("ip").args(["link", "show"]).privileged();
-        let (program, args) = cmd.display_argv();
-        if rustix::process::geteuid().is_root() {
-            assert_eq!(program, "ip");
-            assert_eq!(args, ["link", "show"]);
-        } else {
-            assert_eq!(program, "sudo");
-            assert_eq!(args, ["-n", "ip", "link", "show"]);
-        }
     }
 }

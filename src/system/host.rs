@@ -3,12 +3,14 @@
 use std::ffi::OsStr;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use rustix::fs::Access;
 use serde::Serialize;
 
-use super::exec::Cmd;
+use crate::net::grant::{GrantFile, Policy};
+
+use super::helper;
+use super::netadmin::NetAdmin;
 use super::tools::{self, HOST_TOOLS};
 
 /// One line of `banger doctor`.
@@ -25,6 +27,8 @@ pub struct HostCheck {
     /// A failed required check means banger cannot work; a failed optional
     /// one only narrows what it can do (e.g. which VMM backend).
     pub required: bool,
+    /// Files an administrator installs to pass this check.
+    pub grant: Vec<GrantFile>,
 }
 
 /// Which KVM implementation the host runs; the VMM backend is chosen from it.
@@ -86,9 +90,9 @@ pub async fn doctor_checks(path_env: Option<&OsStr>) -> Vec<HostCheck> {
             },
             fix: found.is_none().then(|| tool.install.to_string()),
             required: tool.required,
+            grant: Vec::new(),
         }
     }));
-    checks.push(sudo_check(path_env).await);
     checks
 }
 
@@ -115,6 +119,7 @@ fn kvm_device_check() -> HostCheck {
         detail,
         fix: (!ok).then(|| fix.to_string()),
         required: false,
+        grant: Vec::new(),
     }
 }
 
@@ -139,82 +144,149 @@ fn kvm_kind_check() -> HostCheck {
         detail,
         fix,
         required: false,
+        grant: Vec::new(),
     }
 }
 
+/// VMMs attach to their tap through `/dev/net/tun`: it must be there, and
+/// read-write for a daemon that is not root (0666, as udev sets it on most
+/// distributions: opening it grants nothing, a tap is only usable by the
+/// uid it was made for).
 fn tun_check() -> HostCheck {
-    let ok = Path::new("/dev/net/tun").exists();
+    let path = "/dev/net/tun";
+    let (ok, detail, fix) = if !Path::new(path).exists() {
+        (false, "missing".to_string(), "`modprobe tun`")
+    } else if let Err(e) = rustix::fs::access(path, Access::READ_OK | Access::WRITE_OK) {
+        (
+            false,
+            format!("present but not read-write for this user ({e})"),
+            "`chmod 0666 /dev/net/tun` as root (its usual mode; a tap stays usable only by the uid it is made for)",
+        )
+    } else {
+        (true, "present and read-write".to_string(), "")
+    };
     HostCheck {
-        name: "/dev/net/tun".to_string(),
+        name: path.to_string(),
         ok,
-        detail: if ok { "present" } else { "missing" }.to_string(),
-        fix: (!ok).then(|| "`modprobe tun`".to_string()),
+        detail,
+        fix: (!ok).then(|| fix.to_string()),
         required: true,
+        grant: Vec::new(),
     }
 }
 
-/// As root, nothing to check. Otherwise every privileged tool must be
-/// allowed through `sudo -n` (asked with `sudo -n -l PROGRAM`, which runs
-/// nothing), since that is exactly how the daemon runs them.
-async fn sudo_check(path_env: Option<&OsStr>) -> HostCheck {
+/// The narrow grant a daemon that is not root needs: the helper installed
+/// root-owned, `sudo -n` allowed to run it, and a policy naming exactly
+/// the network in the user's configuration. Asked of the helper itself
+/// (`check`, which changes nothing), since that is exactly how the daemon
+/// runs it. As root there is nothing to grant.
+pub async fn grant_check(admin: &NetAdmin, helper_source: Option<&Path>) -> HostCheck {
+    let policy = admin.policy();
     let mut check = HostCheck {
-        name: "sudo".to_string(),
+        name: "network grant".to_string(),
         ok: true,
         detail: String::new(),
         fix: None,
         required: true,
+        grant: Vec::new(),
     };
+    let scope = format!(
+        "bridge {}, its bg-* taps, nftables table {}, subnet {}",
+        policy.bridge, policy.nat_table, policy.subnet
+    );
     if rustix::process::geteuid().is_root() {
-        check.detail = "running as root; no sudo needed".to_string();
+        check.detail = format!("root: changes are made in-process, limited to {scope}");
         return check;
     }
-    let privileged: Vec<PathBuf> = HOST_TOOLS
-        .iter()
-        .filter(|t| t.privileged)
-        .filter_map(|t| tools::find_program(t.name, path_env))
-        .collect();
-    let mut refused = Vec::new();
-    for program in &privileged {
-        let allowed = Cmd::new("sudo")
-            .args(["-n", "-l"])
-            .arg(program)
-            .timeout(Duration::from_secs(5))
-            .run()
-            .await;
-        if let Err(e) = allowed {
-            tracing::debug!(program = %program.display(), %e, "sudo refused");
-            refused.push(program.display().to_string());
+    let (installed, problem) = match admin.helper() {
+        None => return check,
+        Some(Err(path)) => {
+            let problem = format!("no banger-helper at {}", path.display());
+            (path, Some(problem))
         }
-    }
-    check.ok = refused.is_empty();
-    check.detail = if check.ok {
-        format!("sudo -n allows {}", join_paths(&privileged))
-    } else {
-        format!("sudo -n refuses {}", refused.join(", "))
+        Some(Ok(path)) => match helper::root_owned(&path) {
+            Err(why) => {
+                let problem = format!("{} is not trustworthy: {why}", path.display());
+                (path, Some(problem))
+            }
+            Ok(()) => (path, admin.check().await.err().map(|e| error_chain(&e))),
+        },
     };
-    if !check.ok {
-        check.fix = Some(format!(
-            "add a sudoers rule with `visudo -f /etc/sudoers.d/banger`: {} ALL=(root) NOPASSWD: {}",
-            sudo_user(),
-            join_paths(&privileged)
-        ));
+    match problem {
+        None => {
+            check.detail = format!(
+                "sudo -n {} may change {scope}, and nothing else",
+                installed.display()
+            );
+        }
+        Some(problem) => {
+            check.ok = false;
+            check.detail = problem;
+            check.grant = grant_files(policy, &installed, helper_source);
+            check.fix = Some(format!(
+                "as root, install these files (`banger doctor --json` lists them as data):\n{}",
+                check
+                    .grant
+                    .iter()
+                    .map(GrantFile::describe)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            ));
+        }
     }
     check
 }
 
-fn join_paths(paths: &[PathBuf]) -> String {
-    paths
-        .iter()
-        .map(|p| p.display().to_string())
-        .collect::<Vec<_>>()
-        .join(", ")
+/// What an administrator installs to grant this user `policy`: the helper
+/// (root-owned, from `source`, this build's), a sudoers rule that lets the
+/// user run it (and nothing else), and the policy file.
+fn grant_files(policy: &Policy, installed: &Path, source: Option<&Path>) -> Vec<GrantFile> {
+    let user = user_name();
+    let mut files = Vec::new();
+    if helper::root_owned(installed).is_err() {
+        files.push(GrantFile {
+            path: installed.to_path_buf(),
+            mode: 0o755,
+            content: None,
+            copy_of: source.map(Path::to_path_buf),
+        });
+    }
+    // sudo skips files in sudoers.d whose names hold a '.'.
+    let rule_name = user.replace(['.', '~'], "_");
+    files.push(GrantFile {
+        path: PathBuf::from(format!("/etc/sudoers.d/banger-{rule_name}")),
+        mode: 0o440,
+        content: Some(format!(
+            "{user} ALL=(root) NOPASSWD: {}\n",
+            installed.display()
+        )),
+        copy_of: None,
+    });
+    files.push(GrantFile {
+        path: helper::policy_path(&user),
+        mode: 0o644,
+        content: Some(policy.to_file()),
+        copy_of: None,
+    });
+    files
 }
 
-/// The user name for a sudoers line: `$USER`, else `#UID` (sudoers accepts both).
-fn sudo_user() -> String {
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// This user's login name: `$USER`, else `#UID` (sudoers accepts both).
+fn user_name() -> String {
     std::env::var("USER")
         .ok()
-        .filter(|u| !u.is_empty())
+        .filter(|u| !u.is_empty() && !u.contains('/'))
         .unwrap_or_else(|| format!("#{}", rustix::process::geteuid().as_raw()))
 }
 
@@ -243,6 +315,31 @@ mod tests {
             assert_eq!(check.required, tool.required);
             assert_eq!(check.ok, check.fix.is_none(), "{check:?}");
         }
-        assert!(checks.iter().any(|c| c.name == "sudo"));
+    }
+
+    #[test]
+    fn the_grant_is_the_helper_a_sudoers_rule_and_the_policy() {
+        let policy = Policy::new("bgt1", "10.213.1.1/24", "bangertest1").unwrap();
+        let files = grant_files(
+            &policy,
+            Path::new("/nonexistent/banger-helper"),
+            Some(Path::new("/build/banger-helper")),
+        );
+        assert_eq!(files.len(), 3);
+        assert_eq!(
+            files[0].copy_of.as_deref(),
+            Some(Path::new("/build/banger-helper"))
+        );
+        assert!(files[1].path.starts_with("/etc/sudoers.d"));
+        let rule = files[1].content.as_deref().unwrap();
+        assert!(
+            rule.ends_with(" ALL=(root) NOPASSWD: /nonexistent/banger-helper\n"),
+            "{rule}"
+        );
+        assert_eq!(files[1].mode, 0o440);
+        assert_eq!(
+            Policy::parse(files[2].content.as_deref().unwrap()).unwrap(),
+            policy
+        );
     }
 }

@@ -12,6 +12,8 @@
 //! - [`pid`]: is a pid still our process, signal it, wait for its exit (pidfd).
 //! - [`net`]: the VM bridge and taps through `ip`, routes, IP forwarding.
 //! - [`nft`]: nftables scripts on stdin; only banger's table is touched.
+//! - [`helper`]: `banger-helper`, the privileged side of the narrow grant.
+//! - [`netadmin`]: the daemon's side: network changes in-process as root, else via the helper.
 //! - [`debugfs`]: write files into an ext4 image without mounting it.
 //! - [`ssh`]: SSH keys (`ssh-keygen`), readiness probe, the `ssh` argv.
 //! - [`vmm_io`]: what a VMM inherits: pipes to the log relay, its disk locks.
@@ -23,10 +25,12 @@ pub mod disklock;
 pub mod e2fs;
 pub mod exec;
 pub mod fs;
+pub mod helper;
 pub mod host;
 pub mod lines;
 pub mod logcap;
 pub mod net;
+pub mod netadmin;
 pub mod nft;
 pub mod pid;
 pub mod proc;

@@ -1,6 +1,7 @@
 //! Host network devices through `ip`: the VM bridge and one tap per VM.
 //! Presence is read natively from `/sys/class/net`; changes go through the
-//! exec point, privileged.
+//! exec point and need root: the daemon makes them through
+//! [`super::netadmin`], which checks each against the user's grant.
 
 use super::exec::{Cmd, ExecError};
 
@@ -33,7 +34,6 @@ pub async fn enable_ip_forward() -> Result<(), ExecError> {
     }
     Cmd::new("sysctl")
         .args(["-w", "net.ipv4.ip_forward=1"])
-        .privileged()
         .run()
         .await
         .map(drop)
@@ -83,6 +83,46 @@ pub async fn add_tap(name: &str, uid: u32, bridge: &str) -> Result<(), ExecError
     attached.map(drop)
 }
 
+/// What kind of interface `name` is, from `/sys/class/net`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkKind {
+    Missing,
+    Bridge,
+    /// A tun or tap device, with the uid that owns it (`None`: no owner).
+    Tap(Option<u32>),
+    Other,
+}
+
+/// The kind of interface `name` is, as sysfs shows it (the network
+/// namespace sysfs was mounted in, which is the process's own).
+pub fn link_kind(name: &str) -> LinkKind {
+    let dir = std::path::Path::new("/sys/class/net").join(name);
+    if name.is_empty() || name.contains('/') || name.starts_with('.') || !dir.exists() {
+        LinkKind::Missing
+    } else if dir.join("bridge").is_dir() {
+        LinkKind::Bridge
+    } else if dir.join("tun_flags").is_file() {
+        let owner = std::fs::read_to_string(dir.join("owner"))
+            .ok()
+            .and_then(|s| s.trim().parse::<i64>().ok())
+            .and_then(|uid| u32::try_from(uid).ok());
+        LinkKind::Tap(owner)
+    } else {
+        LinkKind::Other
+    }
+}
+
+/// The interfaces attached to bridge `name`.
+pub fn bridge_ports(name: &str) -> std::io::Result<Vec<String>> {
+    let dir = std::path::Path::new("/sys/class/net")
+        .join(name)
+        .join("brif");
+    Ok(std::fs::read_dir(dir)?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect())
+}
+
 /// Deletes interface `name`; one that is already gone is fine.
 pub async fn delete_link(name: &str) -> Result<(), ExecError> {
     if !link_exists(name) {
@@ -95,7 +135,7 @@ pub async fn delete_link(name: &str) -> Result<(), ExecError> {
 }
 
 async fn ip(args: &[&str]) -> Result<String, ExecError> {
-    Ok(Cmd::new("ip").args(args).privileged().run().await?.stdout)
+    Ok(Cmd::new("ip").args(args).run().await?.stdout)
 }
 
 /// Tells systemd-resolved, where it runs, to send `.vm` queries to
@@ -107,12 +147,10 @@ pub async fn register_resolved(bridge: &str, dns: std::net::Ipv4Addr) -> Result<
     let dns = dns.to_string();
     Cmd::new("resolvectl")
         .args(["dns", bridge, &dns])
-        .privileged()
         .run()
         .await?;
     Cmd::new("resolvectl")
         .args(["domain", bridge, "~vm"])
-        .privileged()
         .run()
         .await?;
     Ok(())

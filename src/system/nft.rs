@@ -1,5 +1,6 @@
 //! nftables through `nft`: scripts go in on stdin (`nft -f -`), never
 //! through a shell, and only the table named is ever read or removed.
+//! These need root: the daemon reaches them through [`super::netadmin`].
 
 use super::exec::{Cmd, ExecError};
 
@@ -8,7 +9,6 @@ pub async fn apply(script: &str) -> Result<(), ExecError> {
     Cmd::new("nft")
         .args(["-f", "-"])
         .stdin_bytes(script.as_bytes().to_vec())
-        .privileged()
         .run()
         .await?;
     Ok(())
@@ -18,7 +18,6 @@ pub async fn apply(script: &str) -> Result<(), ExecError> {
 pub async fn table_exists(family: &str, name: &str) -> Result<bool, ExecError> {
     let out = Cmd::new("nft")
         .args(["list", "tables", family])
-        .privileged()
         .run()
         .await?;
     Ok(out
@@ -31,7 +30,6 @@ pub async fn table_exists(family: &str, name: &str) -> Result<bool, ExecError> {
 pub async fn list_table(family: &str, name: &str) -> Result<String, ExecError> {
     Ok(Cmd::new("nft")
         .args(["list", "table", family, name])
-        .privileged()
         .run()
         .await?
         .stdout)
@@ -42,7 +40,6 @@ pub async fn delete_table(family: &str, name: &str) -> Result<(), ExecError> {
     if table_exists(family, name).await? {
         Cmd::new("nft")
             .args(["delete", "table", family, name])
-            .privileged()
             .run()
             .await?;
     }

@@ -38,8 +38,6 @@ pub struct HostTool {
     pub install: Install,
     /// `banger doctor` fails without it; optional tools only select a backend.
     pub required: bool,
-    /// Run through `sudo -n` when the daemon is not root, so it needs a sudoers rule.
-    pub privileged: bool,
 }
 
 const E2FSPROGS: Install = Install::Packages {
@@ -57,7 +55,6 @@ const fn required(name: &'static str, install: Install) -> HostTool {
         name,
         install,
         required: true,
-        privileged: false,
     }
 }
 
@@ -68,29 +65,22 @@ const fn optional(name: &'static str, install: Install) -> HostTool {
     }
 }
 
-const fn privileged(tool: HostTool) -> HostTool {
-    HostTool {
-        privileged: true,
-        ..tool
-    }
-}
-
 /// Every host tool banger knows about.
 pub const HOST_TOOLS: &[HostTool] = &[
-    privileged(required(
+    required(
         "ip",
         Install::Packages {
             debian: "iproute2",
             fedora: "iproute",
         },
-    )),
-    privileged(required(
+    ),
+    required(
         "nft",
         Install::Packages {
             debian: "nftables",
             fedora: "nftables",
         },
-    )),
+    ),
     required("mkfs.ext4", E2FSPROGS),
     required("e2fsck", E2FSPROGS),
     required("resize2fs", E2FSPROGS),
@@ -98,7 +88,8 @@ pub const HOST_TOOLS: &[HostTool] = &[
     required("dumpe2fs", E2FSPROGS),
     required("ssh", OPENSSH),
     required("ssh-keygen", OPENSSH),
-    // Needed only when not root; `banger doctor` checks that separately.
+    // Needed only when not root, to run banger-helper; `banger doctor`
+    // checks the grant separately.
     optional(
         "sudo",
         Install::Packages {

@@ -52,7 +52,7 @@ impl Manager {
     ) -> Result<VmOpResult, VmError> {
         let _held = self.operation(&req.name).await;
         let mut clock = Clock::start();
-        let mut rollback = Rollback::new(self.store.clone());
+        let mut rollback = Rollback::new(self.store.clone(), self.netadmin.clone());
         match self
             .create_locked(&req, role, &mut clock, &mut rollback)
             .await
@@ -72,7 +72,7 @@ impl Manager {
                 Ok(b) => booted = b,
                 Err(e) => {
                     tracing::warn!(vm = %req.name, error = %e, "first boot failed; deleting the VM");
-                    let mut undo = Rollback::new(self.store.clone());
+                    let mut undo = Rollback::new(self.store.clone(), self.netadmin.clone());
                     let files = self.files(&req.name);
                     undo.push(Undo::DeleteVm(req.name.clone()));
                     undo.push(Undo::RemoveDir(files.dir));

@@ -7,7 +7,6 @@
 use std::sync::Arc;
 
 use crate::store::{VmProcess, VmRecord, VmState};
-use crate::system::net;
 
 use super::{Manager, VmError, fault};
 
@@ -41,7 +40,10 @@ impl Manager {
         fault::point("delete:halted");
         self.sync_nat().await?;
         if let Some(tap) = &vm.tap {
-            net::delete_link(tap).await.map_err(VmError::tap(tap))?;
+            self.netadmin
+                .tap_del(tap)
+                .await
+                .map_err(VmError::tap(tap))?;
         }
         fault::point("delete:tap");
         let dir = self.files(&vm.name).dir;

@@ -8,8 +8,8 @@ use crate::net::NetError;
 use crate::store::{StoreError, VmState};
 use crate::system::debugfs::DebugfsError;
 use crate::system::e2fs::E2fsError;
-use crate::system::exec::ExecError;
 use crate::system::fs::FsError;
+use crate::system::netadmin::NetAdminError;
 use crate::system::ssh::SshError;
 use crate::system::tools::PreflightError;
 
@@ -53,11 +53,11 @@ pub enum VmError {
     Inject(#[from] DebugfsError),
     #[error("SSH setup failed")]
     Ssh(#[source] Box<SshError>),
-    #[error("cannot set up the VM's network device {device}")]
+    #[error("cannot change the host network ({device})")]
     Tap {
         device: String,
         #[source]
-        source: Box<ExecError>,
+        source: Box<NetAdminError>,
     },
     #[error("cannot use {path}")]
     Io {
@@ -98,8 +98,8 @@ impl From<SshError> for VmError {
 }
 
 impl VmError {
-    /// The error for a tap or bridge `device` that could not be set up.
-    pub(crate) fn tap(device: &str) -> impl FnOnce(ExecError) -> VmError {
+    /// The error for a tap, bridge or table `device` that could not be changed.
+    pub(crate) fn tap(device: &str) -> impl FnOnce(NetAdminError) -> VmError {
         let device = device.to_string();
         move |source| VmError::Tap {
             device,

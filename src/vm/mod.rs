@@ -33,9 +33,11 @@ use crate::bundle::Bundle;
 use crate::config::Config;
 use crate::image::Images;
 use crate::net::Subnet;
+use crate::net::grant::Policy;
 use crate::paths::Paths;
 use crate::rpc::api::{DiskUsage, Timing, VmDetails};
 use crate::store::{RootMode, SharedStore, VmRecord, VmState};
+use crate::system::netadmin::NetAdmin;
 
 /// Which transitions a state allows.
 pub trait Guards {
@@ -65,6 +67,8 @@ pub struct Manager {
     pub(crate) subnet: Subnet,
     /// The daemon's uid: taps are made for it, so the VMM needs no root.
     pub(crate) uid: u32,
+    /// Makes every change to the host network, within the user's grant.
+    pub(crate) netadmin: NetAdmin,
     /// One lock per VM name, held by the operation working on it.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// The `.vm` DNS server, once the bridge is up.
@@ -88,7 +92,15 @@ pub(crate) struct Operation {
 impl Manager {
     pub fn new(paths: Paths, config: Config, store: SharedStore) -> Result<Arc<Manager>, VmError> {
         let subnet: Subnet = config.network.subnet.parse().map_err(VmError::Config)?;
+        let policy = Policy::new(
+            &config.network.bridge,
+            &config.network.subnet,
+            &config.network.nat_table,
+        )
+        .map_err(|e| VmError::BadRequest(format!("{e} (in {})", paths.config_file().display())))?;
+        let netadmin = NetAdmin::new(policy, config.helper.as_deref());
         Ok(Arc::new(Manager {
+            netadmin,
             images: Images::new(&paths.data_dir),
             paths,
             config,

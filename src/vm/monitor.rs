@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use crate::store::VmState;
-use crate::system::net;
 use crate::system::pid::ExitWatch;
 
 use super::Manager;
@@ -53,7 +52,7 @@ impl Manager {
             tracing::error!(vm = name, error = %e, "cannot update the NAT table");
         }
         if let Some(tap) = &vm.tap
-            && let Err(e) = net::delete_link(tap).await
+            && let Err(e) = self.netadmin.tap_del(tap).await
         {
             tracing::error!(vm = name, %tap, error = %e, "cannot remove tap");
         }

@@ -6,9 +6,10 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
 use crate::dns;
-use crate::net::nat::{self, NatPlan};
+use crate::net::grant::GuestList;
+use crate::net::nat;
 use crate::rpc::api::{LeaseStatus, NetworkCleanup, NetworkStatus};
-use crate::system::{net, nft};
+use crate::system::net;
 
 use super::{Guards, Manager, VmError};
 
@@ -73,8 +74,8 @@ impl Manager {
                 )));
             }
         }
-        let gateway_cidr = format!("{}/{}", self.subnet.gateway, self.subnet.prefix);
-        net::ensure_bridge(bridge, &gateway_cidr)
+        self.netadmin
+            .bridge_up()
             .await
             .map_err(VmError::tap(bridge))?;
         Ok(())
@@ -93,10 +94,9 @@ impl Manager {
             return;
         }
         let addr = SocketAddr::from((self.subnet.gateway, 53));
+        let socket = self.netadmin.dns_socket().await;
         let started = (|| {
-            let socket = std::net::UdpSocket::bind(addr)
-                .and_then(|s| s.set_nonblocking(true).map(|()| s))
-                .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+            let socket = socket.map_err(|e| format!("cannot listen on {addr}: {}", chain(&e)))?;
             // A connection of its own, read-only: in WAL mode it reads while
             // the daemon commits, so a lookup never waits for an fsync.
             let reader = Arc::new(std::sync::Mutex::new(
@@ -133,8 +133,7 @@ impl Manager {
             }
         }
         drop(dns);
-        let bridge = &self.config.network.bridge;
-        if let Err(e) = net::register_resolved(bridge, self.subnet.gateway).await {
+        if let Err(e) = self.netadmin.resolved().await {
             tracing::info!(error = %e, "systemd-resolved not told about .vm (see `banger doctor`)");
         }
     }
@@ -171,16 +170,13 @@ impl Manager {
         let vms = self.store.lock().list_vms()?;
         let running: Vec<_> = vms.iter().filter(|vm| vm.state.can_stop()).collect();
         if running.is_empty() {
-            for family in [nat::FAMILY, nat::GUARD_FAMILY] {
-                nft::delete_table(family, &self.config.network.nat_table)
-                    .await
-                    .map_err(VmError::tap("nftables"))?;
-            }
-            return Ok(());
+            return self
+                .netadmin
+                .nft_delete()
+                .await
+                .map_err(VmError::tap("nftables"));
         }
-        let plan = NatPlan {
-            table: self.config.network.nat_table.clone(),
-            bridge: self.config.network.bridge.clone(),
+        let guests = GuestList {
             nat_sources: running
                 .iter()
                 .filter(|vm| vm.nat)
@@ -197,10 +193,12 @@ impl Manager {
                 })
                 .collect(),
         };
-        net::enable_ip_forward()
+        self.netadmin
+            .ip_forward()
             .await
             .map_err(VmError::tap("ip_forward"))?;
-        nft::apply(&plan.script())
+        self.netadmin
+            .nft_apply(&guests)
             .await
             .map_err(VmError::tap("nftables"))?;
         Ok(())
@@ -215,12 +213,7 @@ impl Manager {
         } else {
             Vec::new()
         };
-        let nat_table = match nft::table_exists(nat::FAMILY, &self.config.network.nat_table).await {
-            Ok(true) => nft::list_table(nat::FAMILY, &self.config.network.nat_table)
-                .await
-                .ok(),
-            _ => None,
-        };
+        let nat_table = self.netadmin.nft_list().await.ok().flatten();
         let (dns_listen, dns_problem) = match &*self.dns.lock().await {
             Ok(d) if d.server.is_running() => (Some(d.addr.to_string()), None),
             Ok(d) => (
@@ -283,7 +276,10 @@ impl Manager {
                 .as_deref()
                 .filter(|t| !vm.state.can_stop() && net::link_exists(t))
             {
-                net::delete_link(tap).await.map_err(VmError::tap(tap))?;
+                self.netadmin
+                    .tap_del(tap)
+                    .await
+                    .map_err(VmError::tap(tap))?;
                 removed.push(format!("tap {tap}"));
             }
         }
@@ -293,18 +289,24 @@ impl Manager {
             self.sync_nat_held(&held).await?;
             return Ok(NetworkCleanup { removed });
         }
-        for family in [nat::FAMILY, nat::GUARD_FAMILY] {
-            let table = &self.config.network.nat_table;
-            if nft::table_exists(family, table)
-                .await
-                .map_err(VmError::tap("nftables"))?
-            {
-                nft::delete_table(family, table)
-                    .await
-                    .map_err(VmError::tap("nftables"))?;
-                removed.push(format!("nftables table {family} {table}"));
-            }
+        let table = &self.config.network.nat_table;
+        if self
+            .netadmin
+            .nft_list()
+            .await
+            .map_err(VmError::tap("nftables"))?
+            .is_some()
+        {
+            removed.push(format!(
+                "nftables tables {} {table} and {} {table}",
+                nat::FAMILY,
+                nat::GUARD_FAMILY
+            ));
         }
+        self.netadmin
+            .nft_delete()
+            .await
+            .map_err(VmError::tap("nftables"))?;
         let mut dns = self.dns.lock().await;
         if let Ok(listener) = &mut *dns {
             listener.server.stop();
@@ -314,13 +316,26 @@ impl Manager {
         drop(dns);
         let bridge = &self.config.network.bridge;
         if net::link_exists(bridge) {
-            net::delete_link(bridge)
+            self.netadmin
+                .bridge_down()
                 .await
                 .map_err(VmError::tap(bridge))?;
             removed.push(format!("bridge {bridge}"));
         }
         Ok(NetworkCleanup { removed })
     }
+}
+
+/// An error and its causes on one line, for a log or a status field.
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 #[cfg(test)]

@@ -97,7 +97,7 @@ impl Manager {
                         .lock()
                         .set_vm_state(&name, VmState::Stopped, None)?;
                     if let Some(tap) = &vm.tap {
-                        let _ = net::delete_link(tap).await;
+                        let _ = self.netadmin.tap_del(tap).await;
                     }
                     let why = if vm.state == VmState::Starting {
                         "its start was cut off when the last daemon died"
@@ -112,7 +112,7 @@ impl Manager {
                     self.kill_strays(&name).await;
                     // A daemon killed mid-start can leave a tap behind.
                     if let Some(tap) = vm.tap.as_deref().filter(|t| net::link_exists(t)) {
-                        let _ = net::delete_link(tap).await;
+                        let _ = self.netadmin.tap_del(tap).await;
                     }
                 }
             }
@@ -147,7 +147,7 @@ impl Manager {
     async fn remove_vm_everything(&self, vm: &VmRecord) {
         self.kill_strays(&vm.name).await;
         if let Some(tap) = vm.tap.as_deref().filter(|t| net::link_exists(t)) {
-            let _ = net::delete_link(tap).await;
+            let _ = self.netadmin.tap_del(tap).await;
         }
         let dir = self.files(&vm.name).dir;
         if let Err(e) = std::fs::remove_dir_all(&dir)

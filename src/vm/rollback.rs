@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::store::SharedStore;
+use crate::system::netadmin::NetAdmin;
 use crate::system::pid::{self, ExitWatch};
 
 /// One way to take a step back.
@@ -23,13 +24,15 @@ pub(crate) enum Undo {
 #[must_use = "run() it on failure or disarm() it on success"]
 pub(crate) struct Rollback {
     store: SharedStore,
+    netadmin: NetAdmin,
     steps: Vec<Undo>,
 }
 
 impl Rollback {
-    pub fn new(store: SharedStore) -> Rollback {
+    pub fn new(store: SharedStore, netadmin: NetAdmin) -> Rollback {
         Rollback {
             store,
+            netadmin,
             steps: Vec::new(),
         }
     }
@@ -58,7 +61,9 @@ impl Rollback {
                     Err(e) if e.kind() != std::io::ErrorKind::NotFound => Some(e.to_string()),
                     _ => None,
                 },
-                Undo::DeleteTap(tap) => crate::system::net::delete_link(tap)
+                Undo::DeleteTap(tap) => self
+                    .netadmin
+                    .tap_del(tap)
                     .await
                     .err()
                     .map(|e| e.to_string()),

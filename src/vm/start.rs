@@ -8,7 +8,7 @@ use crate::rpc::api::VmOpResult;
 use crate::store::{RootMode, VmProcess, VmState};
 use crate::system::host::kvm_kind;
 use crate::system::pid::{self, ExitWatch};
-use crate::system::{net, qemu, ssh};
+use crate::system::{qemu, ssh};
 
 use super::backend::{self, Backend, LaunchPlan};
 use super::files::tail;
@@ -68,7 +68,7 @@ impl Manager {
         let drives = files.disks(&vm);
         DiskLocks::check(&drives)?;
         let logs = self.vmm_logs(&files);
-        let mut rollback = Rollback::new(self.store.clone());
+        let mut rollback = Rollback::new(self.store.clone(), self.netadmin.clone());
 
         let mut booted = Booted::default();
         let result = async {
@@ -77,7 +77,8 @@ impl Manager {
                 // one hold of the network lock (see `network_cleanup`).
                 let held = self.network_lock().await;
                 self.ensure_bridge(&held).await?;
-                net::add_tap(&tap, self.uid, &self.config.network.bridge)
+                self.netadmin
+                    .tap_add(&tap, self.uid)
                     .await
                     .map_err(VmError::tap(&tap))?;
                 rollback.push(Undo::DeleteTap(tap.clone()));

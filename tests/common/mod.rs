@@ -3,6 +3,7 @@
 #![allow(clippy::disallowed_methods, dead_code)]
 
 pub mod netns;
+pub mod upstream;
 pub mod vms;
 
 use std::os::unix::fs::PermissionsExt;
