@@ -16,7 +16,7 @@ help:
 	@echo "make test-firecracker  the Firecracker tier on real guests (nested under QEMU here; minutes)"
 	@echo "make lint      cargo fmt --check and clippy -D warnings"
 	@echo "make bench     print the control-plane figures"
-	@echo "make install   install both binaries under PREFIX=$(PREFIX)"
+	@echo "make install   install banger, bangerd and the root-owned banger-helper under PREFIX=$(PREFIX)"
 	@echo "make runtime-debian  build ./runtime (kernel, initrd, rootfs) from Debian's packages"
 	@echo "make runtime-bundle  fetch ./runtime from the archive RUNTIME_MANIFEST names"
 	@echo "make verify    boot a real VM and run the smoke test (verify.sh)"
@@ -27,7 +27,7 @@ deps:
 
 build:
 	$(CARGO) build --release --bins
-	cp target/release/banger target/release/bangerd .
+	cp target/release/banger target/release/bangerd target/release/banger-helper .
 
 # Tests whose pieces are missing (root, a runtime bundle, a firecracker
 # binary) pass without running; they write why to this file, and the list is
@@ -65,18 +65,23 @@ lint:
 bench:
 	$(CARGO) bench --bench control_plane
 
-install: build
+# The helper must be root's, like every directory above it: whoever can
+# change it is root (see SECURITY.md). Run as root: `sudo make install`.
+install:
+	@test -f banger -a -f bangerd -a -f banger-helper || { echo "run make build first"; exit 1; }
 	install -D -m 0755 banger $(DESTDIR)$(PREFIX)/bin/banger
 	install -D -m 0755 bangerd $(DESTDIR)$(PREFIX)/bin/bangerd
+	install -D -o root -g root -m 0755 banger-helper $(DESTDIR)$(PREFIX)/libexec/banger/banger-helper
 	install -D -m 0644 contrib/bangerd.service $(DESTDIR)$(PREFIX)/lib/systemd/user/bangerd.service
 
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/banger $(DESTDIR)$(PREFIX)/bin/bangerd \
+	      $(DESTDIR)$(PREFIX)/libexec/banger/banger-helper \
 	      $(DESTDIR)$(PREFIX)/lib/systemd/user/bangerd.service
 
 clean:
 	$(CARGO) clean
-	rm -f banger bangerd
+	rm -f banger bangerd banger-helper
 
 runtime-debian:
 	$(SUDO) scripts/make-bundle.sh runtime

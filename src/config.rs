@@ -36,6 +36,10 @@ pub struct Config {
     /// The privileged network helper a daemon that is not root runs through
     /// `sudo -n`, when not in `/usr/local/libexec/banger` or `/usr/libexec/banger`.
     pub helper: Option<PathBuf>,
+    /// A root daemon runs each VMM as uid (and gid) `vmm_uid_base` plus
+    /// the guest's place in the subnet: ids no account uses (above the
+    /// ranges systemd gives users, containers and dynamic users).
+    pub vmm_uid_base: u32,
     /// How long a booting VM has to answer SSH.
     pub ssh_timeout_secs: u64,
     /// How long `vm stop` waits for a clean shutdown before killing the VMM.
@@ -97,6 +101,7 @@ impl Default for Config {
             runtime_dir: None,
             firecracker: None,
             helper: None,
+            vmm_uid_base: 0x7000_0000,
             ssh_timeout_secs: 300,
             stop_timeout_secs: 30,
             log_max_mib: 16,

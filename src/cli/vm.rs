@@ -354,6 +354,13 @@ fn show(ctx: &Ctx, vm: &VmDetails) -> anyhow::Result<()> {
         ),
         ("pid", vm.pid.map_or("-".into(), |p| p.to_string())),
         (
+            "vmm uid",
+            vm.vmm_uid.map_or("-".into(), |u| match u {
+                0 => "0 (root)".to_string(),
+                u => u.to_string(),
+            }),
+        ),
+        (
             "uptime",
             vm.uptime_secs.map_or("-".into(), output::duration),
         ),

@@ -230,6 +230,12 @@ impl Images {
         info: &ImageInfo,
         replace: bool,
     ) -> Result<ImageRecord, ImageError> {
+        // Every VM of the image reads it, whatever uid its VMM runs as (a
+        // build VM's VMM may have owned it): the daemon's, read-only to all.
+        let rootfs = staged.dir.join(ROOTFS);
+        if rootfs.exists() {
+            crate::system::fs::make_shared_read_only(&rootfs).map_err(write_err(&rootfs))?;
+        }
         let info_path = staged.dir.join(INFO);
         let json = serde_json::to_vec_pretty(info).expect("image info serializes");
         std::fs::write(&info_path, json).map_err(write_err(&info_path))?;

@@ -173,6 +173,10 @@ pub struct VmDetails {
     pub dns_name: String,
     pub nat: bool,
     pub pid: Option<u32>,
+    /// The uid the VMM runs as, while it runs (a uid of its own under a
+    /// root daemon; the daemon's otherwise).
+    #[serde(default)]
+    pub vmm_uid: Option<u32>,
     pub created_at: i64,
     pub started_at: Option<i64>,
     /// Seconds since the VMM started, while it runs.

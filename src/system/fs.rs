@@ -319,6 +319,20 @@ pub fn file_len(path: &Path) -> u64 {
     std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
 }
 
+/// Gives `path` to this process's user with mode 0644 (never following a
+/// link): an image file every VMM reads, whatever uid it runs as.
+pub fn make_shared_read_only(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    rustix::fs::chownat(
+        rustix::fs::CWD,
+        path,
+        Some(rustix::process::geteuid()),
+        Some(rustix::process::getegid()),
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+    )?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

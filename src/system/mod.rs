@@ -16,7 +16,8 @@
 //! - [`netadmin`]: the daemon's side: network changes in-process as root, else via the helper.
 //! - [`debugfs`]: write files into an ext4 image without mounting it.
 //! - [`ssh`]: SSH keys (`ssh-keygen`), readiness probe, the `ssh` argv.
-//! - [`vmm_io`]: what a VMM inherits: pipes to the log relay, its disk locks.
+//! - [`vmm_io`]: what a VMM inherits: pipes to the log relay, its disk locks, its boot files.
+//! - [`vmm_user`]: the unprivileged uid a root daemon's VMM runs as.
 //! - [`qemu`]: the QEMU `microvm` VMM process and its QMP socket.
 #![allow(clippy::disallowed_methods)]
 
@@ -38,3 +39,4 @@ pub mod qemu;
 pub mod ssh;
 pub mod tools;
 pub mod vmm_io;
+pub mod vmm_user;

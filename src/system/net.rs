@@ -123,6 +123,45 @@ pub fn bridge_ports(name: &str) -> std::io::Result<Vec<String>> {
         .collect())
 }
 
+/// Opens tap `name` (which must exist) for a VMM to inherit: the caller
+/// may open it (root, or the uid it was made for); the VMM then needs no
+/// access to `/dev/net/tun` and can reach no other tap.
+pub fn open_tap(name: &str) -> std::io::Result<std::os::fd::OwnedFd> {
+    use rustix::fs::{Mode, OFlags, open};
+    use rustix::ioctl::{Updater, ioctl, opcode};
+
+    /// `struct ifreq` as TUNSETIFF reads it: the name, then the flags at
+    /// the start of its 24-byte union.
+    #[repr(C)]
+    struct IfReq {
+        name: [u8; 16],
+        flags: u16,
+        _rest: [u8; 22],
+    }
+    const TUNSETIFF: rustix::ioctl::Opcode = opcode::write::<std::ffi::c_int>(b'T', 202);
+    const IFF_TAP: u16 = 0x0002;
+    const IFF_NO_PI: u16 = 0x1000;
+    const IFF_VNET_HDR: u16 = 0x4000;
+
+    if name.is_empty() || name.len() > 15 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("`{name}` is not an interface name"),
+        ));
+    }
+    let tun = open("/dev/net/tun", OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())?;
+    let mut req = IfReq {
+        name: [0; 16],
+        flags: IFF_TAP | IFF_NO_PI | IFF_VNET_HDR,
+        _rest: [0; 22],
+    };
+    req.name[..name.len()].copy_from_slice(name.as_bytes());
+    // SAFETY: TUNSETIFF takes a pointer to a `struct ifreq`, which `IfReq`
+    // matches in size (40 bytes) and layout; the kernel writes back within it.
+    unsafe { ioctl(&tun, Updater::<TUNSETIFF, IfReq>::new(&mut req)) }?;
+    Ok(tun)
+}
+
 /// Deletes interface `name`; one that is already gone is fine.
 pub async fn delete_link(name: &str) -> Result<(), ExecError> {
     if !link_exists(name) {

@@ -139,6 +139,18 @@ pub fn pids_with_arg_containing(needle: &str) -> Vec<u32> {
         .collect()
 }
 
+/// The real uid `pid` runs as (`Uid:` in `/proc/<pid>/status`).
+pub fn uid_of(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// Finds the boot time (`btime`, seconds since the epoch) in `/proc/stat`.
 pub fn parse_btime(proc_stat: &str) -> Option<u64> {
     proc_stat

@@ -59,8 +59,16 @@ pub struct QemuSpec {
     pub kernel_args: String,
     /// Block devices in order: the first is `/dev/vda`.
     pub drives: Vec<Disk>,
-    /// Tap device and guest MAC.
-    pub net: Option<(String, String)>,
+    pub net: Option<QemuNet>,
+}
+
+/// The guest's network card.
+#[derive(Debug, Clone)]
+pub struct QemuNet {
+    /// The tap, opened by the daemon and inherited at this number: QEMU
+    /// needs no access to `/dev/net/tun` and cannot attach to another tap.
+    pub tap_fd: i32,
+    pub mac: String,
 }
 
 /// Where QEMU's files go. Its serial console is its stdout and its own
@@ -152,12 +160,12 @@ pub fn args(spec: &QemuSpec, files: &QemuFiles) -> Vec<String> {
             format!("virtio-blk-device,drive=disk{i}"),
         ]);
     }
-    if let Some((tap, mac)) = &spec.net {
+    if let Some(net) = &spec.net {
         args.extend([
             "-netdev".into(),
-            format!("tap,id=net0,ifname={tap},script=no,downscript=no"),
+            format!("tap,id=net0,fd={}", net.tap_fd),
             "-device".into(),
-            format!("virtio-net-device,netdev=net0,mac={mac}"),
+            format!("virtio-net-device,netdev=net0,mac={}", net.mac),
         ]);
     }
     args
@@ -297,7 +305,10 @@ mod tests {
             initrd: Some("/i".into()),
             kernel_args: "console=ttyS0".into(),
             drives: vec![Disk::ro("/root.ext4"), Disk::rw("/work.ext4")],
-            net: Some(("bg-1".into(), "06:00:00:00:00:01".into())),
+            net: Some(QemuNet {
+                tap_fd: 9,
+                mac: "06:00:00:00:00:01".into(),
+            }),
         };
         let files = QemuFiles {
             dir: "/vm".into(),
@@ -318,7 +329,7 @@ mod tests {
         let root = argv.find("file=/root.ext4").unwrap();
         let work = argv.find("file=/work.ext4").unwrap();
         assert!(root < work);
-        assert!(argv.contains("ifname=bg-1,script=no"), "{argv}");
+        assert!(argv.contains("-netdev tap,id=net0,fd=9 "), "{argv}");
         assert!(argv.contains("mac=06:00:00:00:00:01"), "{argv}");
         assert!(argv.contains("unix:q.sock,server=on,wait=off"), "{argv}");
         assert!(argv.contains("-chardev stdio,id=console"), "{argv}");

@@ -1,14 +1,18 @@
 //! What a VMM process is handed when it is spawned: its stdout (the guest's
 //! serial console) and stderr (its own log) as pipes to the capped-log
-//! relay, and the locks on its disks. Both launchers apply it the same way.
+//! relay, the locks on its disks, the files it boots from as descriptors
+//! (it opens them as `/proc/self/fd/N`, so it needs no path to them), and,
+//! under a root daemon, the unprivileged user it runs as. Both launchers
+//! apply it the same way.
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use super::disklock::{self, Disk, DiskLockError, DiskLocks};
 use super::logcap;
+use super::vmm_user::VmmUser;
 
 /// Errors preparing a VMM's descriptors.
 #[derive(Debug, thiserror::Error)]
@@ -18,6 +22,12 @@ pub enum VmmIoError {
     #[error("cannot start the log relay {program}")]
     Relay {
         program: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot open {path} for the VMM")]
+    Pass {
+        path: PathBuf,
         #[source]
         source: std::io::Error,
     },
@@ -36,12 +46,28 @@ pub struct VmmLogs {
     pub relay: PathBuf,
 }
 
-/// The descriptors a VMM inherits.
+/// The descriptors a VMM inherits, and who it runs as.
 #[derive(Debug)]
 pub struct VmmIo {
     console: OwnedFd,
     log: OwnedFd,
     locks: DiskLocks,
+    /// Files and devices the VMM opens by descriptor (kernel, initrd, tap).
+    passed: Vec<OwnedFd>,
+    user: Option<VmmUser>,
+}
+
+/// What the parent keeps until the VMM is spawned; after that the VMM holds
+/// its own copies and these are dropped.
+#[derive(Debug)]
+pub struct Handed {
+    _locks: DiskLocks,
+    _passed: Vec<OwnedFd>,
+}
+
+/// The path by which a process opens its inherited descriptor `fd`.
+fn fd_path(fd: RawFd) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{fd}"))
 }
 
 impl VmmIo {
@@ -58,24 +84,66 @@ impl VmmIo {
             console: pipes.console,
             log: pipes.vmm_log,
             locks,
+            passed: Vec::new(),
+            user: None,
         })
     }
 
-    /// Points `command`'s stdout and stderr at the relay and lets it inherit
-    /// the disk locks. The returned locks must live until the spawn is done;
-    /// after it the VMM holds them and the caller drops its copies.
-    pub fn apply(self, command: &mut Command) -> DiskLocks {
-        let fds = self.locks.fds();
+    /// The paths by which the VMM opens its drives, in order: the locked
+    /// descriptors it inherits. It reopens each with the access it needs,
+    /// which the file's own mode must allow its user.
+    pub fn drive_paths(&self) -> Vec<PathBuf> {
+        self.locks.fds().into_iter().map(fd_path).collect()
+    }
+
+    /// Opens `path` read-only for the VMM; returns the path it opens it by.
+    pub fn pass_file(&mut self, path: &Path) -> Result<PathBuf, VmmIoError> {
+        let file = std::fs::File::open(path).map_err(|source| VmmIoError::Pass {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Ok(fd_path(self.pass_fd(file.into())))
+    }
+
+    /// Hands `fd` to the VMM; returns its number there.
+    pub fn pass_fd(&mut self, fd: OwnedFd) -> RawFd {
+        let raw = fd.as_raw_fd();
+        self.passed.push(fd);
+        raw
+    }
+
+    /// Runs the VMM as `user` instead of this process's user.
+    pub fn run_as(&mut self, user: VmmUser) {
+        self.user = Some(user);
+    }
+
+    /// Points `command`'s stdout and stderr at the relay, lets it inherit
+    /// the disk locks and passed descriptors, and drops it to its user. The
+    /// returned [`Handed`] must live until the spawn is done.
+    pub fn apply(self, command: &mut Command) -> Handed {
+        let mut fds = self.locks.fds();
+        fds.extend(self.passed.iter().map(AsRawFd::as_raw_fd));
         command
             .stdin(Stdio::null())
             .stdout(Stdio::from(self.console))
             .stderr(Stdio::from(self.log));
-        // SAFETY: fcntl(2) is async-signal-safe and `fds` was allocated
-        // before the fork; the closure allocates nothing.
+        let user = self.user;
+        // SAFETY: fcntl(2), setgroups(2), setresgid(2) and setresuid(2) are
+        // async-signal-safe; `fds` and `user` were allocated before the
+        // fork, and the closure allocates nothing.
         unsafe {
-            command.pre_exec(move || disklock::inherit(&fds));
+            command.pre_exec(move || {
+                disklock::inherit(&fds)?;
+                match &user {
+                    Some(user) => user.become_it(),
+                    None => Ok(()),
+                }
+            });
         }
-        self.locks
+        Handed {
+            _locks: self.locks,
+            _passed: self.passed,
+        }
     }
 }
 
@@ -86,7 +154,29 @@ const SUN_PATH_MAX: usize = 107;
 /// its working directory; the full path can be longer than a socket address
 /// holds (a long home directory and VM name), and then it is reached through
 /// a descriptor on its directory (`/proc/self/fd/N/<name>`).
+///
+/// The socket's directory may belong to the VMM's user, who could swap the
+/// socket for a link to someone else's: whoever answers must be working in
+/// the VM's directory (or its `run`), as only its VMM does.
 pub async fn connect_control(path: &std::path::Path) -> std::io::Result<tokio::net::UnixStream> {
+    let stream = connect_by_path(path).await?;
+    let peer = stream.peer_cred()?.pid().and_then(|pid| u32::try_from(pid).ok());
+    let cwd = peer.and_then(|pid| std::fs::read_link(format!("/proc/{pid}/cwd")).ok());
+    let ours = cwd.is_some_and(|cwd| path.ancestors().skip(1).take(2).any(|dir| dir == cwd));
+    if !ours {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!(
+                "{} is answered by a process (pid {}) that is not this VM's VMM",
+                path.display(),
+                peer.map_or("unknown".into(), |p| p.to_string())
+            ),
+        ));
+    }
+    Ok(stream)
+}
+
+async fn connect_by_path(path: &std::path::Path) -> std::io::Result<tokio::net::UnixStream> {
     use std::os::fd::AsRawFd;
     use std::os::unix::ffi::OsStrExt;
     if path.as_os_str().as_bytes().len() <= SUN_PATH_MAX {

@@ -12,6 +12,7 @@ use crate::system::host::{KvmKind, kvm_kind};
 use crate::system::qemu::{self, Accel};
 use crate::system::tools;
 use crate::system::vmm_io::{VmmIo, VmmIoError, VmmLogs};
+use crate::system::vmm_user::{self, VmmUser};
 
 use super::{VmError, VmFiles};
 
@@ -119,6 +120,37 @@ pub(crate) struct LaunchPlan {
     pub mac: String,
     /// In order: the first is `/dev/vda`.
     pub drives: Vec<Disk>,
+    /// Who the VMM runs as; `None`: as the daemon.
+    pub user: Option<VmmUser>,
+}
+
+/// Who the VMM of the guest at `ip` runs as on `backend`. `Ok(None)` for a
+/// daemon that is not root (its VMMs run as it); under root a uid of the
+/// VM's own, `vmm_uid_base` plus the guest's place in the subnet, unless a
+/// device the VMM opens itself only opens for root (`Err` says which).
+pub(crate) fn vmm_user(
+    backend: Backend,
+    uid_base: u32,
+    subnet: &crate::net::Subnet,
+    ip: std::net::Ipv4Addr,
+) -> Result<Option<VmmUser>, String> {
+    if !rustix::process::geteuid().is_root() {
+        return Ok(None);
+    }
+    let offset = u32::from(ip).wrapping_sub(u32::from(subnet.network()));
+    let id = uid_base.checked_add(offset).ok_or_else(|| {
+        format!("vmm_uid_base {uid_base} leaves no room for the guest uids of the subnet")
+    })?;
+    let kvm = Path::new("/dev/kvm");
+    let devices: Vec<&Path> = match backend {
+        // QEMU gets its tap as a descriptor; it opens /dev/kvm only with KVM.
+        Backend::Qemu => match qemu::accel_for(kvm_kind()) {
+            Accel::Kvm => vec![kvm],
+            Accel::Tcg => vec![],
+        },
+        Backend::Firecracker => vec![kvm, Path::new("/dev/net/tun")],
+    };
+    VmmUser::for_devices(id, &devices).map(Some)
 }
 
 /// A started VMM.
@@ -145,23 +177,58 @@ pub(crate) async fn launch(
         source,
         log_tail: None,
     };
-    let drives = plan.drives.clone();
-    let io = VmmIo::prepare(logs, &drives).map_err(|e| match e {
+    let mut io = VmmIo::prepare(logs, &plan.drives).map_err(|e| match e {
         VmmIoError::Disk(busy) => VmError::DiskBusy(busy),
         other => failed(other.into()),
     })?;
+    // The VMM opens everything it boots from by descriptor: its user needs
+    // no path to the daemon's files.
+    let drives: Vec<Disk> = io
+        .drive_paths()
+        .into_iter()
+        .zip(&plan.drives)
+        .map(|(path, disk)| Disk {
+            path,
+            read_only: disk.read_only,
+        })
+        .collect();
+    let kernel = io.pass_file(&plan.kernel).map_err(|e| failed(e.into()))?;
+    let initrd = match &plan.initrd {
+        Some(initrd) => Some(io.pass_file(initrd).map_err(|e| failed(e.into()))?),
+        None => None,
+    };
+    let prepared = match &plan.user {
+        Some(user) => {
+            let writable: Vec<&Path> = plan
+                .drives
+                .iter()
+                .filter(|d| !d.read_only)
+                .map(|d| d.path.as_path())
+                .collect();
+            user.prepare(&files.dir, &files.run_dir, &writable)
+        }
+        None => vmm_user::make_own_dir(&files.run_dir, None),
+    };
+    prepared.map_err(VmError::io(&files.dir))?;
+    if let Some(user) = &plan.user {
+        io.run_as(user.clone());
+    }
     match backend {
         Backend::Qemu => {
+            let tap = crate::system::net::open_tap(&plan.tap).map_err(|e| failed(e.into()))?;
             let spec = qemu::QemuSpec {
                 name: plan.name.clone(),
                 accel: qemu::accel_for(kvm_kind()),
                 vcpus: plan.vcpus,
                 memory_mib: plan.memory_mib,
-                kernel: plan.kernel.clone(),
-                initrd: plan.initrd.clone(),
+                kernel,
+                initrd,
                 kernel_args: plan.kernel_args.clone(),
                 drives,
-                net: Some((plan.tap.clone(), plan.mac.clone())),
+                net: Some(qemu::QemuNet {
+                    tap_fd: io.pass_fd(tap),
+                    mac: plan.mac.clone(),
+                }),
             };
             let qemu_files = qemu::QemuFiles {
                 dir: files.dir.clone(),
@@ -184,8 +251,8 @@ pub(crate) async fn launch(
             let spec = MachineSpec {
                 vcpus: plan.vcpus,
                 memory_mib: plan.memory_mib,
-                kernel: plan.kernel.clone(),
-                initrd: plan.initrd.clone(),
+                kernel,
+                initrd,
                 kernel_args: plan.kernel_args.clone(),
                 drives: drives
                     .into_iter()
@@ -230,10 +297,10 @@ pub(crate) async fn launch(
 /// Ctrl-Alt-Del (Firecracker).
 pub(crate) async fn request_shutdown(backend: Backend, files: &VmFiles) -> Result<(), String> {
     match backend {
-        Backend::Qemu => qemu::powerdown(&files.api_socket)
+        Backend::Qemu => qemu::powerdown(&files.control_socket())
             .await
             .map_err(|e| e.to_string()),
-        Backend::Firecracker => crate::firecracker::request_shutdown(&files.api_socket)
+        Backend::Firecracker => crate::firecracker::request_shutdown(&files.control_socket())
             .await
             .map_err(|e| e.to_string()),
     }

@@ -29,6 +29,8 @@ pub struct VmFiles {
     pub known_hosts: PathBuf,
     /// Scratch space for file injection.
     pub scratch: PathBuf,
+    /// The VMM's own directory (its user's, 0700): its control socket.
+    pub run_dir: PathBuf,
     /// The VMM's control socket (Firecracker's API, QEMU's QMP).
     pub api_socket: PathBuf,
 }
@@ -45,13 +47,25 @@ impl VmFiles {
             host_key: dir.join("ssh_host_ed25519_key"),
             known_hosts: dir.join("known_hosts"),
             scratch: dir.join("scratch"),
-            api_socket: dir.join("vmm.sock"),
+            run_dir: dir.join("run"),
+            api_socket: dir.join("run").join("vmm.sock"),
             dir,
         }
     }
 }
 
 impl VmFiles {
+    /// The control socket of the running VMM: [`VmFiles::api_socket`], or
+    /// where a VMM started by an older banger bound it.
+    pub fn control_socket(&self) -> PathBuf {
+        let legacy = self.dir.join("vmm.sock");
+        if !self.api_socket.exists() && legacy.exists() {
+            legacy
+        } else {
+            self.api_socket.clone()
+        }
+    }
+
     /// The disks `vm`'s VMM attaches, in order (the first is `/dev/vda`):
     /// - clone: its own root copy, then its work disk (a build VM has none);
     /// - layered: the image read-only, its upper disk (`/dev/vdb`, named by

@@ -194,14 +194,15 @@ impl Manager {
     /// Everything `vm show` says about a VM.
     pub fn details(&self, vm: &VmRecord) -> VmDetails {
         let files = self.files(&vm.name);
-        let uptime_secs = match (vm.state, vm.pid) {
-            (VmState::Running | VmState::Starting | VmState::Stopping, Some(pid)) => {
-                crate::system::proc::ProcStats::read(pid)
-                    .ok()
-                    .map(|s| s.uptime().as_secs())
-            }
+        let live_pid = match (vm.state, vm.pid) {
+            (VmState::Running | VmState::Starting | VmState::Stopping, Some(pid)) => Some(pid),
             _ => None,
         };
+        let uptime_secs = live_pid.and_then(|pid| {
+            crate::system::proc::ProcStats::read(pid)
+                .ok()
+                .map(|s| s.uptime().as_secs())
+        });
         VmDetails {
             name: vm.name.clone(),
             state: vm.state.to_string(),
@@ -221,6 +222,7 @@ impl Manager {
             dns_name: format!("{}.vm", vm.name),
             nat: vm.nat,
             pid: vm.pid,
+            vmm_uid: live_pid.and_then(crate::system::proc::uid_of),
             created_at: vm.created_at,
             started_at: vm.started_at,
             uptime_secs,

@@ -68,6 +68,16 @@ impl Manager {
         let drives = files.disks(&vm);
         DiskLocks::check(&drives)?;
         let logs = self.vmm_logs(&files);
+        let user = match backend::vmm_user(backend, self.config.vmm_uid_base, &self.subnet, ip) {
+            Ok(user) => user,
+            Err(why) => {
+                tracing::warn!(vm = name, %why, "the VMM runs as root");
+                self.event(name, "vmm-runs-as-root", &why);
+                None
+            }
+        };
+        // Its tap is made for the user the VMM runs as.
+        let tap_owner = user.as_ref().map_or(self.uid, |u| u.uid);
         let mut rollback = Rollback::new(self.store.clone(), self.netadmin.clone());
 
         let mut booted = Booted::default();
@@ -78,7 +88,7 @@ impl Manager {
                 let held = self.network_lock().await;
                 self.ensure_bridge(&held).await?;
                 self.netadmin
-                    .tap_add(&tap, self.uid)
+                    .tap_add(&tap, tap_owner)
                     .await
                     .map_err(VmError::tap(&tap))?;
                 rollback.push(Undo::DeleteTap(tap.clone()));
@@ -105,6 +115,7 @@ impl Manager {
                 tap: tap.clone(),
                 mac,
                 drives,
+                user,
             };
             let (log_from, console_from) = (file_len(&files.vmm_log), file_len(&files.console));
             let launched = backend::launch(backend, &plan, &files, firecracker.as_deref(), &logs, |pid| {
