@@ -484,6 +484,48 @@ fn guests_resolve_each_other_and_reach_out_through_nat() {
     ok(sb.banger(&["vm", "unpublish", "a", &format!("{local}:22")]));
     assert!(std::net::TcpStream::connect(format!("127.0.0.1:{local}")).is_err());
 
+    // UDP too: a guest echo server (perl is in the base image) answers
+    // through a published UDP port, each client on its own relay.
+    ok(sb.banger(&[
+        "vm",
+        "ssh",
+        "a",
+        "--",
+        "nohup perl -MSocket -e 'socket(S,PF_INET,SOCK_DGRAM,0) or die; bind(S,sockaddr_in(7007,INADDR_ANY)) or die; while (my $from = recv(S, my $m, 1500, 0)) { send(S, \"echo $m\", 0, $from) }' >/dev/null 2>&1 &",
+    ]));
+    let udp_port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    ok(sb.banger(&["vm", "publish", "a", &format!("{udp_port}:7007/udp")]));
+    let echo = |word: &str| {
+        let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let mut buf = [0u8; 64];
+        // The echo server may still be starting: ask a few times.
+        for _ in 0..10 {
+            client
+                .send_to(word.as_bytes(), ("127.0.0.1", udp_port))
+                .unwrap();
+            if let Ok(len) = client.recv(&mut buf) {
+                return String::from_utf8_lossy(&buf[..len]).into_owned();
+            }
+        }
+        panic!("no UDP echo through the published port");
+    };
+    assert_eq!(echo("one"), "echo one");
+    assert_eq!(echo("two"), "echo two");
+    assert!(
+        t.json(&["vm", "show", "a"])["published"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!(format!("127.0.0.1:{udp_port}:7007/udp")))
+    );
+    ok(sb.banger(&["vm", "unpublish", "a", &format!("{udp_port}:7007/udp")]));
+
     // A guest cannot send as a neighbour (its address) or as someone else
     // (another MAC): what the host hears comes from its own addresses only.
     let listener = std::net::UdpSocket::bind((gateway.as_str(), 0)).unwrap();

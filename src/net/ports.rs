@@ -1,9 +1,33 @@
-//! Published ports: `[HOSTADDR:]HOSTPORT:GUESTPORT[/tcp]`, the one way into
-//! a guest from outside the host. Parsing only; the daemon proxies them.
+//! Published ports: `[HOSTADDR:]HOSTPORT:GUESTPORT[/tcp|/udp]`, the one way
+//! into a guest from outside the host. Parsing only; the daemon relays them.
 
 use std::fmt;
 use std::net::Ipv4Addr;
 use std::str::FromStr;
+
+/// The transport of a published port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+impl Proto {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Proto> {
+        match name {
+            "tcp" => Some(Proto::Tcp),
+            "udp" => Some(Proto::Udp),
+            _ => None,
+        }
+    }
+}
 
 /// One published port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -12,6 +36,7 @@ pub struct PortSpec {
     pub host_addr: Ipv4Addr,
     pub host_port: u16,
     pub guest_port: u16,
+    pub proto: Proto,
 }
 
 impl FromStr for PortSpec {
@@ -20,18 +45,13 @@ impl FromStr for PortSpec {
     fn from_str(text: &str) -> Result<PortSpec, String> {
         let usage = || {
             format!(
-                "`{text}`: publish as [HOSTADDR:]HOSTPORT:GUESTPORT[/tcp], e.g. 8080:80 or 0.0.0.0:2222:22"
+                "`{text}`: publish as [HOSTADDR:]HOSTPORT:GUESTPORT[/tcp|/udp], e.g. 8080:80, 0.0.0.0:2222:22 or 5353:53/udp"
             )
         };
         let (ports, proto) = match text.split_once('/') {
-            Some((ports, proto)) => (ports, proto),
-            None => (text, "tcp"),
+            Some((ports, proto)) => (ports, Proto::from_name(proto).ok_or_else(usage)?),
+            None => (text, Proto::Tcp),
         };
-        match proto {
-            "tcp" => {}
-            "udp" => return Err(format!("`{text}`: only TCP ports can be published for now")),
-            _ => return Err(usage()),
-        }
         let parts: Vec<&str> = ports.split(':').collect();
         let (addr, host, guest) = match parts.as_slice() {
             [host, guest] => (Ipv4Addr::LOCALHOST, *host, *guest),
@@ -43,6 +63,7 @@ impl FromStr for PortSpec {
             host_addr: addr,
             host_port: port(host)?,
             guest_port: port(guest)?,
+            proto,
         })
     }
 }
@@ -51,8 +72,11 @@ impl fmt::Display for PortSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{}:{}:{}/tcp",
-            self.host_addr, self.host_port, self.guest_port
+            "{}:{}:{}/{}",
+            self.host_addr,
+            self.host_port,
+            self.guest_port,
+            self.proto.as_str()
         )
     }
 }
@@ -81,11 +105,9 @@ mod tests {
             let err = bad.parse::<PortSpec>().unwrap_err();
             assert!(err.contains("HOSTPORT:GUESTPORT"), "{bad}: {err}");
         }
-        assert!(
-            "53:53/udp"
-                .parse::<PortSpec>()
-                .unwrap_err()
-                .contains("only TCP")
-        );
+        let udp: PortSpec = "5353:53/udp".parse().unwrap();
+        assert_eq!(udp.proto, Proto::Udp);
+        assert_eq!(udp.to_string(), "127.0.0.1:5353:53/udp");
+        assert_eq!(udp.to_string().parse::<PortSpec>().unwrap(), udp);
     }
 }

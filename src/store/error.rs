@@ -112,7 +112,7 @@ impl Taken {
             "leases.ip" => Some(Taken::Ip),
             "leases.mac" => Some(Taken::Mac),
             "leases.tap" => Some(Taken::Tap),
-            "ports.host_addr, ports.host_port" => Some(Taken::Port),
+            "ports.host_addr, ports.host_port, ports.proto" => Some(Taken::Port),
             _ => None,
         }
     }

@@ -129,6 +129,24 @@ const MIGRATIONS: &[&str] = &[
     ) STRICT;
     CREATE INDEX ports_vm_id ON ports (vm_id);
     ",
+    // 7: UDP ports too. A TCP and a UDP port of the same number are
+    // different ports, so the uniqueness takes the protocol (SQLite cannot
+    // change a UNIQUE constraint in place: the table is rebuilt).
+    "
+    CREATE TABLE ports_new (
+        vm_id      INTEGER NOT NULL REFERENCES vms (id) ON DELETE CASCADE,
+        host_addr  TEXT NOT NULL,
+        host_port  INTEGER NOT NULL CHECK (host_port BETWEEN 1 AND 65535),
+        guest_port INTEGER NOT NULL CHECK (guest_port BETWEEN 1 AND 65535),
+        proto      TEXT NOT NULL DEFAULT 'tcp' CHECK (proto IN ('tcp', 'udp')),
+        UNIQUE (host_addr, host_port, proto)
+    ) STRICT;
+    INSERT INTO ports_new (vm_id, host_addr, host_port, guest_port)
+        SELECT vm_id, host_addr, host_port, guest_port FROM ports;
+    DROP TABLE ports;
+    ALTER TABLE ports_new RENAME TO ports;
+    CREATE INDEX ports_vm_id ON ports (vm_id);
+    ",
 ];
 
 /// The schema version this binary writes: the number of migrations it knows.
@@ -210,6 +228,41 @@ mod tests {
         assert!(
             conn.execute(
                 "INSERT INTO leases (vm_id, ip, mac, tap) VALUES (99, '10.0.0.3', 'x', 'y')",
+                []
+            )
+            .is_err()
+        );
+    }
+
+    /// Migration 7 keeps every published port, as TCP, and lets a UDP port
+    /// share a TCP port's number.
+    #[test]
+    fn ports_become_tcp_and_udp_may_share_the_number() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for (version, sql) in (1..).zip(&MIGRATIONS[..6]) {
+            apply(&mut conn, version, sql).unwrap();
+        }
+        conn.execute_batch(
+            "INSERT INTO vms (id, name, state, backend, vcpus, memory_mib, disk_bytes, created_at, updated_at)
+                 VALUES (7, 'box', 'running', 'qemu', 1, 256, 1024, 0, 0);
+             INSERT INTO ports (vm_id, host_addr, host_port, guest_port) VALUES (7, '127.0.0.1', 8080, 80);",
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        let proto: String = conn
+            .query_row("SELECT proto FROM ports WHERE host_port = 8080", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(proto, "tcp");
+        conn.execute(
+            "INSERT INTO ports (vm_id, host_addr, host_port, guest_port, proto) VALUES (7, '127.0.0.1', 8080, 53, 'udp')",
+            [],
+        )
+        .unwrap();
+        assert!(
+            conn.execute(
+                "INSERT INTO ports (vm_id, host_addr, host_port, guest_port, proto) VALUES (7, '127.0.0.1', 8080, 81, 'tcp')",
                 []
             )
             .is_err()

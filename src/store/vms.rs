@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::error::{Taken, conflict};
 use super::images::image_id;
 use super::{Store, StoreError};
-use crate::net::ports::PortSpec;
+use crate::net::ports::{PortSpec, Proto};
 
 /// The VMMs the schema accepts in `vms.backend`.
 const BACKENDS: [&str; 2] = ["firecracker", "qemu"];
@@ -411,16 +411,23 @@ impl Store {
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let id = vm_id(&tx, name)?;
         tx.execute(
-            "INSERT INTO ports (vm_id, host_addr, host_port, guest_port) VALUES (?1, ?2, ?3, ?4)",
+            "INSERT INTO ports (vm_id, host_addr, host_port, guest_port, proto)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
             params![
                 id,
                 port.host_addr.to_string(),
                 port.host_port,
-                port.guest_port
+                port.guest_port,
+                port.proto.as_str()
             ],
         )
         .map_err(|err| {
-            let shown = format!("{}:{}", port.host_addr, port.host_port);
+            let shown = format!(
+                "{}:{}/{}",
+                port.host_addr,
+                port.host_port,
+                port.proto.as_str()
+            );
             match conflict(err, |what| (what == Taken::Port).then_some("")) {
                 StoreError::Conflict { what, .. } => StoreError::Conflict { what, value: shown },
                 other => other,
@@ -437,8 +444,15 @@ impl Store {
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let id = vm_id(&tx, name)?;
         let removed = tx.execute(
-            "DELETE FROM ports WHERE vm_id = ?1 AND host_addr = ?2 AND host_port = ?3 AND guest_port = ?4",
-            params![id, port.host_addr.to_string(), port.host_port, port.guest_port],
+            "DELETE FROM ports WHERE vm_id = ?1 AND host_addr = ?2 AND host_port = ?3
+             AND guest_port = ?4 AND proto = ?5",
+            params![
+                id,
+                port.host_addr.to_string(),
+                port.host_port,
+                port.guest_port,
+                port.proto.as_str()
+            ],
         )?;
         tx.commit()?;
         Ok(removed > 0)
@@ -448,19 +462,20 @@ impl Store {
     pub fn ports_of(&self, name: &str) -> Result<Vec<PortSpec>, StoreError> {
         let id = vm_id(&self.conn, name)?;
         let mut stmt = self.conn.prepare(
-            "SELECT host_addr, host_port, guest_port FROM ports WHERE vm_id = ?1
-             ORDER BY host_addr, host_port",
+            "SELECT host_addr, host_port, guest_port, proto FROM ports WHERE vm_id = ?1
+             ORDER BY host_addr, host_port, proto",
         )?;
         let rows = stmt.query_map([id], |row| {
             Ok((
                 row.get::<_, String>(0)?,
                 row.get::<_, u16>(1)?,
                 row.get::<_, u16>(2)?,
+                row.get::<_, String>(3)?,
             ))
         })?;
         let mut ports = Vec::new();
         for row in rows {
-            let (addr, host_port, guest_port) = row?;
+            let (addr, host_port, guest_port, proto) = row?;
             ports.push(PortSpec {
                 host_addr: addr.parse().map_err(|_| StoreError::Invalid {
                     kind: "host address",
@@ -468,6 +483,10 @@ impl Store {
                 })?,
                 host_port,
                 guest_port,
+                proto: Proto::from_name(&proto).ok_or(StoreError::Invalid {
+                    kind: "port protocol",
+                    value: proto.clone(),
+                })?,
             });
         }
         Ok(ports)

@@ -149,7 +149,11 @@ pub fn open_tap(name: &str) -> std::io::Result<std::os::fd::OwnedFd> {
             format!("`{name}` is not an interface name"),
         ));
     }
-    let tun = open("/dev/net/tun", OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())?;
+    let tun = open(
+        "/dev/net/tun",
+        OFlags::RDWR | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
     let mut req = IfReq {
         name: [0; 16],
         flags: IFF_TAP | IFF_NO_PI | IFF_VNET_HDR,

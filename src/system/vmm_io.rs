@@ -160,7 +160,10 @@ const SUN_PATH_MAX: usize = 107;
 /// the VM's directory (or its `run`), as only its VMM does.
 pub async fn connect_control(path: &std::path::Path) -> std::io::Result<tokio::net::UnixStream> {
     let stream = connect_by_path(path).await?;
-    let peer = stream.peer_cred()?.pid().and_then(|pid| u32::try_from(pid).ok());
+    let peer = stream
+        .peer_cred()?
+        .pid()
+        .and_then(|pid| u32::try_from(pid).ok());
     let cwd = peer.and_then(|pid| std::fs::read_link(format!("/proc/{pid}/cwd")).ok());
     let ours = cwd.is_some_and(|cwd| path.ancestors().skip(1).take(2).any(|dir| dir == cwd));
     if !ours {

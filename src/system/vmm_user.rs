@@ -144,7 +144,14 @@ mod tests {
         }
         let me = rustix::process::getgid().as_raw();
         let user = VmmUser::for_devices(7, &[&open, &dir.path().join("missing")]).unwrap();
-        assert_eq!(user, VmmUser { uid: 7, gid: 7, groups: vec![] });
+        assert_eq!(
+            user,
+            VmmUser {
+                uid: 7,
+                gid: 7,
+                groups: vec![]
+            }
+        );
         let grouped_result = VmmUser::for_devices(7, &[&grouped]);
         if me == 0 {
             // A device whose group is root's is as good as closed.

@@ -1,14 +1,17 @@
 //! Published ports, the one way into a guest from outside the host: while
 //! a VM runs, the daemon listens on each of its host addresses and ports
-//! and relays every TCP connection to the guest. The ports are recorded
-//! with the VM, so they come back with every start and daemon restart.
+//! and relays every TCP connection, and every UDP exchange, to the guest.
+//! The ports are recorded with the VM, so they come back with every start
+//! and daemon restart.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
-use crate::net::ports::PortSpec;
+use crate::net::ports::{PortSpec, Proto};
 use crate::rpc::api::VmDetails;
 use crate::store::VmRole;
 
@@ -100,7 +103,7 @@ impl Manager {
         }
     }
 
-    fn serve_port(self: &Arc<Manager>, name: &str, port: PortSpec, listener: TcpListener) {
+    fn serve_port(self: &Arc<Manager>, name: &str, port: PortSpec, listener: Listener) {
         let Some(guest) = self
             .get(name)
             .ok()
@@ -109,20 +112,10 @@ impl Manager {
             return;
         };
         let target = SocketAddr::from((guest, port.guest_port));
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((mut client, _)) = listener.accept().await else {
-                    continue;
-                };
-                tokio::spawn(async move {
-                    if let Ok(mut upstream) = TcpStream::connect(target).await {
-                        let _ = client.set_nodelay(true);
-                        let _ = upstream.set_nodelay(true);
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
-                    }
-                });
-            }
-        });
+        let task = match listener {
+            Listener::Tcp(listener) => tokio::spawn(relay_tcp(listener, target)),
+            Listener::Udp(socket) => tokio::spawn(relay_udp(Arc::new(socket), target)),
+        };
         self.open_ports
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -132,17 +125,138 @@ impl Manager {
     }
 }
 
+/// A bound host port.
+enum Listener {
+    Tcp(TcpListener),
+    Udp(UdpSocket),
+}
+
 /// Listens on `port`'s host address and port; taken is a clear error.
-async fn bind(port: &PortSpec) -> Result<TcpListener, VmError> {
-    TcpListener::bind((port.host_addr, port.host_port))
-        .await
-        .map_err(|e| {
-            let at = format!("{}:{}", port.host_addr, port.host_port);
-            VmError::BadRequest(match e.kind() {
-                std::io::ErrorKind::AddrInUse => format!(
-                    "host port {at} is already in use on this host; pick another (`ss -ltnp` shows what holds it)"
-                ),
-                _ => format!("cannot listen on {at} for {port}: {e}"),
-            })
+async fn bind(port: &PortSpec) -> Result<Listener, VmError> {
+    let at = (port.host_addr, port.host_port);
+    let bound = match port.proto {
+        Proto::Tcp => TcpListener::bind(at).await.map(Listener::Tcp),
+        Proto::Udp => UdpSocket::bind(at).await.map(Listener::Udp),
+    };
+    bound.map_err(|e| {
+        let at = format!("{}:{}/{}", port.host_addr, port.host_port, port.proto.as_str());
+        let ss = match port.proto {
+            Proto::Tcp => "ss -ltnp",
+            Proto::Udp => "ss -lunp",
+        };
+        VmError::BadRequest(match e.kind() {
+            std::io::ErrorKind::AddrInUse => format!(
+                "host port {at} is already in use on this host; pick another (`{ss}` shows what holds it)"
+            ),
+            _ => format!("cannot listen on {at} for {port}: {e}"),
         })
+    })
+}
+
+/// Relays each connection to `listener` to `target`, both ways.
+async fn relay_tcp(listener: TcpListener, target: SocketAddr) {
+    loop {
+        let Ok((mut client, _)) = listener.accept().await else {
+            continue;
+        };
+        tokio::spawn(async move {
+            if let Ok(mut upstream) = TcpStream::connect(target).await {
+                let _ = client.set_nodelay(true);
+                let _ = upstream.set_nodelay(true);
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+            }
+        });
+    }
+}
+
+/// How long a UDP client may be silent before its relay is closed.
+const UDP_IDLE: Duration = Duration::from_secs(60);
+/// At most this many UDP clients are relayed at once per port; datagrams
+/// from more are dropped until one goes idle.
+const UDP_MAX_CLIENTS: usize = 256;
+
+/// Relays UDP datagrams to `target`: each client (by source address) gets
+/// a socket of its own towards the guest, so the guest's replies go back
+/// to the client they answer. A client silent for [`UDP_IDLE`] is forgotten.
+async fn relay_udp(socket: Arc<UdpSocket>, target: SocketAddr) {
+    let clients: Arc<Mutex<HashMap<SocketAddr, Arc<UdpClient>>>> = Arc::default();
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let Ok((len, client)) = socket.recv_from(&mut buf).await else {
+            continue;
+        };
+        let known = clients
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&client)
+            .cloned();
+        let relay = match known {
+            Some(relay) => relay,
+            None => {
+                if clients.lock().unwrap_or_else(|p| p.into_inner()).len() >= UDP_MAX_CLIENTS {
+                    continue;
+                }
+                let Ok(upstream) = UdpSocket::bind(("0.0.0.0", 0)).await else {
+                    continue;
+                };
+                if upstream.connect(target).await.is_err() {
+                    continue;
+                }
+                let relay = Arc::new(UdpClient {
+                    upstream,
+                    last_sent: Mutex::new(Instant::now()),
+                });
+                clients
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(client, relay.clone());
+                tokio::spawn(udp_replies(
+                    socket.clone(),
+                    relay.clone(),
+                    client,
+                    clients.clone(),
+                ));
+                relay
+            }
+        };
+        *relay.last_sent.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        let _ = relay.upstream.send(&buf[..len]).await;
+    }
+}
+
+/// One UDP client's way to the guest.
+struct UdpClient {
+    /// Connected to the guest's port.
+    upstream: UdpSocket,
+    /// When the client last sent something.
+    last_sent: Mutex<Instant>,
+}
+
+/// Sends the guest's replies back to `client` until neither side has said
+/// anything for [`UDP_IDLE`], then forgets the client.
+async fn udp_replies(
+    socket: Arc<UdpSocket>,
+    relay: Arc<UdpClient>,
+    client: SocketAddr,
+    clients: Arc<Mutex<HashMap<SocketAddr, Arc<UdpClient>>>>,
+) {
+    let mut buf = vec![0u8; 65536];
+    loop {
+        match tokio::time::timeout(UDP_IDLE, relay.upstream.recv(&mut buf)).await {
+            Ok(Ok(len)) => {
+                let _ = socket.send_to(&buf[..len], client).await;
+            }
+            Ok(Err(_)) => {}
+            Err(_) => {
+                let last = *relay.last_sent.lock().unwrap_or_else(|p| p.into_inner());
+                if last.elapsed() >= UDP_IDLE {
+                    break;
+                }
+            }
+        }
+    }
+    clients
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&client);
 }
