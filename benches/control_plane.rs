@@ -16,7 +16,9 @@
 //! `BANGER_BENCH_BOOT=1`: create → SSH-ready under QEMU vs bare QEMU booting
 //! the same kernel and disks; and the image builder: a build with no
 //! packages against `vm create` + `vm delete` of the same image, a cached
-//! repeat build, and installing one small package from a local repository.
+//! repeat build, and installing one small package from a local repository;
+//! and TCP throughput into a guest through a published port against a
+//! direct connection to its address.
 #![allow(clippy::disallowed_methods)]
 
 use std::io::{Seek, SeekFrom, Write};
@@ -159,7 +161,7 @@ impl Drop for Env {
 }
 
 /// BANGER_BENCH_ONLY=a,b runs only those sections (list, clone, dns, nat,
-/// firecracker, lifecycle, disks, boot, build).
+/// firecracker, lifecycle, disks, boot, build, ports).
 fn wanted(section: &str) -> bool {
     std::env::var("BANGER_BENCH_ONLY").map_or(true, |only| only.split(',').any(|s| s == section))
 }
@@ -197,6 +199,9 @@ fn main() {
             }
             if wanted("build") {
                 build_figures();
+            }
+            if wanted("ports") {
+                port_figures();
             }
         } else {
             println!(
@@ -358,11 +363,15 @@ fn nat_figures() {
             .build()
             .unwrap();
         rt.block_on(async {
-            use banger::net::nat::{FAMILY, NatPlan};
-            use banger::system::nft;
-            let plan = NatPlan {
-                table: "bangerbench".into(),
-                bridge: "bgbench0".into(),
+            use banger::net::grant::{GuestList, Policy};
+            use banger::system::netadmin::NetAdmin;
+            // The daemon's own path: checked against the policy, rendered,
+            // applied in one nft transaction (in-process, as root).
+            let admin = NetAdmin::new(
+                Policy::new("bgbench0", "10.216.0.1/24", "bangerbench").unwrap(),
+                None,
+            );
+            let guests = GuestList {
                 nat_sources: (2..12).map(|d| Ipv4Addr::new(10, 216, 0, d)).collect(),
                 guests: (2..12)
                     .map(|d| {
@@ -378,17 +387,16 @@ fn nat_figures() {
             let (mut apply, mut remove) = (Vec::new(), Vec::new());
             for _ in 0..20 {
                 let t = Instant::now();
-                nft::apply(&plan.script()).await.unwrap();
+                admin.nft_apply(&guests).await.unwrap();
                 apply.push(t.elapsed());
                 let t = Instant::now();
-                nft::delete_table(FAMILY, "bangerbench").await.unwrap();
-                nft::delete_table("bridge", "bangerbench").await.unwrap();
+                admin.nft_delete().await.unwrap();
                 remove.push(t.elapsed());
             }
             apply.sort();
             remove.sort();
             println!(
-                "NAT table (10 VMs), median of 20: apply {:.1} ms, remove {:.1} ms",
+                "NAT and guard tables (10 VMs with their anti-spoofing rules), median of 20: apply {:.1} ms, remove {:.1} ms",
                 ms(apply[10]),
                 ms(remove[10])
             );
@@ -1002,4 +1010,68 @@ fn disk_figures() {
     }
     env.banger(&["vm", "delete", "warm"]);
     env.banger(&["network", "cleanup"]);
+}
+
+/// TCP into a guest: 32 MiB to a sink in the guest (perl, which the base
+/// image has), through a published port on 127.0.0.1 and straight to the
+/// guest's address; best of 3 each. Under software emulation the guest's
+/// CPU is the limit; what matters is the relay's share.
+fn port_figures() {
+    use std::io::{Read, Write as _};
+    let Some(env) = Env::with_bundle("ports", "") else {
+        return;
+    };
+    env.banger(&[
+        "vm", "create", "--name", "sink", "--vcpus", "1", "--memory", "512",
+    ]);
+    let show = env.banger(&["vm", "show", "sink", "--json"]);
+    let vm: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
+    let ip = vm["ip"].as_str().unwrap().to_string();
+    env.banger(&[
+        "vm",
+        "ssh",
+        "sink",
+        "--",
+        "nohup perl -MSocket -e 'socket(S,PF_INET,SOCK_STREAM,0) or die; setsockopt(S,SOL_SOCKET,SO_REUSEADDR,1); bind(S,sockaddr_in(9000,INADDR_ANY)) or die; listen(S,5); while (accept(C,S)) { my $n = 0; while (my $r = sysread(C, my $b, 65536)) { $n += $r } syswrite(C, \"$n\\n\"); close C }' >/dev/null 2>&1 &",
+    ]);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    env.banger(&["vm", "publish", "sink", &format!("{port}:9000")]);
+    const BYTES: usize = 32 << 20;
+    let send = |addr: &str| -> Option<Duration> {
+        let chunk = vec![0x5au8; 1 << 16];
+        let t = Instant::now();
+        let mut stream = std::net::TcpStream::connect(addr).ok()?;
+        for _ in 0..BYTES / chunk.len() {
+            stream.write_all(&chunk).ok()?;
+        }
+        stream.shutdown(std::net::Shutdown::Write).ok()?;
+        let mut reply = String::new();
+        stream.read_to_string(&mut reply).ok()?;
+        (reply.trim() == BYTES.to_string()).then(|| t.elapsed())
+    };
+    // The sink may still be starting.
+    for _ in 0..50 {
+        if send(&format!("{ip}:9000")).is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let best = |addr: String| {
+        (0..3)
+            .filter_map(|_| send(&addr))
+            .min()
+            .map_or("failed".to_string(), |d| {
+                format!("{:.1} MB/s", BYTES as f64 / d.as_secs_f64() / 1e6)
+            })
+    };
+    let direct = best(format!("{ip}:9000"));
+    let published = best(format!("127.0.0.1:{port}"));
+    println!(
+        "TCP into a guest, 32 MiB, best of 3: published port {published}, direct to {ip} {direct}"
+    );
+    env.banger(&["vm", "delete", "--force", "sink"]);
 }

@@ -355,6 +355,69 @@ fn guests_resolve_each_other_and_reach_out_through_nat() {
         "only NAT VMs masquerade:\n{ruleset}"
     );
 
+    // Each VMM runs as a uid of its own, which owns its VM's writable disks
+    // and nothing of the other VM's: it can neither read b's disks nor
+    // signal b's VMM.
+    let (a, b) = (t.json(&["vm", "show", "a"]), t.json(&["vm", "show", "b"]));
+    let uid_of = |vm: &serde_json::Value| vm["vmm_uid"].as_u64().unwrap() as u32;
+    let (a_uid, b_uid) = (uid_of(&a), uid_of(&b));
+    let subnet_base: u32 = u32::from(
+        sb.subnet
+            .split('/')
+            .next()
+            .unwrap()
+            .parse::<Ipv4Addr>()
+            .unwrap(),
+    ) & !0xff;
+    assert_eq!(
+        a_uid,
+        0x7000_0000 + (u32::from(a_ip.parse::<Ipv4Addr>().unwrap()) - subnet_base)
+    );
+    assert_ne!(a_uid, b_uid);
+    let owner = |path: &str| {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(path).unwrap();
+        (meta.uid(), meta.mode() & 0o777)
+    };
+    let disk = |vm: &serde_json::Value, role: &str| {
+        vm["disks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["role"] == role)
+            .unwrap()["path"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(owner(&disk(&a, "upper")), (a_uid, 0o600));
+    assert_eq!(owner(&disk(&a, "work")), (a_uid, 0o600));
+    assert_eq!(
+        owner(&disk(&a, "image")),
+        (0, 0o644),
+        "the shared image stays root's"
+    );
+    assert_eq!(owner(a["dir"].as_str().unwrap()), (0, 0o711));
+    let as_a = |args: &[&str]| {
+        use std::os::unix::process::CommandExt;
+        std::process::Command::new(args[0])
+            .args(&args[1..])
+            .uid(a_uid)
+            .gid(a_uid)
+            .output()
+            .unwrap()
+    };
+    let b_upper = disk(&b, "upper");
+    assert!(
+        !as_a(&["head", "-c1", &b_upper]).status.success(),
+        "a's VMM user read b's disk"
+    );
+    let b_pid = b["pid"].as_u64().unwrap().to_string();
+    assert!(
+        !as_a(&["kill", "-0", &b_pid]).status.success(),
+        "a's VMM user may signal b's VMM"
+    );
+
     // From the host: the daemon's DNS on the bridge answers VM names.
     let gateway = sb.subnet.split('/').next().unwrap().to_string();
     let socket = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();

@@ -46,7 +46,15 @@ fn print(report: &DoctorReport) {
         };
         println!("{mark} {:<width$}  {}", check.name, check.detail);
         if let (false, Some(fix)) = (check.ok, &check.fix) {
-            println!("  {:<width$}  fix: {fix}", "");
+            let mut lines = fix.lines();
+            println!(
+                "  {:<width$}  fix: {}",
+                "",
+                lines.next().unwrap_or_default()
+            );
+            for line in lines {
+                println!("  {:<width$}       {line}", "");
+            }
         }
     }
     let failed = report.checks.iter().filter(|c| !c.ok && c.required).count();

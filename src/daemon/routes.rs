@@ -190,6 +190,17 @@ pub async fn doctor_report(config: &Config, paths: &Paths) -> DoctorReport {
         fix: None,
         ..Default::default()
     });
+    let (isolated, who) = crate::vm::describe_vmm_user(backend, config);
+    checks.push(DoctorCheck {
+        name: "vmm user".into(),
+        ok: isolated,
+        required: false,
+        detail: who,
+        fix: (!isolated).then(|| {
+            "let a group open /dev/kvm (udev: `chgrp kvm /dev/kvm; chmod 0660 /dev/kvm`) and make /dev/net/tun 0666".into()
+        }),
+        ..Default::default()
+    });
     DoctorReport { checks }
 }
 

@@ -112,9 +112,19 @@ impl VmmIo {
         raw
     }
 
-    /// Runs the VMM as `user` instead of this process's user.
-    pub fn run_as(&mut self, user: VmmUser) {
+    /// Runs the VMM as `user` instead of this process's user. Its console
+    /// and log pipes become the user's: Firecracker reopens its log as
+    /// `/dev/stderr`, which checks the pipe's owner.
+    pub fn run_as(&mut self, user: VmmUser) -> std::io::Result<()> {
+        for pipe in [&self.console, &self.log] {
+            rustix::fs::fchown(
+                pipe,
+                Some(rustix::process::Uid::from_raw(user.uid)),
+                Some(rustix::process::Gid::from_raw(user.gid)),
+            )?;
+        }
         self.user = Some(user);
+        Ok(())
     }
 
     /// Points `command`'s stdout and stderr at the relay, lets it inherit

@@ -25,7 +25,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-pub use backend::{Backend, describe_host};
+pub use backend::{Backend, describe_host, describe_vmm_user};
 pub use error::VmError;
 pub use files::{VmFiles, indent, tail as log_tail};
 
