@@ -422,6 +422,15 @@ fn doctor_picks_firecracker(fc: &FcHost) {
         detail.starts_with("auto -> firecracker") && detail.contains("hardware KVM"),
         "{detail}"
     );
+    // The outer guest's udev gives /dev/kvm to group kvm and /dev/net/tun
+    // to everyone: each Firecracker can drop root.
+    let user = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "vmm user")
+        .expect("a vmm user check");
+    assert_eq!(user["ok"], true, "{user:#}");
 }
 
 /// Whether the bundle's initrd layers roots (bundle.json says so).
@@ -440,6 +449,9 @@ fn lifecycle(fc: &FcHost) {
     };
     assert_eq!(created["vm"]["root_mode"], mode, "{created:#}");
     assert!(created["ssh_ready_ms"].is_u64(), "{created:#}");
+    // Firecracker runs as the VM's own uid, not root.
+    let uid = created["vm"]["vmm_uid"].as_u64().unwrap_or(0);
+    assert!(uid >= 0x7000_0000, "the VMM runs as uid {uid}: {created:#}");
     // vm ssh: output and exit codes come back through both levels.
     assert_eq!(fc.ok("banger vm ssh life -- cat /etc/hostname"), "life\n");
     let exit = fc.sh("banger vm ssh life -- exit 7");
