@@ -37,6 +37,11 @@ use crate::paths::Paths;
 use crate::rpc::api::{DiskUsage, Timing, VmDetails};
 use crate::store::{RootMode, SharedStore, VmRecord, VmState};
 
+/// The name the `.vm` DNS server answers for VM `name`.
+pub fn dns_name(name: &str) -> String {
+    format!("{name}.vm")
+}
+
 /// Which transitions a state allows.
 pub trait Guards {
     fn can_start(self) -> bool;
@@ -206,7 +211,7 @@ impl Manager {
             ip: vm.ip.clone(),
             mac: vm.mac.clone(),
             tap: vm.tap.clone(),
-            dns_name: format!("{}.vm", vm.name),
+            dns_name: dns_name(&vm.name),
             nat: vm.nat,
             pid: vm.pid,
             created_at: vm.created_at,
