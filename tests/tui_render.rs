@@ -249,6 +249,36 @@ fn the_table_in_each_state_with_errors_in_the_status_line() {
             "no sparkline:\n{screen}"
         );
 
+        // Its logs: the console as the guest boots, followed; `/` searches.
+        ui.key(KeyCode::Char('l'));
+        // The kernel's banner is the console's first line: once a few
+        // lines are in, a search finds it wherever the view is.
+        ui.until("the console's first lines", |ui| {
+            let screen = ui.screen(120, 30).0;
+            let total = screen
+                .split(" of ")
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next()?.parse::<usize>().ok());
+            total.is_some_and(|n| n >= 3)
+        })
+        .await;
+        ui.key(KeyCode::Char('/'));
+        ui.keys("linux version");
+        ui.key(KeyCode::Enter);
+        let (screen, buf) = ui.screen(120, 30);
+        assert!(screen.contains("box: console"), "{screen}");
+        assert!(screen.contains("`linux version` at line"), "{screen}");
+        let at = find(&buf, "Linux version", "Linux version").unwrap();
+        assert_eq!(
+            buf[at].bg,
+            Color::Yellow,
+            "the match is not highlighted:\n{screen}"
+        );
+        ui.key(KeyCode::Tab);
+        assert!(ui.screen(120, 30).0.contains("box: vmm log"));
+        ui.key(KeyCode::Esc);
+        assert!(ui.screen(120, 30).0.contains("UPTIME"));
+
         // A refused start: the daemon's error in the status line, in red,
         // and the VM failed.
         let _taken = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
@@ -357,6 +387,22 @@ fn a_small_terminal_keeps_what_matters() {
             "{screen}"
         );
 
+        // `?` lists every key, over the table; any key closes it.
+        ui.key(KeyCode::Char('?'));
+        let (screen, _) = ui.screen(80, 24);
+        for line in [
+            "create a VM",
+            "delete",
+            "ssh",
+            "logs",
+            "build an image",
+            "quit",
+        ] {
+            assert!(screen.contains(line), "{line}:\n{screen}");
+        }
+        ui.key(KeyCode::Char('x'));
+        assert!(!ui.screen(80, 24).0.contains("build an image"));
+
         // Too small to draw: says so instead.
         let (screen, _) = ui.screen(20, 5);
         assert!(screen.contains("too small"), "{screen}");
@@ -463,7 +509,7 @@ fn a_lost_daemon_shows_a_banner_and_is_found_again() {
 }
 
 #[test]
-fn create_and_delete_through_the_keys() {
+fn create_clone_build_and_delete_through_the_keys() {
     let Some(vm) = sandbox(&[]) else {
         return;
     };
@@ -494,6 +540,47 @@ fn create_and_delete_through_the_keys() {
         .await;
         let (screen, _) = ui.screen(80, 24);
         assert!(screen.contains("made created, not started"), "{screen}");
+
+        // Clone it under a new name.
+        ui.key(KeyCode::Char('n'));
+        assert!(ui.screen(80, 24).0.contains("Clone made"));
+        ui.keys("copy");
+        ui.key(KeyCode::Enter);
+        ui.until("copy cloned", |ui| {
+            ui.state("copy").is_some() && ui.app.busy().is_empty()
+        })
+        .await;
+        assert!(ui.screen(80, 24).0.contains("made cloned as copy"));
+
+        // A build from a base that does not exist: the daemon's stream
+        // ends in `failed`, and the build pane says why.
+        ui.key(KeyCode::Char('b'));
+        ui.keys("nobase");
+        ui.key(KeyCode::Tab);
+        for _ in 0.."default".len() {
+            ui.key(KeyCode::Backspace);
+        }
+        ui.keys("missing");
+        ui.key(KeyCode::Enter);
+        ui.until("the build failed", |ui| {
+            ui.screen(80, 24).0.contains("finished")
+        })
+        .await;
+        let (screen, buf) = ui.screen(80, 24);
+        assert!(screen.contains("build nobase"), "{screen}");
+        assert!(
+            screen.contains('✗') && screen.contains("missing"),
+            "{screen}"
+        );
+        assert_eq!(fg(&buf, find(&buf, "✗", "✗").unwrap()), Color::Red);
+        ui.key(KeyCode::Esc);
+        // The selection stayed on made as copy appeared above it.
+        assert!(row(&ui.screen(80, 24).0, "made").starts_with('▶'));
+        ui.key(KeyCode::Up);
+        ui.key(KeyCode::Char('d'));
+        ui.key(KeyCode::Char('y'));
+        ui.until("copy deleted", |ui| ui.state("copy").is_none())
+            .await;
 
         // A delete asks first; another key keeps the VM.
         ui.key(KeyCode::Char('d'));

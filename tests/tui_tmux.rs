@@ -184,6 +184,18 @@ fn drive_the_tui_in_tmux_and_get_the_terminal_back() {
         "{screen}"
     );
 
+    // Resize: more columns fit, then fewer again.
+    let header = |s: &str| s.lines().nth(1).unwrap_or_default().to_string();
+    assert!(!header(&screen).contains("PORTS"), "{screen}");
+    tmux.cmd(&["resize-window", "-t", "tui", "-x", "130", "-y", "30"]);
+    tmux.wait("the wider table", |s| {
+        header(s).contains("PORTS") && s.lines().count() >= 30
+    });
+    tmux.cmd(&["resize-window", "-t", "tui", "-x", "80", "-y", "24"]);
+    tmux.wait("the narrower table", |s| {
+        !header(s).contains("PORTS") && header(s).contains("NAME")
+    });
+
     // Move: the selection and the details pane follow.
     tmux.send(&["j"]);
     tmux.wait("beta selected", |s| {

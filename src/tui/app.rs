@@ -478,6 +478,12 @@ impl App {
                     self.vms = vms;
                     self.forget_stopped();
                     self.dirty = true;
+                    // Hold on to the selected row by name, so rows that
+                    // come and go around it leave it where it is.
+                    let gone = |name: &String| !self.vms.iter().any(|vm| vm.name == *name);
+                    if self.selected_vm.as_ref().is_none_or(gone) {
+                        self.selected_vm = self.visible_vms().first().map(|vm| vm.name.clone());
+                    }
                 }
                 if std::mem::take(&mut self.vms_again) {
                     fx.extend(self.refresh_vms_now());
