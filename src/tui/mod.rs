@@ -58,6 +58,9 @@ pub enum TuiError {
     NotATerminal,
     #[error("cannot use the terminal")]
     Terminal(#[from] std::io::Error),
+    /// A task panicked (its message is above); the terminal is restored.
+    #[error("banger tui hit a bug and stopped (the panic message is above)")]
+    Panicked,
 }
 
 /// Runs the TUI until the user leaves (`q`, Esc, Ctrl-C) or a SIGTERM or
@@ -83,6 +86,9 @@ pub async fn run(client: Client, shell: &mut Shell<'_>) -> Result<(), TuiError> 
     let mut input = EventStream::new();
     let mut next_tick = Instant::now() + app.tick_interval();
     loop {
+        if term::panicked() {
+            return Err(TuiError::Panicked);
+        }
         if app.take_dirty() {
             screen.terminal.draw(|frame| draw(frame, &app))?;
         }

@@ -4,6 +4,7 @@
 
 use std::io::{self, Stdout};
 use std::sync::Once;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crossterm::cursor::Show;
 use crossterm::execute;
@@ -71,6 +72,15 @@ pub fn restore() {
     let _ = restore_result();
 }
 
+/// Set by the panic hook: a panic in a background task leaves the TUI
+/// running on a terminal that is no longer its own, so it must end too.
+static PANICKED: AtomicBool = AtomicBool::new(false);
+
+/// True once anything panicked since the TUI took the terminal.
+pub fn panicked() -> bool {
+    PANICKED.load(Ordering::SeqCst)
+}
+
 /// A panic restores the terminal before its message is printed, so the
 /// message is readable and the shell usable.
 fn install_panic_hook() {
@@ -78,6 +88,7 @@ fn install_panic_hook() {
     ONCE.call_once(|| {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
+            PANICKED.store(true, Ordering::SeqCst);
             restore();
             previous(info);
         }));
