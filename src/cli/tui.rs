@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use super::{Ctx, autostart, vm};
 
 pub async fn run(ctx: &Ctx) -> anyhow::Result<ExitCode> {
+    crate::tui::require_terminal()?;
     let client = autostart::client(&ctx.paths).await?;
     crate::tui::run(client, &mut vm::ssh_and_wait).await?;
     Ok(ExitCode::SUCCESS)

@@ -63,12 +63,20 @@ pub enum TuiError {
     Panicked,
 }
 
+/// Refuses to start anywhere but on a terminal (checked before anything
+/// else is done, such as starting the daemon).
+pub fn require_terminal() -> Result<(), TuiError> {
+    if std::io::stdin().is_terminal() && std::io::stdout().is_terminal() {
+        Ok(())
+    } else {
+        Err(TuiError::NotATerminal)
+    }
+}
+
 /// Runs the TUI until the user leaves (`q`, Esc, Ctrl-C) or a SIGTERM or
 /// SIGHUP arrives. The terminal is restored whatever happens.
 pub async fn run(client: Client, shell: &mut Shell<'_>) -> Result<(), TuiError> {
-    if !std::io::stdin().is_terminal() || !std::io::stdout().is_terminal() {
-        return Err(TuiError::NotATerminal);
-    }
+    require_terminal()?;
     let mut app = App::new(Theme::from_env());
     let (mut runner, mut answers) = Runner::new(client);
     // SIGINT is a key in raw mode; one sent while a shell runs must not
