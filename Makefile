@@ -5,7 +5,7 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 # Host packages the tests and the daemon use (Debian/Ubuntu names).
 DEB_PACKAGES := e2fsprogs iproute2 nftables openssh-client sudo ca-certificates \
-	qemu-system-x86 debootstrap busybox-static cpio lz4 zstd kmod binutils curl
+	qemu-system-x86 debootstrap busybox-static cpio lz4 zstd kmod binutils curl tmux
 
 .PHONY: help deps build test test-firecracker nested-debs lint bench install uninstall clean runtime-debian runtime-bundle verify
 

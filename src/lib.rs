@@ -3,6 +3,7 @@
 //! # Layout
 //!
 //! - [`cli`]: the `banger` command line (clap), output formatting, daemon autostart. May spawn.
+//! - [`tui`]: `banger tui`: the VMs and images in a terminal UI (ratatui); a client like the CLI.
 //! - [`daemon`]: `bangerd`: lock, socket, HTTP routes onto the services, shutdown.
 //! - [`rpc`]: the contract between the two: API types (serde, no I/O) and the client.
 //! - [`store`]: SQLite schema, migrations and queries; sole owner of on-disk state.
@@ -15,7 +16,7 @@
 //! - [`dns`]: the `.vm` DNS server (answers VM names, forwards the rest).
 //! - [`net`]: network planning (subnet, IP, MAC, tap), pure.
 //! - [`bundle`]: the runtime bundle (kernel, initrd, base rootfs, defaults).
-//! - [`size`]: sizes as people type them.
+//! - [`size`]: sizes as people type them; sizes and durations as people read them.
 //! - [`paths`]: XDG locations and the daemon socket.
 //! - [`config`]: `config.toml`, every key defaulted.
 
@@ -34,4 +35,5 @@ pub mod size;
 pub mod ssh;
 pub mod store;
 pub mod system;
+pub mod tui;
 pub mod vm;

@@ -1,4 +1,5 @@
-//! Sizes as people type them: `512M`, `4G`, `1.5G`, `1048576` (binary units).
+//! Sizes as people type them: `512M`, `4G`, `1.5G`, `1048576` (binary units);
+//! sizes and durations as people read them.
 
 /// Parses `text` into bytes: a number with an optional K, M, G or T suffix
 /// (powers of 1024; a trailing `B`/`iB` is accepted).
@@ -48,9 +49,49 @@ pub fn format_size(bytes: u64) -> String {
     }
 }
 
+/// Guest memory as people type it: a bare number is MiB (as Firecracker
+/// and QEMU count memory), anything else a size like `2G`.
+pub fn parse_memory_mib(text: &str) -> Result<u32, String> {
+    let text = text.trim();
+    let mib = if !text.is_empty() && text.chars().all(|c| c.is_ascii_digit()) {
+        text.parse::<u64>()
+            .map_err(|_| format!("`{text}` is too large"))?
+    } else {
+        parse_size(text)? >> 20
+    };
+    u32::try_from(mib).map_err(|_| format!("`{text}` is too large"))
+}
+
+/// `3d 4h`, `5m 2s`: a duration for people.
+pub fn format_duration(secs: u64) -> String {
+    let (d, h, m, s) = (secs / 86400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, _) => format!("{m}m {s}s"),
+        (0, _, _) => format!("{h}h {m}m"),
+        _ => format!("{d}d {h}h"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_read_well() {
+        assert_eq!(format_duration(42), "42s");
+        assert_eq!(format_duration(3 * 60 + 2), "3m 2s");
+        assert_eq!(format_duration(2 * 3600 + 60), "2h 1m");
+        assert_eq!(format_duration(86400 * 3 + 3600 * 4), "3d 4h");
+    }
+
+    #[test]
+    fn memory_is_mib_or_a_size() {
+        assert_eq!(parse_memory_mib("512"), Ok(512));
+        assert_eq!(parse_memory_mib(" 2G "), Ok(2048));
+        assert!(parse_memory_mib("lots").is_err());
+        assert!(parse_memory_mib("99999999999").is_err());
+    }
 
     #[test]
     fn sizes_format() {

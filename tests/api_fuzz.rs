@@ -370,8 +370,9 @@ fn judge(req: &Request, response: &Response) -> Result<(), String> {
             }
         }
         // The host cannot run VMs (no runtime bundle): nothing the request did.
-        503 if req.route == "/v1/vms"
-            && String::from_utf8_lossy(&response.body).contains("no runtime bundle") =>
+        503 if matches!(req.route, "/v1/vms" | "/v1/defaults")
+            && (req.is_head()
+                || String::from_utf8_lossy(&response.body).contains("no runtime bundle")) =>
         {
             api_error()
         }
@@ -727,6 +728,8 @@ const ROUTES: &[(&str, &[&str], u32, Shape)] = &[
     ("/v1/vms/{name}/publish", &["POST"], 4, Shape::None),
     ("/v1/vms/{name}/unpublish", &["POST"], 4, Shape::None),
     ("/v1/vms/{name}/stats", &["GET"], 5, Shape::None),
+    ("/v1/stats", &["GET"], 2, Shape::None),
+    ("/v1/defaults", &["GET"], 2, Shape::None),
     ("/v1/images", &["GET", "POST"], 10, Shape::ImportImage),
     ("/v1/images/{name}", &["GET", "DELETE"], 10, Shape::None),
     ("/v1/builds", &["POST"], 10, Shape::BuildImage),

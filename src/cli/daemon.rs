@@ -65,7 +65,7 @@ pub async fn run(ctx: &Ctx, command: DaemonCommand) -> anyhow::Result<ExitCode> 
                         "bangerd {} running (pid {}, up {})",
                         h.version,
                         h.pid,
-                        output::duration(h.uptime_secs)
+                        crate::size::format_duration(h.uptime_secs)
                     );
                     println!("  socket  {}", h.socket.display());
                     println!("  state   {}", h.state_dir.display());

@@ -11,6 +11,7 @@ mod image;
 mod network;
 mod output;
 mod progress;
+mod tui;
 mod version;
 mod vm;
 
@@ -50,6 +51,8 @@ enum Command {
     /// Start, stop or inspect the background daemon.
     #[command(subcommand)]
     Daemon(daemon::DaemonCommand),
+    /// Watch and drive every VM and image in a terminal UI (`?` lists the keys).
+    Tui,
     /// Print the versions of banger and of the running daemon.
     Version,
     /// Print a shell completion script (e.g. `banger completions bash > /etc/bash_completion.d/banger`).
@@ -100,6 +103,7 @@ async fn run(ctx: &Ctx, command: Command) -> anyhow::Result<ExitCode> {
         Command::Network(cmd) => network::run(ctx, cmd).await,
         Command::Doctor => doctor::run(ctx).await,
         Command::Daemon(cmd) => daemon::run(ctx, cmd).await,
+        Command::Tui => tui::run(ctx).await,
         Command::Version => version::run(ctx).await,
         Command::Completions { .. } => unreachable!("handled before the runtime starts"),
     }

@@ -208,14 +208,14 @@ fn failed(event: &Progress) {
 /// sequences (a guest may print anything, and none of it may drive the
 /// user's terminal), tabs as spaces so the spinner view measures it right.
 fn printable(line: &str) -> String {
-    crate::system::lines::printable(line.as_bytes()).replace('\t', "    ")
+    crate::system::lines::printable_line(line)
 }
 
 fn secs(ms: u64) -> String {
     if ms < 60_000 {
         format!("{:.1} s", ms as f64 / 1000.0)
     } else {
-        super::output::duration(ms / 1000)
+        crate::size::format_duration(ms / 1000)
     }
 }
 

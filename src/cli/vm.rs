@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 
 use super::{Ctx, autostart, cp, output};
 use crate::rpc::api::{CreateVm, VmDetails, VmOpResult};
-use crate::size::{format_size, parse_size};
+use crate::size::{format_duration, format_size, parse_memory_mib, parse_size};
 
 #[derive(Debug, Subcommand)]
 pub enum VmCommand {
@@ -207,7 +207,7 @@ pub async fn run(ctx: &Ctx, command: VmCommand) -> anyhow::Result<ExitCode> {
                         stats.pid.to_string(),
                         format!("{:.1}%", stats.cpu_percent),
                         format_size(stats.rss_bytes),
-                        output::duration(stats.uptime_secs),
+                        format_duration(stats.uptime_secs),
                     ]],
                 );
             }
@@ -238,14 +238,10 @@ fn create_request(args: CreateArgs) -> anyhow::Result<CreateVm> {
             .map(|v| parse_size(&v).map_err(|e| anyhow::anyhow!("--{flag}: {e}")))
             .transpose()
     };
-    // A bare number is MiB, as Firecracker and QEMU count memory.
-    let memory_mib = match args.memory {
-        Some(m) if m.trim().chars().all(|c| c.is_ascii_digit()) => Some(m.trim().parse()?),
-        other => size("memory", other)?
-            .map(|b| u32::try_from(b >> 20))
-            .transpose()
-            .map_err(|_| anyhow::anyhow!("--memory: too large"))?,
-    };
+    let memory_mib = args
+        .memory
+        .map(|m| parse_memory_mib(&m).map_err(|e| anyhow::anyhow!("--memory: {e}")))
+        .transpose()?;
     Ok(CreateVm {
         name: args.name,
         image: args.image,
@@ -360,10 +356,7 @@ fn show(ctx: &Ctx, vm: &VmDetails) -> anyhow::Result<()> {
                 u => u.to_string(),
             }),
         ),
-        (
-            "uptime",
-            vm.uptime_secs.map_or("-".into(), output::duration),
-        ),
+        ("uptime", vm.uptime_secs.map_or("-".into(), format_duration)),
         ("directory", vm.dir.display().to_string()),
     ];
     for (key, value) in rows {
@@ -399,6 +392,33 @@ fn ssh(
     forward_agent: bool,
     command: Vec<String>,
 ) -> anyhow::Result<ExitCode> {
+    let argv = ssh_argv(vm, forward_agent, command)?;
+    if print {
+        let quoted: Vec<String> = argv.iter().map(|a| shell_quote(a)).collect();
+        println!("ssh {}", quoted.join(" "));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let err = std::process::Command::new("ssh").args(&argv).exec();
+    Err(anyhow::Error::new(err).context("cannot run ssh (install openssh-client)"))
+}
+
+/// Runs an interactive `ssh` into `vm` and waits for it: the TUI's way in,
+/// with the terminal handed over while it runs.
+pub fn ssh_and_wait(vm: &VmDetails) -> anyhow::Result<std::process::ExitStatus> {
+    let argv = ssh_argv(vm, false, Vec::new())?;
+    std::process::Command::new("ssh")
+        .args(&argv)
+        .status()
+        .context("cannot run ssh (install openssh-client)")
+}
+
+/// The `ssh` client's arguments for `vm`: banger's key and known_hosts,
+/// nothing of the user's forwarded unless asked, then `command`.
+fn ssh_argv(
+    vm: &VmDetails,
+    forward_agent: bool,
+    command: Vec<String>,
+) -> anyhow::Result<Vec<String>> {
     if vm.state != "running" {
         bail!(
             "VM `{}` is {}; start it with `banger vm start {}`",
@@ -418,13 +438,7 @@ fn ssh(
         argv.push("--".into());
         argv.extend(command);
     }
-    if print {
-        let quoted: Vec<String> = argv.iter().map(|a| shell_quote(a)).collect();
-        println!("ssh {}", quoted.join(" "));
-        return Ok(ExitCode::SUCCESS);
-    }
-    let err = std::process::Command::new("ssh").args(&argv).exec();
-    Err(anyhow::Error::new(err).context("cannot run ssh (install openssh-client)"))
+    Ok(argv)
 }
 
 /// Quotes `arg` for a POSIX shell when it needs it (for `--print` only).
@@ -443,13 +457,13 @@ fn shell_quote(arg: &str) -> String {
 /// Prints the tail of the VMM log and the console, then, with `follow`,
 /// what is appended to either.
 async fn logs(vm: &VmDetails, follow: bool, lines: usize) -> anyhow::Result<()> {
-    use crate::system::fs::{file_len, log_tail};
-    use crate::system::lines::printable;
+    use crate::system::follow::Follow;
+    use crate::system::fs::log_tail;
     let sources = [("vmm log", &vm.vmm_log), ("console", &vm.console_log)];
-    let mut offsets = Vec::new();
+    let mut follows = Vec::new();
     for (label, path) in sources {
         // Where to follow from, taken before the tail is read: nothing is lost.
-        offsets.push(file_len(path));
+        follows.push((label, Follow::from_end(path)));
         println!("==> {label} ({}) <==", path.display());
         println!("{}", log_tail(path, 0, lines));
     }
@@ -457,35 +471,10 @@ async fn logs(vm: &VmDetails, follow: bool, lines: usize) -> anyhow::Result<()> 
         return Ok(());
     }
     let mut current = 1;
-    // What came after the last newline of each log, held back until its
-    // line ends or the log goes quiet for a poll: an escape sequence or a
-    // UTF-8 character split between two reads is then judged whole.
-    let mut pending: [Vec<u8>; 2] = Default::default();
     loop {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        for (i, (label, path)) in sources.iter().enumerate() {
-            let len = file_len(path);
-            if len < offsets[i] {
-                // Truncated or replaced: start again from its beginning.
-                offsets[i] = 0;
-                pending[i].clear();
-            }
-            let new = if len > offsets[i] {
-                read_from(path, offsets[i]).unwrap_or_default()
-            } else {
-                Vec::new()
-            };
-            offsets[i] += new.len() as u64;
-            pending[i].extend_from_slice(&new);
-            let cut = if new.is_empty() || pending[i].len() > FOLLOW_HOLD_MAX {
-                pending[i].len()
-            } else {
-                pending[i]
-                    .iter()
-                    .rposition(|&b| b == b'\n')
-                    .map_or(0, |end| end + 1)
-            };
-            let text = printable(&pending[i].drain(..cut).collect::<Vec<u8>>());
+        for (i, (label, follow)) in follows.iter_mut().enumerate() {
+            let text = follow.read();
             if text.is_empty() {
                 continue;
             }
@@ -497,19 +486,6 @@ async fn logs(vm: &VmDetails, follow: bool, lines: usize) -> anyhow::Result<()> 
             let _ = std::io::Write::flush(&mut std::io::stdout());
         }
     }
-}
-
-/// The most of an unfinished line `vm logs --follow` holds back.
-const FOLLOW_HOLD_MAX: usize = 64 << 10;
-
-/// What `path` holds after byte `offset`.
-fn read_from(path: &std::path::Path, offset: u64) -> Option<Vec<u8>> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut file = std::fs::File::open(path).ok()?;
-    file.seek(SeekFrom::Start(offset)).ok()?;
-    let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes).ok()?;
-    Some(bytes)
 }
 
 #[cfg(test)]

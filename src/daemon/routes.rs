@@ -38,6 +38,8 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/v1/vms/{name}/publish", post(vm_routes::publish))
         .route("/v1/vms/{name}/unpublish", post(vm_routes::unpublish))
         .route("/v1/vms/{name}/stats", get(vm_routes::stats))
+        .route("/v1/stats", get(vm_routes::all_stats))
+        .route("/v1/defaults", get(vm_routes::defaults))
         .route(
             "/v1/images",
             get(image_routes::list).post(image_routes::import),

@@ -11,7 +11,8 @@ use super::Daemon;
 use super::error::{ApiError, detached};
 use super::extract::{JsonBody, VmName};
 use crate::rpc::api::{
-    CloneVm, CreateVm, PublishPort, StartVm, StopVm, VmDetails, VmOpResult, VmStats, VmSummary,
+    CloneVm, CreateDefaults, CreateVm, PublishPort, StartVm, StopVm, VmDetails, VmOpResult,
+    VmStats, VmSummary,
 };
 
 pub async fn list(State(daemon): State<Arc<Daemon>>) -> Result<Json<Vec<VmSummary>>, ApiError> {
@@ -19,6 +20,7 @@ pub async fn list(State(daemon): State<Arc<Daemon>>) -> Result<Json<Vec<VmSummar
     Ok(Json(
         vms.into_iter()
             .map(|vm| VmSummary {
+                dns_name: crate::vm::dns_name(&vm.name),
                 root_mode: vm.root_mode.as_str().to_string(),
                 disks: daemon.vms.disk_usage(&vm),
                 published: daemon.vms.published(&vm),
@@ -133,6 +135,15 @@ pub async fn stats(
     VmName(name): VmName,
 ) -> Result<Json<VmStats>, ApiError> {
     Ok(Json(daemon.vms.stats(&name).await?))
+}
+
+/// Every running VM's VMM, sampled together.
+pub async fn all_stats(State(daemon): State<Arc<Daemon>>) -> Result<Json<Vec<VmStats>>, ApiError> {
+    Ok(Json(daemon.vms.stats_all().await?))
+}
+
+pub async fn defaults(State(daemon): State<Arc<Daemon>>) -> Result<Json<CreateDefaults>, ApiError> {
+    Ok(Json(daemon.vms.create_defaults()?))
 }
 
 /// A build VM belongs to its build: only the build stops or removes it.

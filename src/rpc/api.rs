@@ -59,6 +59,9 @@ pub struct VmSummary {
     pub vcpus: u32,
     pub memory_mib: u32,
     pub ip: Option<String>,
+    /// `<name>.vm`, which the daemon's DNS server answers.
+    #[serde(default)]
+    pub dns_name: String,
     /// Unix seconds.
     pub created_at: i64,
     /// `vm`, or `build` for the temporary VM of an image build.
@@ -149,6 +152,17 @@ pub struct CreateVm {
 
 fn yes() -> bool {
     true
+}
+
+/// `GET /v1/defaults`: what `POST /v1/vms` gives a VM whose request
+/// leaves a field unset (the runtime bundle's defaults).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CreateDefaults {
+    pub image: String,
+    pub vcpus: u32,
+    pub memory_mib: u32,
+    pub disk_bytes: u64,
+    pub work_disk_bytes: u64,
 }
 
 /// One VM in full, as `vm show` prints it.
@@ -244,7 +258,8 @@ pub struct StopVm {
     pub force: bool,
 }
 
-/// `GET /v1/vms/{name}/stats`: the VMM process, from /proc.
+/// `GET /v1/vms/{name}/stats`: the VMM process, from /proc. `GET
+/// /v1/stats` answers a list of these, one per running VM.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct VmStats {
     pub name: String,

@@ -12,9 +12,9 @@ use serde::de::DeserializeOwned;
 use tokio::net::UnixStream;
 
 use super::api::{
-    BuildImage, CloneVm, CreateVm, DoctorReport, ErrorBody, Health, ImageDetails, ImageSummary,
-    ImportImage, NetworkCleanup, NetworkStatus, Progress, PublishPort, StartVm, StopVm, VmDetails,
-    VmOpResult, VmStats, VmSummary,
+    BuildImage, CloneVm, CreateDefaults, CreateVm, DoctorReport, ErrorBody, Health, ImageDetails,
+    ImageSummary, ImportImage, NetworkCleanup, NetworkStatus, Progress, PublishPort, StartVm,
+    StopVm, VmDetails, VmOpResult, VmStats, VmSummary,
 };
 use super::names::{NameError, check_image_name, check_vm_name};
 
@@ -225,6 +225,16 @@ impl Client {
     pub async fn vm_stats(&self, name: &str) -> Result<VmStats, ClientError> {
         self.call(Method::GET, &vm_path(name, "/stats")?, None)
             .await
+    }
+
+    /// Every running VM's VMM, sampled over one shared window.
+    pub async fn all_stats(&self) -> Result<Vec<VmStats>, ClientError> {
+        self.call(Method::GET, "/v1/stats", None).await
+    }
+
+    /// What `create_vm` gives a VM for the fields a request leaves unset.
+    pub async fn create_defaults(&self) -> Result<CreateDefaults, ClientError> {
+        self.call(Method::GET, "/v1/defaults", None).await
     }
 
     pub async fn image(&self, name: &str) -> Result<ImageDetails, ClientError> {

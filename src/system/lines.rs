@@ -60,6 +60,12 @@ pub fn printable(bytes: &[u8]) -> String {
     out
 }
 
+/// One line of what a guest wrote, ready for a view that measures widths
+/// (a spinner, a terminal UI): [`printable`], tabs as four spaces.
+pub fn printable_line(line: &str) -> String {
+    printable(line.as_bytes()).replace('\t', "    ")
+}
+
 type Chars<'a> = std::iter::Peekable<std::str::Chars<'a>>;
 
 /// Skips what follows an ESC that belongs to its sequence.

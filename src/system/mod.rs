@@ -4,6 +4,7 @@
 //! - [`tools`]: the host tool table, program lookup (`PATH` plus sbin) and preflight.
 //! - [`proc`]: process stats from `/proc/<pid>` (CPU, RSS, start time).
 //! - [`fs`]: grow files, clone them (reflink, else sparse copy).
+//! - [`follow`]: follow a log as it grows (`vm logs -f`, the TUI's logs pane).
 //! - [`e2fs`]: ext4 images through e2fsprogs: mkfs, grow, fsck, geometry.
 //! - [`lines`]: normalized line lists (package manifests), terminal-safe text from guest bytes.
 //! - [`host`]: host checks for `banger doctor`, KVM kind.
@@ -25,6 +26,7 @@ pub mod debugfs;
 pub mod disklock;
 pub mod e2fs;
 pub mod exec;
+pub mod follow;
 pub mod fs;
 pub mod helper;
 pub mod host;

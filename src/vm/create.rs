@@ -8,7 +8,7 @@ use std::sync::Arc;
 use crate::config::VmmChoice;
 use crate::image::DEFAULT_IMAGE;
 use crate::net::{mac_for, tap_for};
-use crate::rpc::api::{CreateVm, VmOpResult};
+use crate::rpc::api::{CreateDefaults, CreateVm, VmOpResult};
 use crate::store::{Lease, NewVm, RootMode, StoreError, Taken, VmRole, VmState};
 use crate::system::debugfs::{self, GuestFile};
 use crate::system::{e2fs, fs, ssh, tools};
@@ -88,6 +88,18 @@ impl Manager {
             &format!("created from image {}", vm.image.as_deref().unwrap_or("-")),
         );
         Ok(booted.result(self.details(&vm), clock))
+    }
+
+    /// What `create` gives a VM whose request leaves a field unset.
+    pub fn create_defaults(&self) -> Result<CreateDefaults, VmError> {
+        let defaults = self.bundle()?.defaults;
+        Ok(CreateDefaults {
+            image: DEFAULT_IMAGE.into(),
+            vcpus: defaults.vcpus,
+            memory_mib: defaults.memory_mib,
+            disk_bytes: defaults.disk_bytes,
+            work_disk_bytes: defaults.work_disk_bytes,
+        })
     }
 
     async fn create_locked(

@@ -39,6 +39,11 @@ use crate::rpc::api::{DiskUsage, Timing, VmDetails};
 use crate::store::{RootMode, SharedStore, VmRecord, VmState};
 use crate::system::netadmin::NetAdmin;
 
+/// The name the `.vm` DNS server answers for VM `name`.
+pub fn dns_name(name: &str) -> String {
+    format!("{name}.vm")
+}
+
 /// Which transitions a state allows.
 pub trait Guards {
     fn can_start(self) -> bool;
@@ -219,7 +224,7 @@ impl Manager {
             ip: vm.ip.clone(),
             mac: vm.mac.clone(),
             tap: vm.tap.clone(),
-            dns_name: format!("{}.vm", vm.name),
+            dns_name: dns_name(&vm.name),
             nat: vm.nat,
             pid: vm.pid,
             vmm_uid: live_pid.and_then(crate::system::proc::uid_of),
