@@ -119,6 +119,9 @@ pub fn main() -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
+        // Before the socket answers anyone: a SIGTERM that follows a first
+        // answer must find the handler, not the default action.
+        let signals = StopSignals::install();
         let listener = socket::bind(&paths.socket())?;
         let vms = Manager::new(paths.clone(), config, SharedStore::new(store))?;
         let found = vms.reconcile().await?;
@@ -127,7 +130,7 @@ pub fn main() -> anyhow::Result<()> {
         }
         let daemon = Arc::new(Daemon::new(vms, paths.clone()));
         tracing::info!(pid = std::process::id(), socket = %paths.socket().display(), "bangerd listening");
-        let stop = stop_signal(daemon.clone());
+        let stop = stop_signal(signals, daemon.clone());
         serve_rebinding(listener, daemon.clone(), stop)
             .await
             .context("the server failed")?;
@@ -225,13 +228,25 @@ async fn serve_rebinding(
     Ok(())
 }
 
+/// SIGTERM and SIGINT, caught from the moment they are installed.
+struct StopSignals(Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>);
+
+impl StopSignals {
+    fn install() -> StopSignals {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(term), Ok(int)) => StopSignals(Some((term, int))),
+            _ => StopSignals(None),
+        }
+    }
+}
+
 /// Completes on SIGTERM, SIGINT or a shutdown request.
-async fn stop_signal(daemon: Arc<Daemon>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
+async fn stop_signal(signals: StopSignals, daemon: Arc<Daemon>) {
+    let Some((mut term, mut int)) = signals.0 else {
         tracing::error!("cannot install signal handlers; stop bangerd with `banger daemon stop`");
         daemon.shutdown.notified().await;
         return;
