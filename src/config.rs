@@ -36,6 +36,10 @@ pub struct Config {
     /// The privileged network helper a daemon that is not root runs through
     /// `sudo -n`, when not in `/usr/local/libexec/banger` or `/usr/libexec/banger`.
     pub helper: Option<PathBuf>,
+    /// Firecracker's jailer, which a root daemon starts Firecracker through
+    /// (else `jailer` next to the firecracker binary, or on PATH); `""`
+    /// runs Firecracker unjailed.
+    pub jailer: Option<PathBuf>,
     /// A root daemon runs each VMM as uid (and gid) `vmm_uid_base` plus
     /// the guest's place in the subnet: ids no account uses (above the
     /// ranges systemd gives users, containers and dynamic users).
@@ -101,6 +105,7 @@ impl Default for Config {
             runtime_dir: None,
             firecracker: None,
             helper: None,
+            jailer: None,
             vmm_uid_base: 0x7000_0000,
             ssh_timeout_secs: 300,
             stop_timeout_secs: 30,

@@ -320,6 +320,7 @@ fn a_second_boot_of_running_disks_fails_in_the_launcher() {
         vmm_log: vs.sb.path("twin-vmm.log"),
         cap: 1 << 20,
         relay: PathBuf::from(env!("CARGO_BIN_EXE_bangerd")),
+        log_fifo: None,
     };
     // Both launchers take their descriptors from here: no VmmIo, no VMM.
     // A disk the VMM writes is locked to anyone else; the image under a
@@ -640,6 +641,8 @@ fn relay_caps_a_flood() {
             &console,
             &vmm_log,
             cap,
+            None,
+            &[],
         )
         .unwrap()
     });

@@ -119,6 +119,7 @@ impl VmDir {
             vmm_log: self.files.log.clone(),
             cap: 1 << 20,
             relay: PathBuf::from(env!("CARGO_BIN_EXE_bangerd")),
+            log_fifo: None,
         };
         let drives: Vec<banger::system::disklock::Disk> = spec
             .drives
@@ -145,6 +146,7 @@ impl VmDir {
                 read_only: false,
             }],
             net: None,
+            log_path: "/dev/stderr".into(),
         }
     }
 }
@@ -334,6 +336,7 @@ async fn config_error_carries_the_fault_message_and_leaves_nothing_behind() {
         kernel_args: "console=ttyS0".into(),
         drives: Vec::new(),
         net: None,
+        log_path: "/dev/stderr".into(),
     };
     // A stale socket from an earlier run is replaced, not an obstacle.
     std::fs::write(&vm.files.api_socket, "").unwrap();
@@ -377,6 +380,7 @@ async fn early_exit_reports_what_firecracker_printed() {
         kernel_args: String::new(),
         drives: Vec::new(),
         net: None,
+        log_path: "/dev/stderr".into(),
     };
     // Firecracker cannot bind its API socket in a directory that does not
     // exist, and exits at startup saying so.
@@ -431,6 +435,7 @@ async fn a_missing_binary_is_a_spawn_error() {
         kernel_args: String::new(),
         drives: Vec::new(),
         net: None,
+        log_path: "/dev/stderr".into(),
     };
     let missing = vm.dir.path().join("no-firecracker");
     let err = launch(&missing, "fc-missing", &vm.files, &spec, vm.io(&spec))

@@ -306,6 +306,7 @@ fn make_outer(
         "--size".into(),
         "3G".into(),
     ];
+    let jailer = jailer_for(firecracker).map(|j| (j, "/usr/local/bin/jailer".to_string()));
     for (host, guest) in [
         (runtime.join("vmlinux"), format!("{INNER_RUNTIME}/vmlinux")),
         (
@@ -331,7 +332,10 @@ fn make_outer(
             "/usr/local/bin/firecracker".into(),
         ),
         (debs.to_path_buf(), "/opt/debs".into()),
-    ] {
+    ]
+    .into_iter()
+    .chain(jailer)
+    {
         args.push("--copy".into());
         args.push(copy(&host, &guest));
     }
@@ -390,6 +394,19 @@ fn make_outer(
     Ok(outer)
 }
 
+/// The jailer the inner banger gets beside a static `firecracker`: the one
+/// next to it, or `BANGER_TEST_JAILER`. A glibc firecracker cannot run in a
+/// jail, and banger does not try.
+fn jailer_for(firecracker: &Path) -> Option<PathBuf> {
+    if !banger::system::jail::is_static_elf(firecracker) {
+        return None;
+    }
+    std::env::var_os("BANGER_TEST_JAILER")
+        .map(PathBuf::from)
+        .or_else(|| firecracker.parent().map(|d| d.join("jailer")))
+        .filter(|p| p.is_file())
+}
+
 /// `BANGER_TEST_FIRECRACKER`, else what banger would find: the bundle's,
 /// or `firecracker` on PATH.
 fn firecracker_binary() -> Option<PathBuf> {
@@ -431,6 +448,14 @@ fn doctor_picks_firecracker(fc: &FcHost) {
         .find(|c| c["name"] == "vmm user")
         .expect("a vmm user check");
     assert_eq!(user["ok"], true, "{user:#}");
+    let jailed = firecracker_binary()
+        .and_then(|fc| jailer_for(&fc))
+        .is_some();
+    assert_eq!(
+        user["detail"].as_str().unwrap().contains("jail"),
+        jailed,
+        "{user:#}"
+    );
 }
 
 /// Whether the bundle's initrd layers roots (bundle.json says so).

@@ -83,6 +83,10 @@ enum Helper {
         /// Rotate each file at this many bytes.
         #[arg(long)]
         cap: u64,
+        /// `FIFO=PATH`: also copy what a jailed Firecracker logs into its
+        /// FIFO into PATH, for as long as the streams last.
+        #[arg(long)]
+        fifo: Option<String>,
         /// `FD=PATH`: copy descriptor FD into PATH.
         #[arg(required = true)]
         streams: Vec<String>,
@@ -92,7 +96,13 @@ enum Helper {
 /// The `bangerd` binary.
 pub fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    if let Some(Helper::LogRelay { cap, streams }) = args.helper {
+    if let Some(Helper::LogRelay { cap, fifo, streams }) = args.helper {
+        let fifo = fifo
+            .map(|f| {
+                let (fifo, path) = f.split_once('=').context("--fifo is FIFO=PATH")?;
+                anyhow::Ok((PathBuf::from(fifo), PathBuf::from(path)))
+            })
+            .transpose()?;
         let streams = streams
             .iter()
             .map(|s| {
@@ -103,7 +113,7 @@ pub fn main() -> anyhow::Result<()> {
                 ))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        return Ok(crate::system::logcap::relay(streams, cap)?);
+        return Ok(crate::system::logcap::relay(streams, fifo, cap)?);
     }
     crate::system::vmm_io::stop_passing_on_inherited_fds();
     let paths = Paths::from_env()?;

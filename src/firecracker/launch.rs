@@ -45,6 +45,22 @@ pub struct MachineSpec {
     pub drives: Vec<DriveSpec>,
     /// No network device when absent.
     pub net: Option<NetSpec>,
+    /// Where Firecracker writes its own log, as it sees the path: its
+    /// stderr, or a jailed Firecracker's log FIFO.
+    pub log_path: PathBuf,
+}
+
+/// Firecracker's jailer and what it is told.
+#[derive(Debug, Clone)]
+pub struct Jailer {
+    pub binary: PathBuf,
+    /// The uid and gid Firecracker runs as.
+    pub uid: u32,
+    pub gid: u32,
+    /// `--chroot-base-dir`.
+    pub chroot_base: PathBuf,
+    /// cgroup v2 `FILE=VALUE` limits; none when empty.
+    pub cgroups: Vec<String>,
 }
 
 /// One block device.
@@ -125,7 +141,7 @@ pub async fn launch(
     spec: &MachineSpec,
     io: VmmIo,
 ) -> Result<Launched, FirecrackerError> {
-    spawn(binary, vm_id, files, io)
+    spawn(binary, vm_id, files, io, None)
         .await?
         .boot(files, spec)
         .await
@@ -134,23 +150,56 @@ pub async fn launch(
 /// Starts the Firecracker process for VM `vm_id` in its own session, in
 /// `files.dir`, with `io`'s console and log pipes and disk locks, and
 /// returns as soon as it runs: the caller records its pid before anything
-/// else happens. Dropping the result kills the process.
+/// else happens. Dropping the result kills the process. With `jailer`, the
+/// jailer starts it (and execs into it: the pid is Firecracker's), in the
+/// jail laid out under `jailer.chroot_base`.
 pub async fn spawn(
     binary: &Path,
     vm_id: &str,
     files: &RunFiles,
     io: VmmIo,
+    jailer: Option<&Jailer>,
 ) -> Result<Spawned, FirecrackerError> {
     let mut watch = Stopwatch::new(vm_id);
     remove_stale_socket(&files.api_socket)?;
     let log_start = crate::system::fs::file_len(&files.log);
-    let mut command = std::process::Command::new(binary);
-    command
-        .current_dir(&files.dir)
-        .arg("--api-sock")
-        .arg(files.socket_arg())
-        .arg("--id")
-        .arg(instance_id(vm_id));
+    let mut command = match jailer {
+        None => {
+            let mut command = std::process::Command::new(binary);
+            command
+                .arg("--api-sock")
+                .arg(files.socket_arg())
+                .arg("--id")
+                .arg(instance_id(vm_id));
+            command
+        }
+        Some(jailer) => {
+            let mut command = std::process::Command::new(&jailer.binary);
+            command
+                .arg("--id")
+                .arg(instance_id(vm_id))
+                .arg("--exec-file")
+                .arg(binary)
+                .arg("--uid")
+                .arg(jailer.uid.to_string())
+                .arg("--gid")
+                .arg(jailer.gid.to_string())
+                .arg("--chroot-base-dir")
+                .arg(&jailer.chroot_base);
+            if !jailer.cgroups.is_empty() {
+                command.args(["--cgroup-version", "2", "--parent-cgroup", "banger"]);
+                for limit in &jailer.cgroups {
+                    command.arg("--cgroup").arg(limit);
+                }
+            }
+            command
+                .arg("--")
+                .arg("--api-sock")
+                .arg(crate::system::jail::API_SOCKET);
+            command
+        }
+    };
+    command.current_dir(&files.dir);
     let locks = io.apply(&mut command);
     // SAFETY: the closure runs in the forked child before exec; it only calls
     // setsid(2), which is async-signal-safe, and allocates nothing.
@@ -317,7 +366,7 @@ async fn configure(
     // the relay); without a target it would write to stdout, the console.
     client
         .put_logger(&Logger {
-            log_path: Some(PathBuf::from("/dev/stderr")),
+            log_path: Some(spec.log_path.clone()),
             level: Some(LogLevel::Info),
             show_level: Some(true),
             show_log_origin: Some(false),
@@ -452,7 +501,7 @@ fn console_tail(console: &Path, start: u64) -> String {
 
 /// Firecracker's instance ID for VM `name`: it accepts only ASCII letters,
 /// digits and '-', at most 64 of them (a build VM's name has a '.').
-fn instance_id(name: &str) -> String {
+pub fn instance_id(name: &str) -> String {
     name.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '-' {

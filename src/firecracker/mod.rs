@@ -17,7 +17,8 @@ use std::time::Duration;
 
 pub use client::{ApiError, Client};
 pub use launch::{
-    DriveSpec, Launched, MachineSpec, NetSpec, RunFiles, Spawned, launch, request_shutdown, spawn,
+    DriveSpec, Jailer, Launched, MachineSpec, NetSpec, RunFiles, Spawned, instance_id, launch,
+    request_shutdown, spawn,
 };
 
 /// Errors launching, configuring or controlling a Firecracker VMM.

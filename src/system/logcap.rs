@@ -10,12 +10,14 @@
 //! guest writes faster than the relay keeps up, the pipe fills and the
 //! guest's serial port waits: the host's disk never does.
 
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 
 /// The smallest cap: below it a rotation would happen every few lines.
 pub const MIN_CAP: u64 = 64 << 10;
@@ -83,8 +85,12 @@ fn open_append(path: &Path) -> io::Result<File> {
     OpenOptions::new().create(true).append(true).open(path)
 }
 
+/// A capped file more than one stream may write (a jailed Firecracker's
+/// stderr and its log FIFO both go to its log).
+type SharedFile = Arc<Mutex<CappedFile>>;
+
 /// Copies `input` to `output` until end of file.
-fn pump(mut input: File, mut output: CappedFile) -> io::Result<()> {
+fn pump(mut input: File, output: SharedFile) -> io::Result<()> {
     let mut buf = vec![0u8; 64 << 10];
     loop {
         let n = match input.read(&mut buf) {
@@ -93,25 +99,52 @@ fn pump(mut input: File, mut output: CappedFile) -> io::Result<()> {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
-        output.write_all(&buf[..n])?;
+        output
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .write_all(&buf[..n])?;
     }
 }
 
 /// The relay's own work: copies each `(descriptor, file)` stream into its
-/// capped file until every stream ends.
-pub fn relay(streams: Vec<(RawFd, PathBuf)>, cap: u64) -> io::Result<()> {
+/// capped file until every stream ends. With `fifo`, it also copies what
+/// arrives in that FIFO (a jailed Firecracker's log, which it cannot reach
+/// as `/dev/stderr`) into its file for as long as the streams last: the
+/// relay holds the FIFO open for writing too, so it never reads an end
+/// there, and stops with the VMM's pipes.
+pub fn relay(
+    streams: Vec<(RawFd, PathBuf)>,
+    fifo: Option<(PathBuf, PathBuf)>,
+    cap: u64,
+) -> io::Result<()> {
+    let mut files: HashMap<PathBuf, SharedFile> = HashMap::new();
+    let mut file_for = |path: &Path| -> io::Result<SharedFile> {
+        if let Some(file) = files.get(path) {
+            return Ok(file.clone());
+        }
+        let file = Arc::new(Mutex::new(CappedFile::open(path, cap)?));
+        files.insert(path.to_path_buf(), file.clone());
+        Ok(file)
+    };
     let mut pumps = Vec::new();
     for (fd, path) in streams {
         // SAFETY: the descriptors were handed to this process on its
         // command line by the launcher and nothing else in it owns them.
         let input = unsafe { File::from_raw_fd(fd) };
-        let output = CappedFile::open(&path, cap)?;
+        let output = file_for(&path)?;
         pumps.push(std::thread::spawn(move || pump(input, output)));
+    }
+    if let Some((fifo, path)) = fifo {
+        let input = OpenOptions::new().read(true).write(true).open(&fifo)?;
+        let output = file_for(&path)?;
+        std::thread::spawn(move || pump(input, output));
     }
     for pump in pumps {
         pump.join()
             .map_err(|_| io::Error::other("a relay thread panicked"))??;
     }
+    // The VMM is gone: give the FIFO's last lines a moment to arrive.
+    std::thread::sleep(std::time::Duration::from_millis(100));
     Ok(())
 }
 
@@ -124,14 +157,19 @@ pub struct RelayPipes {
 }
 
 /// Starts the relay (`program log-relay ...`, in its own session) writing
-/// `console` and `vmm_log`, each capped at `cap` bytes; returns the pipes
-/// to give the VMM. The relay ends when the last holder of the write ends
-/// closes them: hand them to the VMM, then drop them here.
+/// `console` and `vmm_log`, each capped at `cap` bytes (and `log_fifo`, a
+/// jailed Firecracker's log, into `vmm_log` too); returns the pipes to give
+/// the VMM. The relay ends when the last holder of the write ends closes
+/// them: hand them to the VMM, then drop them here. It inherits `hold`
+/// (the VMM's disk locks), so they last as long as the VMM, even one that
+/// closes every descriptor it inherits (Firecracker's jailer).
 pub fn spawn_relay(
     program: &Path,
     console: &Path,
     vmm_log: &Path,
     cap: u64,
+    log_fifo: Option<&Path>,
+    hold: &[RawFd],
 ) -> io::Result<RelayPipes> {
     // Both ends close-on-exec: only what is passed on below is inherited.
     let (console_read, console_write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
@@ -151,11 +189,19 @@ pub fn spawn_relay(
         .stdin(Stdio::from(console_read))
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    // SAFETY: setsid and fcntl are async-signal-safe; nothing is allocated.
+    if let Some(fifo) = log_fifo {
+        command
+            .arg("--fifo")
+            .arg(format!("{}={}", fifo.display(), vmm_log.display()));
+    }
+    let mut inherited = vec![log_fd];
+    inherited.extend_from_slice(hold);
+    // SAFETY: setsid and fcntl are async-signal-safe; `inherited` was
+    // allocated before the fork.
     unsafe {
         command.pre_exec(move || {
             rustix::process::setsid()?;
-            super::disklock::inherit(&[log_fd])
+            super::disklock::inherit(&inherited)
         });
     }
     let mut child = tokio::process::Command::from(command)

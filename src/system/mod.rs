@@ -19,6 +19,7 @@
 //! - [`ssh`]: SSH keys (`ssh-keygen`), readiness probe, the `ssh` argv.
 //! - [`vmm_io`]: what a VMM inherits: pipes to the log relay, its disk locks, its boot files.
 //! - [`vmm_user`]: the unprivileged uid a root daemon's VMM runs as.
+//! - [`jail`]: the layout Firecracker's jailer chroots a VMM into.
 //! - [`qemu`]: the QEMU `microvm` VMM process and its QMP socket.
 #![allow(clippy::disallowed_methods)]
 
@@ -30,6 +31,7 @@ pub mod follow;
 pub mod fs;
 pub mod helper;
 pub mod host;
+pub mod jail;
 pub mod lines;
 pub mod logcap;
 pub mod net;

@@ -50,15 +50,45 @@ fn is_vmm_program(exe: &Path) -> bool {
 }
 
 fn runs_vmm_in(pid: u32, dir: &Path) -> bool {
-    let proc_dir = PathBuf::from(format!("/proc/{pid}"));
-    let Ok(cwd) = std::fs::read_link(proc_dir.join("cwd")) else {
+    works_in(pid, dir)
+        && std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| is_vmm_program(&exe))
+}
+
+/// True when `pid` works in VM directory `dir`: there, or in the jail of a
+/// jailed Firecracker inside it. A jailed process lives in a mount
+/// namespace of its own, where its working directory reads as `/`; the
+/// directory itself (device and inode) is what tells.
+pub fn works_in(pid: u32, dir: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let cwd_link = PathBuf::from(format!("/proc/{pid}/cwd"));
+    let Ok(cwd) = std::fs::read_link(&cwd_link) else {
         return false;
     };
     // A directory removed under a live process reads as "<path> (deleted)".
     let mut deleted = dir.as_os_str().to_owned();
     deleted.push(" (deleted)");
-    (cwd == dir || cwd.as_os_str() == deleted)
-        && std::fs::read_link(proc_dir.join("exe")).is_ok_and(|exe| is_vmm_program(&exe))
+    if cwd == dir || cwd.as_os_str() == deleted {
+        return true;
+    }
+    let Ok(cwd) = std::fs::metadata(&cwd_link) else {
+        return false;
+    };
+    let same = |path: &Path| {
+        std::fs::metadata(path).is_ok_and(|m| m.dev() == cwd.dev() && m.ino() == cwd.ino())
+    };
+    // `<dir>/jail/<exec file name>/<id>/root`, or `dir` itself as a jail root.
+    same(dir)
+        || std::fs::read_dir(dir.join("jail"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .flat_map(|exec| {
+                std::fs::read_dir(exec.path())
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+            })
+            .any(|id| same(&id.path().join("root")))
 }
 
 /// The start time of `pid`, to record next to it.

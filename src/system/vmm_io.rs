@@ -44,6 +44,10 @@ pub struct VmmLogs {
     pub cap: u64,
     /// The program that runs the relay (`bangerd`).
     pub relay: PathBuf,
+    /// A jailed Firecracker's log FIFO, which the relay copies into
+    /// `vmm_log`. The jailer closes every inherited descriptor, so the
+    /// relay then holds the disk locks for the VMM's life too.
+    pub log_fifo: Option<PathBuf>,
 }
 
 /// The descriptors a VMM inherits, and who it runs as.
@@ -55,6 +59,8 @@ pub struct VmmIo {
     /// Files and devices the VMM opens by descriptor (kernel, initrd, tap).
     passed: Vec<OwnedFd>,
     user: Option<VmmUser>,
+    /// Drop supplementary groups (the jailer drops uid and gid itself).
+    clear_groups: bool,
 }
 
 /// What the parent keeps until the VMM is spawned; after that the VMM holds
@@ -75,17 +81,29 @@ impl VmmIo {
     /// and starts the relay for `logs`.
     pub fn prepare(logs: &VmmLogs, drives: &[Disk]) -> Result<VmmIo, VmmIoError> {
         let locks = DiskLocks::acquire(drives)?;
-        let pipes = logcap::spawn_relay(&logs.relay, &logs.console, &logs.vmm_log, logs.cap)
-            .map_err(|source| VmmIoError::Relay {
-                program: logs.relay.clone(),
-                source,
-            })?;
+        let hold = match logs.log_fifo {
+            Some(_) => locks.fds(),
+            None => Vec::new(),
+        };
+        let pipes = logcap::spawn_relay(
+            &logs.relay,
+            &logs.console,
+            &logs.vmm_log,
+            logs.cap,
+            logs.log_fifo.as_deref(),
+            &hold,
+        )
+        .map_err(|source| VmmIoError::Relay {
+            program: logs.relay.clone(),
+            source,
+        })?;
         Ok(VmmIo {
             console: pipes.console,
             log: pipes.vmm_log,
             locks,
             passed: Vec::new(),
             user: None,
+            clear_groups: false,
         })
     }
 
@@ -127,6 +145,12 @@ impl VmmIo {
         Ok(())
     }
 
+    /// For a VMM started by Firecracker's jailer: it runs as root until the
+    /// jailer drops to the VM's uid, but with no supplementary group.
+    pub fn clear_groups(&mut self) {
+        self.clear_groups = true;
+    }
+
     /// Points `command`'s stdout and stderr at the relay, lets it inherit
     /// the disk locks and passed descriptors, and drops it to its user. The
     /// returned [`Handed`] must live until the spawn is done.
@@ -137,13 +161,16 @@ impl VmmIo {
             .stdin(Stdio::null())
             .stdout(Stdio::from(self.console))
             .stderr(Stdio::from(self.log));
-        let user = self.user;
+        let (user, clear_groups) = (self.user, self.clear_groups);
         // SAFETY: fcntl(2), setgroups(2), setresgid(2) and setresuid(2) are
         // async-signal-safe; `fds` and `user` were allocated before the
         // fork, and the closure allocates nothing.
         unsafe {
             command.pre_exec(move || {
                 disklock::inherit(&fds)?;
+                if clear_groups {
+                    rustix::thread::set_thread_groups(&[])?;
+                }
                 match &user {
                     Some(user) => user.become_it(),
                     None => Ok(()),
@@ -174,8 +201,14 @@ pub async fn connect_control(path: &std::path::Path) -> std::io::Result<tokio::n
         .peer_cred()?
         .pid()
         .and_then(|pid| u32::try_from(pid).ok());
-    let cwd = peer.and_then(|pid| std::fs::read_link(format!("/proc/{pid}/cwd")).ok());
-    let ours = cwd.is_some_and(|cwd| path.ancestors().skip(1).take(2).any(|dir| dir == cwd));
+    // The VM's directory is the socket's parent or grandparent (`run/`);
+    // a jailed Firecracker's socket is in its jail root.
+    let ours = peer.is_some_and(|pid| {
+        path.ancestors()
+            .skip(1)
+            .take(2)
+            .any(|dir| super::pid::works_in(pid, dir))
+    });
     if !ours {
         return Err(std::io::Error::new(
             std::io::ErrorKind::PermissionDenied,

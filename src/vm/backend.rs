@@ -9,6 +9,7 @@ use crate::bundle::Bundle;
 use crate::config::{Config, VmmChoice};
 use crate::system::disklock::Disk;
 use crate::system::host::{KvmKind, kvm_kind};
+use crate::system::jail;
 use crate::system::qemu::{self, Accel};
 use crate::system::tools;
 use crate::system::vmm_io::{VmmIo, VmmIoError, VmmLogs};
@@ -62,6 +63,25 @@ pub fn firecracker_binary(config: &Config, bundle: Option<&Bundle>) -> Option<Pa
         .or_else(|| bundle.and_then(|b| b.firecracker.clone()))
         .filter(|p| p.is_file())
         .or_else(|| tools::find_program("firecracker", None))
+}
+
+/// Firecracker's jailer, where a root daemon can use it: the `jailer`
+/// setting (empty turns it off), else `jailer` next to the firecracker
+/// binary, else on PATH; only for a static firecracker binary, the only
+/// kind that runs in a jail.
+pub fn jailer_binary(config: &Config, firecracker: Option<&Path>) -> Option<PathBuf> {
+    if !rustix::process::geteuid().is_root() || !firecracker.is_some_and(jail::is_static_elf) {
+        return None;
+    }
+    match &config.jailer {
+        Some(path) if path.as_os_str().is_empty() => None,
+        Some(path) => Some(path.clone()).filter(|p| p.is_file()),
+        None => firecracker
+            .and_then(|fc| fc.parent())
+            .map(|dir| dir.join("jailer"))
+            .filter(|p| p.is_file())
+            .or_else(|| tools::find_program("jailer", None)),
+    }
 }
 
 /// What `auto` picks on this host, and why: for `doctor` and for create.
@@ -122,6 +142,8 @@ pub(crate) struct LaunchPlan {
     pub drives: Vec<Disk>,
     /// Who the VMM runs as; `None`: as the daemon.
     pub user: Option<VmmUser>,
+    /// Firecracker's jailer, to start Firecracker through (with `user`).
+    pub jailer: Option<PathBuf>,
 }
 
 /// Who a VMM on `backend` runs as here, in words (`banger doctor`), and
@@ -133,7 +155,17 @@ pub fn describe_vmm_user(backend: Backend, config: &Config) -> (bool, String) {
         Err(e) => return (false, e.to_string()),
     };
     let first = std::net::Ipv4Addr::from(u32::from(subnet.network()) + 1);
-    match vmm_user(backend, config.vmm_uid_base, &subnet, first) {
+    let jailer = match backend {
+        Backend::Firecracker => jailer_binary(config, firecracker_binary(config, None).as_deref()),
+        Backend::Qemu => None,
+    };
+    match vmm_user(
+        backend,
+        config.vmm_uid_base,
+        &subnet,
+        first,
+        jailer.is_some(),
+    ) {
         Ok(None) => (
             true,
             format!(
@@ -145,8 +177,11 @@ pub fn describe_vmm_user(backend: Backend, config: &Config) -> (bool, String) {
         Ok(Some(user)) => (
             true,
             format!(
-                "each {} VMM runs as a uid of its own (from {}){}",
+                "each {} VMM runs{} as a uid of its own (from {}){}",
                 backend.name(),
+                jailer
+                    .map(|j| format!(" in {}'s jail", j.display()))
+                    .unwrap_or_default(),
                 config.vmm_uid_base,
                 if user.groups.is_empty() {
                     String::new()
@@ -168,6 +203,7 @@ pub(crate) fn vmm_user(
     uid_base: u32,
     subnet: &crate::net::Subnet,
     ip: std::net::Ipv4Addr,
+    jailed: bool,
 ) -> Result<Option<VmmUser>, String> {
     if !rustix::process::geteuid().is_root() {
         return Ok(None);
@@ -183,6 +219,8 @@ pub(crate) fn vmm_user(
             Accel::Kvm => vec![kvm],
             Accel::Tcg => vec![],
         },
+        // The jailer makes the jail's own device nodes, the VM uid's.
+        Backend::Firecracker if jailed => vec![],
         Backend::Firecracker => vec![kvm, Path::new("/dev/net/tun")],
     };
     VmmUser::for_devices(id, &devices).map(Some)
@@ -212,7 +250,33 @@ pub(crate) async fn launch(
         source,
         log_tail: None,
     };
-    let mut io = VmmIo::prepare(logs, &plan.drives).map_err(|e| match e {
+    // A jailed Firecracker gets its files as links in its jail and its log
+    // through a FIFO there; the relay reads it and holds the disk locks.
+    let jail = match (&plan.jailer, &plan.user, backend) {
+        (Some(jailer), Some(user), Backend::Firecracker) => {
+            let binary = firecracker.ok_or_else(|| failed("no firecracker binary".into()))?;
+            let jail = jail::Jail::prepare(
+                &files.dir,
+                binary,
+                &crate::firecracker::instance_id(&plan.name),
+                &plan.kernel,
+                plan.initrd.as_deref(),
+                &plan.drives,
+                (user.uid, user.gid),
+            )
+            .map_err(|e| {
+                failed(
+                    format!("cannot lay out the jail ({e}); set `jailer = \"\"` in config.toml to run Firecracker unjailed")
+                        .into(),
+                )
+            })?;
+            Some((jailer.clone(), jail))
+        }
+        _ => None,
+    };
+    let mut logs = logs.clone();
+    logs.log_fifo = jail.as_ref().map(|(_, j)| j.log_fifo.clone());
+    let mut io = VmmIo::prepare(&logs, &plan.drives).map_err(|e| match e {
         VmmIoError::Disk(busy) => VmError::DiskBusy(busy),
         other => failed(other.into()),
     })?;
@@ -245,8 +309,14 @@ pub(crate) async fn launch(
         None => vmm_user::make_own_dir(&files.run_dir, None),
     };
     prepared.map_err(VmError::io(&files.dir))?;
-    if let Some(user) = &plan.user {
-        io.run_as(user.clone()).map_err(VmError::io(&files.dir))?;
+    match (&jail, &plan.user) {
+        (Some((_, jail)), _) => {
+            jail.link_socket(&files.run_dir, &files.api_socket)
+                .map_err(VmError::io(&files.run_dir))?;
+            io.clear_groups();
+        }
+        (None, Some(user)) => io.run_as(user.clone()).map_err(VmError::io(&files.dir))?,
+        (None, None) => {}
     }
     match backend {
         Backend::Qemu => {
@@ -281,8 +351,25 @@ pub(crate) async fn launch(
             Ok(Launched { pid, child })
         }
         Backend::Firecracker => {
-            use crate::firecracker::{DriveSpec, MachineSpec, NetSpec, RunFiles};
+            use crate::firecracker::{DriveSpec, Jailer, MachineSpec, NetSpec, RunFiles};
             let binary = firecracker.ok_or_else(|| failed("no firecracker binary".into()))?;
+            // Paths as Firecracker sees them: in its jail, or its descriptors.
+            let (kernel, initrd, drive_paths, log_path, api_socket) = match &jail {
+                Some((_, jail)) => (
+                    jail.kernel.clone(),
+                    jail.initrd.clone(),
+                    jail.drives.clone(),
+                    PathBuf::from(jail::LOG_FIFO),
+                    jail.api_socket.clone(),
+                ),
+                None => (
+                    kernel,
+                    initrd,
+                    drives.iter().map(|d| d.path.clone()).collect(),
+                    PathBuf::from("/dev/stderr"),
+                    files.api_socket.clone(),
+                ),
+            };
             let spec = MachineSpec {
                 vcpus: plan.vcpus,
                 memory_mib: plan.memory_mib,
@@ -290,12 +377,13 @@ pub(crate) async fn launch(
                 initrd,
                 kernel_args: plan.kernel_args.clone(),
                 drives: drives
-                    .into_iter()
+                    .iter()
+                    .zip(drive_paths)
                     .zip(["vda", "vdb", "vdc", "vdd"])
                     .enumerate()
-                    .map(|(i, (disk, id))| DriveSpec {
+                    .map(|(i, ((disk, path), id))| DriveSpec {
                         id: id.into(),
-                        path: disk.path,
+                        path,
                         root: i == 0,
                         read_only: disk.read_only,
                     })
@@ -304,16 +392,28 @@ pub(crate) async fn launch(
                     tap: plan.tap.clone(),
                     mac: plan.mac.clone(),
                 }),
+                log_path,
             };
             let run_files = RunFiles {
                 dir: files.dir.clone(),
-                api_socket: files.api_socket.clone(),
+                api_socket,
                 log: files.vmm_log.clone(),
                 console: files.console.clone(),
             };
-            let vmm = crate::firecracker::spawn(binary, &plan.name, &run_files, io)
-                .await
-                .map_err(|e| failed(e.into()))?;
+            let jailer = match (&jail, &plan.user) {
+                (Some((binary, jail)), Some(user)) => Some(Jailer {
+                    binary: binary.clone(),
+                    uid: user.uid,
+                    gid: user.gid,
+                    chroot_base: jail.base.clone(),
+                    cgroups: jail::cgroup_limits(plan.vcpus, plan.memory_mib),
+                }),
+                _ => None,
+            };
+            let vmm =
+                crate::firecracker::spawn(binary, &plan.name, &run_files, io, jailer.as_ref())
+                    .await
+                    .map_err(|e| failed(e.into()))?;
             // Dropping `vmm` on failure kills it.
             spawned(vmm.pid())?;
             let launched = vmm

@@ -184,6 +184,7 @@ impl Manager {
             // The daemon runs the relay from its own binary, through the
             // link that still works after an upgrade replaced the file.
             relay: PathBuf::from("/proc/self/exe"),
+            log_fifo: None,
         }
     }
 

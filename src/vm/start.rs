@@ -66,9 +66,19 @@ impl Manager {
         // of, or another daemon's) must not get a twin, and its tap must
         // not be touched: find out before changing anything.
         let drives = files.disks(&vm);
-        DiskLocks::check(&drives)?;
+        check_disks_free(&drives).await?;
         let logs = self.vmm_logs(&files);
-        let user = match backend::vmm_user(backend, self.config.vmm_uid_base, &self.subnet, ip) {
+        let jailer = match backend {
+            Backend::Firecracker => backend::jailer_binary(&self.config, firecracker.as_deref()),
+            Backend::Qemu => None,
+        };
+        let user = match backend::vmm_user(
+            backend,
+            self.config.vmm_uid_base,
+            &self.subnet,
+            ip,
+            jailer.is_some(),
+        ) {
             Ok(user) => user,
             Err(why) => {
                 tracing::warn!(vm = name, %why, "the VMM runs as root");
@@ -116,6 +126,7 @@ impl Manager {
                 mac,
                 drives,
                 user,
+                jailer,
             };
             let (log_from, console_from) = (file_len(&files.vmm_log), file_len(&files.console));
             let launched = backend::launch(backend, &plan, &files, firecracker.as_deref(), &logs, |pid| {
@@ -199,6 +210,22 @@ impl Manager {
                 self.event(name, "start-failed", &e.to_string());
                 Err(e)
             }
+        }
+    }
+}
+
+/// Fails when another VMM holds `drives`. A jailed Firecracker's log relay
+/// holds its locks and lets go a moment after the VMM exits: a busy disk
+/// gets up to 3 s to come free.
+async fn check_disks_free(drives: &[crate::system::disklock::Disk]) -> Result<(), VmError> {
+    use crate::system::disklock::DiskLockError;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    loop {
+        match DiskLocks::check(drives) {
+            Err(DiskLockError::Busy { .. }) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            other => return other.map_err(VmError::from),
         }
     }
 }
