@@ -477,6 +477,16 @@ fn lifecycle(fc: &FcHost) {
     // Firecracker runs as the VM's own uid, not root.
     let uid = created["vm"]["vmm_uid"].as_u64().unwrap_or(0);
     assert!(uid >= 0x7000_0000, "the VMM runs as uid {uid}: {created:#}");
+    // Jailed, under the jailer's cgroup v2 limits: its vCPU and one more,
+    // its memory and 128 MiB (the outer guest runs systemd's cgroup v2).
+    if firecracker_binary()
+        .and_then(|fc| jailer_for(&fc))
+        .is_some()
+    {
+        let limits =
+            fc.ok("cat /sys/fs/cgroup/banger/life/cpu.max /sys/fs/cgroup/banger/life/memory.max");
+        assert_eq!(limits, format!("200000 100000\n{}\n", (512u64 + 128) << 20));
+    }
     // vm ssh: output and exit codes come back through both levels.
     assert_eq!(fc.ok("banger vm ssh life -- cat /etc/hostname"), "life\n");
     let exit = fc.sh("banger vm ssh life -- exit 7");
