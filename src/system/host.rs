@@ -271,7 +271,8 @@ fn grant_files(policy: &Policy, installed: &Path, source: Option<&Path>) -> Vec<
     files
 }
 
-fn error_chain(err: &dyn std::error::Error) -> String {
+/// An error and its causes on one line, for a check's detail or a log.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {

@@ -96,7 +96,12 @@ impl Manager {
         let addr = SocketAddr::from((self.subnet.gateway, 53));
         let socket = self.netadmin.dns_socket().await;
         let started = (|| {
-            let socket = socket.map_err(|e| format!("cannot listen on {addr}: {}", chain(&e)))?;
+            let socket = socket.map_err(|e| {
+                format!(
+                    "cannot listen on {addr}: {}",
+                    crate::system::host::error_chain(&e)
+                )
+            })?;
             // A connection of its own, read-only: in WAL mode it reads while
             // the daemon commits, so a lookup never waits for an fsync.
             let reader = Arc::new(std::sync::Mutex::new(
@@ -324,18 +329,6 @@ impl Manager {
         }
         Ok(NetworkCleanup { removed })
     }
-}
-
-/// An error and its causes on one line, for a log or a status field.
-fn chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]
