@@ -144,8 +144,10 @@ impl TestUser {
         )
         .unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        // Removed in reverse: the file, then the directories made for it,
+        // deepest first.
+        self.installed.extend(made.into_iter().rev());
         self.installed.push(path);
-        self.installed.extend(made);
     }
 }
 
