@@ -15,7 +15,6 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::Duration;
 
 use common::upstream::Upstream;
 use common::vms::{booting, link_exists, runtime_dir};
@@ -437,19 +436,7 @@ fn an_ordinary_user_with_doctors_grant_runs_everything_and_nothing_more() {
         "box"
     );
     // DNS: the daemon, not root, answers on the bridge's port 53.
-    let socket = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_secs(3)))
-        .unwrap();
-    socket
-        .send_to(
-            &banger::dns::build_query(7, "box.vm", simple_dns::TYPE::A),
-            (gateway, 53),
-        )
-        .unwrap();
-    let mut buf = [0u8; 1500];
-    let len = socket.recv(&mut buf).unwrap();
-    let (_, _, ips) = banger::dns::parse_reply(&buf[..len]).unwrap();
+    let ips = resolve_a(gateway, "box.vm");
     assert_eq!(ips, vec![ip.parse::<Ipv4Addr>().unwrap()]);
     // Out through NAT by a name the upstream resolves.
     let reply = ok(user.banger(

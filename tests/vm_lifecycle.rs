@@ -420,19 +420,7 @@ fn guests_resolve_each_other_and_reach_out_through_nat() {
 
     // From the host: the daemon's DNS on the bridge answers VM names.
     let gateway = sb.subnet.split('/').next().unwrap().to_string();
-    let socket = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_secs(3)))
-        .unwrap();
-    socket
-        .send_to(
-            &banger::dns::build_query(42, "b.vm", simple_dns::TYPE::A),
-            (gateway.as_str(), 53),
-        )
-        .unwrap();
-    let mut buf = [0u8; 1500];
-    let len = socket.recv(&mut buf).unwrap();
-    let (_, _, ips) = banger::dns::parse_reply(&buf[..len]).unwrap();
+    let ips = resolve_a(gateway.parse().unwrap(), "b.vm");
     assert_eq!(ips, vec![b_ip.parse::<Ipv4Addr>().unwrap()]);
 
     // Guest to guest by name.

@@ -35,10 +35,11 @@ pub fn vmms_in(dir: &Path) -> Vec<u32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
+    let workdir = WorkDir::of(dir);
     entries
         .flatten()
         .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
-        .filter(|&pid| runs_vmm_in(pid, dir))
+        .filter(|&pid| is_vmm(pid) && workdir.holds(pid))
         .collect()
 }
 
@@ -49,36 +50,35 @@ fn is_vmm_program(exe: &Path) -> bool {
         .is_some_and(|n| n.starts_with("firecracker") || n.starts_with("qemu-system"))
 }
 
+/// True when `pid` runs a VMM executable.
+fn is_vmm(pid: u32) -> bool {
+    std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| is_vmm_program(&exe))
+}
+
 fn runs_vmm_in(pid: u32, dir: &Path) -> bool {
-    works_in(pid, dir)
-        && std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| is_vmm_program(&exe))
+    is_vmm(pid) && works_in(pid, dir)
 }
 
 /// True when `pid` works in VM directory `dir`: there, or in the jail of a
-/// jailed Firecracker inside it. A jailed process lives in a mount
-/// namespace of its own, where its working directory reads as `/`; the
-/// directory itself (device and inode) is what tells.
+/// jailed Firecracker inside it.
 pub fn works_in(pid: u32, dir: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    let cwd_link = PathBuf::from(format!("/proc/{pid}/cwd"));
-    let Ok(cwd) = std::fs::read_link(&cwd_link) else {
-        return false;
-    };
-    // A directory removed under a live process reads as "<path> (deleted)".
-    let mut deleted = dir.as_os_str().to_owned();
-    deleted.push(" (deleted)");
-    if cwd == dir || cwd.as_os_str() == deleted {
-        return true;
-    }
-    let Ok(cwd) = std::fs::metadata(&cwd_link) else {
-        return false;
-    };
-    let same = |path: &Path| {
-        std::fs::metadata(path).is_ok_and(|m| m.dev() == cwd.dev() && m.ino() == cwd.ino())
-    };
-    // `<dir>/jail/<exec file name>/<id>/root`, or `dir` itself as a jail root.
-    same(dir)
-        || std::fs::read_dir(dir.join("jail"))
+    WorkDir::of(dir).holds(pid)
+}
+
+/// A VM directory as `/proc/<pid>/cwd` can show it: by its path, or, for a
+/// jailed Firecracker, by device and inode. A jailed process lives in a
+/// mount namespace of its own, where its working directory reads as `/`.
+/// Read once and asked of many processes.
+struct WorkDir {
+    path: PathBuf,
+    /// `(device, inode)` of the directory and of each jail root in it
+    /// (`<dir>/jail/<exec file name>/<id>/root`).
+    inodes: Vec<(u64, u64)>,
+}
+
+impl WorkDir {
+    fn of(dir: &Path) -> WorkDir {
+        let jail_roots = std::fs::read_dir(dir.join("jail"))
             .into_iter()
             .flatten()
             .flatten()
@@ -88,7 +88,34 @@ pub fn works_in(pid: u32, dir: &Path) -> bool {
                     .flatten()
                     .flatten()
             })
-            .any(|id| same(&id.path().join("root")))
+            .map(|id| id.path().join("root"));
+        let inodes = std::iter::once(dir.to_path_buf())
+            .chain(jail_roots)
+            .filter_map(|path| inode(&path))
+            .collect();
+        WorkDir {
+            path: dir.to_path_buf(),
+            inodes,
+        }
+    }
+
+    fn holds(&self, pid: u32) -> bool {
+        let cwd_link = PathBuf::from(format!("/proc/{pid}/cwd"));
+        let Ok(cwd) = std::fs::read_link(&cwd_link) else {
+            return false;
+        };
+        // A directory removed under a live process reads as "<path> (deleted)".
+        let mut deleted = self.path.as_os_str().to_owned();
+        deleted.push(" (deleted)");
+        cwd == self.path
+            || cwd.as_os_str() == deleted
+            || inode(&cwd_link).is_some_and(|id| self.inodes.contains(&id))
+    }
+}
+
+fn inode(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 /// The start time of `pid`, to record next to it.

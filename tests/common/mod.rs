@@ -200,6 +200,23 @@ pub fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The A records `server` (port 53) gives for `name`, asked over UDP.
+pub fn resolve_a(server: std::net::Ipv4Addr, name: &str) -> Vec<std::net::Ipv4Addr> {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    socket
+        .send_to(
+            &banger::dns::build_query(42, name, simple_dns::TYPE::A),
+            (server, 53),
+        )
+        .unwrap();
+    let mut buf = [0u8; 1500];
+    let len = socket.recv(&mut buf).unwrap();
+    banger::dns::parse_reply(&buf[..len]).unwrap().2
+}
+
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
