@@ -56,11 +56,15 @@ fn a_jailed_firecracker_runs_chrooted_as_its_vm_and_leaves_nothing() {
         Ok(p) => p,
         Err(why) => return skip(&why),
     };
-    let Some(t) = VmSandbox::new(&format!(
-        "firecracker = \"{}\"\njailer = \"{}\"\n",
-        firecracker.display(),
-        jailer.display()
-    )) else {
+    let Some(t) = VmSandbox::with_vmm(
+        &runtime_dir(),
+        "firecracker",
+        &format!(
+            "firecracker = \"{}\"\njailer = \"{}\"\n",
+            firecracker.display(),
+            jailer.display()
+        ),
+    ) else {
         return;
     };
     let sb = &t.sb;

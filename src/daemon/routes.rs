@@ -192,7 +192,13 @@ pub async fn doctor_report(config: &Config, paths: &Paths) -> DoctorReport {
         fix: None,
         ..Default::default()
     });
-    let (isolated, who) = crate::vm::describe_vmm_user(backend, config);
+    // The VMMs this config starts: the chosen backend, else auto's pick.
+    let configured = match config.vmm {
+        VmmChoice::Auto => backend,
+        VmmChoice::Firecracker => crate::vm::Backend::Firecracker,
+        VmmChoice::Qemu => crate::vm::Backend::Qemu,
+    };
+    let (isolated, who) = crate::vm::describe_vmm_user(configured, config);
     checks.push(DoctorCheck {
         name: "vmm user".into(),
         ok: isolated,

@@ -20,6 +20,14 @@ impl VmSandbox {
 
     /// [`VmSandbox::new`] booting the runtime bundle in `bundle`.
     pub fn with_bundle(bundle: &Path, extra_config: &str) -> Option<VmSandbox> {
+        // `auto` runs Firecracker on hosts with hardware KVM and a firecracker
+        // binary, QEMU elsewhere; BANGER_E2E_VMM forces one.
+        let vmm = std::env::var("BANGER_E2E_VMM").unwrap_or_else(|_| "auto".into());
+        VmSandbox::with_vmm(bundle, &vmm, extra_config)
+    }
+
+    /// [`VmSandbox::with_bundle`] with VMM choice `vmm` in its config.
+    pub fn with_vmm(bundle: &Path, vmm: &str, extra_config: &str) -> Option<VmSandbox> {
         if !rustix::process::geteuid().is_root() {
             skip("needs root for bridges and taps");
             return None;
@@ -31,9 +39,6 @@ impl VmSandbox {
             ));
             return None;
         }
-        // `auto` runs Firecracker on hosts with hardware KVM and a firecracker
-        // binary, QEMU elsewhere; BANGER_E2E_VMM forces one.
-        let vmm = std::env::var("BANGER_E2E_VMM").unwrap_or_else(|_| "auto".into());
         let find = |tool| banger::system::tools::find_program(tool, None).is_some();
         if !find("qemu-system-x86_64") && !find("firecracker") {
             skip("neither qemu-system-x86_64 nor firecracker is installed");
