@@ -94,8 +94,8 @@ impl TestUser {
 
     /// `sudo -n ARGS...` as this user.
     fn sudo(&self, sb: &Sandbox, args: &[&str], stdin: Option<&str>) -> Output {
-        let mut cmd = self.command(sb, "sudo");
-        cmd.arg("-n").args(args);
+        let mut cmd = self.sudo_command(sb);
+        cmd.args(args);
         match stdin {
             Some(text) => {
                 use std::io::Write;
@@ -113,6 +113,15 @@ impl TestUser {
             }
             None => cmd.output().unwrap(),
         }
+    }
+
+    /// `sudo -n` run by a process of this user, as the daemon runs it (the
+    /// helper asks who ran sudo: `timeout` stays its parent, where the
+    /// test itself, root, would be).
+    fn sudo_command(&self, sb: &Sandbox) -> Command {
+        let mut cmd = self.command(sb, "timeout");
+        cmd.args(["120", "sudo", "-n"]);
+        cmd
     }
 
     /// Installs one file of doctor's grant, root-owned with its mode.
@@ -469,4 +478,163 @@ fn an_ordinary_user_with_doctors_grant_runs_everything_and_nothing_more() {
     );
     assert!(!link_exists(&sb.bridge));
     ok(user.banger(&sb, &["daemon", "stop"]));
+}
+
+/// The two attacks on the helper the security review made, with a grant
+/// an administrator might well write: `!secure_path` (upstream sudo's
+/// default) keeps the caller's `PATH`, and `SETENV` lets the caller set
+/// `SUDO_UID`. Neither may reach root or another user's network. Also:
+/// doctor names the policy file the helper reads whatever `$USER` says.
+#[test]
+fn the_helper_trusts_nothing_of_its_callers_environment() {
+    if !rustix::process::geteuid().is_root() {
+        skip("needs root to make users and install a grant");
+        return;
+    }
+    for tool in ["sudo", "useradd", "userdel", "nft"] {
+        if banger::system::tools::find_program(tool, None).is_none() {
+            skip(&format!("{tool} is not installed"));
+            return;
+        }
+    }
+    let n = std::process::id() % 200 + 220;
+    let mut attacker = TestUser::create(n);
+    let victim = TestUser::create(n + 1);
+    let sb = Sandbox::new();
+    chown_tree(sb.root.path(), attacker.uid);
+
+    // doctor's grant names the user by uid and /etc/passwd: with `USER`
+    // unset and with `USER` naming someone else alike.
+    let expected = format!("/etc/banger/users/{}.toml", attacker.name);
+    let helper_path = format!("/run/banger-test-{n}/libexec/banger-helper");
+    std::fs::write(
+        sb.config_file(),
+        format!(
+            "{}helper = \"{helper_path}\"\n",
+            std::fs::read_to_string(sb.config_file()).unwrap()
+        ),
+    )
+    .unwrap();
+    for user_env in [None, Some("root"), Some(victim.name.as_str())] {
+        let program = attacker.bin.path().join("banger");
+        let mut cmd = attacker.command(&sb, program.to_str().unwrap());
+        cmd.env_remove("USER").env_remove("LOGNAME");
+        if let Some(name) = user_env {
+            cmd.env("USER", name);
+        }
+        let out = cmd.args(["doctor", "--json"]).output().unwrap();
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|_| panic!("doctor --json: {}", stderr(&out)));
+        let grant = report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "network grant")
+            .unwrap_or_else(|| panic!("no grant check: {report:#}"));
+        let paths: Vec<&str> = grant["grant"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|f| f["path"].as_str())
+            .collect();
+        assert!(
+            paths.contains(&expected.as_str()),
+            "USER={user_env:?}: doctor lists {paths:?}, the helper reads {expected}"
+        );
+    }
+
+    // The grant, loosened the way the review found it in the wild.
+    let helper = helper_path.as_str();
+    let victim_bridge = format!("bgv{n}");
+    let grant = |path: String, content: String| serde_json::json!({ "path": path, "mode": 0o644, "content": content });
+    attacker.install(&serde_json::json!({
+        "path": helper, "mode": 0o755,
+        "copy_of": env!("CARGO_BIN_EXE_banger-helper"),
+    }));
+    let mut rule = grant(
+        format!("/etc/sudoers.d/banger-{}", attacker.name),
+        format!(
+            "Defaults:{0} !secure_path\n{0} ALL=(root) NOPASSWD:SETENV: {helper}\n",
+            attacker.name
+        ),
+    );
+    rule["mode"] = 0o440.into();
+    attacker.install(&rule);
+    attacker.install(&grant(
+        expected.clone(),
+        format!(
+            "bridge = \"{}\"\nsubnet = \"{}\"\nnat_table = \"{}\"\n",
+            sb.bridge, sb.subnet, sb.nat_table
+        ),
+    ));
+    attacker.install(&grant(
+        format!("/etc/banger/users/{}.toml", victim.name),
+        format!(
+            "bridge = \"{victim_bridge}\"\nsubnet = \"10.213.{}.1/24\"\nnat_table = \"bgv{n}\"\n",
+            n % 250
+        ),
+    ));
+
+    // A fake `nft` first on the caller's PATH never runs as root.
+    let fake = tempfile::Builder::new()
+        .prefix("banger-fake-nft-")
+        .tempdir()
+        .unwrap();
+    let marker = fake.path().join("ran-as-root");
+    let nft = fake.path().join("nft");
+    std::fs::write(
+        &nft,
+        format!("#!/bin/sh\nid > {}\nexit 0\n", marker.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&nft, std::fs::Permissions::from_mode(0o755)).unwrap();
+    chown_tree(fake.path(), attacker.uid);
+    std::fs::set_permissions(fake.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let mut cmd = attacker.sudo_command(&sb);
+    cmd.env(
+        "PATH",
+        format!("{}:/usr/local/bin:/usr/bin:/bin", fake.path().display()),
+    );
+    let out = cmd
+        .args([helper, "nft-list", &sb.nat_table])
+        .output()
+        .unwrap();
+    assert!(
+        !marker.exists(),
+        "the caller's nft ran: {}",
+        std::fs::read_to_string(&marker).unwrap_or_default()
+    );
+    assert!(out.status.success(), "nft-list: {}", stderr(&out));
+
+    // SUDO_UID naming another user, or root, is refused.
+    for uid in [victim.uid, 0] {
+        let cidr = format!("10.213.{}.1/24", n % 250);
+        let out = attacker.sudo(
+            &sb,
+            &[
+                &format!("SUDO_UID={uid}"),
+                helper,
+                "bridge-up",
+                &victim_bridge,
+                &cidr,
+            ],
+            None,
+        );
+        let made = link_exists(&victim_bridge);
+        let _ = Command::new("ip")
+            .args(["link", "del", &victim_bridge])
+            .output();
+        assert!(
+            !made,
+            "SUDO_UID={uid} made {victim_bridge}: {}",
+            stderr(&out)
+        );
+        assert!(!out.status.success());
+        assert!(
+            stderr(&out).contains("SUDO_UID says"),
+            "SUDO_UID={uid}: {}",
+            stderr(&out)
+        );
+    }
+    drop(victim);
 }

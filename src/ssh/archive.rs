@@ -5,12 +5,15 @@
 //! land outside the destination. Both are blocking; the session runs them
 //! on the blocking pool and streams the bytes.
 
+use std::ffi::OsStr;
 use std::fs::{self, File, FileTimes};
 use std::io::{self, Read, Write};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, ResolveFlags};
 use tar::{EntryType, Header, HeaderMode};
 
 /// One host path and where it lands in the guest (absolute guest path). A
@@ -127,74 +130,226 @@ fn append_tree<W: Write>(builder: &mut tar::Builder<W>, host: &Path, name: &str)
 
 /// Unpacks a tar stream into `target` (see `Session::download`): members
 /// must be `root` or under `root/`, and `root` lands at `target`, so the
-/// caller picks the `cp -r` name. Modes and mtimes are kept, ownership is
-/// the caller's. Refuses absolute names, `..`, members outside `root`,
-/// members reached through a symlink, and hard links to anything outside
-/// `target`. Device nodes, FIFOs and sockets are skipped.
+/// caller picks the `cp -r` name. The stream is a guest's, so hostile:
+///
+/// - every path is resolved beneath `target`'s parent directory with
+///   `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)`, so no member, however
+///   the archive is shaped (a symlink as the root or in the middle, `..`,
+///   an absolute name), is written anywhere but at or under `target`;
+/// - an existing file is replaced (unlinked, then created), never written
+///   through, so a link planted earlier cannot redirect it;
+/// - hard links only join two members of this copy;
+/// - setuid, setgid and sticky bits are dropped; ownership is the caller's;
+/// - an mtime out of range is an error, not a panic.
+///
+/// Modes and mtimes are kept otherwise. Device nodes, FIFOs and sockets
+/// are skipped.
 pub fn unpack(input: impl Read, root: &str, target: &Path) -> io::Result<()> {
+    let base = target.file_name().ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} names no file; name one", target.display()),
+        )
+    })?;
+    let parent = match target.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    // The caller's own choice of directory: its path may hold symlinks.
+    let dir = Beneath::open(parent).map_err(|e| host_error("Cannot open", parent, e))?;
+    let base = Path::new(base);
     let mut archive = tar::Archive::new(input);
-    archive.set_preserve_permissions(true);
-    archive.set_preserve_mtime(true);
-    archive.set_overwrite(true);
     // Directory modes and mtimes are set last: a read-only directory must
     // still take its contents, and writing them changes its mtime.
-    let mut dirs: Vec<(PathBuf, u32, u64)> = Vec::new();
+    let mut dirs: Vec<(PathBuf, u32, SystemTime)> = Vec::new();
     for entry in archive.entries()? {
         let mut entry = entry?;
         let name = entry.path()?.into_owned();
-        let rel = relative_to_root(&name, root)?;
-        let dest = under(target, &rel);
-        make_parents(target, &rel)?;
-        let kind = entry.header().entry_type();
+        let at = under(base, &relative_to_root(&name, root)?);
+        let header = entry.header();
+        let kind = header.entry_type();
+        if !matches!(
+            kind,
+            EntryType::Directory
+                | EntryType::Link
+                | EntryType::Symlink
+                | EntryType::Regular
+                | EntryType::Continuous
+                | EntryType::GNUSparse
+        ) {
+            if !matches!(kind, EntryType::XGlobalHeader | EntryType::XHeader) {
+                tracing::warn!(member = %name.display(), ?kind, "skipping special file");
+            }
+            continue;
+        }
+        // Links carry no mode or time of their own.
+        let (mode, mtime) = if matches!(kind, EntryType::Link | EntryType::Symlink) {
+            (0, UNIX_EPOCH)
+        } else {
+            let mtime = UNIX_EPOCH
+                .checked_add(Duration::from_secs(header.mtime()?))
+                .ok_or_else(|| refuse(&name, "has an mtime out of range"))?;
+            (header.mode()? & 0o777, mtime)
+        };
+        let (parent, leaf) = dir.parent_of(&at).map_err(|e| escape(&name, e))?;
         match kind {
             EntryType::Directory => {
-                match fs::symlink_metadata(&dest) {
-                    Ok(meta) if meta.is_dir() => {}
+                match rfs::statat(&parent, leaf, AtFlags::SYMLINK_NOFOLLOW) {
+                    Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {}
                     Ok(_) => {
                         return Err(refuse(&name, "exists on the host and is not a directory"));
                     }
-                    Err(_) => {
-                        fs::create_dir(&dest).map_err(|e| host_error("Cannot create", &dest, e))?
-                    }
+                    Err(_) => rfs::mkdirat(&parent, leaf, Mode::from_raw_mode(0o700))
+                        .map_err(|e| host_error("Cannot create", &at, e.into()))?,
                 }
-                let header = entry.header();
-                dirs.push((dest, header.mode()?, header.mtime()?));
+                dirs.push((at, mode, mtime));
             }
             EntryType::Link => {
                 let Some(link) = entry.link_name()? else {
                     return Err(refuse(&name, "is a hard link without a target"));
                 };
-                let link_rel = relative_to_root(&link, root)?;
-                check_no_symlinks(target, &link_rel, &name)?;
-                let source = under(target, &link_rel);
-                if fs::symlink_metadata(&source).is_ok_and(|m| m.file_type().is_symlink()) {
-                    return Err(refuse(&name, "is a hard link to a symlink"));
+                let source = under(base, &relative_to_root(&link, root)?);
+                let (src_parent, src_leaf) =
+                    dir.parent_of(&source).map_err(|e| escape(&name, e))?;
+                match rfs::statat(&src_parent, src_leaf, AtFlags::SYMLINK_NOFOLLOW) {
+                    Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile => {}
+                    _ => {
+                        return Err(refuse(
+                            &name,
+                            "is a hard link to no regular file of this copy",
+                        ));
+                    }
                 }
-                if fs::symlink_metadata(&dest).is_ok() {
-                    fs::remove_file(&dest).map_err(|e| host_error("Cannot replace", &dest, e))?;
-                }
-                fs::hard_link(&source, &dest).map_err(|e| host_error("Cannot link", &dest, e))?;
+                replace(&parent, leaf, &at)?;
+                rfs::linkat(&src_parent, src_leaf, &parent, leaf, AtFlags::empty())
+                    .map_err(|e| host_error("Cannot link", &at, e.into()))?;
             }
-            EntryType::Regular | EntryType::Continuous | EntryType::Symlink => {
-                entry.unpack(&dest)?;
+            EntryType::Symlink => {
+                let Some(link) = entry.link_name()? else {
+                    return Err(refuse(&name, "is a symlink without a target"));
+                };
+                replace(&parent, leaf, &at)?;
+                // Never followed here: later members cannot pass through it.
+                rfs::symlinkat(link.as_ref(), &parent, leaf)
+                    .map_err(|e| host_error("Cannot create", &at, e.into()))?;
             }
-            EntryType::XGlobalHeader | EntryType::XHeader => {}
-            other => {
-                tracing::warn!(member = %name.display(), kind = ?other, "skipping special file");
+            _ => {
+                replace(&parent, leaf, &at)?;
+                let fd = rfs::openat(
+                    &parent,
+                    leaf,
+                    OFlags::WRONLY
+                        | OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(0o600),
+                )
+                .map_err(|e| host_error("Cannot create", &at, e.into()))?;
+                let mut file = File::from(fd);
+                io::copy(&mut entry, &mut file).map_err(|e| host_error("Cannot write", &at, e))?;
+                finish(&file, mode, mtime)
+                    .map_err(|e| host_error("Cannot set the mode of", &at, e))?;
             }
         }
     }
-    for (dir, mode, mtime) in dirs.into_iter().rev() {
-        let time = UNIX_EPOCH + Duration::from_secs(mtime);
-        File::open(&dir)
-            .and_then(|f| f.set_times(FileTimes::new().set_modified(time).set_accessed(time)))
-            .map_err(|e| host_error("Cannot set the mtime of", &dir, e))?;
-        fs::set_permissions(&dir, fs::Permissions::from_mode(mode & 0o7777))
-            .map_err(|e| host_error("Cannot set the mode of", &dir, e))?;
+    for (at, mode, mtime) in dirs.into_iter().rev() {
+        let file = dir
+            .open_dir(&at)
+            .map_err(|e| host_error("Cannot open", &at, e))?;
+        finish(&file, mode, mtime).map_err(|e| host_error("Cannot set the mode of", &at, e))?;
     }
     // Drain GNU tar's record padding so the sender sees a clean end.
     io::copy(&mut archive.into_inner(), &mut io::sink())?;
     Ok(())
+}
+
+/// Sets a finished file's or directory's mode and times.
+fn finish(file: &File, mode: u32, mtime: SystemTime) -> io::Result<()> {
+    file.set_times(FileTimes::new().set_modified(mtime).set_accessed(mtime))?;
+    file.set_permissions(fs::Permissions::from_mode(mode))
+}
+
+/// Removes what stands at `leaf` (not a directory) so a new member is
+/// created in its place rather than written through it.
+fn replace(parent: &OwnedFd, leaf: &OsStr, at: &Path) -> io::Result<()> {
+    match rfs::unlinkat(parent, leaf, AtFlags::empty()) {
+        Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
+        Err(rustix::io::Errno::ISDIR) | Err(rustix::io::Errno::PERM) => Err(refuse(
+            at,
+            "would replace a directory on the host with something else",
+        )),
+        Err(e) => Err(host_error("Cannot replace", at, e.into())),
+    }
+}
+
+/// A directory every path is resolved beneath, never through a symlink.
+struct Beneath(OwnedFd);
+
+impl Beneath {
+    const RESOLVE: ResolveFlags = ResolveFlags::BENEATH
+        .union(ResolveFlags::NO_SYMLINKS)
+        .union(ResolveFlags::NO_MAGICLINKS);
+
+    fn open(dir: &Path) -> io::Result<Beneath> {
+        let fd = rfs::open(
+            dir,
+            OFlags::DIRECTORY | OFlags::PATH | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        Ok(Beneath(fd))
+    }
+
+    /// The directory holding relative path `at`, opened beneath this one,
+    /// and `at`'s last component.
+    fn parent_of<'a>(&self, at: &'a Path) -> io::Result<(OwnedFd, &'a OsStr)> {
+        let leaf = at
+            .file_name()
+            .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+        let parent = at.parent().filter(|p| !p.as_os_str().is_empty());
+        let fd = self.open_path(
+            parent.unwrap_or(Path::new(".")),
+            OFlags::DIRECTORY | OFlags::PATH,
+        )?;
+        Ok((fd, leaf))
+    }
+
+    /// Directory `at`, opened beneath this one to change its mode and times.
+    fn open_dir(&self, at: &Path) -> io::Result<File> {
+        Ok(File::from(
+            self.open_path(at, OFlags::DIRECTORY | OFlags::RDONLY)?,
+        ))
+    }
+
+    fn open_path(&self, at: &Path, flags: OFlags) -> io::Result<OwnedFd> {
+        Ok(rfs::openat2(
+            &self.0,
+            at,
+            flags | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+            Mode::empty(),
+            Self::RESOLVE,
+        )?)
+    }
+}
+
+/// A member whose directory cannot be opened beneath the destination: a
+/// symlink, a file or nothing stands in its way.
+fn escape(member: &Path, source: io::Error) -> io::Error {
+    match source
+        .raw_os_error()
+        .map(rustix::io::Errno::from_raw_os_error)
+    {
+        Some(rustix::io::Errno::LOOP | rustix::io::Errno::XDEV | rustix::io::Errno::NOTDIR) => {
+            refuse(member, "would be written through a symlink or file")
+        }
+        _ => io::Error::new(
+            source.kind(),
+            format!(
+                "Cannot unpack archive member `{}`: {source}",
+                member.display()
+            ),
+        ),
+    }
 }
 
 /// `name` with its leading `root` component removed; refuses any other
@@ -215,44 +370,14 @@ fn relative_to_root(name: &Path, root: &str) -> io::Result<PathBuf> {
     Ok(rel)
 }
 
-/// `target/rel`, or `target` itself for an empty `rel` (`join("")` would
-/// add a trailing slash, which a file name must not have).
-fn under(target: &Path, rel: &Path) -> PathBuf {
+/// `base/rel`, or `base` itself for an empty `rel` (`join("")` would add a
+/// trailing slash).
+fn under(base: &Path, rel: &Path) -> PathBuf {
     if rel.as_os_str().is_empty() {
-        target.to_path_buf()
+        base.to_path_buf()
     } else {
-        target.join(rel)
+        base.join(rel)
     }
-}
-
-/// Creates the missing directories above `target/rel`, refusing to pass
-/// through a symlink (an archive made by `tar -c` never needs to).
-fn make_parents(target: &Path, rel: &Path) -> io::Result<()> {
-    let mut dir = target.to_path_buf();
-    let Some(parent) = rel.parent() else {
-        return Ok(());
-    };
-    for part in parent.components() {
-        dir.push(part);
-        match fs::symlink_metadata(&dir) {
-            Ok(meta) if meta.is_dir() => {}
-            Ok(_) => return Err(refuse(rel, "would be written through a symlink or file")),
-            Err(_) => fs::create_dir(&dir).map_err(|e| host_error("Cannot create", &dir, e))?,
-        }
-    }
-    Ok(())
-}
-
-/// Refuses `rel` (under `target`) when any directory above it is a symlink.
-fn check_no_symlinks(target: &Path, rel: &Path, member: &Path) -> io::Result<()> {
-    let mut dir = target.to_path_buf();
-    for part in rel.parent().into_iter().flat_map(Path::components) {
-        dir.push(part);
-        if !fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) {
-            return Err(refuse(member, "is a hard link that leaves the destination"));
-        }
-    }
-    Ok(())
 }
 
 fn refuse(member: &Path, why: &str) -> io::Error {
@@ -416,6 +541,130 @@ mod tests {
         assert!(err.to_string().contains("through a symlink"), "{err}");
         assert!(dest.join("escape").is_symlink());
         assert!(!outside.join("owned").exists());
+    }
+
+    /// An archive of `members`: (name, kind, link target or data, mode, mtime).
+    fn hostile(members: &[(&str, EntryType, &str, u32, u64)]) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        for &(name, kind, what, mode, mtime) in members {
+            let mut header = Header::new_gnu();
+            header.set_entry_type(kind);
+            header.set_mode(mode);
+            header.set_mtime(mtime);
+            match kind {
+                EntryType::Symlink | EntryType::Link => {
+                    header.set_size(0);
+                    builder.append_link(&mut header, name, what).unwrap();
+                }
+                _ => {
+                    header.set_size(what.len() as u64);
+                    builder
+                        .append_data(&mut header, name, what.as_bytes())
+                        .unwrap();
+                }
+            }
+        }
+        builder.into_inner().unwrap()
+    }
+
+    /// The attack the security review made: the copy's root is a symlink
+    /// to a host directory, and the next member is written through it.
+    #[test]
+    fn a_root_symlink_cannot_carry_members_out() {
+        let tmp = tempfile::tempdir().unwrap();
+        let outside = tmp.path().join("home-ssh");
+        fs::create_dir(&outside).unwrap();
+        let dest = tmp.path().join("dest");
+        fs::create_dir(&dest).unwrap();
+        let bytes = hostile(&[
+            ("d", EntryType::Symlink, outside.to_str().unwrap(), 0o777, 0),
+            (
+                "d/authorized_keys",
+                EntryType::Regular,
+                "ssh-ed25519 AAAA evil",
+                0o600,
+                0,
+            ),
+        ]);
+        let err = unpack(&bytes[..], "d", &dest.join("d")).unwrap_err();
+        assert!(err.to_string().contains("through a symlink"), "{err}");
+        assert!(!outside.join("authorized_keys").exists());
+        // A second copy onto the planted link does not follow it either.
+        let bytes = hostile(&[
+            ("d", EntryType::Directory, "", 0o755, 0),
+            ("d/authorized_keys", EntryType::Regular, "evil", 0o600, 0),
+        ]);
+        let err = unpack(&bytes[..], "d", &dest.join("d")).unwrap_err();
+        assert!(err.to_string().contains("not a directory"), "{err}");
+        assert_eq!(fs::read_dir(&outside).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn links_never_reach_outside_and_special_bits_are_dropped() {
+        let tmp = tempfile::tempdir().unwrap();
+        let host_file = tmp.path().join("host-secret");
+        fs::write(&host_file, "secret").unwrap();
+        let dest = tmp.path().join("dest");
+        fs::create_dir(&dest).unwrap();
+        // A symlinked directory in the middle.
+        let bytes = hostile(&[
+            ("r", EntryType::Directory, "", 0o755, 0),
+            (
+                "r/mid",
+                EntryType::Symlink,
+                tmp.path().to_str().unwrap(),
+                0o777,
+                0,
+            ),
+            ("r/mid/planted", EntryType::Regular, "x", 0o644, 0),
+        ]);
+        let err = unpack(&bytes[..], "r", &dest.join("r")).unwrap_err();
+        assert!(err.to_string().contains("through a symlink"), "{err}");
+        assert!(!tmp.path().join("planted").exists());
+        // Hard links to a host file, by absolute name and by `..`, and to a
+        // symlink of the copy that points at one.
+        for link in [
+            host_file.to_str().unwrap(),
+            "r2/../../host-secret",
+            "r2/sym",
+        ] {
+            let bytes = hostile(&[
+                ("r2", EntryType::Directory, "", 0o755, 0),
+                (
+                    "r2/sym",
+                    EntryType::Symlink,
+                    host_file.to_str().unwrap(),
+                    0o777,
+                    0,
+                ),
+                ("r2/hard", EntryType::Link, link, 0o644, 0),
+            ]);
+            let err = unpack(&bytes[..], "r2", &dest.join("r2")).unwrap_err();
+            assert!(err.to_string().contains("Refusing"), "{link}: {err}");
+            assert_eq!(fs::metadata(&host_file).unwrap().nlink(), 1, "{link}");
+        }
+        // Setuid, setgid and sticky bits do not land; a link inside the copy does.
+        let bytes = hostile(&[
+            ("r3", EntryType::Directory, "", 0o3777, 0),
+            ("r3/suid", EntryType::Regular, "#!/bin/sh\n", 0o6755, 0),
+            ("r3/twin", EntryType::Link, "r3/suid", 0o6755, 0),
+        ]);
+        unpack(&bytes[..], "r3", &dest.join("r3")).unwrap();
+        let mode = |p: &str| fs::symlink_metadata(dest.join(p)).unwrap().mode() & 0o7777;
+        assert_eq!(mode("r3/suid"), 0o755);
+        assert_eq!(mode("r3"), 0o777);
+        assert_eq!(fs::metadata(dest.join("r3/twin")).unwrap().nlink(), 2);
+    }
+
+    #[test]
+    fn a_huge_mtime_is_an_error_not_a_panic() {
+        let tmp = tempfile::tempdir().unwrap();
+        let bytes = hostile(&[("d", EntryType::Directory, "", 0o755, u64::MAX)]);
+        let err = unpack(&bytes[..], "d", &tmp.path().join("d")).unwrap_err();
+        assert!(err.to_string().contains("mtime out of range"), "{err}");
+        let bytes = hostile(&[("f", EntryType::Regular, "x", 0o644, u64::MAX)]);
+        let err = unpack(&bytes[..], "f", &tmp.path().join("f")).unwrap_err();
+        assert!(err.to_string().contains("mtime out of range"), "{err}");
     }
 
     /// A tar with one regular file under the raw member `name` (bypassing

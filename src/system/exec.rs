@@ -25,6 +25,31 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Lines of stderr kept in a [`ExecError::Failed`].
 const STDERR_TAIL_LINES: usize = 20;
 
+/// The most of a program's stdout and stderr kept; the rest is read and
+/// dropped, so no program (nor a guest behind one) can grow the daemon.
+const MAX_STDOUT: usize = 16 << 20;
+const MAX_STDERR: usize = 1 << 20;
+
+/// The only directories `banger-helper` runs programs from.
+pub const TRUSTED_PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Set once by `banger-helper` (see [`trust_only_root_programs`]).
+static ROOT_PROGRAMS_ONLY: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// From now on, programs are found only in [`TRUSTED_PATH`], must be
+/// root's alone (the file and every directory above it), and run with no
+/// environment but that `PATH`: what `banger-helper`, running as root for
+/// a caller, does first, so the caller's `PATH` or a writable tool can
+/// never choose what root runs.
+pub fn trust_only_root_programs() {
+    ROOT_PROGRAMS_ONLY.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+fn root_programs_only() -> bool {
+    ROOT_PROGRAMS_ONLY.load(std::sync::atomic::Ordering::SeqCst)
+}
+
 /// A command to run: program, arguments and how to run it.
 #[derive(Debug, Clone)]
 pub struct Cmd {
@@ -222,6 +247,9 @@ impl Cmd {
         let program = resolve(&self.program)?;
 
         let mut command = tokio::process::Command::new(&program);
+        if root_programs_only() {
+            command.env_clear().env("PATH", TRUSTED_PATH);
+        }
         command
             .args(&self.args)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
@@ -247,9 +275,19 @@ impl Cmd {
                 let _ = pipe.write_all(bytes).await;
             }
         };
+        let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
         let finished = tokio::time::timeout(self.timeout, async {
-            let (output, ()) = tokio::join!(child.wait_with_output(), feed);
-            output
+            let (status, stdout, stderr, ()) = tokio::join!(
+                child.wait(),
+                read_capped(stdout, MAX_STDOUT),
+                read_capped(stderr, MAX_STDERR),
+                feed
+            );
+            Ok::<_, io::Error>(std::process::Output {
+                status: status?,
+                stdout: stdout?,
+                stderr: stderr?,
+            })
         })
         .await;
         let elapsed = started.elapsed();
@@ -308,14 +346,47 @@ fn receive_fd(socket: &OwnedFd) -> io::Result<OwnedFd> {
     received.ok_or_else(|| io::Error::other("the program sent no descriptor"))
 }
 
+/// Reads `pipe` to its end, keeping at most `cap` bytes.
+async fn read_capped(
+    pipe: Option<impl tokio::io::AsyncRead + Unpin>,
+    cap: usize,
+) -> io::Result<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut kept = Vec::new();
+    let Some(mut pipe) = pipe else {
+        return Ok(kept);
+    };
+    let mut buf = vec![0u8; 16 << 10];
+    loop {
+        let n = pipe.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(kept);
+        }
+        let room = cap.saturating_sub(kept.len());
+        kept.extend_from_slice(&buf[..n.min(room)]);
+    }
+}
+
 /// Resolves a program name to the path to execute.
 fn resolve(program: &str) -> Result<OsString, ExecError> {
-    tools::find_program(program, None)
-        .map(OsString::from)
-        .ok_or_else(|| ExecError::Spawn {
-            program: program.to_string(),
-            source: io::ErrorKind::NotFound.into(),
-        })
+    let not_found = || ExecError::Spawn {
+        program: program.to_string(),
+        source: io::ErrorKind::NotFound.into(),
+    };
+    if !root_programs_only() {
+        return tools::find_program(program, None)
+            .map(OsString::from)
+            .ok_or_else(not_found);
+    }
+    let dirs: Vec<_> = std::env::split_paths(TRUSTED_PATH).collect();
+    let path = tools::find_program_in(program, &dirs)
+        .filter(|path| path.is_absolute())
+        .ok_or_else(not_found)?;
+    super::trust::root_owned(&path).map_err(|why| ExecError::Spawn {
+        program: program.to_string(),
+        source: io::Error::new(io::ErrorKind::PermissionDenied, why),
+    })?;
+    Ok(path.into())
 }
 
 #[cfg(test)]

@@ -11,7 +11,6 @@
 
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -21,6 +20,7 @@ use crate::net::nat;
 use super::exec::ExecError;
 use super::net::{self, LinkKind};
 use super::nft;
+use super::trust::{login_name, root_owned};
 
 /// Where an administrator grants users their network.
 pub const POLICY_DIR: &str = "/etc/banger/users";
@@ -193,39 +193,17 @@ pub fn policy_path(user: &str) -> PathBuf {
     Path::new(POLICY_DIR).join(format!("{user}.toml"))
 }
 
-/// Checks that only root can change `path`: it and every directory above
-/// it are owned by root and not writable by group or others (a sticky
-/// directory such as `/tmp` is fine above it). Says what is wrong.
-pub fn root_owned(path: &Path) -> Result<(), String> {
-    let mut current = Some(path);
-    while let Some(p) = current {
-        let meta = std::fs::metadata(p).map_err(|e| format!("{}: {e}", p.display()))?;
-        let mode = meta.permissions().mode();
-        let sticky_dir = meta.is_dir() && mode & 0o1000 != 0 && p != path;
-        if meta.uid() != 0 {
-            return Err(format!(
-                "{} belongs to uid {}, not root",
-                p.display(),
-                meta.uid()
-            ));
-        }
-        if mode & 0o022 != 0 && !sticky_dir {
-            return Err(format!(
-                "{} is writable by group or others (mode {:o})",
-                p.display(),
-                mode & 0o7777
-            ));
-        }
-        current = p.parent();
-    }
-    Ok(())
-}
-
 /// The `banger-helper` binary: exit 0 when done, 1 when refused or
 /// failed, 2 on a usage error. Errors go to stderr, one cause per line.
 pub fn main() -> ExitCode {
+    // First of all: nothing of the caller's environment survives (sudo
+    // keeps the caller's PATH where `secure_path` is not set), and every
+    // program the helper runs is root's, from fixed directories.
+    let sudo_uid = std::env::var("SUDO_UID").ok();
+    scrub_environment();
+    super::exec::trust_only_root_programs();
     let args: Vec<String> = std::env::args().skip(1).collect();
-    match run(&args) {
+    match run(&args, sudo_uid.as_deref()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let mut message = format!("banger-helper: {e}");
@@ -244,7 +222,22 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn run(args: &[String]) -> Result<(), HelperError> {
+/// Removes every environment variable and sets `PATH` to the trusted one.
+fn scrub_environment() {
+    let names: Vec<_> = std::env::vars_os()
+        .map(|(name, _)| name)
+        .filter(|name| !name.is_empty() && !name.as_encoded_bytes().contains(&b'='))
+        .collect();
+    for name in names {
+        // SAFETY: the helper's first act, before any other thread exists:
+        // nothing can read the environment concurrently.
+        unsafe { std::env::remove_var(name) };
+    }
+    // SAFETY: as above.
+    unsafe { std::env::set_var("PATH", super::exec::TRUSTED_PATH) };
+}
+
+fn run(args: &[String], sudo_uid: Option<&str>) -> Result<(), HelperError> {
     let refused = |msg: String| HelperError::Grant(GrantError::Refused(msg));
     if !rustix::process::geteuid().is_root() {
         return Err(refused(
@@ -255,8 +248,8 @@ fn run(args: &[String]) -> Result<(), HelperError> {
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
     let _ = std::env::set_current_dir("/");
     let req = Request::parse(args)?;
-    let actor = caller()?;
-    let user = user_name(actor.uid)?;
+    let actor = caller(sudo_uid)?;
+    let user = login_name(actor.uid).map_err(refused)?;
     let path = policy_path(&user);
     if !path.exists() {
         return Err(refused(format!(
@@ -289,43 +282,77 @@ fn run(args: &[String]) -> Result<(), HelperError> {
     }
 }
 
-/// Who ran `sudo`: `SUDO_UID`, which sudo sets itself; root running the
-/// helper directly acts as root.
-fn caller() -> Result<Actor, HelperError> {
-    match std::env::var("SUDO_UID") {
-        Ok(uid) => {
-            let uid: u32 = uid
-                .parse()
-                .map_err(|_| GrantError::Refused(format!("SUDO_UID `{uid}` is not a uid")))?;
-            Ok(Actor {
-                uid,
-                root: uid == 0,
-            })
+/// Who the helper acts for. Through sudo: the real uid of the process that
+/// ran sudo, read from `/proc` (which the caller cannot forge), and
+/// `SUDO_UID` must agree with it (a sudoers entry with `SETENV` lets a
+/// caller set `SUDO_UID` to anything). Through sudo the actor is never
+/// root: root's daemon changes the network in-process. Run directly (no
+/// sudo above it), the helper acts for its real uid.
+fn caller(sudo_uid: Option<&str>) -> Result<Actor, HelperError> {
+    let refused = |msg: String| HelperError::Grant(GrantError::Refused(msg));
+    let me = std::process::id();
+    let Some(invoker) = sudo_invoker(me) else {
+        if let Some(uid) = sudo_uid {
+            return Err(refused(format!(
+                "SUDO_UID is {uid}, but no sudo runs this helper; run it as `sudo -n banger-helper`"
+            )));
         }
-        Err(_) => Ok(Actor {
-            uid: rustix::process::getuid().as_raw(),
-            root: rustix::process::getuid().is_root(),
-        }),
+        let uid = rustix::process::getuid();
+        return Ok(Actor {
+            uid: uid.as_raw(),
+            root: uid.is_root(),
+        });
+    };
+    let claimed: Option<u32> = sudo_uid.and_then(|uid| uid.parse().ok());
+    if claimed != Some(invoker) {
+        return Err(refused(format!(
+            "SUDO_UID says {}, but sudo was run by uid {invoker}; refusing",
+            sudo_uid.unwrap_or("nothing")
+        )));
     }
+    if invoker == 0 {
+        return Err(refused(
+            "root does not need the helper: a root daemon changes the network itself".into(),
+        ));
+    }
+    Ok(Actor {
+        uid: invoker,
+        root: false,
+    })
 }
 
-/// The login name of `uid`, from `/etc/passwd` (not from the environment).
-fn user_name(uid: u32) -> Result<String, HelperError> {
-    let passwd = std::fs::read_to_string("/etc/passwd").map_err(io("cannot read /etc/passwd"))?;
-    passwd
-        .lines()
-        .filter_map(|line| {
-            let mut fields = line.split(':');
-            let name = fields.next()?;
-            let id: u32 = fields.nth(1)?.parse().ok()?;
-            (id == uid).then(|| name.to_string())
-        })
-        .find(|name| !name.is_empty() && !name.contains('/') && !name.starts_with('.'))
-        .ok_or_else(|| {
-            HelperError::Grant(GrantError::Refused(format!(
-                "uid {uid} has no entry in /etc/passwd"
-            )))
-        })
+/// The real uid of the process that ran the sudo above `pid`, or `None`
+/// when `pid`'s parent is not sudo. sudo may run the command through a
+/// monitor process of its own (`use_pty`), so every sudo is passed over.
+/// A sudo orphaned by its caller is adopted by init (uid 0), which
+/// [`caller`] then refuses.
+fn sudo_invoker(pid: u32) -> Option<u32> {
+    let mut current = super::proc::parent_of(pid)?;
+    if !is_sudo(current) {
+        return None;
+    }
+    for _ in 0..8 {
+        let parent = super::proc::parent_of(current)?;
+        if !is_sudo(parent) {
+            let uid = super::proc::uid_of(parent)?;
+            // The sudo we came from must still be that parent's child: a
+            // pid reused meanwhile would name someone else.
+            return (super::proc::parent_of(current) == Some(parent)).then_some(uid);
+        }
+        current = parent;
+    }
+    None
+}
+
+/// Whether `pid` runs a sudo: a setuid-root executable named `sudo` (by
+/// the executable, which a process cannot fake the way it can its name).
+fn is_sudo(pid: u32) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let exe = format!("/proc/{pid}/exe");
+    let named_sudo = std::fs::read_link(&exe)
+        .ok()
+        .is_some_and(|path| path.file_name().is_some_and(|n| n == "sudo"));
+    named_sudo && std::fs::metadata(&exe).is_ok_and(|m| m.uid() == 0 && m.mode() & 0o4000 != 0)
 }
 
 /// Sends `fd` over the unix socket `over` (`SCM_RIGHTS`).
@@ -346,34 +373,4 @@ fn send_fd(over: std::os::fd::BorrowedFd<'_>, fd: OwnedFd) -> Result<(), HelperE
         source: e.into(),
     })?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_root_owned_locked_paths_are_trusted() {
-        assert_eq!(root_owned(Path::new("/etc/passwd")), Ok(()));
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("policy.toml");
-        std::fs::write(&file, "").unwrap();
-        if rustix::process::geteuid().is_root() {
-            // The temp dir is root's, 0700, under sticky /tmp.
-            assert_eq!(root_owned(&file), Ok(()));
-            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).unwrap();
-            assert!(root_owned(&file).unwrap_err().contains("writable"));
-            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
-            rustix::fs::chown(&file, Some(rustix::process::Uid::from_raw(65534)), None).unwrap();
-            assert!(root_owned(&file).unwrap_err().contains("uid 65534"));
-        } else {
-            assert!(root_owned(&file).is_err());
-        }
-    }
-
-    #[test]
-    fn user_names_come_from_passwd() {
-        assert_eq!(user_name(0).unwrap(), "root");
-        assert!(user_name(4_000_000_000).is_err());
-    }
 }

@@ -204,7 +204,7 @@ pub async fn grant_check(admin: &NetAdmin, helper_source: Option<&Path>) -> Host
             let problem = format!("no banger-helper at {}", path.display());
             (path, Some(problem))
         }
-        Some(Ok(path)) => match helper::root_owned(&path) {
+        Some(Ok(path)) => match super::trust::root_owned(&path) {
             Err(why) => {
                 let problem = format!("{} is not trustworthy: {why}", path.display());
                 (path, Some(problem))
@@ -222,7 +222,18 @@ pub async fn grant_check(admin: &NetAdmin, helper_source: Option<&Path>) -> Host
         Some(problem) => {
             check.ok = false;
             check.detail = problem;
-            check.grant = grant_files(policy, &installed, helper_source);
+            // Named as the helper will name it: from the uid, by /etc/passwd.
+            let user = match super::trust::login_name(rustix::process::getuid().as_raw()) {
+                Ok(user) => user,
+                Err(why) => {
+                    check.detail = format!(
+                        "{}; and the helper grants no one who is not in /etc/passwd: {why}",
+                        check.detail
+                    );
+                    return check;
+                }
+            };
+            check.grant = grant_files(policy, &user, &installed, helper_source);
             check.fix = Some(format!(
                 "as root, install these files (`banger doctor --json` lists them as data):\n{}",
                 check
@@ -240,10 +251,14 @@ pub async fn grant_check(admin: &NetAdmin, helper_source: Option<&Path>) -> Host
 /// What an administrator installs to grant this user `policy`: the helper
 /// (root-owned, from `source`, this build's), a sudoers rule that lets the
 /// user run it (and nothing else), and the policy file.
-fn grant_files(policy: &Policy, installed: &Path, source: Option<&Path>) -> Vec<GrantFile> {
-    let user = user_name();
+fn grant_files(
+    policy: &Policy,
+    user: &str,
+    installed: &Path,
+    source: Option<&Path>,
+) -> Vec<GrantFile> {
     let mut files = Vec::new();
-    if helper::root_owned(installed).is_err() {
+    if super::trust::root_owned(installed).is_err() {
         files.push(GrantFile {
             path: installed.to_path_buf(),
             mode: 0o755,
@@ -263,7 +278,7 @@ fn grant_files(policy: &Policy, installed: &Path, source: Option<&Path>) -> Vec<
         copy_of: None,
     });
     files.push(GrantFile {
-        path: helper::policy_path(&user),
+        path: helper::policy_path(user),
         mode: 0o644,
         content: Some(policy.to_file()),
         copy_of: None,
@@ -281,14 +296,6 @@ pub fn error_chain(err: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
-}
-
-/// This user's login name: `$USER`, else `#UID` (sudoers accepts both).
-fn user_name() -> String {
-    std::env::var("USER")
-        .ok()
-        .filter(|u| !u.is_empty() && !u.contains('/'))
-        .unwrap_or_else(|| format!("#{}", rustix::process::geteuid().as_raw()))
 }
 
 #[cfg(test)]
@@ -323,6 +330,7 @@ mod tests {
         let policy = Policy::new("bgt1", "10.213.1.1/24", "bangertest1").unwrap();
         let files = grant_files(
             &policy,
+            "alice",
             Path::new("/nonexistent/banger-helper"),
             Some(Path::new("/build/banger-helper")),
         );
@@ -333,10 +341,11 @@ mod tests {
         );
         assert!(files[1].path.starts_with("/etc/sudoers.d"));
         let rule = files[1].content.as_deref().unwrap();
-        assert!(
-            rule.ends_with(" ALL=(root) NOPASSWD: /nonexistent/banger-helper\n"),
-            "{rule}"
+        assert_eq!(
+            rule,
+            "alice ALL=(root) NOPASSWD: /nonexistent/banger-helper\n"
         );
+        assert_eq!(files[2].path, Path::new("/etc/banger/users/alice.toml"));
         assert_eq!(files[1].mode, 0o440);
         assert_eq!(
             Policy::parse(files[2].content.as_deref().unwrap()).unwrap(),

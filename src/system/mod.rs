@@ -14,6 +14,7 @@
 //! - [`net`]: the VM bridge and taps through `ip`, routes, IP forwarding.
 //! - [`nft`]: nftables scripts on stdin; only banger's table is touched.
 //! - [`helper`]: `banger-helper`, the privileged side of the narrow grant.
+//! - [`trust`]: login names from `/etc/passwd`; paths only root can change.
 //! - [`netadmin`]: the daemon's side: network changes in-process as root, else via the helper.
 //! - [`debugfs`]: write files into an ext4 image without mounting it.
 //! - [`ssh`]: SSH keys (`ssh-keygen`), readiness probe, the `ssh` argv.
@@ -42,5 +43,6 @@ pub mod proc;
 pub mod qemu;
 pub mod ssh;
 pub mod tools;
+pub mod trust;
 pub mod vmm_io;
 pub mod vmm_user;

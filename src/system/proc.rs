@@ -151,6 +151,17 @@ pub fn uid_of(pid: u32) -> Option<u32> {
         .ok()
 }
 
+/// The parent of `pid` (`PPid:` in `/proc/<pid>/status`).
+pub fn parent_of(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("PPid:"))?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// Finds the boot time (`btime`, seconds since the epoch) in `/proc/stat`.
 pub fn parse_btime(proc_stat: &str) -> Option<u64> {
     proc_stat
