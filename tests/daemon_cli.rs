@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::time::Duration;
@@ -273,6 +274,47 @@ fn unknown_config_key_stops_the_daemon_with_a_clear_error() {
         "{err}"
     );
     assert!(!err.contains("panicked"), "{err}");
+}
+
+/// `sudo -E banger ...` hands a root daemon the user's XDG directories: a
+/// config the user wrote, naming a "helper" the user owns, must not be
+/// what root runs. Each is refused with its reason.
+#[test]
+fn a_root_daemon_refuses_a_config_or_state_another_user_can_change() {
+    if !rustix::process::geteuid().is_root() {
+        skip("the checks are a root daemon's");
+        return;
+    }
+    let nobody = Some(rustix::process::Uid::from_raw(65534));
+    // A user-owned config file.
+    let sb = Sandbox::with_config("helper = \"/tmp/evil-helper\"");
+    rustix::fs::chown(&sb.config_file(), nobody, None).unwrap();
+    let out = sb.banger(&["vm", "list"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("will not trust"), "{err}");
+    assert!(err.contains("belongs to uid 65534"), "{err}");
+    assert!(err.contains(&sb.config_file().display().to_string()), "{err}");
+
+    // A root-owned config naming a program the user can replace.
+    let evil = sb.path("home/evil-helper");
+    std::fs::write(&evil, "#!/bin/sh\n").unwrap();
+    rustix::fs::chown(&evil, nobody, None).unwrap();
+    let sb = Sandbox::with_config(&format!("helper = \"{}\"", evil.display()));
+    let out = sb.banger(&["vm", "list"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("will not use `helper`"), "{err}");
+    assert!(err.contains("belongs to uid 65534"), "{err}");
+
+    // A state directory in a tree the user can write to.
+    let sb = Sandbox::new();
+    std::fs::set_permissions(sb.path("state"), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = sb.banger(&["vm", "list"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("will not trust"), "{err}");
+    assert!(err.contains("writable by group or others"), "{err}");
 }
 
 #[test]

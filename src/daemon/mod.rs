@@ -117,7 +117,14 @@ pub fn main() -> anyhow::Result<()> {
     }
     crate::system::vmm_io::stop_passing_on_inherited_fds();
     let paths = Paths::from_env()?;
+    let as_root = rustix::process::geteuid().is_root();
+    if as_root {
+        trusted_by_root(&paths.config_file())?;
+    }
     let config = Config::load(&paths.config_file())?;
+    if as_root {
+        refuse_what_others_can_change(&paths, &config)?;
+    }
     paths.prepare_state_dir()?;
     init_logging(&paths, &config, !args.background)?;
     let _lock = DaemonLock::acquire(&paths.lock_file())?;
@@ -152,6 +159,49 @@ pub fn main() -> anyhow::Result<()> {
     let _ = std::fs::remove_file(paths.socket());
     tracing::info!("bangerd stopped");
     Ok(())
+}
+
+/// A root daemon acts on its config (which names programs root runs) and
+/// its state and data (keys, disks, the runtime bundle): all of them must
+/// be root's alone, or another user (whose `$XDG_CONFIG_HOME` `sudo -E`
+/// passed on, say) could choose what root runs.
+fn refuse_what_others_can_change(paths: &Paths, config: &Config) -> anyhow::Result<()> {
+    for dir in [&paths.state_dir, &paths.data_dir] {
+        trusted_by_root(dir)?;
+    }
+    let programs = [
+        ("helper", &config.helper),
+        ("jailer", &config.jailer),
+        ("firecracker", &config.firecracker),
+        ("runtime_dir", &config.runtime_dir),
+    ];
+    for (key, path) in programs {
+        if let Some(path) = path.as_ref().filter(|p| !p.as_os_str().is_empty()) {
+            crate::system::trust::root_owned(path).map_err(|why| {
+                anyhow::anyhow!(
+                    "bangerd runs as root and will not use `{key}` = {} from {}: {why}; \
+                     name a root-owned path that only root can change",
+                    path.display(),
+                    paths.config_file().display()
+                )
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// Fails unless `path` (or, when it does not exist yet, the nearest
+/// directory above it that does) can be changed by root alone.
+fn trusted_by_root(path: &std::path::Path) -> anyhow::Result<()> {
+    let existing = path.ancestors().find(|p| p.exists()).unwrap_or(path);
+    crate::system::trust::root_owned(existing).map_err(|why| {
+        anyhow::anyhow!(
+            "bangerd runs as root and will not trust {}: {why}; a root daemon keeps its \
+             config and state where only root can change them (start it without `sudo -E`, \
+             or with HOME=/root and no XDG_* variables of another user)",
+            path.display()
+        )
+    })
 }
 
 /// Serves the API on `listener` until `stop` completes, then lets the
