@@ -520,6 +520,47 @@ fn crash_at(vs: &VmSandbox, point: &str, setup: &[&[&str]], action: &[&str]) {
     use_then_remove_all(vs, &format!("after a crash at {point}"));
 }
 
+/// A guest is fenced before its tap exists: the daemon killed right after
+/// making the first VM's tap (before the VMM starts) leaves the bridge
+/// guard holding that tap with its own MAC and IP, so no frame of it ever
+/// passes unchecked.
+#[test]
+fn a_new_guest_is_fenced_before_its_tap_comes_up() {
+    let Some(vs) = sandbox() else { return };
+    ok(vs
+        .sb
+        .banger(&["vm", "create", "--name", "fenced", "--no-start"]));
+    let vm = vs.json(&["vm", "show", "fenced"]);
+    let (tap, mac, ip) = (
+        vm["tap"].as_str().unwrap().to_string(),
+        vm["mac"].as_str().unwrap().to_ascii_lowercase(),
+        vm["ip"].as_str().unwrap().to_string(),
+    );
+    stop_daemon(&vs);
+    let out = vs
+        .sb
+        .command("banger")
+        .env("BANGER_CRASH_AT", "start:tap")
+        .args(["vm", "start", "--no-wait", "fenced"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the crash point was not reached");
+    if let Some(pid) = vs.sb.daemon_pid() {
+        assert!(wait_until(Duration::from_secs(5), || !process_alive(pid)));
+    }
+    assert!(link_exists(&tap), "the daemon died before making {tap}");
+    let guard = Command::new("nft")
+        .args(["list", "table", "bridge", &vs.sb.nat_table])
+        .output()
+        .unwrap();
+    let guard = stdout(&guard);
+    assert!(
+        guard.contains(&format!("\"{tap}\" . {mac} . {ip}")),
+        "{tap} came up unfenced:\n{guard}"
+    );
+    use_then_remove_all(&vs, "after a crash with the tap just made");
+}
+
 #[test]
 fn a_daemon_killed_at_any_step_leaves_every_vm_whole_or_gone() {
     let Some(vs) = sandbox() else { return };

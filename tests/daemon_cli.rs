@@ -294,7 +294,10 @@ fn a_root_daemon_refuses_a_config_or_state_another_user_can_change() {
     let err = stderr(&out);
     assert!(err.contains("will not trust"), "{err}");
     assert!(err.contains("belongs to uid 65534"), "{err}");
-    assert!(err.contains(&sb.config_file().display().to_string()), "{err}");
+    assert!(
+        err.contains(&sb.config_file().display().to_string()),
+        "{err}"
+    );
 
     // A root-owned config naming a program the user can replace.
     let evil = sb.path("home/evil-helper");

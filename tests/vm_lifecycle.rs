@@ -301,6 +301,23 @@ fn concurrent_creates_get_unique_addresses() {
     }
 }
 
+/// Sends COUNT ARP replies on IFACE from Ethernet source ETHER_SRC, with
+/// SENDER_MAC and SENDER_IP in the ARP payload (raw AF_PACKET socket).
+const ARP_SPOOF: &str = r#"use strict; use Socket;
+my ($iface, $ether_src, $sender_mac, $sender_ip, $count) = @ARGV;
+my $mac = sub { pack "H12", join "", split /:/, shift };
+my $bcast = $mac->("ff:ff:ff:ff:ff:ff");
+socket(my $s, 17, 3, 0) or die "socket: $!";
+open my $f, "<", "/sys/class/net/$iface/ifindex" or die "ifindex: $!";
+my $ifindex = <$f> + 0;
+my $frame = $bcast . $mac->($ether_src) . pack("n", 0x0806)
+  . pack("nnCCn", 1, 0x0800, 6, 4, 2) . $mac->($sender_mac) . inet_aton($sender_ip)
+  . $bcast . inet_aton($sender_ip);
+my $to = pack("S n i S C C a8", 17, 0x0806, $ifindex, 1, 0, 6, $bcast);
+for (1 .. $count) { send($s, $frame, 0, $to) or die "send: $!"; select(undef, undef, undef, 0.02) }
+print "sent $count\n";
+"#;
+
 #[test]
 fn guests_resolve_each_other_and_reach_out_through_nat() {
     if !rustix::process::geteuid().is_root() || !runtime_dir().join("bundle.json").is_file() {
@@ -434,6 +451,65 @@ fn guests_resolve_each_other_and_reach_out_through_nat() {
         "timeout 10 bash -c 'exec 3<>/dev/tcp/b.vm/22; head -c 4 <&3'",
     ]));
     assert_eq!(banner, "SSH-");
+
+    // ARP spoofing: a sends ARP replies whose Ethernet source is b's MAC
+    // (the ARP payload its own MAC and IP, which the payload check alone
+    // let pass). The bridge must never learn b's MAC on a's tap, and the
+    // host still reaches b.
+    let (a_mac, b_mac) = (
+        a["mac"].as_str().unwrap().to_ascii_lowercase(),
+        b["mac"].as_str().unwrap().to_ascii_lowercase(),
+    );
+    let a_tap = a["tap"].as_str().unwrap().to_string();
+    let script = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(script.path(), ARP_SPOOF).unwrap();
+    ok(sb.banger(&[
+        "vm",
+        "cp",
+        script.path().to_str().unwrap(),
+        "a:/root/arp-spoof.pl",
+    ]));
+    let fdb_of_b = || {
+        let out = std::process::Command::new("bridge")
+            .args(["fdb", "show", "br", &t.bridge])
+            .output()
+            .unwrap();
+        stdout(&out)
+            .lines()
+            .filter(|l| l.starts_with(&b_mac))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    for _ in 0..3 {
+        let sent = ok(sb.banger(&[
+            "vm",
+            "ssh",
+            "a",
+            "--",
+            "perl",
+            "/root/arp-spoof.pl",
+            "eth0",
+            &b_mac,
+            &a_mac,
+            &a_ip,
+            "20",
+        ]));
+        assert_eq!(sent.trim(), "sent 20");
+        let fdb = fdb_of_b();
+        assert!(
+            !fdb.iter().any(|l| l.contains(&format!("dev {a_tap} "))),
+            "the bridge learned b's MAC on a's tap: {fdb:?}"
+        );
+    }
+    let mut to_b = std::net::TcpStream::connect_timeout(
+        &format!("{b_ip}:22").parse().unwrap(),
+        Duration::from_secs(5),
+    )
+    .expect("the host lost b");
+    to_b.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut first = [0u8; 4];
+    std::io::Read::read_exact(&mut to_b, &mut first).expect("the host lost b");
+    assert_eq!(&first, b"SSH-");
 
     // Out through NAT, by a name the test upstream resolves: it sees the
     // host's address, not the guest's.

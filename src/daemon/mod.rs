@@ -116,6 +116,7 @@ pub fn main() -> anyhow::Result<()> {
         return Ok(crate::system::logcap::relay(streams, fifo, cap)?);
     }
     crate::system::vmm_io::stop_passing_on_inherited_fds();
+    let open_files = crate::system::proc::raise_open_files_limit();
     let paths = Paths::from_env()?;
     let as_root = rustix::process::geteuid().is_root();
     if as_root {
@@ -146,7 +147,7 @@ pub fn main() -> anyhow::Result<()> {
             tracing::info!(adopted = ?found.adopted, released = ?found.released, "reconciled VMs");
         }
         let daemon = Arc::new(Daemon::new(vms, paths.clone()));
-        tracing::info!(pid = std::process::id(), socket = %paths.socket().display(), "bangerd listening");
+        tracing::info!(pid = std::process::id(), socket = %paths.socket().display(), open_files, "bangerd listening");
         let stop = stop_signal(signals, daemon.clone());
         serve_rebinding(listener, daemon.clone(), stop)
             .await

@@ -129,9 +129,12 @@ impl NatPlan {
             "\t\tether type ip iifname . ether saddr . ip saddr @guests accept"
         )
         .unwrap();
+        // ARP passes only when the frame's Ethernet source and the ARP
+        // sender agree with the guest's own MAC and IP: a frame from a
+        // neighbour's MAC would teach the bridge that MAC on this port.
         writeln!(
             s,
-            "\t\tether type arp iifname . arp saddr ether . arp saddr ip @guests accept"
+            "\t\tether type arp iifname . ether saddr . arp saddr ip @guests iifname . arp saddr ether . arp saddr ip @guests accept"
         )
         .unwrap();
         writeln!(s, "\t\tdrop").unwrap();
@@ -211,6 +214,10 @@ mod tests {
             "{s}"
         );
         assert!(s.contains("table bridge banger {"), "{s}");
+        assert!(
+            s.contains("ether type arp iifname . ether saddr . arp saddr ip @guests iifname . arp saddr ether . arp saddr ip @guests accept"),
+            "{s}"
+        );
         assert!(
             s.starts_with("table ip banger\ndelete table ip banger\ntable ip banger {\n"),
             "{s}"

@@ -151,6 +151,28 @@ pub fn uid_of(pid: u32) -> Option<u32> {
         .ok()
 }
 
+/// Raises this process's soft limit on open files to its hard limit (a
+/// desktop session gives 1024, which a few hundred relayed connections
+/// would use up); returns the soft limit now in force.
+pub fn raise_open_files_limit() -> u64 {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        limit.current = limit.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, limit) {
+            tracing::warn!(error = %e, "cannot raise the open files limit");
+        }
+    }
+    open_files_limit()
+}
+
+/// This process's soft limit on open files (unlimited reads as `u64::MAX`).
+pub fn open_files_limit() -> u64 {
+    rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(u64::MAX)
+}
+
 /// The parent of `pid` (`PPid:` in `/proc/<pid>/status`).
 pub fn parent_of(pid: u32) -> Option<u32> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;

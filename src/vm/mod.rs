@@ -83,6 +83,8 @@ pub struct Manager {
     net_lock: tokio::sync::Mutex<()>,
     /// The listeners of published ports, per running VM.
     open_ports: Mutex<HashMap<String, Vec<ports::OpenPort>>>,
+    /// Relayed TCP connections the daemon's descriptors allow, all ports together.
+    tcp_relays: Arc<tokio::sync::Semaphore>,
     /// Read-held by every operation in flight; a stopping daemon takes it
     /// for writing to wait for them and to let no new one begin.
     inflight: Arc<tokio::sync::RwLock<()>>,
@@ -117,6 +119,9 @@ impl Manager {
             net_lock: tokio::sync::Mutex::new(()),
             inflight: Arc::new(tokio::sync::RwLock::new(())),
             open_ports: Mutex::new(HashMap::new()),
+            tcp_relays: Arc::new(tokio::sync::Semaphore::new(ports::tcp_relay_budget(
+                crate::system::proc::open_files_limit(),
+            ))),
         }))
     }
 

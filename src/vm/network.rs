@@ -171,7 +171,10 @@ impl Manager {
     }
 
     /// [`Manager::sync_nat`] with the network lock held by the caller.
-    async fn sync_nat_held(&self, _net: &tokio::sync::MutexGuard<'_, ()>) -> Result<(), VmError> {
+    pub(crate) async fn sync_nat_held(
+        &self,
+        _net: &tokio::sync::MutexGuard<'_, ()>,
+    ) -> Result<(), VmError> {
         let vms = self.store.lock().list_vms()?;
         let running: Vec<_> = vms.iter().filter(|vm| vm.state.can_stop()).collect();
         if running.is_empty() {

@@ -97,14 +97,17 @@ impl Manager {
                 // one hold of the network lock (see `network_cleanup`).
                 let held = self.network_lock().await;
                 self.ensure_bridge(&held).await?;
+                self.store
+                    .lock()
+                    .set_vm_state(name, VmState::Starting, None)?;
+                // Fence first: the guard knows this tap, MAC and IP before
+                // the tap exists, so the guest never sends unfenced.
+                self.sync_nat_held(&held).await?;
                 self.netadmin
                     .tap_add(&tap, tap_owner)
                     .await
                     .map_err(VmError::tap(&tap))?;
                 rollback.push(Undo::DeleteTap(tap.clone()));
-                self.store
-                    .lock()
-                    .set_vm_state(name, VmState::Starting, None)?;
             }
             self.ensure_dns().await;
             fault::point("start:tap");
@@ -161,7 +164,7 @@ impl Manager {
             fault::point("start:running");
             clock.lap("launch");
             booted.vmm_started_ms = Some(clock.total().as_millis() as u64);
-            self.sync_nat().await?;
+            // The guard and NAT already hold this VM (fenced before its tap).
             self.open_vm_ports(name).await?;
             clock.lap("nat");
             fault::point("start:nat");
