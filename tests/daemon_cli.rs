@@ -288,7 +288,7 @@ fn a_root_daemon_refuses_a_config_or_state_another_user_can_change() {
     let nobody = Some(rustix::process::Uid::from_raw(65534));
     // A user-owned config file.
     let sb = Sandbox::with_config("helper = \"/tmp/evil-helper\"");
-    rustix::fs::chown(&sb.config_file(), nobody, None).unwrap();
+    rustix::fs::chown(sb.config_file(), nobody, None).unwrap();
     let out = sb.banger(&["vm", "list"]);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
