@@ -783,3 +783,142 @@ fn images_import_list_and_refuse_deletion_while_used() {
     assert!(!sb.path("data/banger/images/mine").exists());
     assert_eq!(ok(sb.banger(&["image", "list", "--json"])).trim(), "[]");
 }
+
+/// Descriptors open in `pid` and its resident memory in KiB.
+fn fds_and_rss(pid: i32) -> (usize, u64) {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    (fds, rss)
+}
+
+/// CPU ticks `pid` has used (user + system).
+fn cpu_ticks(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, s)| s).unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    fields
+        .get(11)
+        .and_then(|u| u.parse::<u64>().ok())
+        .unwrap_or(0)
+        + fields
+            .get(12)
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or(0)
+}
+
+/// Any local user can connect to a published port on 127.0.0.1. 2,000
+/// connections held open against a daemon started with the soft descriptor
+/// limit a desktop session gives (1024) must leave it answering the API,
+/// `.vm` DNS and a new VM's start, and idle once the clients go.
+#[test]
+fn published_ports_cannot_starve_the_daemon() {
+    let Some(t) = VmSandbox::new("") else { return };
+    let _turn = booting();
+    t.no_upstream_dns();
+    let sb = &t.sb;
+    {
+        use std::os::unix::process::CommandExt;
+        let mut start = sb.command("banger");
+        start.args(["daemon", "start"]);
+        // SAFETY: setrlimit is async-signal-safe; nothing else runs here.
+        unsafe {
+            start.pre_exec(|| {
+                use rustix::process::{Resource, getrlimit, setrlimit};
+                let mut limit = getrlimit(Resource::Nofile);
+                limit.current = Some(1024);
+                setrlimit(Resource::Nofile, limit).map_err(std::io::Error::from)
+            });
+        }
+        ok(start.output().unwrap());
+    }
+    let daemon = sb.daemon_pid().unwrap();
+    ok(sb.banger(&[
+        "vm", "create", "--name", "web", "--memory", "384", "--vcpus", "1",
+    ]));
+    // A guest that never answers (its VMM frozen): every relayed connect
+    // hangs, which is what a hostile guest does for free.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    ok(sb.banger(&["vm", "publish", "web", &format!("{port}:7070")]));
+    let vmm = t.json(&["vm", "show", "web"])["pid"].as_i64().unwrap() as i32;
+    signal(vmm, rustix::process::Signal::STOP);
+    let before = fds_and_rss(daemon);
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let held: Vec<tokio::net::TcpStream> = runtime.block_on(async {
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..2000 {
+            tasks.spawn(async move {
+                tokio::time::timeout(
+                    Duration::from_secs(5),
+                    tokio::net::TcpStream::connect(("127.0.0.1", port)),
+                )
+                .await
+                .ok()?
+                .ok()
+            });
+        }
+        let mut held = Vec::new();
+        while let Some(done) = tasks.join_next().await {
+            if let Ok(Some(stream)) = done {
+                held.push(stream);
+            }
+        }
+        held
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let during = fds_and_rss(daemon);
+
+    // The daemon answers its API, DNS and starts a VM meanwhile.
+    let started = std::time::Instant::now();
+    let list = sb.banger(&["vm", "list"]);
+    let list_time = started.elapsed();
+    assert!(list.status.success(), "vm list: {}", stderr(&list));
+    let gateway: Ipv4Addr = sb.subnet.split('/').next().unwrap().parse().unwrap();
+    let web_ip: Ipv4Addr = t.json(&["vm", "show", "web"])["ip"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(resolve_a(gateway, "web.vm"), vec![web_ip]);
+    ok(sb.banger(&["vm", "create", "--name", "late", "--no-wait"]));
+    assert_eq!(t.json(&["vm", "show", "late"])["state"], "running");
+
+    let held_count = held.len();
+    drop(held);
+    signal(vmm, rustix::process::Signal::CONT);
+    std::thread::sleep(Duration::from_secs(2));
+    let ticks = cpu_ticks(daemon);
+    std::thread::sleep(Duration::from_secs(3));
+    let used = cpu_ticks(daemon) - ticks;
+    let after = fds_and_rss(daemon);
+    println!(
+        "2000 connections to a published port: {held_count} connected; daemon (fds, RSS KiB) before {before:?}, during {during:?}, after {after:?}; vm list in {list_time:?}; {used} CPU ticks in 3 s after the clients closed"
+    );
+    // 300 ticks is 3 s of one core; a spinning accept loop uses them all.
+    assert!(
+        used <= 30,
+        "the daemon used {used} ticks in 3 s after the clients closed"
+    );
+    assert!(
+        during.0 < 1024,
+        "the daemon held {} descriptors: the relay is not bounded",
+        during.0
+    );
+    ok(sb.banger(&["vm", "delete", "--force", "late"]));
+    ok(sb.banger(&["vm", "delete", "--force", "web"]));
+}
