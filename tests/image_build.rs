@@ -554,3 +554,63 @@ fn vmm_of(name: &str) -> Option<i32> {
         (vmm && cwd.to_string_lossy().ends_with(&dir)).then_some(pid)
     })
 }
+
+/// A guest decides how much it prints: a `--run` script that prints 200 MB
+/// with no newline must not grow the daemon (lines are cut at a fixed
+/// length, and a client falling behind loses output lines, not memory),
+/// and the build log stays at its cap.
+#[test]
+fn a_build_flooding_its_output_leaves_the_daemon_small() {
+    let Some(t) = VmSandbox::new("log_max_mib = 1\n") else {
+        return;
+    };
+    t.no_upstream_dns();
+    let _turn = booting();
+    let sb = &t.sb;
+    ok(sb.banger(&["daemon", "start"]));
+    let daemon = sb.daemon_pid().unwrap();
+    let kib = |field: &str| -> u64 {
+        std::fs::read_to_string(format!("/proc/{daemon}/status"))
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap()
+    };
+    let before = kib("VmRSS:");
+    let script = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        script.path(),
+        "#!/bin/sh\nhead -c 200000000 /dev/zero | tr '\\0' x\nexit 3\n",
+    )
+    .unwrap();
+    let out = sb
+        .command("banger")
+        .args(["image", "build", "flood", "--no-cache", "--run"])
+        .arg(script.path())
+        .stdout(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the script exits 3");
+    assert!(stderr(&out).contains("exit"), "{}", stderr(&out));
+    let peak = kib("VmHWM:");
+    let growth_mib = peak.saturating_sub(before) / 1024;
+    println!("200 MB without a newline: daemon RSS {before} KiB before, peak {peak} KiB");
+    assert!(
+        growth_mib <= 64,
+        "the daemon grew by {growth_mib} MiB (RSS {before} KiB, peak {peak} KiB)"
+    );
+    let logs = sb.state_dir().join("builds");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&logs).unwrap().flatten() {
+        let len = entry.metadata().unwrap().len();
+        assert!(
+            len <= (1 << 20) + 8192,
+            "{} is {len} bytes, over its 1 MiB cap",
+            entry.path().display()
+        );
+        seen += 1;
+    }
+    assert!(seen >= 1, "no build log");
+    assert_eq!(t.json(&["vm", "list"]), serde_json::json!([]));
+}

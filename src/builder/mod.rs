@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub use report::{Cancelled, Reporter};
+pub use report::{Cancelled, ProgressRx, ProgressTx, Reporter, progress_channel};
 pub use spec::{Spec, SpecError, image_identity};
 
 use crate::image::{DEFAULT_IMAGE, ImageError, ImageInfo, Staged, unix_now};
@@ -133,7 +133,7 @@ pub async fn build(
     }
     let logs = manager.paths.state_dir.join("builds");
     let log = logs.join(format!("{}-{}.log", req.name, unix_now()));
-    if let Err(e) = reporter.log_to(log.clone()) {
+    if let Err(e) = reporter.log_to(log.clone(), manager.config.log_cap()) {
         tracing::warn!(log = %log.display(), error = %e, "cannot write the build log");
     }
     let mut made = Made::default();

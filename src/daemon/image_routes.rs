@@ -64,7 +64,7 @@ pub async fn build(
     JsonBody(req): JsonBody<BuildImage>,
 ) -> Result<Response, ApiError> {
     crate::builder::check_request(&req).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, &e))?;
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let (tx, rx) = crate::builder::progress_channel();
     let vms = daemon.vms.clone();
     tokio::spawn(async move {
         let (reporter, cancelled) = crate::builder::Reporter::new(tx);

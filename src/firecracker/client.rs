@@ -14,6 +14,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::FirecrackerError;
+
+/// The largest answer read from Firecracker's API (its biggest, the VM
+/// config, is a few KiB).
+const MAX_ANSWER: usize = 1 << 20;
 use super::models::{
     ActionType, ApiErrorBody, BootSource, Drive, InstanceActionInfo, InstanceInfo, Logger,
     MachineConfiguration, NetworkInterface,
@@ -60,6 +64,13 @@ pub enum ApiError {
         #[source]
         source: hyper::Error,
     },
+    /// The answer was larger than any Firecracker sends (a compromised VMM).
+    #[error("{method} {path}: the answer is larger than {limit} bytes")]
+    TooLarge {
+        method: Method,
+        path: String,
+        limit: usize,
+    },
     /// No answer within the request timeout.
     #[error("{method} {path} got no answer within {timeout:?}")]
     Timeout {
@@ -94,6 +105,7 @@ impl ApiError {
             ApiError::InvalidRequest { path, .. }
             | ApiError::Encode { path, .. }
             | ApiError::Http { path, .. }
+            | ApiError::TooLarge { path, .. }
             | ApiError::Timeout { path, .. }
             | ApiError::Refused { path, .. }
             | ApiError::Decode { path, .. } => Some(path),
@@ -318,11 +330,19 @@ impl Client {
             })?;
         let response = sender.send_request(request).await.map_err(http)?;
         let status = response.status();
-        let bytes = response
-            .into_body()
+        // The VMM runs as another uid and may be compromised: read what
+        // any real answer fits in, and no more.
+        let bytes = http_body_util::Limited::new(response.into_body(), MAX_ANSWER)
             .collect()
             .await
-            .map_err(http)?
+            .map_err(|e| match e.downcast::<hyper::Error>() {
+                Ok(source) => http(*source),
+                Err(_) => ApiError::TooLarge {
+                    method: method.clone(),
+                    path: path.to_owned(),
+                    limit: MAX_ANSWER,
+                },
+            })?
             .to_bytes();
         Ok((status, bytes))
     }

@@ -32,6 +32,9 @@ const CHUNK: usize = 64 * 1024;
 const CHUNKS_IN_FLIGHT: usize = 8;
 /// How much of a failing command's stderr an error keeps.
 const STDERR_KEPT: usize = 16 * 1024;
+
+/// The most stdout [`Session::output`] collects.
+pub const MAX_CAPTURED: usize = 16 << 20;
 /// Bound on one connection attempt inside `wait_for`, so a guest that
 /// accepts TCP but never answers is tried again.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -52,6 +55,9 @@ pub struct Target {
 /// Everything that can go wrong talking to a guest over SSH.
 #[derive(Debug, thiserror::Error)]
 pub enum SshError {
+    /// A command printed more than the caller collects.
+    #[error("`{command}` printed more than {limit} bytes")]
+    OutputTooLarge { command: String, limit: usize },
     /// The TCP connection failed (the guest is down or still booting).
     #[error("Cannot connect to {addr}")]
     ConnectTcp {
@@ -226,15 +232,27 @@ impl Session {
             .await
     }
 
-    /// Runs `command` and collects its output.
+    /// Runs `command` and collects its output: stdout up to
+    /// [`MAX_CAPTURED`] (more is an error: the guest decides how much it
+    /// prints), stderr's first bytes.
     pub async fn output(&mut self, command: &str) -> Result<Captured, SshError> {
         let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+        let mut overflow = false;
         let status = self
             .exec(command, &mut |stream, data| match stream {
-                OutputStream::Stdout => stdout.extend_from_slice(data),
-                OutputStream::Stderr => stderr.extend_from_slice(data),
+                OutputStream::Stdout if stdout.len() + data.len() <= MAX_CAPTURED => {
+                    stdout.extend_from_slice(data)
+                }
+                OutputStream::Stdout => overflow = true,
+                OutputStream::Stderr => keep_head(&mut stderr, data),
             })
             .await?;
+        if overflow {
+            return Err(SshError::OutputTooLarge {
+                command: command.to_string(),
+                limit: MAX_CAPTURED,
+            });
+        }
         Ok(Captured {
             status,
             stdout,

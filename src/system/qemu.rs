@@ -211,13 +211,13 @@ pub async fn qmp(
     let exchange = async {
         let stream = super::vmm_io::connect_control(socket).await?;
         let (read, mut write) = stream.into_split();
-        let mut lines = BufReader::new(read).lines();
-        lines.next_line().await?; // the greeting
+        let mut lines = BufReader::new(read);
+        next_line(&mut lines).await?; // the greeting
         for message in [json!({ "execute": "qmp_capabilities" }), request] {
             write.write_all(format!("{message}\n").as_bytes()).await?;
             let reply = loop {
                 // QEMU may close the socket as it quits: that is its answer.
-                let Some(line) = lines.next_line().await? else {
+                let Some(line) = next_line(&mut lines).await? else {
                     break Ok(Value::Null);
                 };
                 let value: Value = serde_json::from_str(&line).map_err(std::io::Error::other)?;
@@ -253,6 +253,31 @@ pub async fn qmp(
             command: command.to_string(),
             message,
         })
+}
+
+/// The longest QMP line read: QEMU runs as another uid and may be
+/// compromised, so no answer may grow the daemon.
+const MAX_QMP_LINE: u64 = 1 << 20;
+
+/// The next line from QMP, without its newline; `None` at the end.
+async fn next_line(
+    reader: &mut (impl tokio::io::AsyncBufRead + Unpin),
+) -> std::io::Result<Option<String>> {
+    use tokio::io::AsyncReadExt;
+    let mut line = Vec::new();
+    let read = reader
+        .take(MAX_QMP_LINE)
+        .read_until(b'\n', &mut line)
+        .await?;
+    if read == 0 {
+        return Ok(None);
+    }
+    if line.last() != Some(&b'\n') && read as u64 == MAX_QMP_LINE {
+        return Err(std::io::Error::other(format!(
+            "a QMP line longer than {MAX_QMP_LINE} bytes"
+        )));
+    }
+    Ok(Some(String::from_utf8_lossy(&line).trim_end().to_string()))
 }
 
 /// Presses the ACPI power button: a graceful shutdown request.
