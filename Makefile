@@ -3,9 +3,11 @@ PREFIX ?= /usr/local
 CARGO ?= cargo
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-# Host packages the tests and the daemon use (Debian/Ubuntu names).
-DEB_PACKAGES := e2fsprogs iproute2 nftables openssh-client sudo ca-certificates \
-	qemu-system-x86 debootstrap busybox-static cpio lz4 zstd kmod binutils curl tmux
+# Host packages the daemon and the whole test suite use (Debian/Ubuntu
+# names): `make deps` is all a fresh machine needs before `make test`
+# (openssh-server: the SSH client tests run a real sshd on loopback).
+DEB_PACKAGES := e2fsprogs iproute2 nftables openssh-client openssh-server sudo ca-certificates \
+	qemu-system-x86 debootstrap busybox-static cpio lz4 zstd kmod binutils curl tmux systemd
 
 .PHONY: help deps build test test-firecracker nested-debs lint bench install uninstall clean runtime-debian runtime-bundle verify
 
@@ -23,7 +25,7 @@ help:
 
 deps:
 	$(SUDO) apt-get update
-	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y $(DEB_PACKAGES)
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(DEB_PACKAGES)
 
 build:
 	$(CARGO) build --release --bins

@@ -46,6 +46,11 @@ pub struct Config {
     pub vmm_uid_base: u32,
     /// How long a booting VM has to answer SSH.
     pub ssh_timeout_secs: u64,
+    /// A boot whose console stays silent this long while SSH does not
+    /// answer has stalled: its VMM is killed and the VM booted once more
+    /// from the same disks (software emulation stalls now and then). 0
+    /// waits the whole `ssh_timeout_secs` instead.
+    pub boot_stall_secs: u64,
     /// How long `vm stop` waits for a clean shutdown before killing the VMM.
     pub stop_timeout_secs: u64,
     /// The size at which a log (a VM's console and VMM log, `bangerd.log`)
@@ -108,6 +113,7 @@ impl Default for Config {
             jailer: None,
             vmm_uid_base: 0x7000_0000,
             ssh_timeout_secs: 300,
+            boot_stall_secs: 60,
             stop_timeout_secs: 30,
             log_max_mib: 16,
             network: NetworkConfig::default(),

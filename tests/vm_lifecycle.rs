@@ -922,3 +922,71 @@ fn published_ports_cannot_starve_the_daemon() {
     ok(sb.banger(&["vm", "delete", "--force", "late"]));
     ok(sb.banger(&["vm", "delete", "--force", "web"]));
 }
+
+/// A boot that stalls (forced: the daemon's first boot runs `cat` as the
+/// initramfs's init, which waits on the console forever, silent) is killed
+/// and booted again from the same disks; `vm create` and the VM's events
+/// say so. Two stalls in a row fail with the console's tail and leave no
+/// VM, tap or VMM behind.
+#[test]
+fn a_stalled_boot_is_booted_again_once() {
+    let Some(t) = VmSandbox::new("boot_stall_secs = 8\n") else {
+        return;
+    };
+    let _turn = booting();
+    t.no_upstream_dns();
+    let sb = &t.sb;
+    let start_daemon = |stalls: &str| {
+        let _ = sb.banger(&["daemon", "stop"]);
+        ok(sb
+            .command("banger")
+            .env("BANGER_TEST_STALL_BOOTS", stalls)
+            .args(["daemon", "start"])
+            .output()
+            .unwrap());
+    };
+
+    start_daemon("1");
+    let created = ok(sb.banger(&[
+        "vm", "create", "--name", "slow", "--memory", "384", "--vcpus", "1",
+    ]));
+    assert!(created.contains("the first boot stalled"), "{created}");
+    assert_eq!(
+        ok(sb.banger(&["vm", "ssh", "slow", "--", "hostname"])).trim(),
+        "slow"
+    );
+    let vm = t.json(&["vm", "show", "slow"]);
+    let kinds: Vec<&str> = vm["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert!(
+        kinds.ends_with(&["boot-stalled", "started", "created"]),
+        "{kinds:?}"
+    );
+    let shown = ok(sb.banger(&["vm", "show", "slow"]));
+    assert!(
+        shown.contains("boot-stalled: the console was silent"),
+        "{shown}"
+    );
+    ok(sb.banger(&["vm", "delete", "--force", "slow"]));
+
+    start_daemon("2");
+    let out = sb.banger(&[
+        "vm", "create", "--name", "stuck", "--memory", "384", "--vcpus", "1",
+    ]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("stalled twice"), "{err}");
+    assert!(err.contains("console ends with"), "{err}");
+    assert_eq!(t.json(&["vm", "list"]), serde_json::json!([]));
+    let brif = Path::new("/sys/class/net").join(&t.bridge).join("brif");
+    assert_eq!(
+        std::fs::read_dir(&brif).map(|d| d.count()).unwrap_or(0),
+        0,
+        "a tap was left on the bridge"
+    );
+    assert!(!sb.state_dir().join("vms/stuck").exists());
+}

@@ -315,7 +315,8 @@ async fn boot(
         vmm: req.vmm.clone(),
         start: true,
         nat: true,
-        wait_ssh: false,
+        // The VM layer waits for SSH, booting a stalled guest once more.
+        wait_ssh: true,
         publish: Vec::new(),
     };
     let creator = Arc::clone(manager);

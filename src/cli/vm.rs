@@ -278,6 +278,11 @@ fn print_op(ctx: &Ctx, result: &VmOpResult, verb: &str) -> anyhow::Result<()> {
             None => println!("{} {verb} ({}), not started", vm.name, vm.state),
         },
     }
+    if result.stalled_boots > 0 {
+        println!(
+            "  note: the first boot stalled (console silent, no SSH); it was killed and the VM booted again from the same disks"
+        );
+    }
     println!("  vmm: {}", vm.backend_detail);
     println!("  ssh: banger vm ssh {}", vm.name);
     Ok(())
@@ -365,6 +370,10 @@ fn show(ctx: &Ctx, vm: &VmDetails) -> anyhow::Result<()> {
     println!("{:<10} {}: {}", "root", vm.root_mode, vm.root_mode_detail);
     if !vm.published.is_empty() {
         println!("{:<10} {}", "published", vm.published.join(", "));
+    }
+    for event in &vm.events {
+        let first = event.message.lines().next().unwrap_or("");
+        println!("{:<10} {} {}: {first}", "event", event.at, event.kind);
     }
     for disk in &vm.disks {
         println!(

@@ -213,6 +213,19 @@ pub struct VmDetails {
     /// Published ports, `ADDR:HOSTPORT:GUESTPORT/tcp`.
     #[serde(default)]
     pub published: Vec<String>,
+    /// Its last events (started, stalled boot, failures...), oldest first.
+    #[serde(default)]
+    pub events: Vec<VmEvent>,
+}
+
+/// One thing that happened to a VM.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct VmEvent {
+    /// Unix seconds.
+    pub at: i64,
+    /// A short tag: `started`, `boot-stalled`, `start-failed`, ...
+    pub kind: String,
+    pub message: String,
 }
 
 /// `POST /v1/vms/{name}/publish` and `/unpublish`.
@@ -240,6 +253,10 @@ pub struct VmOpResult {
     /// From the request to the VMM running the guest (Firecracker's
     /// InstanceStart acknowledged, or QEMU launched).
     pub vmm_started_ms: Option<u64>,
+    /// Boots that stalled (console silent, no SSH) and were killed before
+    /// the one that came up.
+    #[serde(default)]
+    pub stalled_boots: u32,
 }
 
 /// `POST /v1/vms/{name}/start` (the body is optional).

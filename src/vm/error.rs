@@ -82,6 +82,15 @@ pub enum VmError {
         log_tail: String,
         console_tail: String,
     },
+    /// The guest's console went silent while SSH did not answer.
+    #[error(
+        "the guest's boot stalled {times}: its console was silent for {silent_secs} s and SSH did not answer; the console ends with:\n{console_tail}"
+    )]
+    Stalled {
+        times: &'static str,
+        silent_secs: u64,
+        console_tail: String,
+    },
     /// The guest booted (or not) but SSH never answered.
     #[error("the guest did not answer SSH in time; the console ends with:\n{console_tail}")]
     NotReady {

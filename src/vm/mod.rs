@@ -261,6 +261,18 @@ impl Manager {
             },
             disks: self.disk_usage(vm),
             published: self.published(vm),
+            events: self
+                .store
+                .lock()
+                .events(Some(&vm.name), 10)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|e| crate::rpc::api::VmEvent {
+                    at: e.at,
+                    kind: e.kind,
+                    message: e.message,
+                })
+                .collect(),
         }
     }
 

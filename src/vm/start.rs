@@ -3,6 +3,7 @@
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::rpc::api::VmOpResult;
 use crate::store::{RootMode, VmProcess, VmState};
@@ -33,12 +34,39 @@ impl Manager {
     }
 
     /// [`Manager::start`] with the VM's lock held. With `wait_ssh` false it
-    /// returns as soon as the VMM runs the guest.
+    /// returns as soon as the VMM runs the guest. A boot that stalls (its
+    /// console silent for `boot_stall_secs` while SSH does not answer) is
+    /// killed and booted once more from the same disks; a second stall
+    /// fails with the console's tail.
     pub(crate) async fn start_locked(
         self: &Arc<Manager>,
         name: &str,
         clock: &mut Clock,
         wait_ssh: bool,
+    ) -> Result<Booted, VmError> {
+        match self.boot(name, clock, wait_ssh, Attempt::First).await {
+            Err(VmError::Stalled { silent_secs, .. }) => {
+                let why = format!(
+                    "the console was silent for {silent_secs} s and SSH did not answer: killed, booting again from the same disks"
+                );
+                tracing::warn!(vm = name, "boot stalled: {why}");
+                self.event(name, "boot-stalled", &why);
+                clock.lap("stalled boot");
+                let mut booted = self.boot(name, clock, wait_ssh, Attempt::Again).await?;
+                booted.stalled_boots = 1;
+                Ok(booted)
+            }
+            other => other,
+        }
+    }
+
+    /// One boot of VM `name`: network, VMM, and the wait for SSH.
+    async fn boot(
+        self: &Arc<Manager>,
+        name: &str,
+        clock: &mut Clock,
+        wait_ssh: bool,
+        attempt: Attempt,
     ) -> Result<Booted, VmError> {
         let vm = self.get(name)?;
         if !vm.state.can_start() {
@@ -118,6 +146,9 @@ impl Manager {
             if vm.root_mode == RootMode::Layered {
                 kernel_args.push_str(UPPER_ARG);
             }
+            if let Some(stall) = fault::stall_this_boot() {
+                kernel_args.push_str(stall);
+            }
             let plan = LaunchPlan {
                 name: name.to_string(),
                 vcpus: vm.vcpus,
@@ -174,8 +205,14 @@ impl Manager {
 
             let key = self.ssh_key();
             let ready = ssh::wait_ready(ip, &key, &files.known_hosts, self.ssh_timeout());
+            let stall = Duration::from_secs(self.config.boot_stall_secs);
             tokio::select! {
                 result = ready => result.map_err(|source| VmError::NotReady { console_tail: tail(&files.console, console_from, 25), source: Box::new(source) })?,
+                silent = console_silent(&files.console, stall), if !stall.is_zero() => return Err(VmError::Stalled {
+                    times: attempt.times(),
+                    silent_secs: silent.as_secs(),
+                    console_tail: tail(&files.console, console_from, 25),
+                }),
                 () = watch.exited() => return Err({
                     // The log relay writes the last words a moment later.
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -210,7 +247,10 @@ impl Manager {
                 if let Err(nat) = self.sync_nat().await {
                     tracing::error!(vm = name, error = %nat, "cannot update the NAT table");
                 }
-                self.event(name, "start-failed", &e.to_string());
+                // A first stall is booted again; the caller says so.
+                if !(matches!(e, VmError::Stalled { .. }) && attempt == Attempt::First) {
+                    self.event(name, "start-failed", &e.to_string());
+                }
                 Err(e)
             }
         }
@@ -237,11 +277,47 @@ async fn check_disks_free(drives: &[crate::system::disklock::Disk]) -> Result<()
 /// read-only) under the upper disk (see [`super::VmFiles::disks`]).
 const UPPER_ARG: &str = " banger.upper=/dev/vdb";
 
+/// Which boot of one start this is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Attempt {
+    First,
+    /// After the first stalled.
+    Again,
+}
+
+impl Attempt {
+    fn times(self) -> &'static str {
+        match self {
+            Attempt::First => "once",
+            Attempt::Again => "twice",
+        }
+    }
+}
+
+/// Completes when nothing has been written to the console at `path` for
+/// `quiet`; returns how long it was silent. Any change of its length
+/// (rotation included) is output.
+async fn console_silent(path: &std::path::Path, quiet: Duration) -> Duration {
+    let mut last = file_len(path);
+    let mut since = std::time::Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let len = file_len(path);
+        if len != last {
+            (last, since) = (len, std::time::Instant::now());
+        } else if since.elapsed() >= quiet {
+            return since.elapsed();
+        }
+    }
+}
+
 /// How far a boot got, and when.
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct Booted {
     pub vmm_started_ms: Option<u64>,
     pub ssh_ready_ms: Option<u64>,
+    /// Boots that stalled and were killed before this one.
+    pub stalled_boots: u32,
 }
 
 impl Booted {
@@ -251,6 +327,7 @@ impl Booted {
             timings: clock.steps,
             ssh_ready_ms: self.ssh_ready_ms,
             vmm_started_ms: self.vmm_started_ms,
+            stalled_boots: self.stalled_boots,
         }
     }
 }
