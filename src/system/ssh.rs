@@ -1,14 +1,10 @@
-//! SSH from the host side: keys made with `ssh-keygen`, the readiness probe
-//! a VM must pass before banger calls it up, and the argv of the `ssh`
-//! client with banger's own key and known_hosts (never `~/.ssh/known_hosts`).
+//! SSH from the host side for people: keys made with `ssh-keygen`, and the
+//! argv of the interactive `ssh` client (`vm ssh`) with banger's own key
+//! and known_hosts (never `~/.ssh/known_hosts`). Everything banger itself
+//! does over SSH goes through the native client in `crate::ssh`.
 
-use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
-
-use tokio::io::AsyncReadExt;
-use tokio::net::TcpStream;
 
 use super::exec::{Cmd, ExecError};
 
@@ -26,13 +22,6 @@ pub enum SshError {
         path: PathBuf,
         #[source]
         source: std::io::Error,
-    },
-    /// The guest did not accept banger's key with the recorded host key in time.
-    #[error("SSH on {ip} was not ready within {} s{}", timeout.as_secs(), last.as_ref().map(|l| format!(" (last attempt: {l})")).unwrap_or_default())]
-    NotReady {
-        ip: Ipv4Addr,
-        timeout: Duration,
-        last: Option<String>,
     },
 }
 
@@ -126,67 +115,4 @@ pub fn isolation_options(forward_agent: bool) -> Vec<String> {
     ]
     .map(String::from)
     .into()
-}
-
-/// Waits until the guest at `ip` answers SSH with the host key in
-/// `known_hosts` and accepts `key`: first a TCP banner (cheap to poll), then
-/// one real `ssh ... true`. Returns how long it took.
-pub async fn wait_ready(
-    ip: Ipv4Addr,
-    key: &Path,
-    known_hosts: &Path,
-    timeout: Duration,
-) -> Result<Duration, SshError> {
-    let start = Instant::now();
-    let deadline = start + timeout;
-    let mut last = None;
-    while Instant::now() < deadline {
-        match banner(ip).await {
-            Ok(()) => {
-                let probe = Cmd::new("ssh")
-                    .args([
-                        "-F",
-                        "/dev/null",
-                        "-o",
-                        "BatchMode=yes",
-                        "-o",
-                        "ConnectTimeout=5",
-                    ])
-                    .args(client_options(key, known_hosts))
-                    .arg(format!("root@{ip}"))
-                    .arg("true")
-                    .timeout(Duration::from_secs(20))
-                    .run()
-                    .await;
-                match probe {
-                    Ok(_) => return Ok(start.elapsed()),
-                    Err(e) => last = Some(e.to_string()),
-                }
-            }
-            Err(e) => last = Some(e),
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    Err(SshError::NotReady { ip, timeout, last })
-}
-
-/// Connects to port 22 and reads the server's `SSH-` identification.
-async fn banner(ip: Ipv4Addr) -> Result<(), String> {
-    let addr = SocketAddr::from((ip, 22));
-    let attempt = async {
-        let mut stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-        let mut buf = [0u8; 4];
-        stream
-            .read_exact(&mut buf)
-            .await
-            .map_err(|e| e.to_string())?;
-        if &buf == b"SSH-" {
-            Ok(())
-        } else {
-            Err("not an SSH server".to_string())
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(2), attempt)
-        .await
-        .unwrap_or_else(|_| Err(format!("no SSH banner from {addr}")))
 }

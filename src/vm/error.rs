@@ -96,7 +96,7 @@ pub enum VmError {
     NotReady {
         console_tail: String,
         #[source]
-        source: Box<SshError>,
+        source: Box<crate::ssh::SshError>,
     },
 }
 

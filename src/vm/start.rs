@@ -9,7 +9,7 @@ use crate::rpc::api::VmOpResult;
 use crate::store::{RootMode, VmProcess, VmState};
 use crate::system::host::kvm_kind;
 use crate::system::pid::{self, ExitWatch};
-use crate::system::{qemu, ssh};
+use crate::system::qemu;
 
 use super::backend::{self, Backend, LaunchPlan};
 use super::files::tail;
@@ -203,8 +203,18 @@ impl Manager {
                 return Ok(());
             }
 
-            let key = self.ssh_key();
-            let ready = ssh::wait_ready(ip, &key, &files.known_hosts, self.ssh_timeout());
+            // Ready is banger's own client getting in: the guest accepts
+            // the user's key and shows the host key banger gave it.
+            let target = crate::ssh::Target {
+                addr: std::net::SocketAddr::from((ip, 22)),
+                user: "root".into(),
+                key: self.ssh_key(),
+                host_key: vm.host_key.clone().unwrap_or_default(),
+            };
+            let ready = async {
+                crate::ssh::wait_for(&target, self.ssh_timeout()).await?.close().await;
+                Ok::<(), crate::ssh::SshError>(())
+            };
             let stall = Duration::from_secs(self.config.boot_stall_secs);
             tokio::select! {
                 result = ready => result.map_err(|source| VmError::NotReady { console_tail: tail(&files.console, console_from, 25), source: Box::new(source) })?,
