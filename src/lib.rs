@@ -10,6 +10,7 @@
 //! - [`system`]: the shell-out layer and native host helpers. May spawn.
 //! - [`firecracker`]: launch Firecracker and drive it through its API socket. May spawn.
 //! - [`vm`]: VM lifecycle: create, start, stop, delete, reconcile; the VMM backends.
+//! - [`doctor`]: `banger doctor`: every host check and its fix; served by the daemon, printed by the CLI.
 //! - [`image`]: the image registry and its disk files, one directory per version.
 //! - [`builder`]: `image build`: a build VM provisioned over SSH, the build cache.
 //! - [`ssh`]: the native SSH client: exec with streamed output, tar uploads.
@@ -26,6 +27,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod dns;
+pub mod doctor;
 pub mod firecracker;
 pub mod image;
 pub mod net;

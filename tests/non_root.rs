@@ -177,6 +177,13 @@ impl Drop for TestUser {
     }
 }
 
+/// The tests here change host-wide things (`/dev/net/tun`'s mode, files
+/// under /etc): one at a time.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static HOST: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    HOST.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn run_ok(cmd: &mut Command) -> String {
     ok(cmd.output().unwrap())
 }
@@ -258,6 +265,7 @@ fn an_ordinary_user_with_doctors_grant_runs_everything_and_nothing_more() {
         skip(&why);
         return;
     }
+    let _host = one_at_a_time();
     let n = std::process::id() % 200 + 20;
     let mut user = TestUser::create(n);
     let bundle = bundle_copy(user.uid);
@@ -497,6 +505,7 @@ fn the_helper_trusts_nothing_of_its_callers_environment() {
             return;
         }
     }
+    let _host = one_at_a_time();
     let n = std::process::id() % 200 + 220;
     let mut attacker = TestUser::create(n);
     let victim = TestUser::create(n + 1);

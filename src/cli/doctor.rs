@@ -12,7 +12,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<ExitCode> {
         Ok(client) => (client.doctor().await?, None),
         Err(err) => {
             let config = crate::config::Config::load(&ctx.paths.config_file()).unwrap_or_default();
-            let report = crate::daemon::doctor_report(&config, &ctx.paths).await;
+            let report = crate::doctor::report(&config, &ctx.paths).await;
             (report, Some(format!("{err:#}")))
         }
     };

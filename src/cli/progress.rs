@@ -9,7 +9,6 @@ use std::time::Duration;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use crate::rpc::api::{ImageBuilt, Progress};
-use crate::size::format_size;
 
 /// How many lines of output show under a running step.
 const TAIL: usize = 5;
@@ -156,22 +155,7 @@ fn clear(step: &mut Option<(ProgressBar, Vec<ProgressBar>)>) {
 }
 
 fn summary(built: &ImageBuilt) {
-    let image = &built.image;
-    let size = image.size_bytes.map_or_else(|| "-".into(), format_size);
-    let packages = image.packages.as_ref().map_or_else(
-        || "no package manifest".into(),
-        |p| format!("{} packages", p.len()),
-    );
-    let how = if built.cached {
-        "up to date (cached)"
-    } else {
-        "built"
-    };
-    println!(
-        "image {} {how} in {}: {size}, {packages}",
-        image.name,
-        secs(built.total_ms)
-    );
+    println!("{}", built.summary());
     if let Some(log) = &built.log {
         println!("log: {}", log.display());
     }

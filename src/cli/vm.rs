@@ -98,7 +98,8 @@ pub struct CreateArgs {
     /// The VM's name, also its host name and DNS name (<name>.vm).
     #[arg(long)]
     name: String,
-    /// The image to clone its root disk from (default: the bundle's).
+    /// The image it runs on (default: the bundle's): shared read-only under
+    /// the VM's own upper disk (a full clone where the bundle cannot layer).
     #[arg(long)]
     image: Option<String>,
     /// Virtual CPUs (default: the runtime bundle's).
@@ -107,7 +108,9 @@ pub struct CreateArgs {
     /// Memory: MiB, or a size like 2G (default: the runtime bundle's).
     #[arg(long)]
     memory: Option<String>,
-    /// Root disk size, like 4G (at least the image's size).
+    /// Space for the VM's own changes to its root, like 4G: its upper disk
+    /// (the whole root disk, at least the image's size, where the bundle
+    /// cannot layer).
     #[arg(long)]
     disk: Option<String>,
     /// Size of the persistent work disk mounted at /work, like 8G.

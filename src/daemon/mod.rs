@@ -22,7 +22,6 @@ use tokio::sync::Notify;
 
 pub use error::ApiError;
 pub use lock::{DaemonLock, LockError};
-pub use routes::doctor_report;
 pub use socket::{Peer, SocketError};
 
 use crate::config::Config;

@@ -59,10 +59,11 @@ pub async fn start(
     VmName(name): VmName,
     body: Option<JsonBody<StartVm>>,
 ) -> Result<Json<VmOpResult>, ApiError> {
-    refuse_build_vm(&daemon, &name)?;
     let wait_ssh = !body.is_some_and(|JsonBody(b)| b.no_wait);
-    let vms = daemon.vms.clone();
-    detached(async move { vms.start(&name, wait_ssh).await }).await
+    on_user_vm(&daemon, name, move |vms, name| async move {
+        vms.start(&name, wait_ssh).await
+    })
+    .await
 }
 
 pub async fn stop(
@@ -70,19 +71,21 @@ pub async fn stop(
     VmName(name): VmName,
     body: Option<JsonBody<StopVm>>,
 ) -> Result<Json<VmDetails>, ApiError> {
-    refuse_build_vm(&daemon, &name)?;
-    let vms = daemon.vms.clone();
     let force = body.is_some_and(|JsonBody(b)| b.force);
-    detached(async move { vms.stop(&name, force).await }).await
+    on_user_vm(&daemon, name, move |vms, name| async move {
+        vms.stop(&name, force).await
+    })
+    .await
 }
 
 pub async fn restart(
     State(daemon): State<Arc<Daemon>>,
     VmName(name): VmName,
 ) -> Result<Json<VmOpResult>, ApiError> {
-    refuse_build_vm(&daemon, &name)?;
-    let vms = daemon.vms.clone();
-    detached(async move { vms.restart(&name).await }).await
+    on_user_vm(&daemon, name, move |vms, name| async move {
+        vms.restart(&name).await
+    })
+    .await
 }
 
 pub async fn publish(
@@ -90,9 +93,10 @@ pub async fn publish(
     VmName(name): VmName,
     JsonBody(req): JsonBody<PublishPort>,
 ) -> Result<Json<VmDetails>, ApiError> {
-    refuse_build_vm(&daemon, &name)?;
-    let vms = daemon.vms.clone();
-    detached(async move { vms.publish(&name, &req.port).await }).await
+    on_user_vm(&daemon, name, move |vms, name| async move {
+        vms.publish(&name, &req.port).await
+    })
+    .await
 }
 
 pub async fn unpublish(
@@ -100,9 +104,10 @@ pub async fn unpublish(
     VmName(name): VmName,
     JsonBody(req): JsonBody<PublishPort>,
 ) -> Result<Json<VmDetails>, ApiError> {
-    refuse_build_vm(&daemon, &name)?;
-    let vms = daemon.vms.clone();
-    detached(async move { vms.unpublish(&name, &req.port).await }).await
+    on_user_vm(&daemon, name, move |vms, name| async move {
+        vms.unpublish(&name, &req.port).await
+    })
+    .await
 }
 
 pub async fn clone(
@@ -110,9 +115,10 @@ pub async fn clone(
     VmName(name): VmName,
     JsonBody(req): JsonBody<CloneVm>,
 ) -> Result<Json<VmOpResult>, ApiError> {
-    refuse_build_vm(&daemon, &name)?;
-    let vms = daemon.vms.clone();
-    detached(async move { vms.clone_vm(&name, &req.name).await }).await
+    on_user_vm(&daemon, name, move |vms, name| async move {
+        vms.clone_vm(&name, &req.name).await
+    })
+    .await
 }
 
 pub async fn delete(
@@ -120,12 +126,10 @@ pub async fn delete(
     VmName(name): VmName,
     body: Option<JsonBody<StopVm>>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    refuse_build_vm(&daemon, &name)?;
-    let vms = daemon.vms.clone();
     let force = body.is_some_and(|JsonBody(b)| b.force);
-    detached(async move {
+    on_user_vm(&daemon, name, move |vms, name| async move {
         vms.delete(&name, force).await?;
-        Ok::<_, crate::vm::VmError>(serde_json::json!({ "deleted": name }))
+        Ok(serde_json::json!({ "deleted": name }))
     })
     .await
 }
@@ -144,6 +148,18 @@ pub async fn all_stats(State(daemon): State<Arc<Daemon>>) -> Result<Json<Vec<VmS
 
 pub async fn defaults(State(daemon): State<Arc<Daemon>>) -> Result<Json<CreateDefaults>, ApiError> {
     Ok(Json(daemon.vms.create_defaults()?))
+}
+
+/// Runs `op` on VM `name` in a task of its own (see [`detached`]), unless
+/// `name` is a build VM: that belongs to its build alone.
+async fn on_user_vm<T, F, Fut>(daemon: &Daemon, name: String, op: F) -> Result<Json<T>, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(Arc<crate::vm::Manager>, String) -> Fut,
+    Fut: std::future::Future<Output = Result<T, crate::vm::VmError>> + Send + 'static,
+{
+    refuse_build_vm(daemon, &name)?;
+    detached(op(daemon.vms.clone(), name)).await
 }
 
 /// A build VM belongs to its build: only the build stops or removes it.

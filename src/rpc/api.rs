@@ -320,7 +320,7 @@ pub struct ImageDetails {
     pub build_key: Option<String>,
 }
 
-/// `POST /v1/images/build`: what to build. The answer is an NDJSON stream
+/// `POST /v1/builds`: what to build. The answer is an NDJSON stream
 /// of [`Progress`] events.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct BuildImage {
@@ -452,4 +452,29 @@ pub struct ImageBuilt {
     /// The build's full log.
     pub log: Option<PathBuf>,
     pub timings: Vec<Timing>,
+}
+
+impl ImageBuilt {
+    /// One line saying what was built, for the CLI and the TUI alike.
+    pub fn summary(&self) -> String {
+        let image = &self.image;
+        let size = image
+            .size_bytes
+            .map_or_else(|| "-".into(), crate::size::format_size);
+        let packages = image.packages.as_ref().map_or_else(
+            || "no package manifest".into(),
+            |p| format!("{} packages", p.len()),
+        );
+        let how = if self.cached {
+            "up to date (cached)"
+        } else {
+            "built"
+        };
+        let took = if self.total_ms < 60_000 {
+            format!("{:.1} s", self.total_ms as f64 / 1000.0)
+        } else {
+            crate::size::format_duration(self.total_ms / 1000)
+        };
+        format!("image {} {how} in {took}: {size}, {packages}", image.name)
+    }
 }

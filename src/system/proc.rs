@@ -114,31 +114,6 @@ pub fn parse_cmdline(raw: &[u8]) -> Vec<String> {
         .collect()
 }
 
-/// Our processes (same uid) whose command line has an argument that
-/// contains `needle`: how a VMM is found by the files it was given (its
-/// disk, its control socket) when no pid was recorded for it.
-pub fn pids_with_arg_containing(needle: &str) -> Vec<u32> {
-    use std::os::unix::fs::MetadataExt;
-    let me = rustix::process::getuid().as_raw();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|entry| {
-            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
-            if pid == std::process::id() || entry.metadata().ok()?.uid() != me {
-                return None;
-            }
-            let raw = std::fs::read(entry.path().join("cmdline")).ok()?;
-            parse_cmdline(&raw)
-                .iter()
-                .any(|arg| arg.contains(needle))
-                .then_some(pid)
-        })
-        .collect()
-}
-
 /// The real uid `pid` runs as (`Uid:` in `/proc/<pid>/status`).
 pub fn uid_of(pid: u32) -> Option<u32> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;

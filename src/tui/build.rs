@@ -4,7 +4,6 @@
 use std::collections::VecDeque;
 
 use crate::rpc::api::Progress;
-use crate::size::format_size;
 use crate::system::lines::printable_line as printable;
 
 /// How many lines of guest output are kept.
@@ -58,24 +57,7 @@ impl BuildState {
             Progress::Note { message } => self.line(&message),
             Progress::Done { image } => {
                 self.current = None;
-                let size = image
-                    .image
-                    .size_bytes
-                    .map_or_else(|| "-".into(), format_size);
-                let packages = image.image.packages.as_ref().map_or_else(
-                    || "no package manifest".into(),
-                    |p| format!("{} packages", p.len()),
-                );
-                let how = if image.cached {
-                    "up to date (cached)"
-                } else {
-                    "built"
-                };
-                self.outcome = Some(Outcome::Built(format!(
-                    "image {} {how} in {:.1} s: {size}, {packages}",
-                    image.image.name,
-                    image.total_ms as f64 / 1000.0
-                )));
+                self.outcome = Some(Outcome::Built(image.summary()));
             }
             Progress::Failed {
                 step,

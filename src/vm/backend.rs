@@ -146,54 +146,6 @@ pub(crate) struct LaunchPlan {
     pub jailer: Option<PathBuf>,
 }
 
-/// Who a VMM on `backend` runs as here, in words (`banger doctor`), and
-/// whether that is an unprivileged user of its own (or the daemon's, when
-/// the daemon is not root).
-pub fn describe_vmm_user(backend: Backend, config: &Config) -> (bool, String) {
-    let subnet: crate::net::Subnet = match config.network.subnet.parse() {
-        Ok(subnet) => subnet,
-        Err(e) => return (false, e.to_string()),
-    };
-    let first = std::net::Ipv4Addr::from(u32::from(subnet.network()) + 1);
-    let jailer = match backend {
-        Backend::Firecracker => jailer_binary(config, firecracker_binary(config, None).as_deref()),
-        Backend::Qemu => None,
-    };
-    match vmm_user(
-        backend,
-        config.vmm_uid_base,
-        &subnet,
-        first,
-        jailer.is_some(),
-    ) {
-        Ok(None) => (
-            true,
-            format!(
-                "{} VMMs run as you (uid {})",
-                backend.name(),
-                rustix::process::getuid().as_raw()
-            ),
-        ),
-        Ok(Some(user)) => (
-            true,
-            format!(
-                "each {} VMM runs{} as a uid of its own (from {}){}",
-                backend.name(),
-                jailer
-                    .map(|j| format!(" in {}'s jail", j.display()))
-                    .unwrap_or_default(),
-                config.vmm_uid_base,
-                if user.groups.is_empty() {
-                    String::new()
-                } else {
-                    format!(", with groups {:?} for its devices", user.groups)
-                }
-            ),
-        ),
-        Err(why) => (false, format!("{} VMMs run as root: {why}", backend.name())),
-    }
-}
-
 /// Who the VMM of the guest at `ip` runs as on `backend`. `Ok(None)` for a
 /// daemon that is not root (its VMMs run as it); under root a uid of the
 /// VM's own, `vmm_uid_base` plus the guest's place in the subnet, unless a

@@ -4,7 +4,7 @@
 //! Every mutating operation holds its VM's lock for its whole run and runs
 //! in a task of its own, so a client that hangs up cannot cut it in half.
 
-mod backend;
+pub(crate) mod backend;
 mod clone;
 mod create;
 mod delete;
@@ -25,7 +25,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-pub use backend::{Backend, describe_host, describe_vmm_user};
+pub use backend::{Backend, describe_host};
 pub use error::VmError;
 pub use files::{VmFiles, indent, tail as log_tail};
 
