@@ -8,7 +8,7 @@
 //! - [`rpc`]: the contract between the two: API types (serde, no I/O) and the client.
 //! - [`store`]: SQLite schema, migrations and queries; sole owner of on-disk state.
 //! - [`system`]: the shell-out layer and native host helpers. May spawn.
-//! - [`firecracker`]: launch Firecracker and drive it through its API socket. May spawn.
+//! - [`vmm`]: the VMM wing: Firecracker and QEMU processes, the jailer, VMM users, disk locks, log relays. May spawn.
 //! - [`vm`]: VM lifecycle: create, start, stop, delete, reconcile; the VMM backends.
 //! - [`doctor`]: `banger doctor`: every host check and its fix; served by the daemon, printed by the CLI.
 //! - [`image`]: the image registry and its disk files, one directory per version.
@@ -28,7 +28,6 @@ pub mod config;
 pub mod daemon;
 pub mod dns;
 pub mod doctor;
-pub mod firecracker;
 pub mod image;
 pub mod net;
 pub mod paths;
@@ -39,3 +38,4 @@ pub mod store;
 pub mod system;
 pub mod tui;
 pub mod vm;
+pub mod vmm;

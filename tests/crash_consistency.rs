@@ -315,7 +315,7 @@ fn a_second_boot_of_running_disks_fails_in_the_launcher() {
         .sb
         .banger(&["vm", "create", "--name", "locked", "--no-wait"]));
     let (pid, _) = vmms(&vs).pop().unwrap();
-    let logs = banger::system::vmm_io::VmmLogs {
+    let logs = banger::vmm::vmm_io::VmmLogs {
         console: vs.sb.path("twin-console.log"),
         vmm_log: vs.sb.path("twin-vmm.log"),
         cap: 1 << 20,
@@ -325,12 +325,12 @@ fn a_second_boot_of_running_disks_fails_in_the_launcher() {
     // Both launchers take their descriptors from here: no VmmIo, no VMM.
     // A disk the VMM writes is locked to anyone else; the image under a
     // layered root is shared with readers but not with a writer.
-    use banger::system::disklock::Disk;
+    use banger::vmm::disklock::Disk;
     let disks = vs.json(&["vm", "show", "locked"])["disks"].clone();
     let mut writable = Vec::new();
     for disk in disks.as_array().unwrap() {
         let path = PathBuf::from(disk["path"].as_str().unwrap());
-        let err = banger::system::vmm_io::VmmIo::prepare(&logs, &[Disk::rw(&path)]).unwrap_err();
+        let err = banger::vmm::vmm_io::VmmIo::prepare(&logs, &[Disk::rw(&path)]).unwrap_err();
         let message = err.to_string();
         assert!(message.contains("in use by another VMM"), "{message}");
         assert!(message.contains(&format!("pid {pid}")), "{message}");
@@ -347,9 +347,8 @@ fn a_second_boot_of_running_disks_fails_in_the_launcher() {
         .enable_all()
         .build()
         .unwrap();
-    let io = rt.block_on(async {
-        banger::system::vmm_io::VmmIo::prepare(&logs, &[Disk::rw(&writable[0])])
-    });
+    let io = rt
+        .block_on(async { banger::vmm::vmm_io::VmmIo::prepare(&logs, &[Disk::rw(&writable[0])]) });
     assert!(io.is_ok(), "{io:?}");
     drop(io);
     use_then_remove_all(&vs, "after the disk-lock check");
@@ -677,7 +676,7 @@ fn relay_caps_a_flood() {
         .build()
         .unwrap();
     let pipes = rt.block_on(async {
-        banger::system::logcap::spawn_relay(
+        banger::vmm::logcap::spawn_relay(
             Path::new(env!("CARGO_BIN_EXE_bangerd")),
             &console,
             &vmm_log,

@@ -13,11 +13,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use banger::firecracker::models::InstanceState;
-use banger::firecracker::{
+use banger::vmm::firecracker::models::InstanceState;
+use banger::vmm::firecracker::{
     Client, DriveSpec, FirecrackerError, MachineSpec, NetSpec, RunFiles, launch, request_shutdown,
 };
-use banger::system::vmm_io::{VmmIo, VmmLogs};
+use banger::vmm::vmm_io::{VmmIo, VmmLogs};
 
 const SKIP_NO_BINARY: &str = "no firecracker binary (set BANGER_FIRECRACKER or see E2E.md)";
 
@@ -121,10 +121,10 @@ impl VmDir {
             relay: PathBuf::from(env!("CARGO_BIN_EXE_bangerd")),
             log_fifo: None,
         };
-        let drives: Vec<banger::system::disklock::Disk> = spec
+        let drives: Vec<banger::vmm::disklock::Disk> = spec
             .drives
             .iter()
-            .map(|d| banger::system::disklock::Disk {
+            .map(|d| banger::vmm::disklock::Disk {
                 path: d.path.clone(),
                 read_only: d.read_only,
             })
@@ -291,7 +291,7 @@ async fn launch_starts_a_real_firecracker_and_kill_leaves_nothing_behind() {
 
     // Configuration is pre-boot only: Firecracker refuses it now, and says why.
     let err = Client::new(&vm.files.api_socket)
-        .put_machine_config(&banger::firecracker::models::MachineConfiguration {
+        .put_machine_config(&banger::vmm::firecracker::models::MachineConfiguration {
             vcpu_count: 2,
             mem_size_mib: 256,
             smt: None,

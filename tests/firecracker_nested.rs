@@ -398,7 +398,7 @@ fn make_outer(
 /// next to it, or `BANGER_TEST_JAILER`. A glibc firecracker cannot run in a
 /// jail, and banger does not try.
 fn jailer_for(firecracker: &Path) -> Option<PathBuf> {
-    if !banger::system::jail::is_static_elf(firecracker) {
+    if !banger::vmm::jail::is_static_elf(firecracker) {
         return None;
     }
     std::env::var_os("BANGER_TEST_JAILER")

@@ -14,7 +14,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use banger::system::disklock::{Disk, DiskLocks};
+use banger::vmm::disklock::{Disk, DiskLocks};
 use common::vms::*;
 use common::*;
 
@@ -24,7 +24,7 @@ fn pieces() -> Result<(PathBuf, PathBuf), String> {
         .or_else(|| Some(runtime_dir().join("firecracker")).filter(|p| p.is_file()))
         .or_else(|| banger::system::tools::find_program("firecracker", None))
         .ok_or("no firecracker binary (BANGER_TEST_FIRECRACKER)")?;
-    if !banger::system::jail::is_static_elf(&firecracker) {
+    if !banger::vmm::jail::is_static_elf(&firecracker) {
         return Err(format!(
             "{} is not a static build; the jailer runs only those (BANGER_TEST_FIRECRACKER)",
             firecracker.display()

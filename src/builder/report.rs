@@ -16,7 +16,7 @@ use std::time::Instant;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
 use crate::rpc::api::{OutputStream, Progress, Timing};
-use crate::system::logcap::CappedFile;
+use crate::vmm::logcap::CappedFile;
 
 /// How many lines of output a failure shows.
 const TAIL_LINES: usize = 20;

@@ -112,9 +112,9 @@ pub fn main() -> anyhow::Result<()> {
                 ))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        return Ok(crate::system::logcap::relay(streams, fifo, cap)?);
+        return Ok(crate::vmm::logcap::relay(streams, fifo, cap)?);
     }
-    crate::system::vmm_io::stop_passing_on_inherited_fds();
+    crate::vmm::vmm_io::stop_passing_on_inherited_fds();
     let open_files = crate::system::proc::raise_open_files_limit();
     let paths = Paths::from_env()?;
     let as_root = rustix::process::geteuid().is_root();
@@ -322,7 +322,7 @@ async fn stop_signal(signals: StopSignals, daemon: Arc<Daemon>) {
 fn init_logging(paths: &Paths, config: &Config, to_stderr: bool) -> anyhow::Result<()> {
     use tracing_subscriber::fmt::writer::MakeWriterExt;
     let log_path = paths.daemon_log();
-    let file = crate::system::logcap::CappedFile::open(&log_path, config.log_cap())
+    let file = crate::vmm::logcap::CappedFile::open(&log_path, config.log_cap())
         .with_context(|| format!("cannot open the daemon log {}", log_path.display()))?;
     let level: tracing::Level = config.log_level.into();
     let subscriber = tracing_subscriber::fmt()

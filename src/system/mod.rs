@@ -8,8 +8,6 @@
 //! - [`e2fs`]: ext4 images through e2fsprogs: mkfs, grow, fsck, geometry.
 //! - [`lines`]: normalized line lists (package manifests), terminal-safe text from guest bytes.
 //! - [`host`]: host checks for `banger doctor`, KVM kind.
-//! - [`disklock`]: exclusive locks on a VM's disks, inherited by its VMM.
-//! - [`logcap`]: capped, rotating logs and the relay that writes a VMM's console through one.
 //! - [`pid`]: is a pid still our process, signal it, wait for its exit (pidfd).
 //! - [`net`]: the VM bridge and taps through `ip`, routes, IP forwarding.
 //! - [`nft`]: nftables scripts on stdin; only banger's table is touched.
@@ -18,31 +16,21 @@
 //! - [`netadmin`]: the daemon's side: network changes in-process as root, else via the helper.
 //! - [`debugfs`]: write files into an ext4 image without mounting it.
 //! - [`ssh`]: SSH keys (`ssh-keygen`), readiness probe, the `ssh` argv.
-//! - [`vmm_io`]: what a VMM inherits: pipes to the log relay, its disk locks, its boot files.
-//! - [`vmm_user`]: the unprivileged uid a root daemon's VMM runs as.
-//! - [`jail`]: the layout Firecracker's jailer chroots a VMM into.
-//! - [`qemu`]: the QEMU `microvm` VMM process and its QMP socket.
 #![allow(clippy::disallowed_methods)]
 
 pub mod debugfs;
-pub mod disklock;
 pub mod e2fs;
 pub mod exec;
 pub mod follow;
 pub mod fs;
 pub mod helper;
 pub mod host;
-pub mod jail;
 pub mod lines;
-pub mod logcap;
 pub mod net;
 pub mod netadmin;
 pub mod nft;
 pub mod pid;
 pub mod proc;
-pub mod qemu;
 pub mod ssh;
 pub mod tools;
 pub mod trust;
-pub mod vmm_io;
-pub mod vmm_user;

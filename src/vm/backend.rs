@@ -7,13 +7,13 @@ use std::path::{Path, PathBuf};
 
 use crate::bundle::Bundle;
 use crate::config::{Config, VmmChoice};
-use crate::system::disklock::Disk;
 use crate::system::host::{KvmKind, kvm_kind};
-use crate::system::jail;
-use crate::system::qemu::{self, Accel};
 use crate::system::tools;
-use crate::system::vmm_io::{VmmIo, VmmIoError, VmmLogs};
-use crate::system::vmm_user::{self, VmmUser};
+use crate::vmm::disklock::Disk;
+use crate::vmm::jail;
+use crate::vmm::qemu::{self, Accel};
+use crate::vmm::vmm_io::{VmmIo, VmmIoError, VmmLogs};
+use crate::vmm::vmm_user::{self, VmmUser};
 
 use super::{VmError, VmFiles};
 
@@ -210,7 +210,7 @@ pub(crate) async fn launch(
             let jail = jail::Jail::prepare(
                 &files.dir,
                 binary,
-                &crate::firecracker::instance_id(&plan.name),
+                &crate::vmm::firecracker::instance_id(&plan.name),
                 &plan.kernel,
                 plan.initrd.as_deref(),
                 &plan.drives,
@@ -303,7 +303,7 @@ pub(crate) async fn launch(
             Ok(Launched { pid, child })
         }
         Backend::Firecracker => {
-            use crate::firecracker::{DriveSpec, Jailer, MachineSpec, NetSpec, RunFiles};
+            use crate::vmm::firecracker::{DriveSpec, Jailer, MachineSpec, NetSpec, RunFiles};
             let binary = firecracker.ok_or_else(|| failed("no firecracker binary".into()))?;
             // Paths as Firecracker sees them: in its jail, or its descriptors.
             let (kernel, initrd, drive_paths, log_path, api_socket) = match &jail {
@@ -363,7 +363,7 @@ pub(crate) async fn launch(
                 _ => None,
             };
             let vmm =
-                crate::firecracker::spawn(binary, &plan.name, &run_files, io, jailer.as_ref())
+                crate::vmm::firecracker::spawn(binary, &plan.name, &run_files, io, jailer.as_ref())
                     .await
                     .map_err(|e| failed(e.into()))?;
             // Dropping `vmm` on failure kills it.
@@ -387,7 +387,7 @@ pub(crate) async fn request_shutdown(backend: Backend, files: &VmFiles) -> Resul
         Backend::Qemu => qemu::powerdown(&files.control_socket())
             .await
             .map_err(|e| e.to_string()),
-        Backend::Firecracker => crate::firecracker::request_shutdown(&files.control_socket())
+        Backend::Firecracker => crate::vmm::firecracker::request_shutdown(&files.control_socket())
             .await
             .map_err(|e| e.to_string()),
     }

@@ -30,7 +30,7 @@ pub enum VmError {
         action: &'static str,
     },
     #[error(transparent)]
-    DiskBusy(#[from] crate::system::disklock::DiskLockError),
+    DiskBusy(#[from] crate::vmm::disklock::DiskLockError),
     #[error("the {0} backend cannot run here: {1}")]
     BackendUnavailable(&'static str, String),
     #[error("invalid network configuration")]

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use crate::paths::Paths;
 use crate::store::{RootMode, VmRecord};
-use crate::system::disklock::Disk;
+use crate::vmm::disklock::Disk;
 
 /// The files of one VM.
 #[derive(Debug, Clone)]

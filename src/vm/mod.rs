@@ -181,8 +181,8 @@ impl Manager {
     }
 
     /// Where VM `files`' VMM writes its console and log, through the relay.
-    pub(crate) fn vmm_logs(&self, files: &VmFiles) -> crate::system::vmm_io::VmmLogs {
-        crate::system::vmm_io::VmmLogs {
+    pub(crate) fn vmm_logs(&self, files: &VmFiles) -> crate::vmm::vmm_io::VmmLogs {
+        crate::vmm::vmm_io::VmmLogs {
             console: files.console.clone(),
             vmm_log: files.vmm_log.clone(),
             cap: self.config.log_cap(),

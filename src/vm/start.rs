@@ -9,14 +9,14 @@ use crate::rpc::api::VmOpResult;
 use crate::store::{RootMode, VmProcess, VmState};
 use crate::system::host::kvm_kind;
 use crate::system::pid::{self, ExitWatch};
-use crate::system::qemu;
+use crate::vmm::qemu;
 
 use super::backend::{self, Backend, LaunchPlan};
 use super::files::tail;
 use super::rollback::{Rollback, Undo};
 use super::{Clock, Guards, Manager, VmError, fault};
-use crate::system::disklock::DiskLocks;
 use crate::system::fs::file_len;
+use crate::vmm::disklock::DiskLocks;
 
 impl Manager {
     /// Boots a stopped VM with the disks, address and keys it had; waits
@@ -270,8 +270,8 @@ impl Manager {
 /// Fails when another VMM holds `drives`. A jailed Firecracker's log relay
 /// holds its locks and lets go a moment after the VMM exits: a busy disk
 /// gets up to 3 s to come free.
-async fn check_disks_free(drives: &[crate::system::disklock::Disk]) -> Result<(), VmError> {
-    use crate::system::disklock::DiskLockError;
+async fn check_disks_free(drives: &[crate::vmm::disklock::Disk]) -> Result<(), VmError> {
+    use crate::vmm::disklock::DiskLockError;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
     loop {
         match DiskLocks::check(drives) {

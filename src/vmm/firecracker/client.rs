@@ -295,7 +295,7 @@ impl Client {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<(StatusCode, Bytes), ApiError> {
-        let stream = crate::system::vmm_io::connect_control(&self.socket)
+        let stream = crate::vmm::vmm_io::connect_control(&self.socket)
             .await
             .map_err(|source| ApiError::Connect {
                 socket: self.socket.clone(),

@@ -10,8 +10,8 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use super::disklock::Disk;
-use super::tools;
 use super::vmm_io::VmmIo;
+use crate::system::tools;
 
 /// Errors launching or talking to QEMU.
 #[derive(Debug, thiserror::Error)]
@@ -286,8 +286,8 @@ pub async fn powerdown(socket: &Path) -> Result<(), QemuError> {
 }
 
 /// Whether this host's KVM can run QEMU guests with hardware acceleration.
-pub fn accel_for(kvm: super::host::KvmKind) -> Accel {
-    use super::host::KvmKind;
+pub fn accel_for(kvm: crate::system::host::KvmKind) -> Accel {
+    use crate::system::host::KvmKind;
     let usable = rustix::fs::access(
         "/dev/kvm",
         rustix::fs::Access::READ_OK | rustix::fs::Access::WRITE_OK,

@@ -207,7 +207,7 @@ pub async fn connect_control(path: &std::path::Path) -> std::io::Result<tokio::n
         path.ancestors()
             .skip(1)
             .take(2)
-            .any(|dir| super::pid::works_in(pid, dir))
+            .any(|dir| crate::system::pid::works_in(pid, dir))
     });
     if !ours {
         return Err(std::io::Error::new(

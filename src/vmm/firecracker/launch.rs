@@ -14,7 +14,7 @@ use tokio::process::{Child, Command};
 use super::FirecrackerError;
 use super::client::{ApiError, Client};
 use super::models::{BootSource, Drive, LogLevel, Logger, MachineConfiguration, NetworkInterface};
-use crate::system::vmm_io::VmmIo;
+use crate::vmm::vmm_io::VmmIo;
 
 /// How long a fresh process may take to answer on its API socket (measured
 /// here: 5–40 ms).
@@ -195,7 +195,7 @@ pub async fn spawn(
             command
                 .arg("--")
                 .arg("--api-sock")
-                .arg(crate::system::jail::API_SOCKET);
+                .arg(crate::vmm::jail::API_SOCKET);
             command
         }
     };

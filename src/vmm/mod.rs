@@ -1,0 +1,19 @@
+//! The VMM wing: launching and driving the processes that run guests, and
+//! what every VMM process needs. May spawn.
+//!
+//! - [`firecracker`]: launch Firecracker (directly or through its jailer) and drive it through its API socket.
+//! - [`qemu`]: the QEMU `microvm` VMM process and its QMP socket.
+//! - [`jail`]: the layout Firecracker's jailer chroots a VMM into.
+//! - [`vmm_io`]: what a VMM inherits: pipes to the log relay, its disk locks, its boot files.
+//! - [`vmm_user`]: the unprivileged uid a root daemon's VMM runs as.
+//! - [`logcap`]: capped, rotating logs and the relay that writes a VMM's console through one.
+//! - [`disklock`]: exclusive locks on a VM's disks, inherited by its VMM.
+#![allow(clippy::disallowed_methods)]
+
+pub mod disklock;
+pub mod firecracker;
+pub mod jail;
+pub mod logcap;
+pub mod qemu;
+pub mod vmm_io;
+pub mod vmm_user;
