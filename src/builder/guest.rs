@@ -66,7 +66,7 @@ pub fn parse_manifest(stdout: &str) -> Vec<String> {
         .filter_map(|line| line.strip_prefix("installed "))
         .map(|rest| format!("{rest}\n"))
         .collect();
-    crate::system::lines::normalize_lines(&installed)
+    crate::system::text::normalize_lines(&installed)
 }
 
 /// Leaves the image as a base should be: no apt caches or lists, none of

@@ -173,7 +173,7 @@ impl Reporter {
     pub fn output(&mut self, stream: OutputStream, line: &str) {
         let line = line.trim_end();
         // The log is for people to read (and `cat`): no control sequences.
-        let shown = crate::system::lines::printable(line.as_bytes());
+        let shown = crate::system::text::printable(line.as_bytes());
         self.write_log(&format!("    {shown}"));
         if self.tail.len() == TAIL_LINES {
             self.tail.pop_front();

@@ -89,7 +89,7 @@ pub async fn start(paths: &Paths) -> anyhow::Result<Health> {
             bail!(
                 "bangerd exited at start-up ({status}); its log {} says:\n{}",
                 log_path.display(),
-                crate::vm::indent(&crate::system::fs::log_tail(&log_path, log_start, 10))
+                crate::system::text::indent(&crate::system::fs::log_tail(&log_path, log_start, 10))
             );
         }
         if Instant::now() > deadline {

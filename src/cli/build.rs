@@ -152,7 +152,7 @@ fn request(args: BuildArgs) -> anyhow::Result<BuildImage> {
         let path = pkg_dir.join(list);
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("cannot read the package list {}", path.display()))?;
-        packages.extend(crate::system::lines::normalize_lines(&text));
+        packages.extend(crate::system::text::normalize_lines(&text));
     }
     let (copy, copy_dir) = pick(args.copy, file.copy, &cwd, &file_dir);
     let copy = copy

@@ -79,9 +79,9 @@ pub async fn run(ctx: &Ctx, command: ImageCommand) -> anyhow::Result<ExitCode> {
             } else if packages {
                 match &image.packages {
                     // Read from the guest's package database: shown, not trusted.
-                    Some(lines) => lines.iter().for_each(|l| {
-                        println!("{}", crate::system::lines::printable(l.as_bytes()))
-                    }),
+                    Some(lines) => lines
+                        .iter()
+                        .for_each(|l| println!("{}", crate::system::text::printable(l.as_bytes()))),
                     None => bail!(
                         "image `{name}` has no package manifest (it was imported without a .packages file)"
                     ),

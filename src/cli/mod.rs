@@ -136,7 +136,7 @@ fn print_error(err: &anyhow::Error) {
 /// message may quote a log tail or a name as sent, so none of it is trusted
 /// to be free of terminal control sequences.
 fn print_chain(chain: &[String], hint: Option<&str>) {
-    let safe = |text: &str| crate::system::lines::printable(text.as_bytes());
+    let safe = |text: &str| crate::system::text::printable(text.as_bytes());
     let mut lines = chain.iter();
     if let Some(first) = lines.next() {
         eprintln!("error: {}", safe(first));

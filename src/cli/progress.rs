@@ -192,7 +192,7 @@ fn failed(event: &Progress) {
 /// sequences (a guest may print anything, and none of it may drive the
 /// user's terminal), tabs as spaces so the spinner view measures it right.
 fn printable(line: &str) -> String {
-    crate::system::lines::printable_line(line)
+    crate::system::text::printable_line(line)
 }
 
 fn secs(ms: u64) -> String {

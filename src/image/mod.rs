@@ -167,7 +167,7 @@ impl Images {
     /// The package manifest of `image`, if it has one.
     pub fn packages(&self, image: &ImageRecord) -> Option<Vec<String>> {
         let text = std::fs::read_to_string(sidecar(&image.rootfs_path, PACKAGES)).ok()?;
-        Some(crate::system::lines::normalize_lines(&text))
+        Some(crate::system::text::normalize_lines(&text))
     }
 
     /// What `image.json` says about `image`, if it can be read.

@@ -1,5 +1,5 @@
 //! Following a log as it grows, as `tail -f` does: what was appended since
-//! the last look, as [`printable`](super::lines::printable) text (a guest
+//! the last look, as [`printable`](super::text::printable) text (a guest
 //! or a VMM wrote it). `vm logs --follow` and the TUI's logs pane read
 //! their logs through this.
 
@@ -7,7 +7,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use super::fs::file_len;
-use super::lines::printable;
+use super::text::printable;
 
 /// The most of an unfinished line that is held back.
 const HOLD_MAX: usize = 64 << 10;

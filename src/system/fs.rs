@@ -276,7 +276,7 @@ impl RangeCopier {
 
 /// The last `lines` lines written to the log at `path` after byte `from`
 /// (where this run's output began), for error messages and `vm logs`: as
-/// [`printable`](super::lines::printable) text, since a guest or a VMM
+/// [`printable`](super::text::printable) text, since a guest or a VMM
 /// wrote it. Reads at most the last 64 KiB; says so when there is nothing
 /// or the file cannot be read.
 pub fn log_tail(path: &Path, from: u64, lines: usize) -> String {
@@ -287,7 +287,7 @@ pub fn log_tail(path: &Path, from: u64, lines: usize) -> String {
         file.seek(io::SeekFrom::Start(from.max(len.saturating_sub(MAX_BYTES))))?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)?;
-        Ok(super::lines::printable(&bytes))
+        Ok(super::text::printable(&bytes))
     };
     match read() {
         Ok(text) => {

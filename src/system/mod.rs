@@ -6,7 +6,7 @@
 //! - [`fs`]: grow files, clone them (reflink, else sparse copy).
 //! - [`follow`]: follow a log as it grows (`vm logs -f`, the TUI's logs pane).
 //! - [`e2fs`]: ext4 images through e2fsprogs: mkfs, grow, fsck, geometry.
-//! - [`lines`]: normalized line lists (package manifests), terminal-safe text from guest bytes.
+//! - [`text`]: text from guests and logs: normalized line lists (package manifests), terminal-safe text, indented tails.
 //! - [`host`]: host checks for `banger doctor`, KVM kind.
 //! - [`pid`]: is a pid still our process, signal it, wait for its exit (pidfd).
 //! - [`net`]: the VM bridge and taps through `ip`, routes, IP forwarding.
@@ -25,12 +25,12 @@ pub mod follow;
 pub mod fs;
 pub mod helper;
 pub mod host;
-pub mod lines;
 pub mod net;
 pub mod netadmin;
 pub mod nft;
 pub mod pid;
 pub mod proc;
 pub mod ssh;
+pub mod text;
 pub mod tools;
 pub mod trust;

@@ -691,5 +691,5 @@ pub fn describe(err: &ClientError) -> String {
         }
     };
     // A daemon's error may quote a guest's console.
-    crate::system::lines::printable(text.as_bytes())
+    crate::system::text::printable(text.as_bytes())
 }

@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 
 use crate::rpc::api::Progress;
-use crate::system::lines::printable_line as printable;
+use crate::system::text::printable_line as printable;
 
 /// How many lines of guest output are kept.
 const OUTPUT_LINES: usize = 500;

@@ -345,12 +345,6 @@ impl Manager {
             "could not lease an address; try again".into(),
         ))
     }
-
-    pub(crate) fn event(&self, vm: &str, kind: &str, message: &str) {
-        if let Err(e) = self.store.lock().record_event(Some(vm), kind, message) {
-            tracing::warn!(%vm, error = %e, "cannot record event");
-        }
-    }
 }
 
 fn parse_vmm(value: &str) -> Result<VmmChoice, VmError> {

@@ -85,13 +85,5 @@ impl VmFiles {
 /// The last `n` lines of a log written after byte `from`, indented for an
 /// error message.
 pub fn tail(path: &Path, from: u64, n: usize) -> String {
-    indent(&crate::system::fs::log_tail(path, from, n))
-}
-
-/// Every line of `text`, indented by four spaces.
-pub fn indent(text: &str) -> String {
-    text.lines()
-        .map(|l| format!("    {l}"))
-        .collect::<Vec<_>>()
-        .join("\n")
+    crate::system::text::indent(&crate::system::fs::log_tail(path, from, n))
 }

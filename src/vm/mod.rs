@@ -9,6 +9,7 @@ mod clone;
 mod create;
 mod delete;
 mod error;
+mod events;
 pub mod fault;
 mod files;
 mod monitor;
@@ -27,7 +28,7 @@ use std::time::{Duration, Instant};
 
 pub use backend::{Backend, describe_host};
 pub use error::VmError;
-pub use files::{VmFiles, indent, tail as log_tail};
+pub use files::{VmFiles, tail as log_tail};
 
 use crate::bundle::Bundle;
 use crate::config::Config;
@@ -261,18 +262,7 @@ impl Manager {
             },
             disks: self.disk_usage(vm),
             published: self.published(vm),
-            events: self
-                .store
-                .lock()
-                .events(Some(&vm.name), 10)
-                .unwrap_or_default()
-                .into_iter()
-                .map(|e| crate::rpc::api::VmEvent {
-                    at: e.at,
-                    kind: e.kind,
-                    message: e.message,
-                })
-                .collect(),
+            events: self.recent_events(&vm.name),
         }
     }
 

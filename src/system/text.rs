@@ -121,6 +121,14 @@ fn skip_string(chars: &mut Chars<'_>) -> bool {
     false
 }
 
+/// Every line of `text`, indented by four spaces (for an error message).
+pub fn indent(text: &str) -> String {
+    text.lines()
+        .map(|l| format!("    {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
