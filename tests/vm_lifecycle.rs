@@ -9,6 +9,7 @@
 mod common;
 
 use std::net::Ipv4Addr;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -995,4 +996,145 @@ fn a_stalled_boot_is_booted_again_once() {
         "a tap was left on the bridge"
     );
     assert!(!sb.state_dir().join("vms/stuck").exists());
+}
+
+/// One archive member for a hostile guest's `tar`: name, kind, link
+/// target or contents, mode, mtime.
+type Member<'a> = (&'a str, tar::EntryType, &'a str, u32, u64);
+
+fn hostile_archive(members: &[Member]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for &(name, kind, what, mode, mtime) in members {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(kind);
+        header.set_mode(mode);
+        header.set_mtime(mtime);
+        if matches!(kind, tar::EntryType::Symlink | tar::EntryType::Link) {
+            header.set_size(0);
+            builder.append_link(&mut header, name, what).unwrap();
+        } else {
+            header.set_size(what.len() as u64);
+            builder
+                .append_data(&mut header, name, what.as_bytes())
+                .unwrap();
+        }
+    }
+    builder.into_inner().unwrap()
+}
+
+/// `vm cp NAME:PATH DEST` from a guest whose `tar` answers with archives
+/// made to escape: the copy's root a symlink to a host directory, a
+/// symlinked directory in the middle, a hard link to a host file, a setuid
+/// file, a huge mtime. Nothing lands outside DEST, no setuid bit lands,
+/// and nothing panics.
+#[test]
+fn vm_cp_from_a_hostile_guest_stays_in_its_destination() {
+    use tar::EntryType::{Directory, Link, Regular, Symlink};
+    let Some(t) = VmSandbox::new("") else { return };
+    let _turn = booting();
+    t.no_upstream_dns();
+    let sb = &t.sb;
+    ok(sb.banger(&[
+        "vm", "create", "--name", "evil", "--memory", "384", "--vcpus", "1",
+    ]));
+    let host = tempfile::tempdir().unwrap();
+    let victim = host.path().join("victim");
+    std::fs::create_dir(&victim).unwrap();
+    std::fs::write(victim.join("secret"), "host secret").unwrap();
+    let v = victim.to_str().unwrap().to_string();
+    let secret = format!("{v}/secret");
+    let cases: Vec<Vec<Member>> = vec![
+        vec![
+            ("d", Symlink, &v, 0o777, 0),
+            (
+                "d/authorized_keys",
+                Regular,
+                "ssh-ed25519 AAAA evil",
+                0o600,
+                0,
+            ),
+        ],
+        vec![
+            ("d", Directory, "", 0o755, 0),
+            ("d/mid", Symlink, &v, 0o777, 0),
+            ("d/mid/planted", Regular, "x", 0o644, 0),
+        ],
+        vec![
+            ("d", Directory, "", 0o755, 0),
+            ("d/hard", Link, &secret, 0o644, 0),
+        ],
+        vec![
+            ("d", Directory, "", 0o755, 0),
+            ("d/suid", Regular, "#!/bin/sh\n", 0o4755, 0),
+        ],
+        vec![("d", Directory, "", 0o755, u64::MAX)],
+    ];
+    // Every archive goes in first: once the fake tar is there, uploads
+    // (which run the guest's tar) would meet it too.
+    for (i, members) in cases.iter().enumerate() {
+        let file = host.path().join(format!("evil-{i}.tar"));
+        std::fs::write(&file, hostile_archive(members)).unwrap();
+        ok(sb.banger(&["vm", "cp", file.to_str().unwrap(), "evil:/root/"]));
+    }
+    let fake = host.path().join("tar");
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\nexec cat \"/root/evil-$(cat /root/which).tar\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    ok(sb.banger(&[
+        "vm",
+        "cp",
+        fake.to_str().unwrap(),
+        "evil:/usr/local/bin/tar",
+    ]));
+
+    let copy = |i: usize| {
+        ok(sb.banger(&[
+            "vm",
+            "ssh",
+            "evil",
+            "--",
+            &format!("echo {i} > /root/which"),
+        ]));
+        let dest = host.path().join(format!("dest-{i}"));
+        std::fs::create_dir(&dest).unwrap();
+        let out = sb.banger(&["vm", "cp", "evil:/d", dest.to_str().unwrap()]);
+        (out, dest)
+    };
+    let untouched = || {
+        let names: Vec<String> = std::fs::read_dir(&victim)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["secret"], "something landed outside DEST");
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(std::fs::metadata(victim.join("secret")).unwrap().nlink(), 1);
+    };
+    for i in 0..3 {
+        let (out, _) = copy(i);
+        assert_eq!(out.status.code(), Some(1), "case {i}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("Refusing"),
+            "case {i}: {}",
+            stderr(&out)
+        );
+        untouched();
+    }
+    let (out, dest) = copy(3);
+    assert!(out.status.success(), "{}", stderr(&out));
+    use std::os::unix::fs::MetadataExt;
+    let mode = std::fs::metadata(dest.join("d/suid")).unwrap().mode() & 0o7777;
+    assert_eq!(mode, 0o755, "a setuid bit landed");
+    let (out, _) = copy(4);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("mtime out of range"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+    untouched();
+    ok(sb.banger(&["vm", "delete", "--force", "evil"]));
 }
