@@ -937,7 +937,7 @@ fn published_ports_cannot_starve_the_daemon() {
 /// VM, tap or VMM behind.
 #[test]
 fn a_stalled_boot_is_booted_again_once() {
-    let Some(t) = VmSandbox::new("boot_stall_secs = 8\n") else {
+    let Some(t) = VmSandbox::new("boot_stall_secs = 20\n") else {
         return;
     };
     let _turn = booting();
