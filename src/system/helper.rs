@@ -287,16 +287,12 @@ fn run(args: &[String], sudo_uid: Option<&str>) -> Result<(), HelperError> {
 /// `SUDO_UID` must agree with it (a sudoers entry with `SETENV` lets a
 /// caller set `SUDO_UID` to anything). Through sudo the actor is never
 /// root: root's daemon changes the network in-process. Run directly (no
-/// sudo above it), the helper acts for its real uid.
+/// sudo above it), the helper acts for its real uid, whatever `SUDO_UID`
+/// a shell left behind says: only root gets past the euid check then.
 fn caller(sudo_uid: Option<&str>) -> Result<Actor, HelperError> {
     let refused = |msg: String| HelperError::Grant(GrantError::Refused(msg));
     let me = std::process::id();
     let Some(invoker) = sudo_invoker(me) else {
-        if let Some(uid) = sudo_uid {
-            return Err(refused(format!(
-                "SUDO_UID is {uid}, but no sudo runs this helper; run it as `sudo -n banger-helper`"
-            )));
-        }
         let uid = rustix::process::getuid();
         return Ok(Actor {
             uid: uid.as_raw(),
@@ -344,14 +340,16 @@ fn sudo_invoker(pid: u32) -> Option<u32> {
     None
 }
 
-/// Whether `pid` runs a sudo: a setuid-root executable named `sudo` (by
-/// the executable, which a process cannot fake the way it can its name).
+/// Whether `pid` runs a sudo: a setuid-root executable named `sudo` or
+/// `sudo-rs` (by the executable, which a process cannot fake the way it
+/// can its name).
 fn is_sudo(pid: u32) -> bool {
     use std::os::unix::fs::MetadataExt;
     let exe = format!("/proc/{pid}/exe");
-    let named_sudo = std::fs::read_link(&exe)
-        .ok()
-        .is_some_and(|path| path.file_name().is_some_and(|n| n == "sudo"));
+    let named_sudo = std::fs::read_link(&exe).ok().is_some_and(|path| {
+        path.file_name()
+            .is_some_and(|n| n == "sudo" || n == "sudo-rs")
+    });
     named_sudo && std::fs::metadata(&exe).is_ok_and(|m| m.uid() == 0 && m.mode() & 0o4000 != 0)
 }
 
