@@ -309,7 +309,8 @@ fn clone_figures() {
 
 /// The daemon's DNS path: a real store with 50 VMs behind the lookup.
 async fn dns_figures() {
-    use banger::store::{Lease, NewVm, SharedStore, Store};
+    use banger::model::Lease;
+    use banger::store::{NewVm, SharedStore, Store};
     let dir = tempfile::tempdir().unwrap();
     let mut store = Store::open(&dir.path().join("state.db")).unwrap();
     for i in 0..50u8 {
@@ -318,26 +319,22 @@ async fn dns_figures() {
             .insert_vm(&NewVm {
                 name: format!("vm{i}"),
                 image: None,
-                backend: "qemu".into(),
+                vmm: banger::model::VmmKind::Qemu,
                 vcpus: 1,
                 memory_mib: 256,
                 disk_bytes: 1 << 30,
                 work_disk_bytes: None,
-                lease: Some(Lease {
-                    ip: ip.to_string(),
-                    mac: banger::net::mac_for(ip),
-                    tap: banger::net::tap_for(ip),
-                }),
+                lease: Some(Lease::for_ip(ip)),
                 nat: true,
-                role: banger::store::VmRole::Vm,
-                root_mode: banger::store::RootMode::Clone,
+                role: banger::model::VmRole::Vm,
+                root_mode: banger::model::RootMode::Clone,
                 base_path: None,
             })
             .unwrap();
     }
     let store = SharedStore::new(store);
     let lookup: banger::dns::Lookup =
-        Arc::new(move |name: &str| store.lock().get_vm(name).ok()?.ip?.parse().ok());
+        Arc::new(move |name: &str| store.lock().get_vm(name).ok()?.ip());
     let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let server = socket.local_addr().unwrap();
     tokio::spawn(banger::dns::serve(
@@ -391,14 +388,7 @@ fn nat_figures() {
             let guests = GuestList {
                 nat_sources: (2..12).map(|d| Ipv4Addr::new(10, 216, 0, d)).collect(),
                 guests: (2..12)
-                    .map(|d| {
-                        let ip = Ipv4Addr::new(10, 216, 0, d);
-                        banger::net::nat::Guest {
-                            tap: banger::net::tap_for(ip),
-                            mac: banger::net::mac_for(ip),
-                            ip,
-                        }
-                    })
+                    .map(|d| banger::model::Lease::for_ip(Ipv4Addr::new(10, 216, 0, d)))
                     .collect(),
             };
             let (mut apply, mut remove) = (Vec::new(), Vec::new());

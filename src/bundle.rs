@@ -161,8 +161,8 @@ impl Bundle {
     /// How VMs booted from this bundle get their root, and why: layered
     /// (the image shared read-only under a per-VM upper disk) when its
     /// initrd can assemble that, else a full clone of the image per VM.
-    pub fn root_mode(&self) -> (crate::store::RootMode, &'static str) {
-        use crate::store::RootMode;
+    pub fn root_mode(&self) -> (crate::model::RootMode, &'static str) {
+        use crate::model::RootMode;
         match (&self.initrd, self.layered_root) {
             (Some(_), true) => (
                 RootMode::Layered,

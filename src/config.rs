@@ -4,6 +4,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::model::VmmChoice;
+
 /// Errors reading the configuration file.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -90,16 +92,6 @@ impl Default for NetworkConfig {
             nat_table: "banger".into(),
         }
     }
-}
-
-/// The VMM choice, in config and on `vm create --vmm`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum VmmChoice {
-    /// Firecracker where the host can boot guests with it, else QEMU.
-    Auto,
-    Firecracker,
-    Qemu,
 }
 
 impl Default for Config {

@@ -20,6 +20,7 @@
 //! - [`size`]: sizes as people type them; sizes and durations as people read them.
 //! - [`paths`]: XDG locations and the daemon socket.
 //! - [`config`]: `config.toml`, every key defaulted.
+//! - [`model`]: the domain types every layer shares: VM state and its guards, roles, root modes, VMM kinds, ports, leases.
 
 pub mod builder;
 pub mod bundle;
@@ -29,6 +30,7 @@ pub mod daemon;
 pub mod dns;
 pub mod doctor;
 pub mod image;
+pub mod model;
 pub mod net;
 pub mod paths;
 pub mod rpc;

@@ -213,7 +213,8 @@ fn write_bundle(dir: &Path, rootfs: &Path) {
 #[test]
 fn a_replaced_version_stays_while_a_layered_vm_uses_it() {
     use banger::image::{ImageInfo, Images};
-    use banger::store::{NewVm, RootMode, SharedStore, Store, VmRole};
+    use banger::model::{RootMode, VmRole};
+    use banger::store::{NewVm, SharedStore, Store};
     let dir = tempfile::tempdir().unwrap();
     let store = SharedStore::new(Store::open(&dir.path().join("state.db")).unwrap());
     let images = Images::new(&dir.path().join("data"));
@@ -233,7 +234,7 @@ fn a_replaced_version_stays_while_a_layered_vm_uses_it() {
         .insert_vm(&NewVm {
             name: "rider".into(),
             image: Some("base".into()),
-            backend: "qemu".into(),
+            vmm: banger::model::VmmKind::Qemu,
             vcpus: 1,
             memory_mib: 128,
             disk_bytes: 64 << 20,

@@ -348,7 +348,7 @@ fn an_ordinary_user_with_doctors_grant_runs_everything_and_nothing_more() {
         Ipv4Addr::new(a, b, c, d)
     };
     // A tap of the user's subnet that root made (another user's, say).
-    let foreign_tap = banger::net::tap_for(guest(200));
+    let foreign_tap = banger::model::TapName::for_ip(guest(200)).to_string();
     run_ok(Command::new("ip").args(["tuntap", "add", "dev", &foreign_tap, "mode", "tap"]));
     let refused = |args: &[&str], stdin: Option<&str>, why: &str| {
         let mut argv = vec![helper.as_str()];
@@ -362,7 +362,7 @@ fn an_ordinary_user_with_doctors_grant_runs_everything_and_nothing_more() {
     refused(
         &[
             "tap-del",
-            &banger::net::tap_for(Ipv4Addr::new(10, 99, 0, 2)),
+            banger::model::TapName::for_ip(Ipv4Addr::new(10, 99, 0, 2)).as_str(),
         ],
         None,
         "not a banger tap",
@@ -434,7 +434,7 @@ fn an_ordinary_user_with_doctors_grant_runs_everything_and_nothing_more() {
         serde_json::from_str(&ok(user.banger(&sb, &["vm", "show", "box", "--json"]))).unwrap();
     let ip = vm["ip"].as_str().unwrap().to_string();
     // The VMM runs as the user, on a tap the user owns.
-    let tap = banger::net::tap_for(ip.parse().unwrap());
+    let tap = banger::model::TapName::for_ip(ip.parse().unwrap()).to_string();
     let owner = std::fs::read_to_string(format!("/sys/class/net/{tap}/owner")).unwrap();
     assert_eq!(owner.trim(), user.uid.to_string());
     let vmm_pid = vm["pid"].as_u64().unwrap();

@@ -10,7 +10,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use banger::store::{NewImage, NewVm, Store, VmProcess, VmState};
+use banger::model::VmState;
+use banger::store::{NewImage, NewVm, Store, VmProcess};
 
 const WRITER_ENV: &str = "BANGER_STORE_CRASH_WRITER";
 const COMMITTED: &str = "banger-store-crash: committed";
@@ -81,15 +82,15 @@ fn write_until_killed(path: &Path) -> ! {
         .insert_vm(&NewVm {
             name: "survivor".into(),
             image: Some("base".into()),
-            backend: "firecracker".into(),
+            vmm: banger::model::VmmKind::Firecracker,
             vcpus: 1,
             memory_mib: 256,
             disk_bytes: 1 << 30,
             work_disk_bytes: None,
             lease: None,
             nat: true,
-            role: banger::store::VmRole::Vm,
-            root_mode: banger::store::RootMode::Clone,
+            role: banger::model::VmRole::Vm,
+            root_mode: banger::model::RootMode::Clone,
             base_path: None,
         })
         .unwrap();

@@ -93,7 +93,7 @@ impl Ui {
 
     fn state(&self, vm: &str) -> Option<String> {
         let found = self.app.vms().iter().find(|v| v.name == vm);
-        found.map(|v| v.state.clone())
+        found.map(|v| v.state.to_string())
     }
 }
 

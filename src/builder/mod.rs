@@ -312,7 +312,7 @@ async fn boot(
         memory_mib: None,
         disk_bytes: Some(plan.spec.size_bytes.unwrap_or(plan.base_bytes)),
         work_disk_bytes: None,
-        vmm: req.vmm.clone(),
+        vmm: req.vmm,
         start: true,
         nat: true,
         // The VM layer waits for SSH, booting a stalled guest once more.
@@ -341,16 +341,16 @@ async fn boot(
         .collect();
     rep.output(
         OutputStream::Stdout,
-        &format!("{} ({})", boot.vm.backend_detail, steps.join(", ")),
+        &format!("{} ({})", boot.vm.vmm_detail, steps.join(", ")),
     );
 
     rep.step("wait for SSH");
     let vm = manager.get(&vm_name)?;
     let ip: Ipv4Addr = vm
-        .ip
-        .as_deref()
-        .and_then(|ip| ip.parse().ok())
-        .ok_or_else(|| VmError::BadRequest("the build VM has no address".into()))?;
+        .lease
+        .as_ref()
+        .map(|lease| lease.ip)
+        .ok_or_else(|| VmError::NoLease(vm_name.clone()))?;
     let target = Target {
         addr: SocketAddr::from((ip, 22)),
         user: "root".into(),

@@ -55,8 +55,8 @@ pub struct BuildArgs {
     #[arg(long, short = 'f', value_name = "build.toml")]
     file: Option<PathBuf>,
     /// The build VM's VMM: auto (default), firecracker or qemu.
-    #[arg(long, value_parser = ["auto", "firecracker", "qemu"])]
-    vmm: Option<String>,
+    #[arg(long)]
+    vmm: Option<crate::model::VmmChoice>,
 }
 
 /// `build.toml`: the same fields as the flags. Relative paths are relative

@@ -90,15 +90,13 @@ pub async fn run(client: &Client, src: &str, dst: &str) -> anyhow::Result<()> {
 /// A session to VM `name` as root, trusting only its recorded host key.
 async fn connect(client: &Client, name: &str) -> anyhow::Result<Session> {
     let vm = client.vm(name).await?;
-    if vm.state != "running" {
+    if !vm.state.is_running() {
         bail!("VM {name} is {}: banger vm start {name}", vm.state);
     }
     let ip: IpAddr = vm
         .ip
-        .as_deref()
         .with_context(|| format!("VM {name} has no address"))?
-        .parse()
-        .with_context(|| format!("VM {name} has a bad address"))?;
+        .into();
     let host_key = vm
         .host_key
         .with_context(|| format!("VM {name} has no recorded host key"))?;

@@ -70,9 +70,9 @@ pub async fn run(ctx: &Ctx, command: NetworkCommand) -> anyhow::Result<ExitCode>
                     .map(|l| {
                         vec![
                             l.vm,
-                            l.state,
-                            l.ip,
-                            l.mac,
+                            l.state.to_string(),
+                            l.ip.to_string(),
+                            l.mac.to_string(),
                             format!("{}{}", l.tap, if l.tap_present { "" } else { " (absent)" }),
                             if l.nat { "yes".into() } else { "no".into() },
                         ]

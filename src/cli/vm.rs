@@ -8,6 +8,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 
 use super::{Ctx, autostart, cp, output};
+use crate::model::{VmRole, VmmChoice};
 use crate::rpc::api::{CreateVm, VmDetails, VmOpResult};
 use crate::size::{format_duration, format_size, parse_memory_mib, parse_size};
 
@@ -130,8 +131,8 @@ pub struct CreateArgs {
     #[arg(long, value_name = "PORT")]
     publish: Vec<String>,
     /// The VMM: auto (default), firecracker or qemu.
-    #[arg(long, value_parser = ["auto", "firecracker", "qemu"])]
-    vmm: Option<String>,
+    #[arg(long)]
+    vmm: Option<VmmChoice>,
 }
 
 pub async fn run(ctx: &Ctx, command: VmCommand) -> anyhow::Result<ExitCode> {
@@ -265,7 +266,7 @@ fn print_op(ctx: &Ctx, result: &VmOpResult, verb: &str) -> anyhow::Result<()> {
         return output::json(result);
     }
     let vm = &result.vm;
-    let ip = vm.ip.as_deref().unwrap_or("-");
+    let ip = vm.ip.map_or("-".into(), |ip| ip.to_string());
     match result.ssh_ready_ms {
         Some(ms) => println!(
             "{} {verb}: {ip} ({}), SSH ready in {:.1} s",
@@ -286,7 +287,7 @@ fn print_op(ctx: &Ctx, result: &VmOpResult, verb: &str) -> anyhow::Result<()> {
             "  note: the first boot stalled (console silent, no SSH); it was killed and the VM booted again from the same disks"
         );
     }
-    println!("  vmm: {}", vm.backend_detail);
+    println!("  vmm: {}", vm.vmm_detail);
     println!("  ssh: banger vm ssh {}", vm.name);
     Ok(())
 }
@@ -303,19 +304,18 @@ fn list(ctx: &Ctx, vms: Vec<crate::rpc::api::VmSummary>) -> anyhow::Result<()> {
         .into_iter()
         .map(|vm| {
             // A build VM is shown for what it is: the image build's.
-            let state = if vm.role == "build" {
-                format!("{} (image build)", vm.state)
-            } else {
-                vm.state
+            let state = match vm.role {
+                VmRole::Build => format!("{} (image build)", vm.state),
+                VmRole::Vm => vm.state.to_string(),
             };
             vec![
                 vm.name,
                 state,
                 vm.image.unwrap_or_else(|| "-".into()),
-                vm.backend,
+                vm.vmm.to_string(),
                 vm.vcpus.to_string(),
                 format_size(u64::from(vm.memory_mib) << 20),
-                vm.ip.unwrap_or_else(|| "-".into()),
+                vm.ip.map_or("-".into(), |ip| ip.to_string()),
             ]
         })
         .collect();
@@ -331,11 +331,14 @@ fn show(ctx: &Ctx, vm: &VmDetails) -> anyhow::Result<()> {
         return output::json(vm);
     }
     let dash = |v: Option<&str>| v.unwrap_or("-").to_string();
+    fn shown(v: Option<impl std::fmt::Display>) -> String {
+        v.map_or("-".into(), |v| v.to_string())
+    }
     let rows = [
         ("name", vm.name.clone()),
-        ("state", vm.state.clone()),
+        ("state", vm.state.to_string()),
         ("image", dash(vm.image.as_deref())),
-        ("vmm", vm.backend_detail.clone()),
+        ("vmm", vm.vmm_detail.clone()),
         ("vcpus", vm.vcpus.to_string()),
         ("memory", format_size(u64::from(vm.memory_mib) << 20)),
         ("disk", format_size(vm.disk_bytes)),
@@ -344,10 +347,10 @@ fn show(ctx: &Ctx, vm: &VmDetails) -> anyhow::Result<()> {
             vm.work_disk_bytes
                 .map_or("-".into(), |b| format!("{} at /work", format_size(b))),
         ),
-        ("ip", dash(vm.ip.as_deref())),
+        ("ip", shown(vm.ip)),
         ("dns", vm.dns_name.clone()),
-        ("mac", dash(vm.mac.as_deref())),
-        ("tap", dash(vm.tap.as_deref())),
+        ("mac", shown(vm.mac)),
+        ("tap", shown(vm.tap.as_ref())),
         (
             "nat",
             if vm.nat {
@@ -431,7 +434,7 @@ fn ssh_argv(
     forward_agent: bool,
     command: Vec<String>,
 ) -> anyhow::Result<Vec<String>> {
-    if vm.state != "running" {
+    if !vm.state.is_running() {
         bail!(
             "VM `{}` is {}; start it with `banger vm start {}`",
             vm.name,
@@ -439,7 +442,7 @@ fn ssh_argv(
             vm.name
         );
     }
-    let ip = vm.ip.as_deref().context("the VM has no address")?;
+    let ip = vm.ip.context("the VM has no address")?;
     let mut argv = crate::system::ssh::isolation_options(forward_agent);
     argv.extend(crate::system::ssh::client_options(
         &vm.ssh_key,

@@ -119,10 +119,12 @@ impl From<crate::vm::VmError> for ApiError {
                     _ => "start it first: `banger vm start NAME`".into(),
                 }),
             ),
-            E::BackendUnavailable(..) => (
+            E::Vmm(crate::vmm::VmmError::Unavailable(..)) => (
                 StatusCode::BAD_REQUEST,
                 Some("`banger doctor` shows which VMMs this host can run".into()),
             ),
+            // The host's configuration says what to change; nothing the request did.
+            E::BadConfig(_) | E::NoFreeAddress => (StatusCode::SERVICE_UNAVAILABLE, None),
             // The host is not set up to run VMs yet: nothing the request did.
             E::Bundle(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,

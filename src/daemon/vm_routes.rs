@@ -21,18 +21,18 @@ pub async fn list(State(daemon): State<Arc<Daemon>>) -> Result<Json<Vec<VmSummar
         vms.into_iter()
             .map(|vm| VmSummary {
                 dns_name: crate::vm::dns_name(&vm.name),
-                root_mode: vm.root_mode.as_str().to_string(),
+                root_mode: vm.root_mode,
                 disks: daemon.vms.disk_usage(&vm),
                 published: daemon.vms.published(&vm),
+                ip: vm.ip(),
                 name: vm.name,
-                state: vm.state.as_str().to_string(),
+                state: vm.state,
                 image: vm.image,
-                backend: vm.backend,
+                vmm: vm.vmm,
                 vcpus: vm.vcpus,
                 memory_mib: vm.memory_mib,
-                ip: vm.ip,
                 created_at: vm.created_at,
-                role: vm.role.as_str().to_string(),
+                role: vm.role,
             })
             .collect(),
     ))
@@ -165,7 +165,7 @@ where
 /// A build VM belongs to its build: only the build stops or removes it.
 fn refuse_build_vm(daemon: &Daemon, name: &str) -> Result<(), ApiError> {
     match daemon.vms.get(name) {
-        Ok(vm) if vm.role == crate::store::VmRole::Build => Err(ApiError::message(
+        Ok(vm) if vm.role == crate::model::VmRole::Build => Err(ApiError::message(
             axum::http::StatusCode::CONFLICT,
             format!("`{name}` is the build VM of an image build"),
         )

@@ -6,11 +6,13 @@
 mod host;
 
 use crate::bundle::Bundle;
-use crate::config::{Config, VmmChoice};
+use crate::config::Config;
+use crate::model::{VmmChoice, VmmKind};
 use crate::net::grant::Policy;
 use crate::paths::Paths;
 use crate::rpc::api::{DoctorCheck, DoctorReport};
 use crate::system::netadmin::NetAdmin;
+use crate::vmm::{jail, select, vmm_user};
 
 /// Every host check, then the runtime bundle and which VMM `auto` picks
 /// here and why. The CLI calls this directly when the daemon cannot start.
@@ -42,7 +44,7 @@ pub async fn report(config: &Config, paths: &Paths) -> DoctorReport {
     });
     if let Ok(b) = &bundle {
         let (mode, why) = b.root_mode();
-        let layered = mode == crate::store::RootMode::Layered;
+        let layered = mode == crate::model::RootMode::Layered;
         checks.push(DoctorCheck {
             name: "VM root disks".into(),
             ok: layered,
@@ -77,14 +79,10 @@ pub async fn report(config: &Config, paths: &Paths) -> DoctorReport {
         }),
         ..Default::default()
     });
-    let (backend, why) = crate::vm::describe_host(config, bundle.as_ref().ok());
+    let (auto, why) = select::describe_host(config, bundle.as_ref().ok());
     let chosen = match config.vmm {
-        VmmChoice::Auto => format!("auto -> {}: {why}", backend.name()),
-        other => format!(
-            "{other:?} (set in config.toml); auto would pick {}: {why}",
-            backend.name()
-        )
-        .to_lowercase(),
+        VmmChoice::Auto => format!("auto -> {auto}: {why}"),
+        other => format!("{other} (set in config.toml); auto would pick {auto}: {why}"),
     };
     checks.push(DoctorCheck {
         name: "vmm".into(),
@@ -94,12 +92,8 @@ pub async fn report(config: &Config, paths: &Paths) -> DoctorReport {
         fix: None,
         ..Default::default()
     });
-    // The VMMs this config starts: the chosen backend, else auto's pick.
-    let configured = match config.vmm {
-        VmmChoice::Auto => backend,
-        VmmChoice::Firecracker => crate::vm::Backend::Firecracker,
-        VmmChoice::Qemu => crate::vm::Backend::Qemu,
-    };
+    // The VMMs this config starts: the chosen kind, else auto's pick.
+    let configured = config.vmm.kind().unwrap_or(auto);
     let (isolated, who) = describe_vmm_user(configured, config);
     checks.push(DoctorCheck {
         name: "vmm user".into(),
@@ -136,42 +130,33 @@ fn helper_source() -> Option<std::path::PathBuf> {
     Some(exe.parent()?.join("banger-helper")).filter(|p| p.is_file())
 }
 
-/// Who a VMM on `backend` runs as here, in words (`banger doctor`), and
+/// Who a VMM of kind `vmm` runs as here, in words (`banger doctor`), and
 /// whether that is an unprivileged user of its own (or the daemon's, when
 /// the daemon is not root).
-fn describe_vmm_user(backend: crate::vm::Backend, config: &Config) -> (bool, String) {
+fn describe_vmm_user(vmm: VmmKind, config: &Config) -> (bool, String) {
     let subnet: crate::net::Subnet = match config.network.subnet.parse() {
         Ok(subnet) => subnet,
         Err(e) => return (false, e.to_string()),
     };
     let first = std::net::Ipv4Addr::from(u32::from(subnet.network()) + 1);
-    let jailer = match backend {
-        crate::vm::Backend::Firecracker => crate::vm::backend::jailer_binary(
-            config,
-            crate::vm::backend::firecracker_binary(config, None).as_deref(),
-        ),
-        crate::vm::Backend::Qemu => None,
+    let jailer = match vmm {
+        VmmKind::Firecracker => {
+            jail::jailer_binary(config, select::firecracker_binary(config, None).as_deref())
+        }
+        VmmKind::Qemu => None,
     };
-    match crate::vm::backend::vmm_user(
-        backend,
-        config.vmm_uid_base,
-        &subnet,
-        first,
-        jailer.is_some(),
-    ) {
+    match vmm_user::for_guest(vmm, config.vmm_uid_base, &subnet, first, jailer.is_some()) {
         Ok(None) => (
             true,
             format!(
-                "{} VMMs run as you (uid {})",
-                backend.name(),
+                "{vmm} VMMs run as you (uid {})",
                 rustix::process::getuid().as_raw()
             ),
         ),
         Ok(Some(user)) => (
             true,
             format!(
-                "each {} VMM runs{} as a uid of its own (from {}){}",
-                backend.name(),
+                "each {vmm} VMM runs{} as a uid of its own (from {}){}",
                 jailer
                     .map(|j| format!(" in {}'s jail", j.display()))
                     .unwrap_or_default(),
@@ -183,6 +168,6 @@ fn describe_vmm_user(backend: crate::vm::Backend, config: &Config) -> (bool, Str
                 }
             ),
         ),
-        Err(why) => (false, format!("{} VMMs run as root: {why}", backend.name())),
+        Err(why) => (false, format!("{vmm} VMMs run as root: {why}")),
     }
 }

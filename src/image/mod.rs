@@ -14,8 +14,9 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 
 use crate::bundle::Bundle;
+use crate::model::VmRole;
 use crate::rpc::api::ImageDetails;
-use crate::store::{ImageRecord, NewImage, SharedStore, StoreError, VmRole};
+use crate::store::{ImageRecord, NewImage, SharedStore, StoreError};
 use crate::system::{e2fs, fs};
 
 /// The image every VM gets unless told otherwise: the bundle's rootfs.

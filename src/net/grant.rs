@@ -19,8 +19,9 @@ use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
-use super::nat::{Guest, NatPlan};
-use super::{Subnet, mac_for, tap_for};
+use super::Subnet;
+use super::nat::NatPlan;
+use crate::model::{Lease, Mac, TapName};
 
 /// Why a request is refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -170,7 +171,7 @@ impl Policy {
         };
         let hex = tap.strip_prefix("bg-").ok_or_else(not_ours)?;
         let ip = Ipv4Addr::from(u32::from_str_radix(hex, 16).map_err(|_| not_ours())?);
-        if tap_for(ip) != tap || !self.is_guest(ip) {
+        if TapName::for_ip(ip).as_str() != tap || !self.is_guest(ip) {
             return Err(not_ours());
         }
         Ok(ip)
@@ -198,12 +199,12 @@ impl Policy {
             }
         }
         for guest in &guests.guests {
-            let ip = self.own_tap(&guest.tap)?;
-            if ip != guest.ip || !guest.mac.eq_ignore_ascii_case(&mac_for(ip)) {
+            let ip = self.own_tap(guest.tap.as_str())?;
+            if ip != guest.ip || guest.mac != Mac::for_ip(ip) {
                 return Err(refused(format!(
                     "tap {} belongs to {ip} with MAC {}, not {} with {}",
                     guest.tap,
-                    mac_for(ip),
+                    Mac::for_ip(ip),
                     guest.ip,
                     guest.mac
                 )));
@@ -225,7 +226,7 @@ pub struct GuestList {
     /// Running guests that may reach the outside world.
     pub nat_sources: Vec<Ipv4Addr>,
     /// Every running guest.
-    pub guests: Vec<Guest>,
+    pub guests: Vec<Lease>,
 }
 
 /// One file of the grant an administrator installs for a user (`banger
@@ -408,13 +409,8 @@ mod tests {
         Policy::new("banger0", "172.30.0.1/24", "banger").unwrap()
     }
 
-    fn guest(d: u8) -> Guest {
-        let ip = Ipv4Addr::new(172, 30, 0, d);
-        Guest {
-            tap: tap_for(ip),
-            mac: mac_for(ip),
-            ip,
-        }
+    fn guest(d: u8) -> Lease {
+        Lease::for_ip(Ipv4Addr::new(172, 30, 0, d))
     }
 
     #[test]
@@ -537,25 +533,17 @@ mod tests {
         assert_eq!(plan.guests.len(), 2);
 
         let mut other_tap = good.clone();
-        other_tap.guests[0].tap = "eth0".into();
+        other_tap.guests[0].tap = "eth0".parse().unwrap();
         assert!(p.nat_plan(&other_tap).is_err());
         let mut stolen_ip = good.clone();
         stolen_ip.guests[0].ip = Ipv4Addr::new(172, 30, 0, 3);
         assert!(p.nat_plan(&stolen_ip).is_err());
         let mut other_mac = good.clone();
-        other_mac.guests[0].mac = "02:00:00:00:00:01".into();
+        other_mac.guests[0].mac = "02:00:00:00:00:01".parse().unwrap();
         assert!(p.nat_plan(&other_mac).is_err());
         let mut outsider = good.clone();
         outsider.nat_sources.push(Ipv4Addr::new(192, 168, 1, 10));
         assert!(p.nat_plan(&outsider).is_err());
-        let upper_mac = GuestList {
-            nat_sources: vec![],
-            guests: vec![Guest {
-                mac: mac_for(Ipv4Addr::new(172, 30, 0, 2)).to_ascii_uppercase(),
-                ..guest(2)
-            }],
-        };
-        assert!(p.nat_plan(&upper_mac).is_ok());
     }
 
     #[test]

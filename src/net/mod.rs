@@ -3,7 +3,6 @@
 
 pub mod grant;
 pub mod nat;
-pub mod ports;
 
 use std::collections::HashSet;
 use std::fmt;
@@ -124,18 +123,6 @@ pub fn check_dns_label(name: &str) -> Result<(), &'static str> {
     }
 }
 
-/// The guest MAC for `ip`: locally administered (`06:00`), then the address.
-pub fn mac_for(ip: Ipv4Addr) -> String {
-    let [a, b, c, d] = ip.octets();
-    format!("06:00:{a:02x}:{b:02x}:{c:02x}:{d:02x}")
-}
-
-/// The host tap for `ip`: `bg-` and the address in hex, within the kernel's
-/// 15-character limit for interface names.
-pub fn tap_for(ip: Ipv4Addr) -> String {
-    format!("bg-{:08x}", u32::from(ip))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,11 +194,14 @@ mod tests {
     }
 
     #[test]
-    fn mac_tap_and_boot_argument_derive_from_the_ip() {
+    fn the_boot_argument_derives_from_the_ip() {
         let ip = Ipv4Addr::new(172, 30, 0, 5);
-        assert_eq!(mac_for(ip), "06:00:ac:1e:00:05");
-        assert_eq!(tap_for(ip), "bg-ac1e0005");
-        assert!(tap_for(Ipv4Addr::new(255, 255, 255, 255)).len() <= 15);
+        assert!(
+            crate::model::TapName::for_ip(Ipv4Addr::BROADCAST)
+                .as_str()
+                .len()
+                <= 15
+        );
         assert_eq!(
             subnet("172.30.0.1/24").kernel_ip_arg(ip, "box"),
             "ip=172.30.0.5::172.30.0.1:255.255.255.0:box:eth0:off"

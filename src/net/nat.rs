@@ -5,6 +5,7 @@
 //! address, IP and ARP alike; nothing else). Nothing outside these two
 //! tables is ever touched.
 
+use crate::model::Lease;
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 
@@ -14,14 +15,6 @@ pub const FAMILY: &str = "ip";
 /// The family of its guard table (same name).
 pub const GUARD_FAMILY: &str = "bridge";
 
-/// A running guest: its tap and the only addresses it may send from.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
-pub struct Guest {
-    pub tap: String,
-    pub mac: String,
-    pub ip: Ipv4Addr,
-}
-
 /// What the table must say.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NatPlan {
@@ -29,8 +22,8 @@ pub struct NatPlan {
     pub bridge: String,
     /// Running VMs that may reach the outside world (not `--no-nat`).
     pub nat_sources: Vec<Ipv4Addr>,
-    /// Every running VM.
-    pub guests: Vec<Guest>,
+    /// Every running VM's lease: its tap and the only addresses it may send from.
+    pub guests: Vec<Lease>,
 }
 
 impl NatPlan {
@@ -112,7 +105,7 @@ impl NatPlan {
         if !guests.is_empty() {
             let entries: Vec<String> = guests
                 .iter()
-                .map(|g| format!("\"{}\" . {} . {}", g.tap, g.mac.to_ascii_lowercase(), g.ip))
+                .map(|g| format!("\"{}\" . {} . {}", g.tap, g.mac, g.ip))
                 .collect();
             writeln!(s, "\t\telements = {{ {} }}", entries.join(", ")).unwrap();
         }
@@ -201,11 +194,7 @@ mod tests {
             table: "banger".into(),
             bridge: "banger0".into(),
             nat_sources: vec![Ipv4Addr::new(172, 30, 0, 3), Ipv4Addr::new(172, 30, 0, 2)],
-            guests: vec![Guest {
-                tap: "bg-ac1e0002".into(),
-                mac: "06:00:AC:1E:00:02".into(),
-                ip: Ipv4Addr::new(172, 30, 0, 2),
-            }],
+            guests: vec![Lease::for_ip(Ipv4Addr::new(172, 30, 0, 2))],
         };
         let s = plan.script();
         assert!(s.contains("oifname \"banger0\" drop"), "{s}");

@@ -1,8 +1,11 @@
 //! Request and response bodies of the `/v1` API. Plain data: no I/O here.
 
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
+
+use crate::model::{DiskRole, Mac, RootMode, TapName, VmRole, VmState, VmmChoice, VmmKind};
 
 /// `GET /v1/health`: who is answering, and since when.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -53,23 +56,24 @@ pub struct DoctorCheck {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct VmSummary {
     pub name: String,
-    pub state: String,
+    pub state: VmState,
     pub image: Option<String>,
-    pub backend: String,
+    /// The VMM that runs it (`backend` in the API's JSON).
+    #[serde(rename = "backend")]
+    pub vmm: VmmKind,
     pub vcpus: u32,
     pub memory_mib: u32,
-    pub ip: Option<String>,
+    pub ip: Option<Ipv4Addr>,
     /// `<name>.vm`, which the daemon's DNS server answers.
     #[serde(default)]
     pub dns_name: String,
     /// Unix seconds.
     pub created_at: i64,
-    /// `vm`, or `build` for the temporary VM of an image build.
-    #[serde(default = "vm_role")]
-    pub role: String,
-    /// `layered` (the image shared read-only under an upper disk) or `clone`.
+    /// A user's VM, or the temporary VM of an image build.
     #[serde(default)]
-    pub root_mode: String,
+    pub role: VmRole,
+    /// The image shared read-only under an upper disk, or a clone.
+    pub root_mode: RootMode,
     /// Its disks and the space each really takes.
     #[serde(default)]
     pub disks: Vec<DiskUsage>,
@@ -82,17 +86,12 @@ pub struct VmSummary {
 /// takes (sparse files and reflinks take less).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct DiskUsage {
-    /// `image` (shared, read-only), `upper`, `root` or `work`.
-    pub role: String,
+    pub role: DiskRole,
     pub path: PathBuf,
     pub apparent_bytes: u64,
     pub used_bytes: u64,
     /// Attached read-only and shared with the image's other VMs.
     pub shared: bool,
-}
-
-fn vm_role() -> String {
-    "vm".into()
 }
 
 /// One row of `GET /v1/images`.
@@ -135,8 +134,8 @@ pub struct CreateVm {
     pub memory_mib: Option<u32>,
     pub disk_bytes: Option<u64>,
     pub work_disk_bytes: Option<u64>,
-    /// `auto`, `firecracker` or `qemu`; unset means the configured choice.
-    pub vmm: Option<String>,
+    /// Unset means the configured choice.
+    pub vmm: Option<VmmChoice>,
     /// False for `--no-start`: disks and keys are made, nothing boots.
     pub start: bool,
     /// False for `--no-nat`: host-only networking.
@@ -169,21 +168,24 @@ pub struct CreateDefaults {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct VmDetails {
     pub name: String,
-    pub state: String,
-    /// `vm`, or `build` for the temporary VM of an image build.
-    #[serde(default = "vm_role")]
-    pub role: String,
+    pub state: VmState,
+    /// A user's VM, or the temporary VM of an image build.
+    #[serde(default)]
+    pub role: VmRole,
     pub image: Option<String>,
-    pub backend: String,
-    /// Why this backend, and how it runs here (e.g. software emulation).
-    pub backend_detail: String,
+    /// The VMM that runs it (`backend` in the API's JSON).
+    #[serde(rename = "backend")]
+    pub vmm: VmmKind,
+    /// How this VMM runs here (e.g. software emulation).
+    #[serde(rename = "backend_detail")]
+    pub vmm_detail: String,
     pub vcpus: u32,
     pub memory_mib: u32,
     pub disk_bytes: u64,
     pub work_disk_bytes: Option<u64>,
-    pub ip: Option<String>,
-    pub mac: Option<String>,
-    pub tap: Option<String>,
+    pub ip: Option<Ipv4Addr>,
+    pub mac: Option<Mac>,
+    pub tap: Option<TapName>,
     pub dns_name: String,
     pub nat: bool,
     pub pid: Option<u32>,
@@ -202,9 +204,8 @@ pub struct VmDetails {
     pub ssh_key: PathBuf,
     pub known_hosts: PathBuf,
     pub host_key: Option<String>,
-    /// `layered` or `clone`, and why.
-    #[serde(default)]
-    pub root_mode: String,
+    /// How its root filesystem is made, and why.
+    pub root_mode: RootMode,
     #[serde(default)]
     pub root_mode_detail: String,
     /// Its disks and the space each really takes.
@@ -353,9 +354,9 @@ pub struct BuildImage {
     /// Build even if an image with the same inputs exists.
     #[serde(default)]
     pub no_cache: bool,
-    /// `auto`, `firecracker` or `qemu` for the build VM; unset means the configured choice.
+    /// The build VM's VMM; unset means the configured choice.
     #[serde(default)]
-    pub vmm: Option<String>,
+    pub vmm: Option<VmmChoice>,
 }
 
 /// One `--copy HOSTPATH:GUESTPATH`.
@@ -388,10 +389,10 @@ pub struct NetworkStatus {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct LeaseStatus {
     pub vm: String,
-    pub state: String,
-    pub ip: String,
-    pub mac: String,
-    pub tap: String,
+    pub state: VmState,
+    pub ip: Ipv4Addr,
+    pub mac: Mac,
+    pub tap: TapName,
     pub tap_present: bool,
     pub nat: bool,
 }
@@ -476,5 +477,45 @@ impl ImageBuilt {
             crate::size::format_duration(self.total_ms / 1000)
         };
         format!("image {} {how} in {took}: {size}, {packages}", image.name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Fields that name a VM's state, role, root mode or VMM carry the
+    /// model's enums, never a `String` a client would compare by hand.
+    #[test]
+    fn no_api_field_holds_a_domain_value_as_a_string() {
+        const DOMAIN: [&str; 5] = ["state", "role", "root_mode", "vmm", "backend"];
+        let source = include_str!("api.rs");
+        let stringly: Vec<&str> = source
+            .lines()
+            .map(str::trim)
+            .filter(|line| line.starts_with("pub "))
+            .filter(|line| {
+                let Some((name, ty)) = line["pub ".len()..].split_once(':') else {
+                    return false;
+                };
+                DOMAIN.contains(&name.trim()) && ty.contains("String")
+            })
+            .collect();
+        assert!(stringly.is_empty(), "stringly-typed domain fields: {stringly:?}");
+    }
+
+    #[test]
+    fn domain_values_keep_their_json_strings() {
+        use crate::model::{DiskRole, VmState, VmmKind};
+        let json = serde_json::json!({
+            "name": "a", "state": "running", "image": null, "backend": "qemu",
+            "vcpus": 1, "memory_mib": 256, "ip": "172.30.0.2", "dns_name": "a.vm",
+            "created_at": 0, "role": "build", "root_mode": "layered",
+            "disks": [{"role": "upper", "path": "/x", "apparent_bytes": 1,
+                       "used_bytes": 1, "shared": false}],
+            "published": []
+        });
+        let vm: super::VmSummary = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!((vm.state, vm.vmm), (VmState::Running, VmmKind::Qemu));
+        assert_eq!(vm.disks[0].role, DiskRole::Upper);
+        assert_eq!(serde_json::to_value(&vm).unwrap(), json);
     }
 }

@@ -132,15 +132,12 @@ fn unique_violation(err: &rusqlite::Error) -> Option<Taken> {
 
 /// `err` as a [`StoreError::Conflict`] when it broke a uniqueness rule and
 /// `value_of` knows the value that was taken; otherwise as is.
-pub(super) fn conflict<'a>(
+pub(super) fn conflict(
     err: rusqlite::Error,
-    value_of: impl FnOnce(Taken) -> Option<&'a str>,
+    value_of: impl FnOnce(Taken) -> Option<String>,
 ) -> StoreError {
     match unique_violation(&err).and_then(|what| Some((what, value_of(what)?))) {
-        Some((what, value)) => StoreError::Conflict {
-            what,
-            value: value.to_string(),
-        },
+        Some((what, value)) => StoreError::Conflict { what, value },
         None => StoreError::Sqlite(err),
     }
 }

@@ -115,7 +115,7 @@ impl Store {
         )
         .map_err(|err| {
             conflict(err, |what| {
-                (what == Taken::ImageName).then_some(image.name.as_str())
+                (what == Taken::ImageName).then(|| image.name.clone())
             })
         })?;
         let record = image_named(&tx, &image.name)?;

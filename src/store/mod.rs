@@ -25,7 +25,7 @@ pub use error::{StoreError, Taken};
 pub use events::EventRecord;
 pub use images::{ImageRecord, NewImage};
 pub use migrations::SCHEMA_VERSION;
-pub use vms::{Lease, NewVm, RootMode, VmProcess, VmRecord, VmRole, VmState};
+pub use vms::{NewVm, VmProcess, VmRecord};
 
 use error::is_corruption;
 use migrations::{migrate, user_version};

@@ -1,7 +1,6 @@
 //! VM records, their network leases and lifecycle state.
 
-use std::fmt;
-use std::str::FromStr;
+use std::net::Ipv4Addr;
 
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OptionalExtension, Row, ToSql, TransactionBehavior, params};
@@ -10,176 +9,28 @@ use serde::Serialize;
 use super::error::{Taken, conflict};
 use super::images::image_id;
 use super::{Store, StoreError};
-use crate::net::ports::{PortSpec, Proto};
+use crate::model::{Lease, PortSpec, Proto, RootMode, UnknownName, VmRole, VmState, VmmKind};
 
-/// The VMMs the schema accepts in `vms.backend`.
-const BACKENDS: [&str; 2] = ["firecracker", "qemu"];
-
-/// Where a VM is in its lifecycle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum VmState {
-    /// Its row exists; its disks and files are being made.
-    Creating,
-    Created,
-    Starting,
-    Running,
-    Stopping,
-    Stopped,
-    Failed,
-    /// Its removal has begun; only finishing it is left.
-    Deleting,
-}
-
-impl VmState {
-    /// Every state, in lifecycle order.
-    pub const ALL: [VmState; 8] = [
-        VmState::Creating,
-        VmState::Created,
-        VmState::Starting,
-        VmState::Running,
-        VmState::Stopping,
-        VmState::Stopped,
-        VmState::Failed,
-        VmState::Deleting,
-    ];
-
-    /// The name stored in the database and shown to users.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            VmState::Creating => "creating",
-            VmState::Created => "created",
-            VmState::Starting => "starting",
-            VmState::Running => "running",
-            VmState::Stopping => "stopping",
-            VmState::Stopped => "stopped",
-            VmState::Failed => "failed",
-            VmState::Deleting => "deleting",
+/// Stored as their names; a row holding anything else is an error, not a default.
+macro_rules! stored_as_name {
+    ($($ty:ty),+) => {$(
+        impl ToSql for $ty {
+            fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+                Ok(self.as_str().into())
+            }
         }
-    }
-}
 
-impl fmt::Display for VmState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for VmState {
-    type Err = StoreError;
-
-    fn from_str(s: &str) -> Result<VmState, StoreError> {
-        VmState::ALL
-            .into_iter()
-            .find(|state| state.as_str() == s)
-            .ok_or_else(|| StoreError::Invalid {
-                kind: "VM state",
-                value: s.to_string(),
-            })
-    }
-}
-
-impl ToSql for VmState {
-    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-        Ok(self.as_str().into())
-    }
-}
-
-impl FromSql for VmState {
-    fn column_result(value: ValueRef<'_>) -> FromSqlResult<VmState> {
-        value
-            .as_str()?
-            .parse()
-            .map_err(|err| FromSqlError::Other(Box::new(err)))
-    }
-}
-
-/// Whose a VM is: the user's, or the temporary VM of an image build.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum VmRole {
-    Vm,
-    Build,
-}
-
-impl VmRole {
-    /// The name stored in the database.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            VmRole::Vm => "vm",
-            VmRole::Build => "build",
+        impl FromSql for $ty {
+            fn column_result(value: ValueRef<'_>) -> FromSqlResult<$ty> {
+                value
+                    .as_str()?
+                    .parse()
+                    .map_err(|err: UnknownName| FromSqlError::Other(Box::new(err)))
+            }
         }
-    }
+    )+};
 }
-
-impl ToSql for VmRole {
-    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-        Ok(self.as_str().into())
-    }
-}
-
-impl FromSql for VmRole {
-    fn column_result(value: ValueRef<'_>) -> FromSqlResult<VmRole> {
-        match value.as_str()? {
-            "vm" => Ok(VmRole::Vm),
-            "build" => Ok(VmRole::Build),
-            other => Err(FromSqlError::Other(Box::new(StoreError::Invalid {
-                kind: "VM role",
-                value: other.to_string(),
-            }))),
-        }
-    }
-}
-
-/// How a VM's root filesystem is made.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RootMode {
-    /// Its own full copy of the image (reflink where the filesystem can).
-    Clone,
-    /// The image itself, read-only and shared, under a per-VM upper disk.
-    Layered,
-}
-
-impl RootMode {
-    /// The name stored in the database and shown to users.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RootMode::Clone => "clone",
-            RootMode::Layered => "layered",
-        }
-    }
-}
-
-impl ToSql for RootMode {
-    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-        Ok(self.as_str().into())
-    }
-}
-
-impl FromSql for RootMode {
-    fn column_result(value: ValueRef<'_>) -> FromSqlResult<RootMode> {
-        match value.as_str()? {
-            "clone" => Ok(RootMode::Clone),
-            "layered" => Ok(RootMode::Layered),
-            other => Err(FromSqlError::Other(Box::new(StoreError::Invalid {
-                kind: "root mode",
-                value: other.to_string(),
-            }))),
-        }
-    }
-}
-
-/// A VM's network identity. Two VMs never share any of these.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Lease {
-    /// The guest's static address on the bridge, handed over on the kernel command line.
-    pub ip: String,
-    /// The guest NIC's MAC, derived from the IP; compared case-insensitively.
-    pub mac: String,
-    /// The host tap device the guest NIC is attached to.
-    pub tap: String,
-}
+stored_as_name!(VmState, VmRole, RootMode, VmmKind);
 
 /// The VMM process running a VM, as recorded when it was launched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -197,8 +48,8 @@ pub struct NewVm {
     pub name: String,
     /// The image it is created from, by name; `None` for a bare rootfs.
     pub image: Option<String>,
-    /// The VMM that runs it: `firecracker` or `qemu`.
-    pub backend: String,
+    /// The VMM that runs it.
+    pub vmm: VmmKind,
     /// Guest vCPUs, at least 1.
     pub vcpus: u32,
     /// Guest memory in MiB, at least 1.
@@ -231,8 +82,8 @@ pub struct VmRecord {
     pub image: Option<String>,
     /// Where it is in its lifecycle, as banger last recorded it.
     pub state: VmState,
-    /// The VMM that runs it: `firecracker` or `qemu`.
-    pub backend: String,
+    /// The VMM that runs it.
+    pub vmm: VmmKind,
     /// Guest vCPUs.
     pub vcpus: u32,
     /// Guest memory in MiB.
@@ -245,12 +96,8 @@ pub struct VmRecord {
     pub pid: Option<u32>,
     /// The VMM's start time, so reconcile can tell a reused pid from ours.
     pub pid_start_ticks: Option<u64>,
-    /// The guest's address, from its lease; `None` when it has none.
-    pub ip: Option<String>,
-    /// The guest NIC's MAC, from its lease.
-    pub mac: Option<String>,
-    /// The host tap device, from its lease.
-    pub tap: Option<String>,
+    /// Its network identity; `None` when it has none.
+    pub lease: Option<Lease>,
     /// Its SSH host public key (`ssh-ed25519 AAAA...`), generated by banger
     /// before first boot; `vm ssh` accepts no other.
     pub host_key: Option<String>,
@@ -270,6 +117,18 @@ pub struct VmRecord {
     pub updated_at: i64,
 }
 
+impl VmRecord {
+    /// Its guest address, when it has a lease.
+    pub fn ip(&self) -> Option<Ipv4Addr> {
+        self.lease.as_ref().map(|l| l.ip)
+    }
+
+    /// Its host tap, when it has a lease.
+    pub fn tap(&self) -> Option<&str> {
+        self.lease.as_ref().map(|l| l.tap.as_str())
+    }
+}
+
 /// Selects every [`VmRecord`] column; callers append `WHERE`/`ORDER BY`.
 const SELECT_VM: &str = "
     SELECT vms.id, vms.name, images.name AS image, vms.state, vms.backend, vms.vcpus,
@@ -285,16 +144,14 @@ fn vm_from_row(row: &Row<'_>) -> rusqlite::Result<VmRecord> {
         name: row.get("name")?,
         image: row.get("image")?,
         state: row.get("state")?,
-        backend: row.get("backend")?,
+        vmm: row.get("backend")?,
         vcpus: row.get("vcpus")?,
         memory_mib: row.get("memory_mib")?,
         disk_bytes: row.get("disk_bytes")?,
         work_disk_bytes: row.get("work_disk_bytes")?,
         pid: row.get("pid")?,
         pid_start_ticks: row.get("pid_start_ticks")?,
-        ip: row.get("ip")?,
-        mac: row.get("mac")?,
-        tap: row.get("tap")?,
+        lease: lease_from_row(row)?,
         host_key: row.get("host_key")?,
         nat: row.get("nat")?,
         role: row.get("role")?,
@@ -304,6 +161,31 @@ fn vm_from_row(row: &Row<'_>) -> rusqlite::Result<VmRecord> {
         started_at: row.get("started_at")?,
         updated_at: row.get("updated_at")?,
     })
+}
+
+/// A row's lease, parsed once here: a row whose lease does not parse is an error.
+fn lease_from_row(row: &Row<'_>) -> rusqlite::Result<Option<Lease>> {
+    fn parsed<T: std::str::FromStr>(row: &Row<'_>, column: &str) -> rusqlite::Result<T>
+    where
+        T::Err: std::fmt::Display,
+    {
+        let text: String = row.get(column)?;
+        text.parse().map_err(|err: T::Err| {
+            rusqlite::Error::FromSqlConversionFailure(
+                0,
+                rusqlite::types::Type::Text,
+                format!("leases.{column}: {err}").into(),
+            )
+        })
+    }
+    if row.get::<_, Option<String>>("ip")?.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(Lease {
+        ip: parsed(row, "ip")?,
+        mac: parsed(row, "mac")?,
+        tap: parsed(row, "tap")?,
+    }))
 }
 
 /// The VM named `name`, or `NotFound`.
@@ -337,17 +219,11 @@ impl Store {
     /// Records a new VM in state `creating`, with its lease if it has one.
     /// A taken name, IP, MAC or tap is a [`StoreError::Conflict`] and leaves nothing behind.
     pub fn insert_vm(&mut self, vm: &NewVm) -> Result<VmRecord, StoreError> {
-        if !BACKENDS.contains(&vm.backend.as_str()) {
-            return Err(StoreError::Invalid {
-                kind: "backend",
-                value: vm.backend.clone(),
-            });
-        }
         let value_of = |what| match what {
-            Taken::VmName => Some(vm.name.as_str()),
-            Taken::Ip => vm.lease.as_ref().map(|l| l.ip.as_str()),
-            Taken::Mac => vm.lease.as_ref().map(|l| l.mac.as_str()),
-            Taken::Tap => vm.lease.as_ref().map(|l| l.tap.as_str()),
+            Taken::VmName => Some(vm.name.clone()),
+            Taken::Ip => vm.lease.as_ref().map(|l| l.ip.to_string()),
+            Taken::Mac => vm.lease.as_ref().map(|l| l.mac.to_string()),
+            Taken::Tap => vm.lease.as_ref().map(|l| l.tap.to_string()),
             Taken::ImageName | Taken::Port => None,
         };
         let tx = self
@@ -365,7 +241,7 @@ impl Store {
                 vm.name,
                 image_id,
                 VmState::Creating,
-                vm.backend,
+                vm.vmm,
                 vm.vcpus,
                 vm.memory_mib,
                 vm.disk_bytes,
@@ -380,7 +256,12 @@ impl Store {
         if let Some(lease) = &vm.lease {
             tx.execute(
                 "INSERT INTO leases (vm_id, ip, mac, tap) VALUES (?1, ?2, ?3, ?4)",
-                params![tx.last_insert_rowid(), lease.ip, lease.mac, lease.tap],
+                params![
+                    tx.last_insert_rowid(),
+                    lease.ip.to_string(),
+                    lease.mac.to_string(),
+                    lease.tap.as_str()
+                ],
             )
             .map_err(|err| conflict(err, value_of))?;
         }
@@ -428,10 +309,7 @@ impl Store {
                 port.host_port,
                 port.proto.as_str()
             );
-            match conflict(err, |what| (what == Taken::Port).then_some("")) {
-                StoreError::Conflict { what, .. } => StoreError::Conflict { what, value: shown },
-                other => other,
-            }
+            conflict(err, |what| (what == Taken::Port).then_some(shown))
         })?;
         tx.commit()?;
         Ok(())
@@ -493,15 +371,15 @@ impl Store {
     }
 
     /// The VM leasing `ip`.
-    pub fn vm_by_ip(&self, ip: &str) -> Result<VmRecord, StoreError> {
+    pub fn vm_by_ip(&self, ip: Ipv4Addr) -> Result<VmRecord, StoreError> {
         self.conn
             .query_row(
                 &format!("{SELECT_VM} WHERE leases.ip = ?1"),
-                [ip],
+                [ip.to_string()],
                 vm_from_row,
             )
             .optional()?
-            .ok_or_else(|| not_found(ip))
+            .ok_or_else(|| not_found(&ip.to_string()))
     }
 
     /// Moves a VM to `state` and records the VMM process now running it
@@ -562,32 +440,5 @@ impl Store {
         tx.execute("DELETE FROM vms WHERE id = ?1", [record.id])?;
         tx.commit()?;
         Ok(record)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn states_round_trip_through_their_names() {
-        for state in VmState::ALL {
-            assert_eq!(state.as_str().parse::<VmState>().ok(), Some(state));
-            assert_eq!(state.to_string(), state.as_str());
-        }
-    }
-
-    #[test]
-    fn unknown_state_names_are_refused() {
-        for name in ["", "Running", "paused", " running"] {
-            let err = name.parse::<VmState>().unwrap_err();
-            assert_eq!(err.to_string(), format!("invalid VM state `{name}`"));
-        }
-    }
-
-    #[test]
-    fn states_serialize_as_their_names() {
-        let json = serde_json::to_string(&VmState::Stopping).unwrap();
-        assert_eq!(json, "\"stopping\"");
     }
 }

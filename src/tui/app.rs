@@ -396,7 +396,7 @@ impl App {
                 }
             }
             Event::BuildEnded(result) => fx = self.build_ended(result),
-            Event::SshReady(Ok(vm)) if vm.state == "running" => fx.push(Effect::Shell(vm)),
+            Event::SshReady(Ok(vm)) if vm.state.is_running() => fx.push(Effect::Shell(vm)),
             Event::SshReady(Ok(vm)) => {
                 self.fail(format!("{} is {}: start it first (s)", vm.name, vm.state))
             }
@@ -427,7 +427,7 @@ impl App {
         if self.connection != Connection::Up {
             return fx;
         }
-        let running = self.vms.iter().any(|vm| vm_runs(&vm.state));
+        let running = self.vms.iter().any(|vm| vm.state.can_stop());
         let stats_due = self
             .last_stats
             .is_none_or(|t| t.elapsed() + REFRESH_BUSY / 2 >= REFRESH);
@@ -507,7 +507,7 @@ impl App {
         let running: Vec<&str> = self
             .vms
             .iter()
-            .filter(|vm| vm_runs(&vm.state))
+            .filter(|vm| vm.state.can_stop())
             .map(|vm| vm.name.as_str())
             .collect();
         self.stats
@@ -654,11 +654,6 @@ impl App {
         self.images_stale = false;
         vec![Effect::RefreshImages]
     }
-}
-
-/// A state in which a VM has a VMM process worth sampling.
-pub(crate) fn vm_runs(state: &str) -> bool {
-    matches!(state, "running" | "starting" | "stopping")
 }
 
 /// True for errors that mean the daemon is not there (as opposed to one

@@ -131,7 +131,7 @@ async fn run_op(client: &Client, op: Op) -> Result<String, crate::rpc::ClientErr
 /// What a create, start or restart came to, as the CLI says it.
 fn booted(result: &VmOpResult, verb: &str) -> String {
     let vm = &result.vm;
-    let ip = vm.ip.as_deref().unwrap_or("-");
+    let ip = vm.ip.map_or("-".into(), |ip| ip.to_string());
     match (result.ssh_ready_ms, result.vmm_started_ms) {
         (Some(ms), _) => format!(
             "{} {verb}: {ip} ({}), SSH ready in {:.1} s",

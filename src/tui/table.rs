@@ -2,8 +2,8 @@
 //! way first when the terminal is narrow. Pure: no drawing here.
 
 use std::cmp::Ordering;
-use std::net::Ipv4Addr;
 
+use crate::model::VmRole;
 use crate::rpc::api::{VmStats, VmSummary};
 use crate::size::{format_duration, format_size};
 
@@ -104,10 +104,10 @@ impl Column {
         let dash = || "-".to_string();
         match self {
             Column::Name => vm.name.clone(),
-            Column::State if vm.role == "build" => format!("{} (build)", vm.state),
-            Column::State => vm.state.clone(),
-            Column::Backend => vm.backend.clone(),
-            Column::Ip => vm.ip.clone().unwrap_or_else(dash),
+            Column::State if vm.role == VmRole::Build => format!("{} (build)", vm.state),
+            Column::State => vm.state.to_string(),
+            Column::Backend => vm.vmm.to_string(),
+            Column::Ip => vm.ip.map_or_else(dash, |ip| ip.to_string()),
             Column::Dns if vm.dns_name.is_empty() => dash(),
             Column::Dns => vm.dns_name.clone(),
             Column::Image => vm.image.clone().unwrap_or_else(dash),
@@ -140,12 +140,11 @@ impl Column {
                 (None, None) => Ordering::Equal,
             }
         }
-        let ip = |vm: &VmSummary| vm.ip.as_deref().and_then(|ip| ip.parse::<Ipv4Addr>().ok());
         let by = match self {
             Column::Name | Column::Dns => Ordering::Equal,
-            Column::State => a.0.state.cmp(&b.0.state),
-            Column::Backend => a.0.backend.cmp(&b.0.backend),
-            Column::Ip => some_first(ip(a.0), ip(b.0)),
+            Column::State => a.0.state.as_str().cmp(b.0.state.as_str()),
+            Column::Backend => a.0.vmm.as_str().cmp(b.0.vmm.as_str()),
+            Column::Ip => some_first(a.0.ip, b.0.ip),
             Column::Image => some_first(a.0.image.as_ref(), b.0.image.as_ref()),
             Column::Vcpus => a.0.vcpus.cmp(&b.0.vcpus),
             Column::Memory => a.0.memory_mib.cmp(&b.0.memory_mib),
@@ -206,20 +205,21 @@ pub fn layout(width: u16, rows: &[Vec<String>]) -> Vec<(Column, u16)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::{RootMode, VmState, VmmKind};
 
     fn vm(name: &str, ip: &str) -> VmSummary {
         VmSummary {
             name: name.into(),
-            state: "stopped".into(),
+            state: VmState::Stopped,
             image: Some("default".into()),
-            backend: "qemu".into(),
+            vmm: VmmKind::Qemu,
             vcpus: 2,
             memory_mib: 1024,
-            ip: Some(ip.into()),
+            ip: Some(ip.parse().unwrap()),
             dns_name: format!("{name}.vm"),
             created_at: 0,
-            role: "vm".into(),
-            root_mode: "layered".into(),
+            role: VmRole::Vm,
+            root_mode: RootMode::Layered,
             disks: vec![],
             published: vec!["127.0.0.1:8080:80/tcp".into(), "0.0.0.0:2222:22/tcp".into()],
         }

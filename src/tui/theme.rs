@@ -3,6 +3,8 @@
 
 use ratatui::style::{Color, Modifier, Style};
 
+use crate::model::VmState;
+
 /// How things are told apart on screen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Theme {
@@ -34,17 +36,17 @@ impl Theme {
     }
 
     /// A VM state: green running, yellow on its way, red failed.
-    pub fn state(self, state: &str) -> Style {
+    pub fn state(self, state: VmState) -> Style {
         match state {
-            "running" => self.fg(Color::Green, Style::new().add_modifier(Modifier::BOLD)),
-            "failed" => self.fg(
+            VmState::Running => self.fg(Color::Green, Style::new().add_modifier(Modifier::BOLD)),
+            VmState::Failed => self.fg(
                 Color::Red,
                 Style::new().add_modifier(Modifier::BOLD | Modifier::UNDERLINED),
             ),
-            "creating" | "starting" | "stopping" | "deleting" => {
+            VmState::Creating | VmState::Starting | VmState::Stopping | VmState::Deleting => {
                 self.fg(Color::Yellow, Style::new().add_modifier(Modifier::ITALIC))
             }
-            _ => self.fg(Color::DarkGray, Style::new()),
+            VmState::Created | VmState::Stopped => self.fg(Color::DarkGray, Style::new()),
         }
     }
 

@@ -5,13 +5,14 @@
 
 use std::sync::Arc;
 
+use crate::model::{RootMode, VmRole, VmState};
 use crate::rpc::api::VmOpResult;
-use crate::store::{NewVm, RootMode, StoreError, Taken, VmRole, VmState};
+use crate::store::{NewVm, StoreError, Taken};
 use crate::system::{fs, ssh};
 
 use super::create::write_known_hosts;
 use super::rollback::{Rollback, Undo};
-use super::{Clock, Guards, Manager, VmError, fault};
+use super::{Clock, Manager, VmError, fault};
 
 impl Manager {
     /// Makes VM `new` from stopped VM `src`; `new` is left created, not started.
@@ -71,7 +72,7 @@ impl Manager {
         let ip = self.insert_with_lease(NewVm {
             name: new.to_string(),
             image: source.image.clone(),
-            backend: source.backend.clone(),
+            vmm: source.vmm,
             vcpus: source.vcpus,
             memory_mib: source.memory_mib,
             disk_bytes: source.disk_bytes,

@@ -5,17 +5,16 @@ use std::collections::HashSet;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-use crate::config::VmmChoice;
 use crate::image::DEFAULT_IMAGE;
-use crate::net::{mac_for, tap_for};
+use crate::model::{Lease, RootMode, VmRole, VmState, VmmKind};
 use crate::rpc::api::{CreateDefaults, CreateVm, VmOpResult};
-use crate::store::{Lease, NewVm, RootMode, StoreError, Taken, VmRole, VmState};
+use crate::store::{NewVm, StoreError, Taken};
 use crate::system::debugfs::{self, GuestFile};
 use crate::system::{e2fs, fs, ssh, tools};
 
-use super::backend::{self, Backend};
 use super::rollback::{Rollback, Undo};
 use super::{Clock, Manager, VmError, VmFiles, fault};
+use crate::vmm::select;
 
 /// Smallest sizes that make sense.
 const MIN_MEMORY_MIB: u32 = 128;
@@ -131,12 +130,8 @@ impl Manager {
                 crate::size::format_size(work_disk_bytes)
             )));
         }
-        let choice = match &req.vmm {
-            Some(v) => parse_vmm(v)?,
-            None => self.config.vmm,
-        };
-        let backend = backend::choose(choice, &self.config, &bundle)?;
-        tools::preflight("banger vm create", &required_tools(backend), None)?;
+        let vmm = select::choose(req.vmm.unwrap_or(self.config.vmm), &self.config, &bundle)?;
+        tools::preflight("banger vm create", &required_tools(vmm), None)?;
         if self.store.lock().get_vm(&req.name).is_ok() {
             return Err(StoreError::Conflict {
                 what: Taken::VmName,
@@ -183,7 +178,7 @@ impl Manager {
         let ports = req
             .publish
             .iter()
-            .map(|p| p.parse::<crate::net::ports::PortSpec>())
+            .map(|p| p.parse::<crate::model::PortSpec>())
             .collect::<Result<Vec<_>, _>>()
             .map_err(VmError::BadRequest)?;
         self.check_ports_free(&ports).await?;
@@ -192,7 +187,7 @@ impl Manager {
         let new_vm = NewVm {
             name: req.name.clone(),
             image: Some(image.name.clone()),
-            backend: backend.name().to_string(),
+            vmm,
             vcpus,
             memory_mib,
             disk_bytes,
@@ -268,7 +263,7 @@ impl Manager {
             .set_vm_state(&req.name, VmState::Created, None)?;
         fault::point("create:created");
         clock.lap("inject files");
-        tracing::info!(vm = %req.name, %ip, backend = backend.name(), "created");
+        tracing::info!(vm = %req.name, %ip, %vmm, "created");
         Ok(())
     }
 
@@ -324,14 +319,10 @@ impl Manager {
             let used: HashSet<Ipv4Addr> = store
                 .list_vms()?
                 .iter()
-                .filter_map(|v| v.ip.as_deref()?.parse().ok())
+                .filter_map(|v| Some(v.lease.as_ref()?.ip))
                 .collect();
             let ip = self.subnet.allocate(&used)?;
-            vm.lease = Some(Lease {
-                ip: ip.to_string(),
-                mac: mac_for(ip),
-                tap: tap_for(ip),
-            });
+            vm.lease = Some(Lease::for_ip(ip));
             match store.insert_vm(&vm) {
                 Ok(_) => return Ok(ip),
                 Err(StoreError::Conflict {
@@ -341,25 +332,12 @@ impl Manager {
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(VmError::BadRequest(
-            "could not lease an address; try again".into(),
-        ))
+        Err(VmError::NoFreeAddress)
     }
 }
 
-fn parse_vmm(value: &str) -> Result<VmmChoice, VmError> {
-    match value {
-        "auto" => Ok(VmmChoice::Auto),
-        "firecracker" => Ok(VmmChoice::Firecracker),
-        "qemu" => Ok(VmmChoice::Qemu),
-        other => Err(VmError::BadRequest(format!(
-            "--vmm {other}: use auto, firecracker or qemu"
-        ))),
-    }
-}
-
-/// The host tools a create needs on `backend`.
-fn required_tools(backend: Backend) -> Vec<&'static str> {
+/// The host tools a create needs on `vmm`.
+fn required_tools(vmm: VmmKind) -> Vec<&'static str> {
     let mut tools = vec![
         "ip",
         "mkfs.ext4",
@@ -369,7 +347,7 @@ fn required_tools(backend: Backend) -> Vec<&'static str> {
         "ssh",
         "ssh-keygen",
     ];
-    if backend == Backend::Qemu {
+    if vmm == VmmKind::Qemu {
         tools.push("qemu-system-x86_64");
     }
     tools

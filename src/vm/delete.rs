@@ -6,7 +6,8 @@
 
 use std::sync::Arc;
 
-use crate::store::{VmProcess, VmRecord, VmState};
+use crate::model::VmState;
+use crate::store::{VmProcess, VmRecord};
 
 use super::{Manager, VmError, fault};
 
@@ -39,7 +40,7 @@ impl Manager {
         self.close_vm_ports(&vm.name);
         fault::point("delete:halted");
         self.sync_nat().await?;
-        if let Some(tap) = &vm.tap {
+        if let Some(tap) = vm.tap() {
             self.netadmin
                 .tap_del(tap)
                 .await

@@ -4,14 +4,16 @@ use std::path::PathBuf;
 
 use crate::bundle::BundleError;
 use crate::image::ImageError;
+use crate::model::{VmState, VmmKind};
 use crate::net::NetError;
-use crate::store::{StoreError, VmState};
+use crate::store::StoreError;
 use crate::system::debugfs::DebugfsError;
 use crate::system::e2fs::E2fsError;
 use crate::system::fs::FsError;
 use crate::system::netadmin::NetAdminError;
 use crate::system::ssh::SshError;
 use crate::system::tools::PreflightError;
+use crate::vmm::VmmError;
 
 /// Errors of VM operations. The first group are the user's to fix (bad
 /// input, wrong state); the rest are the host's.
@@ -30,9 +32,16 @@ pub enum VmError {
         action: &'static str,
     },
     #[error(transparent)]
-    DiskBusy(#[from] crate::vmm::disklock::DiskLockError),
-    #[error("the {0} backend cannot run here: {1}")]
-    BackendUnavailable(&'static str, String),
+    Vmm(#[from] crate::vmm::VmmError),
+    /// The host's configuration is wrong (config.toml, a clashing route).
+    #[error("{0}")]
+    BadConfig(String),
+    /// A VM that should have a lease has none (a damaged record).
+    #[error("VM `{0}` has no network lease")]
+    NoLease(String),
+    /// Every address was taken while this VM looked for one.
+    #[error("could not lease an address; try again")]
+    NoFreeAddress,
     #[error("invalid network configuration")]
     Config(#[source] NetError),
     #[error(transparent)]
@@ -65,9 +74,9 @@ pub enum VmError {
         #[source]
         source: std::io::Error,
     },
-    #[error("the {backend} VMM did not start{}", log_tail.as_ref().map(|t| format!("; its log ends with:\n{t}")).unwrap_or_default())]
+    #[error("the {vmm} VMM did not start{}", log_tail.as_ref().map(|t| format!("; its log ends with:\n{t}")).unwrap_or_default())]
     Launch {
-        backend: &'static str,
+        vmm: VmmKind,
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
         /// What the VMM wrote to its log during this launch.
@@ -75,10 +84,10 @@ pub enum VmError {
     },
     /// The VMM exited while the guest was booting.
     #[error(
-        "the {backend} VMM exited during boot; its log ends with:\n{log_tail}\nthe console ends with:\n{console_tail}"
+        "the {vmm} VMM exited during boot; its log ends with:\n{log_tail}\nthe console ends with:\n{console_tail}"
     )]
     ExitedEarly {
-        backend: &'static str,
+        vmm: VmmKind,
         log_tail: String,
         console_tail: String,
     },
@@ -124,8 +133,7 @@ impl VmError {
                 | VmError::BadRequest(_)
                 | VmError::UnknownImage(_)
                 | VmError::WrongState { .. }
-                | VmError::BackendUnavailable(..)
-                | VmError::DiskBusy(_)
+                | VmError::Vmm(VmmError::Unavailable(..) | VmmError::DiskBusy(_))
         )
     }
 

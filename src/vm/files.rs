@@ -5,8 +5,9 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::model::RootMode;
 use crate::paths::Paths;
-use crate::store::{RootMode, VmRecord};
+use crate::store::VmRecord;
 use crate::vmm::disklock::Disk;
 
 /// The files of one VM.
@@ -55,6 +56,17 @@ impl VmFiles {
 }
 
 impl VmFiles {
+    /// What the VMM wing needs of them to run a VMM.
+    pub fn run_paths(&self) -> crate::vmm::launch::RunPaths {
+        crate::vmm::launch::RunPaths {
+            dir: self.dir.clone(),
+            run_dir: self.run_dir.clone(),
+            api_socket: self.api_socket.clone(),
+            vmm_log: self.vmm_log.clone(),
+            console: self.console.clone(),
+        }
+    }
+
     /// The control socket of the running VMM: [`VmFiles::api_socket`], or
     /// where a VMM started by an older banger bound it.
     pub fn control_socket(&self) -> PathBuf {

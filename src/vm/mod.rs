@@ -1,10 +1,9 @@
 //! VM lifecycle: one file per verb, each an `impl Manager` block; the VMM
-//! backends behind [`backend`]; state guards on [`VmState`].
+//! processes are the VMM wing's ([`crate::vmm`]); state guards on [`VmState`].
 //!
 //! Every mutating operation holds its VM's lock for its whole run and runs
 //! in a task of its own, so a client that hangs up cannot cut it in half.
 
-pub(crate) mod backend;
 mod clone;
 mod create;
 mod delete;
@@ -26,42 +25,23 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-pub use backend::{Backend, describe_host};
 pub use error::VmError;
 pub use files::{VmFiles, tail as log_tail};
 
 use crate::bundle::Bundle;
 use crate::config::Config;
 use crate::image::Images;
+use crate::model::{DiskRole, RootMode};
 use crate::net::Subnet;
 use crate::net::grant::Policy;
 use crate::paths::Paths;
 use crate::rpc::api::{DiskUsage, Timing, VmDetails};
-use crate::store::{RootMode, SharedStore, VmRecord, VmState};
+use crate::store::{SharedStore, VmRecord};
 use crate::system::netadmin::NetAdmin;
 
 /// The name the `.vm` DNS server answers for VM `name`.
 pub fn dns_name(name: &str) -> String {
     format!("{name}.vm")
-}
-
-/// Which transitions a state allows.
-pub trait Guards {
-    fn can_start(self) -> bool;
-    fn can_stop(self) -> bool;
-}
-
-impl Guards for VmState {
-    fn can_start(self) -> bool {
-        matches!(self, VmState::Created | VmState::Stopped | VmState::Failed)
-    }
-
-    fn can_stop(self) -> bool {
-        matches!(
-            self,
-            VmState::Starting | VmState::Running | VmState::Stopping
-        )
-    }
 }
 
 /// Owns every VM of one user.
@@ -105,7 +85,7 @@ impl Manager {
             &config.network.subnet,
             &config.network.nat_table,
         )
-        .map_err(|e| VmError::BadRequest(format!("{e} (in {})", paths.config_file().display())))?;
+        .map_err(|e| VmError::BadConfig(format!("{e} (in {})", paths.config_file().display())))?;
         let netadmin = NetAdmin::new(policy, config.helper.as_deref());
         Ok(Arc::new(Manager {
             netadmin,
@@ -206,10 +186,7 @@ impl Manager {
     /// Everything `vm show` says about a VM.
     pub fn details(&self, vm: &VmRecord) -> VmDetails {
         let files = self.files(&vm.name);
-        let live_pid = match (vm.state, vm.pid) {
-            (VmState::Running | VmState::Starting | VmState::Stopping, Some(pid)) => Some(pid),
-            _ => None,
-        };
+        let live_pid = vm.pid.filter(|_| vm.state.can_stop());
         let uptime_secs = live_pid.and_then(|pid| {
             crate::system::proc::ProcStats::read(pid)
                 .ok()
@@ -217,20 +194,18 @@ impl Manager {
         });
         VmDetails {
             name: vm.name.clone(),
-            state: vm.state.to_string(),
-            role: vm.role.as_str().to_string(),
+            state: vm.state,
+            role: vm.role,
             image: vm.image.clone(),
-            backend: vm.backend.clone(),
-            backend_detail: Backend::from_name(&vm.backend)
-                .map(|b| b.detail())
-                .unwrap_or_else(|| vm.backend.clone()),
+            vmm: vm.vmm,
+            vmm_detail: crate::vmm::select::describe(vm.vmm),
             vcpus: vm.vcpus,
             memory_mib: vm.memory_mib,
             disk_bytes: vm.disk_bytes,
             work_disk_bytes: vm.work_disk_bytes,
-            ip: vm.ip.clone(),
-            mac: vm.mac.clone(),
-            tap: vm.tap.clone(),
+            ip: vm.lease.as_ref().map(|l| l.ip),
+            mac: vm.lease.as_ref().map(|l| l.mac),
+            tap: vm.lease.as_ref().map(|l| l.tap.clone()),
             dns_name: dns_name(&vm.name),
             nat: vm.nat,
             pid: vm.pid,
@@ -244,7 +219,7 @@ impl Manager {
             dir: files.dir,
             ssh_key: self.ssh_key(),
             host_key: vm.host_key.clone(),
-            root_mode: vm.root_mode.as_str().to_string(),
+            root_mode: vm.root_mode,
             root_mode_detail: match vm.root_mode {
                 RootMode::Layered => format!(
                     "image {} read-only and shared, under this VM's upper disk",
@@ -252,7 +227,7 @@ impl Manager {
                         .as_deref()
                         .map_or("-".into(), |p| p.display().to_string())
                 ),
-                RootMode::Clone if vm.role == crate::store::VmRole::Build => {
+                RootMode::Clone if vm.role == crate::model::VmRole::Build => {
                     "a whole clone: an image build boots its own copy read-write".into()
                 }
                 RootMode::Clone => match self.bundle() {
@@ -285,17 +260,17 @@ impl Manager {
             .into_iter()
             .map(|disk| {
                 let role = if disk.read_only {
-                    "image"
+                    DiskRole::Image
                 } else if disk.path == files.upper {
-                    "upper"
+                    DiskRole::Upper
                 } else if disk.path == files.work_disk {
-                    "work"
+                    DiskRole::Work
                 } else {
-                    "root"
+                    DiskRole::Root
                 };
                 let (apparent_bytes, used_bytes) = crate::system::fs::usage(&disk.path);
                 DiskUsage {
-                    role: role.into(),
+                    role,
                     shared: disk.read_only,
                     path: disk.path,
                     apparent_bytes,

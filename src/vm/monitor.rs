@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::store::VmState;
+use crate::model::VmState;
 use crate::system::pid::ExitWatch;
 
 use super::Manager;
@@ -51,7 +51,7 @@ impl Manager {
         if let Err(e) = self.sync_nat().await {
             tracing::error!(vm = name, error = %e, "cannot update the NAT table");
         }
-        if let Some(tap) = &vm.tap
+        if let Some(tap) = vm.tap()
             && let Err(e) = self.netadmin.tap_del(tap).await
         {
             tracing::error!(vm = name, %tap, error = %e, "cannot remove tap");

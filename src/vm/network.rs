@@ -11,7 +11,7 @@ use crate::net::nat;
 use crate::rpc::api::{LeaseStatus, NetworkCleanup, NetworkStatus};
 use crate::system::net;
 
-use super::{Guards, Manager, VmError};
+use super::{Manager, VmError};
 
 /// Why there is no DNS listener before the bridge first comes up.
 pub(crate) const NO_DNS_YET: &str = "not started: it starts with the first VM";
@@ -64,7 +64,7 @@ impl Manager {
         if !net::link_exists(bridge) {
             let routes = net::routes().map_err(VmError::io("/proc/thread-self/net/route"))?;
             if let Some(route) = nat::clashing_route(&routes, &self.subnet, bridge) {
-                return Err(VmError::BadRequest(format!(
+                return Err(VmError::BadConfig(format!(
                     "the VM subnet {} clashes with the host route {}/{} on {}; set `network.subnet` in {} to a free range",
                     self.subnet.cidr(),
                     route.destination,
@@ -111,17 +111,12 @@ impl Manager {
             let names = reader.clone();
             let lookup: dns::Lookup = Arc::new(move |name: &str| {
                 let vm = names.lock().ok()?.get_vm(name).ok()?;
-                vm.ip?.parse().ok()
+                vm.ip()
             });
             let (subnet, gateway) = (self.subnet, self.subnet.gateway);
             let access: dns::Access = Arc::new(move |ip: std::net::IpAddr| {
                 dns_reach(ip, &subnet, gateway, |ip| {
-                    reader
-                        .lock()
-                        .ok()?
-                        .vm_by_ip(&ip.to_string())
-                        .ok()
-                        .map(|vm| vm.nat)
+                    reader.lock().ok()?.vm_by_ip(ip).ok().map(|vm| vm.nat)
                 })
             });
             let upstreams = self.dns_upstreams();
@@ -188,18 +183,9 @@ impl Manager {
             nat_sources: running
                 .iter()
                 .filter(|vm| vm.nat)
-                .filter_map(|vm| vm.ip.as_deref()?.parse::<Ipv4Addr>().ok())
+                .filter_map(|vm| vm.ip())
                 .collect(),
-            guests: running
-                .iter()
-                .filter_map(|vm| {
-                    Some(nat::Guest {
-                        tap: vm.tap.clone()?,
-                        mac: vm.mac.clone()?,
-                        ip: vm.ip.as_deref()?.parse().ok()?,
-                    })
-                })
-                .collect(),
+            guests: running.iter().filter_map(|vm| vm.lease.clone()).collect(),
         };
         self.netadmin
             .ip_forward()
@@ -239,13 +225,14 @@ impl Manager {
             .list_vms()?
             .into_iter()
             .filter_map(|vm| {
+                let lease = vm.lease?;
                 Some(LeaseStatus {
-                    tap_present: net::link_exists(vm.tap.as_deref()?),
+                    tap_present: net::link_exists(lease.tap.as_str()),
                     vm: vm.name,
-                    state: vm.state.to_string(),
-                    ip: vm.ip?,
-                    mac: vm.mac?,
-                    tap: vm.tap?,
+                    state: vm.state,
+                    ip: lease.ip,
+                    mac: lease.mac,
+                    tap: lease.tap,
                     nat: vm.nat,
                 })
             })
@@ -280,8 +267,7 @@ impl Manager {
         let vms = self.store.lock().list_vms()?;
         for vm in &vms {
             if let Some(tap) = vm
-                .tap
-                .as_deref()
+                .tap()
                 .filter(|t| !vm.state.can_stop() && net::link_exists(t))
             {
                 self.netadmin

@@ -13,11 +13,11 @@ use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::Semaphore;
 
-use crate::net::ports::{PortSpec, Proto};
+use crate::model::VmRole;
+use crate::model::{PortSpec, Proto};
 use crate::rpc::api::VmDetails;
-use crate::store::VmRole;
 
-use super::{Guards, Manager, VmError};
+use super::{Manager, VmError};
 
 /// A published port being served, and the task listening on it.
 pub(crate) type OpenPort = (PortSpec, tokio::task::JoinHandle<()>);
@@ -127,11 +127,7 @@ impl Manager {
     }
 
     fn serve_port(self: &Arc<Manager>, name: &str, port: PortSpec, listener: Listener) {
-        let Some(guest) = self
-            .get(name)
-            .ok()
-            .and_then(|vm| vm.ip?.parse::<std::net::Ipv4Addr>().ok())
-        else {
+        let Some(guest) = self.get(name).ok().and_then(|vm| vm.ip()) else {
             return;
         };
         let target = SocketAddr::from((guest, port.guest_port));

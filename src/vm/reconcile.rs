@@ -18,7 +18,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::store::{VmRecord, VmRole, VmState};
+use crate::model::{VmRole, VmState};
+use crate::store::VmRecord;
 use crate::system::{net, pid};
 
 use super::{Manager, VmError};
@@ -96,7 +97,7 @@ impl Manager {
                     self.store
                         .lock()
                         .set_vm_state(&name, VmState::Stopped, None)?;
-                    if let Some(tap) = &vm.tap {
+                    if let Some(tap) = vm.tap() {
                         let _ = self.netadmin.tap_del(tap).await;
                     }
                     let why = if vm.state == VmState::Starting {
@@ -111,7 +112,7 @@ impl Manager {
                 (VmState::Created | VmState::Stopped | VmState::Failed, _) => {
                     self.kill_strays(&name).await;
                     // A daemon killed mid-start can leave a tap behind.
-                    if let Some(tap) = vm.tap.as_deref().filter(|t| net::link_exists(t)) {
+                    if let Some(tap) = vm.tap().filter(|t| net::link_exists(t)) {
                         let _ = self.netadmin.tap_del(tap).await;
                     }
                 }
@@ -146,7 +147,7 @@ impl Manager {
     /// Removes a VM nobody will finish: its VMMs, tap, files and row.
     async fn remove_vm_everything(&self, vm: &VmRecord) {
         self.kill_strays(&vm.name).await;
-        if let Some(tap) = vm.tap.as_deref().filter(|t| net::link_exists(t)) {
+        if let Some(tap) = vm.tap().filter(|t| net::link_exists(t)) {
             let _ = self.netadmin.tap_del(tap).await;
         }
         let dir = self.files(&vm.name).dir;

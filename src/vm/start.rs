@@ -1,22 +1,22 @@
 //! `vm start`: bridge and tap up, VMM launched in its own session, then wait
 //! until the guest answers SSH with the host key banger gave it.
 
-use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::model::{RootMode, VmState, VmmKind};
 use crate::rpc::api::VmOpResult;
-use crate::store::{RootMode, VmProcess, VmState};
+use crate::store::VmProcess;
+use crate::system::fs::file_len;
 use crate::system::host::kvm_kind;
 use crate::system::pid::{self, ExitWatch};
-use crate::vmm::qemu;
+use crate::vmm::disklock::DiskLocks;
+use crate::vmm::launch::{self, LaunchPlan};
+use crate::vmm::{VmmError, jail, qemu, select, vmm_user};
 
-use super::backend::{self, Backend, LaunchPlan};
 use super::files::tail;
 use super::rollback::{Rollback, Undo};
-use super::{Clock, Guards, Manager, VmError, fault};
-use crate::system::fs::file_len;
-use crate::vmm::disklock::DiskLocks;
+use super::{Clock, Manager, VmError, fault};
 
 impl Manager {
     /// Boots a stopped VM with the disks, address and keys it had; waits
@@ -76,19 +76,14 @@ impl Manager {
                 action: "start",
             });
         }
-        let backend = Backend::from_name(&vm.backend)
-            .ok_or_else(|| VmError::BadRequest(format!("unknown backend `{}`", vm.backend)))?;
-        let (Some(ip), Some(mac), Some(tap)) = (vm.ip.clone(), vm.mac.clone(), vm.tap.clone())
-        else {
-            return Err(VmError::BadRequest(format!(
-                "VM `{name}` has no network lease"
-            )));
-        };
-        let ip: Ipv4Addr = ip
-            .parse()
-            .map_err(|_| VmError::BadRequest(format!("bad IP {ip}")))?;
+        let vmm = vm.vmm;
+        let lease = vm
+            .lease
+            .clone()
+            .ok_or_else(|| VmError::NoLease(name.into()))?;
+        let (ip, tap) = (lease.ip, lease.tap.clone());
         let bundle = self.bundle()?;
-        let firecracker = backend::firecracker_binary(&self.config, Some(&bundle));
+        let firecracker = select::firecracker_binary(&self.config, Some(&bundle));
         let files = self.files(name);
         // A VMM that still runs on these disks (one this daemon lost track
         // of, or another daemon's) must not get a twin, and its tap must
@@ -96,12 +91,12 @@ impl Manager {
         let drives = files.disks(&vm);
         check_disks_free(&drives).await?;
         let logs = self.vmm_logs(&files);
-        let jailer = match backend {
-            Backend::Firecracker => backend::jailer_binary(&self.config, firecracker.as_deref()),
-            Backend::Qemu => None,
+        let jailer = match vmm {
+            VmmKind::Firecracker => jail::jailer_binary(&self.config, firecracker.as_deref()),
+            VmmKind::Qemu => None,
         };
-        let user = match backend::vmm_user(
-            backend,
+        let user = match vmm_user::for_guest(
+            vmm,
             self.config.vmm_uid_base,
             &self.subnet,
             ip,
@@ -132,16 +127,16 @@ impl Manager {
                 // the tap exists, so the guest never sends unfenced.
                 self.sync_nat_held(&held).await?;
                 self.netadmin
-                    .tap_add(&tap, tap_owner)
+                    .tap_add(tap.as_str(), tap_owner)
                     .await
-                    .map_err(VmError::tap(&tap))?;
-                rollback.push(Undo::DeleteTap(tap.clone()));
+                    .map_err(VmError::tap(tap.as_str()))?;
+                rollback.push(Undo::DeleteTap(tap.to_string()));
             }
             self.ensure_dns().await;
             fault::point("start:tap");
             clock.lap("network");
 
-            let tcg = backend == Backend::Qemu && qemu::accel_for(kvm_kind()) == qemu::Accel::Tcg;
+            let tcg = vmm == VmmKind::Qemu && qemu::accel_for(kvm_kind()) == qemu::Accel::Tcg;
             let mut kernel_args = kernel_args(&bundle.defaults.kernel_args, &self.subnet.kernel_ip_arg(ip, name), tcg);
             if vm.root_mode == RootMode::Layered {
                 kernel_args.push_str(UPPER_ARG);
@@ -157,13 +152,14 @@ impl Manager {
                 initrd: bundle.initrd.clone(),
                 kernel_args,
                 tap: tap.clone(),
-                mac,
+                mac: lease.mac,
                 drives,
                 user,
                 jailer,
+                firecracker: firecracker.clone(),
             };
             let (log_from, console_from) = (file_len(&files.vmm_log), file_len(&files.console));
-            let launched = backend::launch(backend, &plan, &files, firecracker.as_deref(), &logs, |pid| {
+            let launched = launch::launch(vmm, &plan, &files.run_paths(), &logs, |pid| {
                 rollback.push(Undo::Kill(pid));
                 let start_ticks = pid::start_ticks(pid).unwrap_or(0);
                 self.store.lock().set_vm_state(
@@ -172,12 +168,12 @@ impl Manager {
                     Some(VmProcess { pid, start_ticks }),
                 )?;
                 fault::point("start:spawned");
-                Ok(())
+                Ok::<(), VmError>(())
             })
             .await
             .map_err(|e| match e {
-                VmError::Launch { backend, source, .. } => VmError::Launch {
-                    backend,
+                VmError::Vmm(VmmError::Launch { vmm, source }) => VmError::Launch {
+                    vmm,
                     source,
                     log_tail: Some(tail(&files.vmm_log, log_from, 15)),
                 },
@@ -227,7 +223,7 @@ impl Manager {
                     // The log relay writes the last words a moment later.
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                     VmError::ExitedEarly {
-                    backend: backend.name(),
+                    vmm,
                     log_tail: tail(&files.vmm_log, log_from, 15),
                     console_tail: tail(&files.console, console_from, 25),
                 }}),
@@ -278,7 +274,7 @@ async fn check_disks_free(drives: &[crate::vmm::disklock::Disk]) -> Result<(), V
             Err(DiskLockError::Busy { .. }) if std::time::Instant::now() < deadline => {
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }
-            other => return other.map_err(VmError::from),
+            other => return other.map_err(|e| VmError::Vmm(e.into())),
         }
     }
 }

@@ -6,12 +6,13 @@ use std::time::Duration;
 
 use rustix::process::Signal;
 
+use crate::model::VmState;
 use crate::rpc::api::{VmDetails, VmOpResult};
-use crate::store::{VmProcess, VmRecord, VmState};
+use crate::store::{VmProcess, VmRecord};
 use crate::system::pid::{self, ExitWatch};
 
-use super::backend::{self, Backend};
-use super::{Clock, Guards, Manager, VmError, fault};
+use super::{Clock, Manager, VmError, fault};
+use crate::vmm::launch;
 
 impl Manager {
     /// Stops VM `name`: gracefully unless `force`.
@@ -95,8 +96,7 @@ impl Manager {
         let timeout = Duration::from_secs(self.config.stop_timeout_secs);
         let mut clean = false;
         if !force {
-            let backend = Backend::from_name(&vm.backend).unwrap_or(Backend::Qemu);
-            match backend::request_shutdown(backend, &files).await {
+            match launch::request_shutdown(vm.vmm, &files.control_socket()).await {
                 Ok(()) => {
                     fault::point("stop:requested");
                     clean = watch.exited_within(timeout).await;

@@ -122,6 +122,28 @@ impl Jail {
     }
 }
 
+/// Firecracker's jailer, where a root daemon can use it: the `jailer`
+/// setting (empty turns it off), else `jailer` next to the firecracker
+/// binary, else on PATH; only for a static firecracker binary, the only
+/// kind that runs in a jail.
+pub fn jailer_binary(
+    config: &crate::config::Config,
+    firecracker: Option<&Path>,
+) -> Option<PathBuf> {
+    if !rustix::process::geteuid().is_root() || !firecracker.is_some_and(is_static_elf) {
+        return None;
+    }
+    match &config.jailer {
+        Some(path) if path.as_os_str().is_empty() => None,
+        Some(path) => Some(path.clone()).filter(|p| p.is_file()),
+        None => firecracker
+            .and_then(|fc| fc.parent())
+            .map(|dir| dir.join("jailer"))
+            .filter(|p| p.is_file())
+            .or_else(|| crate::system::tools::find_program("jailer", None)),
+    }
+}
+
 /// True when `binary` is a 64-bit ELF with no program interpreter: a
 /// static build, the only kind that runs in a jail holding nothing else
 /// (a glibc build fails there with "No such file or directory").

@@ -1,6 +1,8 @@
 //! The VMM wing: launching and driving the processes that run guests, and
 //! what every VMM process needs. May spawn.
 //!
+//! - [`select`]: which VMM runs a VM (`auto`, or one asked for by name) and where its binary is.
+//! - [`launch`]: what every launch needs, then one launch per kind; asking a guest to shut down.
 //! - [`firecracker`]: launch Firecracker (directly or through its jailer) and drive it through its API socket.
 //! - [`qemu`]: the QEMU `microvm` VMM process and its QMP socket.
 //! - [`jail`]: the layout Firecracker's jailer chroots a VMM into.
@@ -11,9 +13,15 @@
 #![allow(clippy::disallowed_methods)]
 
 pub mod disklock;
+mod error;
 pub mod firecracker;
 pub mod jail;
+pub mod launch;
 pub mod logcap;
 pub mod qemu;
+pub mod select;
 pub mod vmm_io;
 pub mod vmm_user;
+
+pub use crate::model::VmmKind;
+pub use error::VmmError;

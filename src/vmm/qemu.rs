@@ -9,8 +9,11 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
+use super::VmmError;
 use super::disklock::Disk;
+use super::launch::{LaunchPlan, Launched, Prepared, RunPaths};
 use super::vmm_io::VmmIo;
+use crate::model::VmmKind;
 use crate::system::tools;
 
 /// Errors launching or talking to QEMU.
@@ -313,6 +316,53 @@ pub fn host_tsc_khz() -> Option<u64> {
         .parse()
         .ok()?;
     Some((mhz * 1000.0).round() as u64)
+}
+
+/// The QEMU half of [`super::launch::launch`]: the guest's tap by
+/// descriptor, the argv, the process; `spawned` hears its pid.
+pub(super) async fn start<E: From<VmmError>>(
+    plan: &LaunchPlan,
+    paths: &RunPaths,
+    prepared: Prepared,
+    spawned: impl FnOnce(u32) -> Result<(), E>,
+) -> Result<Launched, E> {
+    let failed = VmmError::launch(VmmKind::Qemu);
+    let Prepared {
+        mut io,
+        kernel,
+        initrd,
+        drives,
+        ..
+    } = prepared;
+    let tap = crate::system::net::open_tap(plan.tap.as_str()).map_err(|e| failed(e.into()))?;
+    let spec = QemuSpec {
+        name: plan.name.clone(),
+        accel: accel_for(crate::system::host::kvm_kind()),
+        vcpus: plan.vcpus,
+        memory_mib: plan.memory_mib,
+        kernel,
+        initrd,
+        kernel_args: plan.kernel_args.clone(),
+        drives,
+        net: Some(QemuNet {
+            tap_fd: io.pass_fd(tap),
+            mac: plan.mac.to_string(),
+        }),
+    };
+    let files = QemuFiles {
+        dir: paths.dir.clone(),
+        qmp_socket: paths.api_socket.clone(),
+    };
+    let mut child = launch(&spec, &files, io).map_err(|e| failed(e.into()))?;
+    let Some(pid) = child.id() else {
+        return Err(failed("qemu exited at once".into()).into());
+    };
+    if let Err(e) = spawned(pid) {
+        let _ = child.start_kill();
+        let _ = child.wait().await;
+        return Err(e);
+    }
+    Ok(Launched { pid, child })
 }
 
 #[cfg(test)]

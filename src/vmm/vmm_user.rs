@@ -16,6 +16,7 @@
 //!   its tap as a descriptor): through their group when only the group
 //!   may, else the VMM cannot drop root and says why.
 
+use crate::model::VmmKind;
 use std::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
@@ -126,6 +127,38 @@ fn chown(path: &Path, uid: u32, gid: u32) -> io::Result<()> {
         rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
     )
     .map_err(Into::into)
+}
+
+/// Who the VMM of the guest at `ip` runs as on `vmm`. `Ok(None)` for a
+/// daemon that is not root (its VMMs run as it); under root a uid of the
+/// VM's own, `vmm_uid_base` plus the guest's place in the subnet, unless a
+/// device the VMM opens itself only opens for root (`Err` says which).
+pub fn for_guest(
+    vmm: VmmKind,
+    uid_base: u32,
+    subnet: &crate::net::Subnet,
+    ip: std::net::Ipv4Addr,
+    jailed: bool,
+) -> Result<Option<VmmUser>, String> {
+    if !rustix::process::geteuid().is_root() {
+        return Ok(None);
+    }
+    let offset = u32::from(ip).wrapping_sub(u32::from(subnet.network()));
+    let id = uid_base.checked_add(offset).ok_or_else(|| {
+        format!("vmm_uid_base {uid_base} leaves no room for the guest uids of the subnet")
+    })?;
+    let kvm = Path::new("/dev/kvm");
+    let devices: Vec<&Path> = match vmm {
+        // QEMU gets its tap as a descriptor; it opens /dev/kvm only with KVM.
+        VmmKind::Qemu => match super::qemu::accel_for(crate::system::host::kvm_kind()) {
+            super::qemu::Accel::Kvm => vec![kvm],
+            super::qemu::Accel::Tcg => vec![],
+        },
+        // The jailer makes the jail's own device nodes, the VM uid's.
+        VmmKind::Firecracker if jailed => vec![],
+        VmmKind::Firecracker => vec![kvm, Path::new("/dev/net/tun")],
+    };
+    VmmUser::for_devices(id, &devices).map(Some)
 }
 
 #[cfg(test)]

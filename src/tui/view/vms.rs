@@ -8,7 +8,7 @@ use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Sparkline, Table, T
 use super::title;
 use crate::rpc::api::VmSummary;
 use crate::size::{format_duration, format_size};
-use crate::tui::app::{App, vm_runs};
+use crate::tui::app::App;
 use crate::tui::table::{Column, layout};
 
 /// The details pane needs this many rows, and the table at least as many
@@ -66,7 +66,7 @@ fn vm_table(frame: &mut Frame, app: &App, visible: &[&VmSummary], area: Rect) {
             let i = Column::ALL.iter().position(|x| x == c).unwrap_or(0);
             let cell = Cell::from(align(fit(&row[i], *width), *c));
             if *c == Column::State {
-                cell.style(t.state(&vm.state))
+                cell.style(t.state(vm.state))
             } else {
                 cell
             }
@@ -142,10 +142,10 @@ fn vm_details(frame: &mut Frame, app: &App, vm: &VmSummary, area: Rect) {
     let lines = vec![
         Line::from(vec![
             label("state"),
-            Span::styled(vm.state.clone(), t.state(&vm.state)),
+            Span::styled(vm.state.to_string(), t.state(vm.state)),
             Span::raw(format!(
                 "  {}  {}",
-                vm.backend,
+                vm.vmm,
                 stats.map_or_else(String::new, |s| format!(
                     "up {}",
                     format_duration(s.uptime_secs)
@@ -154,18 +154,18 @@ fn vm_details(frame: &mut Frame, app: &App, vm: &VmSummary, area: Rect) {
         ]),
         Line::from(vec![
             label("ip"),
-            Span::raw(format!("{}  {}", dash(vm.ip.as_deref()), vm.dns_name)),
+            Span::raw(format!(
+                "{}  {}",
+                vm.ip.map_or("-".into(), |ip| ip.to_string()),
+                vm.dns_name
+            )),
         ]),
         Line::from(vec![
             label("image"),
             Span::raw(format!(
                 "{} ({})  {} vCPU  {}",
                 dash(vm.image.as_deref()),
-                if vm.root_mode.is_empty() {
-                    "-"
-                } else {
-                    &vm.root_mode
-                },
+                vm.root_mode,
                 vm.vcpus,
                 format_size(u64::from(vm.memory_mib) << 20)
             )),
@@ -183,8 +183,8 @@ fn vm_details(frame: &mut Frame, app: &App, vm: &VmSummary, area: Rect) {
     frame.render_widget(Paragraph::new(lines), left);
 
     let history = app.history.get(&vm.name);
-    let (Some(history), Some(stats)) = (history.filter(|_| vm_runs(&vm.state)), stats) else {
-        let text = if vm_runs(&vm.state) {
+    let (Some(history), Some(stats)) = (history.filter(|_| vm.state.can_stop()), stats) else {
+        let text = if vm.state.can_stop() {
             "sampling…"
         } else {
             "not running"

@@ -14,6 +14,9 @@ use tokio::process::{Child, Command};
 use super::FirecrackerError;
 use super::client::{ApiError, Client};
 use super::models::{BootSource, Drive, LogLevel, Logger, MachineConfiguration, NetworkInterface};
+use crate::model::VmmKind;
+use crate::vmm::VmmError;
+use crate::vmm::launch::{LaunchPlan, Prepared, RunPaths};
 use crate::vmm::vmm_io::VmmIo;
 
 /// How long a fresh process may take to answer on its API socket (measured
@@ -512,6 +515,99 @@ pub fn instance_id(name: &str) -> String {
         })
         .take(64)
         .collect()
+}
+
+/// The Firecracker half of [`crate::vmm::launch::launch`]: spawn it
+/// (through its jailer when there is one), tell `spawned` its pid, then
+/// configure and start the instance.
+pub(crate) async fn start<E: From<VmmError>>(
+    plan: &LaunchPlan,
+    paths: &RunPaths,
+    prepared: Prepared,
+    spawned: impl FnOnce(u32) -> Result<(), E>,
+) -> Result<crate::vmm::launch::Launched, E> {
+    let failed = VmmError::launch(VmmKind::Firecracker);
+    let binary = plan
+        .firecracker
+        .as_deref()
+        .ok_or_else(|| failed("no firecracker binary".into()))?;
+    let Prepared {
+        io,
+        kernel,
+        initrd,
+        drives,
+        jail,
+    } = prepared;
+    // Paths as Firecracker sees them: in its jail, or its descriptors.
+    let (kernel, initrd, drive_paths, log_path, api_socket) = match &jail {
+        Some((_, jail)) => (
+            jail.kernel.clone(),
+            jail.initrd.clone(),
+            jail.drives.clone(),
+            PathBuf::from(crate::vmm::jail::LOG_FIFO),
+            jail.api_socket.clone(),
+        ),
+        None => (
+            kernel,
+            initrd,
+            drives.iter().map(|d| d.path.clone()).collect(),
+            PathBuf::from("/dev/stderr"),
+            paths.api_socket.clone(),
+        ),
+    };
+    let spec = MachineSpec {
+        vcpus: plan.vcpus,
+        memory_mib: plan.memory_mib,
+        kernel,
+        initrd,
+        kernel_args: plan.kernel_args.clone(),
+        drives: drives
+            .iter()
+            .zip(drive_paths)
+            .zip(["vda", "vdb", "vdc", "vdd"])
+            .enumerate()
+            .map(|(i, ((disk, path), id))| DriveSpec {
+                id: id.into(),
+                path,
+                root: i == 0,
+                read_only: disk.read_only,
+            })
+            .collect(),
+        net: Some(NetSpec {
+            tap: plan.tap.to_string(),
+            mac: plan.mac.to_string(),
+        }),
+        log_path,
+    };
+    let run_files = RunFiles {
+        dir: paths.dir.clone(),
+        api_socket,
+        log: paths.vmm_log.clone(),
+        console: paths.console.clone(),
+    };
+    let jailer = match (&jail, &plan.user) {
+        (Some((binary, jail)), Some(user)) => Some(Jailer {
+            binary: binary.clone(),
+            uid: user.uid,
+            gid: user.gid,
+            chroot_base: jail.base.clone(),
+            cgroups: crate::vmm::jail::cgroup_limits(plan.vcpus, plan.memory_mib),
+        }),
+        _ => None,
+    };
+    let vmm = spawn(binary, &plan.name, &run_files, io, jailer.as_ref())
+        .await
+        .map_err(|e| failed(e.into()))?;
+    // Dropping `vmm` on failure kills it.
+    spawned(vmm.pid())?;
+    let launched = vmm
+        .boot(&run_files, &spec)
+        .await
+        .map_err(|e| failed(e.into()))?;
+    Ok(crate::vmm::launch::Launched {
+        pid: launched.pid,
+        child: launched.child,
+    })
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ use std::process::ExitStatus;
 use std::time::Duration;
 
 pub use client::{ApiError, Client};
+pub(crate) use launch::start;
 pub use launch::{
     DriveSpec, Jailer, Launched, MachineSpec, NetSpec, RunFiles, Spawned, instance_id, launch,
     request_shutdown, spawn,
