@@ -9,7 +9,8 @@
 //! - [`store`]: SQLite schema, migrations and queries; sole owner of on-disk state.
 //! - [`system`]: the shell-out layer and native host helpers. May spawn.
 //! - [`vmm`]: the VMM wing: Firecracker and QEMU processes, the jailer, VMM users, disk locks, log relays. May spawn.
-//! - [`vm`]: VM lifecycle: create, start, stop, delete, reconcile; the VMM backends.
+//! - [`vm`]: VM lifecycle, one file per verb: create, start, stop, delete, clone, publish; reconcile; events.
+//! - [`network`]: the host network service: bridge, taps, NAT and guard tables, the DNS listener, published-port relays.
 //! - [`doctor`]: `banger doctor`: every host check and its fix; served by the daemon, printed by the CLI.
 //! - [`image`]: the image registry and its disk files, one directory per version.
 //! - [`builder`]: `image build`: a build VM provisioned over SSH, the build cache.
@@ -32,6 +33,7 @@ pub mod doctor;
 pub mod image;
 pub mod model;
 pub mod net;
+pub mod network;
 pub mod paths;
 pub mod rpc;
 pub mod size;

@@ -217,7 +217,7 @@ fn a_replaced_version_stays_while_a_layered_vm_uses_it() {
     use banger::store::{NewVm, SharedStore, Store};
     let dir = tempfile::tempdir().unwrap();
     let store = SharedStore::new(Store::open(&dir.path().join("state.db")).unwrap());
-    let images = Images::new(&dir.path().join("data"));
+    let images = Images::new(&dir.path().join("data"), store.clone());
     let version = |contents: &str| {
         let staged = images.stage("base").unwrap();
         std::fs::write(staged.rootfs(), contents).unwrap();
@@ -226,7 +226,7 @@ fn a_replaced_version_stays_while_a_layered_vm_uses_it() {
             size_bytes: contents.len() as u64,
             ..Default::default()
         };
-        images.register(&store, staged, &info, true).unwrap()
+        images.register(staged, &info, true).unwrap()
     };
     let old = version("one");
     store
@@ -249,14 +249,14 @@ fn a_replaced_version_stays_while_a_layered_vm_uses_it() {
     let new = version("two");
     assert_ne!(new.rootfs_path, old.rootfs_path);
     assert_eq!(std::fs::read_to_string(&old.rootfs_path).unwrap(), "one");
-    images.sweep(&store).unwrap();
+    images.sweep().unwrap();
     assert!(
         old.rootfs_path.is_file(),
         "the sweep took a file a VM runs on"
     );
     // The VM goes: so does the version only it used.
     store.lock().delete_vm("rider").unwrap();
-    images.release(&store, &old.rootfs_path);
+    images.release(&old.rootfs_path);
     assert!(!old.rootfs_path.exists());
     assert_eq!(std::fs::read_to_string(&new.rootfs_path).unwrap(), "two");
 }

@@ -378,5 +378,8 @@ fn a_damaged_lease_is_an_error_not_a_guess() {
         chain.push_str(&format!(": {cause}"));
         source = cause.source();
     }
-    assert!(chain.contains("leases.mac: `not-a-mac` is not a MAC address"), "{chain}");
+    assert!(
+        chain.contains("leases.mac: `not-a-mac` is not a MAC address"),
+        "{chain}"
+    );
 }

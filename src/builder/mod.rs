@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 pub use report::{Cancelled, ProgressRx, ProgressTx, Reporter, progress_channel};
 pub use spec::{Spec, SpecError, image_identity};
 
-use crate::image::{DEFAULT_IMAGE, ImageError, ImageInfo, Staged, unix_now};
+use crate::image::{DEFAULT_IMAGE, ImageError, ImageInfo, Images, Staged, unix_now};
 use crate::rpc::api::{BuildImage, CreateVm, ImageBuilt, OutputStream, Progress, VmOpResult};
 use crate::ssh::archive::Entry;
 use crate::ssh::{Session, SshError, Target};
@@ -121,24 +121,27 @@ pub fn check_request(req: &BuildImage) -> Result<(), BuildError> {
 /// Runs the build asked for by `req`, reporting to `reporter` until its
 /// final event (`done` or `failed`). Cancelled when `cancelled` fires.
 pub async fn build(
-    manager: Arc<Manager>,
+    vms: Arc<Manager>,
+    images: Arc<Images>,
     req: BuildImage,
     mut reporter: Reporter,
     cancelled: Cancelled,
 ) {
     let started = Instant::now();
+    let builder = Builder { vms, images };
+    let b = &builder;
     if let Err(err) = check_request(&req) {
         reporter.end(failure(&err, &reporter));
         return;
     }
-    let logs = manager.paths.state_dir.join("builds");
+    let logs = b.vms.paths.state_dir.join("builds");
     let log = logs.join(format!("{}-{}.log", req.name, unix_now()));
-    if let Err(e) = reporter.log_to(log.clone(), manager.config.log_cap()) {
+    if let Err(e) = reporter.log_to(log.clone(), b.vms.config.log_cap()) {
         tracing::warn!(log = %log.display(), error = %e, "cannot write the build log");
     }
     let mut made = Made::default();
     let result = tokio::select! {
-        result = run(&manager, &req, &mut reporter, &mut made, started) => result,
+        result = run(b, &req, &mut reporter, &mut made, started) => result,
         () = cancelled.wait() => Err(BuildError::Cancelled),
     };
     // A create cut short by a cancel runs on to its end (it cannot be
@@ -148,7 +151,7 @@ pub async fn build(
         let _ = creating.await;
     }
     if let Some(vm) = made.vm.take()
-        && let Err(e) = manager.delete(&vm, true).await
+        && let Err(e) = b.vms.delete(&vm, true).await
     {
         tracing::error!(%vm, error = %e, "cannot remove the build VM; `banger vm delete` it");
     }
@@ -166,6 +169,12 @@ pub async fn build(
     prune_logs(&logs, &req.name);
 }
 
+/// What a build uses: the VMs (its build VM is one) and the image registry.
+struct Builder {
+    vms: Arc<Manager>,
+    images: Arc<Images>,
+}
+
 /// What a build made so far, for cleaning up after a failure or a cancel.
 #[derive(Default)]
 struct Made {
@@ -178,30 +187,30 @@ struct Made {
 }
 
 async fn run(
-    manager: &Arc<Manager>,
+    b: &Builder,
     req: &BuildImage,
     rep: &mut Reporter,
     made: &mut Made,
     started: Instant,
 ) -> Result<ImageBuilt, BuildError> {
     rep.step("check inputs");
-    let lock = manager.images().lock(&req.name);
+    let lock = b.images.lock(&req.name);
     let _held = lock.lock().await;
-    let plan = Plan::check(manager, req).await?;
-    if let Some(image) = from_cache(manager, req, &plan, rep).await? {
-        return built(manager, image, true, rep, started);
+    let plan = Plan::check(b, req).await?;
+    if let Some(image) = from_cache(b, req, &plan, rep).await? {
+        return built(b, image, true, rep, started);
     }
-    let mut ssh = boot(manager, req, &plan, rep, made).await?;
+    let mut ssh = boot(b, req, &plan, rep, made).await?;
     let manifest = match provision(&mut ssh, &plan, rep).await? {
         Some(manifest) => Some(manifest),
-        None => manager.images().packages(&plan.base),
+        None => b.images.packages(&plan.base),
     };
     rep.step("clean up the guest");
     let code = exec(&mut ssh, &guest::clean_up(), rep).await?;
     check(code, "cleaning up the guest")?;
     ssh.close().await;
-    let record = finish(manager, req, plan, manifest, rep, made, started).await?;
-    built(manager, record, false, rep, started)
+    let record = finish(b, req, plan, manifest, rep, made, started).await?;
+    built(b, record, false, rep, started)
 }
 
 /// A build's checked inputs.
@@ -215,12 +224,12 @@ struct Plan {
 }
 
 impl Plan {
-    async fn check(manager: &Manager, req: &BuildImage) -> Result<Plan, BuildError> {
-        let bundle = manager.bundle()?;
+    async fn check(b: &Builder, req: &BuildImage) -> Result<Plan, BuildError> {
+        let bundle = b.vms.bundle()?;
         let spec = Spec::from_request(req, DEFAULT_IMAGE)?;
-        let base = manager
-            .images()
-            .get_or_default(manager.store(), &spec.from, Some(&bundle))
+        let base = b
+            .images
+            .get_or_default(&spec.from, Some(&bundle))
             .await?
             .ok_or_else(|| BuildError::UnknownBase(spec.from.clone()))?;
         let modules = match (spec.modules, bundle.modules, bundle.kernel_version) {
@@ -251,13 +260,13 @@ impl Plan {
 /// own name (nothing to do), or under another (copied). Refuses to build
 /// over an existing name without `--replace`.
 async fn from_cache(
-    manager: &Manager,
+    b: &Builder,
     req: &BuildImage,
     plan: &Plan,
     rep: &mut Reporter,
 ) -> Result<Option<ImageRecord>, BuildError> {
-    let (images, store) = (manager.images(), manager.store());
-    let existing = store.lock().get_image(&req.name).ok();
+    let images = &b.images;
+    let existing = images.get(&req.name).ok();
     let cached = |image: &ImageRecord| image.build_key.as_deref() == Some(&plan.key);
     if let Some(image) = existing.as_ref().filter(|i| !req.no_cache && cached(i)) {
         rep.note(&format!(
@@ -272,7 +281,7 @@ async fn from_cache(
     if req.no_cache {
         return Ok(None);
     }
-    let Some(twin) = store.lock().image_by_build_key(&plan.key)? else {
+    let Some(twin) = images.by_build_key(&plan.key)? else {
         return Ok(None);
     };
     rep.note(&format!(
@@ -291,12 +300,12 @@ async fn from_cache(
         created_at: unix_now(),
         ..images.info(&twin).unwrap_or_default()
     };
-    Ok(Some(images.register(store, staged, &info, req.replace)?))
+    Ok(Some(images.register(staged, &info, req.replace)?))
 }
 
 /// Creates and boots the build VM and connects to it.
 async fn boot(
-    manager: &Arc<Manager>,
+    b: &Builder,
     req: &BuildImage,
     plan: &Plan,
     rep: &mut Reporter,
@@ -319,7 +328,7 @@ async fn boot(
         wait_ssh: true,
         publish: Vec::new(),
     };
-    let creator = Arc::clone(manager);
+    let creator = Arc::clone(&b.vms);
     let creating = made.creating.insert(tokio::spawn(async move {
         creator.create_build_vm(request).await
     }));
@@ -345,7 +354,7 @@ async fn boot(
     );
 
     rep.step("wait for SSH");
-    let vm = manager.get(&vm_name)?;
+    let vm = b.vms.get(&vm_name)?;
     let ip: Ipv4Addr = vm
         .lease
         .as_ref()
@@ -354,16 +363,16 @@ async fn boot(
     let target = Target {
         addr: SocketAddr::from((ip, 22)),
         user: "root".into(),
-        key: manager.ssh_key(),
+        key: b.vms.ssh_key(),
         host_key: vm.host_key.clone().unwrap_or_default(),
     };
     let pid = vm.pid.unwrap_or(0);
     let exited = ExitWatch::new(pid).map_err(VmError::io(format!("/proc/{pid}")))?;
-    let timeout = Duration::from_secs(manager.config.ssh_timeout_secs);
+    let timeout = Duration::from_secs(b.vms.config.ssh_timeout_secs);
     tokio::select! {
         session = crate::ssh::wait_for(&target, timeout) => Ok(session?),
         () = exited.exited() => Err(BuildError::VmmExited {
-            console_tail: crate::vm::log_tail(&manager.files(&vm_name).console, 0, 25),
+            console_tail: crate::vm::log_tail(&b.vms.files(&vm_name).console, 0, 25),
         }),
     }
 }
@@ -468,7 +477,7 @@ async fn provision(
 
 /// Shuts the build VM down, checks its filesystem and registers it.
 async fn finish(
-    manager: &Manager,
+    b: &Builder,
     req: &BuildImage,
     plan: Plan,
     manifest: Option<Vec<String>>,
@@ -476,15 +485,15 @@ async fn finish(
     made: &mut Made,
     started: Instant,
 ) -> Result<ImageRecord, BuildError> {
-    let images = manager.images();
+    let images = &b.images;
     let vm_name = made.vm.clone().expect("booted");
     rep.step("shut down");
-    if !manager.stop_build_vm(&vm_name).await? {
+    if !b.vms.stop_build_vm(&vm_name).await? {
         return Err(BuildError::UncleanShutdown);
     }
 
     rep.step("check the filesystem");
-    let rootfs = manager.files(&vm_name).rootfs;
+    let rootfs = b.vms.files(&vm_name).rootfs;
     let clean = crate::system::e2fs::fsck_clean(&rootfs)
         .await
         .map_err(BuildError::Check)?;
@@ -526,12 +535,12 @@ async fn finish(
         build_ms: Some(started.elapsed().as_millis() as u64),
     };
     let staged = made.staged.take().expect("staged above");
-    Ok(images.register(manager.store(), staged, &info, req.replace)?)
+    Ok(images.register(staged, &info, req.replace)?)
 }
 
 /// The final result.
 fn built(
-    manager: &Manager,
+    b: &Builder,
     record: ImageRecord,
     cached: bool,
     rep: &mut Reporter,
@@ -539,7 +548,7 @@ fn built(
 ) -> Result<ImageBuilt, BuildError> {
     rep.finish();
     Ok(ImageBuilt {
-        image: manager.images().details(manager.store(), record)?,
+        image: b.images.details(record)?,
         cached,
         total_ms: started.elapsed().as_millis() as u64,
         log: rep.log_path(),

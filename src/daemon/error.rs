@@ -90,6 +90,12 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl From<crate::network::NetworkError> for ApiError {
+    fn from(err: crate::network::NetworkError) -> ApiError {
+        crate::vm::VmError::from(err).into()
+    }
+}
+
 impl From<crate::vm::VmError> for ApiError {
     fn from(err: crate::vm::VmError) -> ApiError {
         use crate::vm::VmError as E;
@@ -124,7 +130,11 @@ impl From<crate::vm::VmError> for ApiError {
                 Some("`banger doctor` shows which VMMs this host can run".into()),
             ),
             // The host's configuration says what to change; nothing the request did.
-            E::BadConfig(_) | E::NoFreeAddress => (StatusCode::SERVICE_UNAVAILABLE, None),
+            E::BadConfig(_)
+            | E::NoFreeAddress
+            | E::Networking(crate::network::NetworkError::Config(_)) => {
+                (StatusCode::SERVICE_UNAVAILABLE, None)
+            }
             // The host is not set up to run VMs yet: nothing the request did.
             E::Bundle(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -16,7 +16,7 @@ use crate::store::ImageRecord;
 
 pub async fn list(State(daemon): State<Arc<Daemon>>) -> Result<Json<Vec<ImageSummary>>, ApiError> {
     let images = daemon.store().list_images()?;
-    let registry = daemon.vms.images();
+    let registry = &daemon.images;
     Ok(Json(
         images
             .into_iter()
@@ -33,7 +33,7 @@ pub async fn list(State(daemon): State<Arc<Daemon>>) -> Result<Json<Vec<ImageSum
 }
 
 fn details(daemon: &Daemon, image: ImageRecord) -> Result<ImageDetails, ApiError> {
-    Ok(daemon.vms.images().details(daemon.vms.store(), image)?)
+    Ok(daemon.images.details(image)?)
 }
 
 pub async fn show(
@@ -48,10 +48,8 @@ pub async fn import(
     State(daemon): State<Arc<Daemon>>,
     JsonBody(req): JsonBody<ImportImage>,
 ) -> Result<Json<ImageDetails>, ApiError> {
-    let vms = daemon.vms.clone();
-    let Json(image) =
-        detached(async move { vms.images().import(vms.store(), &req.name, &req.path).await })
-            .await?;
+    let images = daemon.images.clone();
+    let Json(image) = detached(async move { images.import(&req.name, &req.path).await }).await?;
     Ok(Json(details(&daemon, image)?))
 }
 
@@ -65,10 +63,10 @@ pub async fn build(
 ) -> Result<Response, ApiError> {
     crate::builder::check_request(&req).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, &e))?;
     let (tx, rx) = crate::builder::progress_channel();
-    let vms = daemon.vms.clone();
+    let (vms, images) = (daemon.vms.clone(), daemon.images.clone());
     tokio::spawn(async move {
         let (reporter, cancelled) = crate::builder::Reporter::new(tx);
-        crate::builder::build(vms, req, reporter, cancelled).await;
+        crate::builder::build(vms, images, req, reporter, cancelled).await;
     });
     let lines = futures_util::stream::unfold(rx, |mut rx| async move {
         let event = rx.recv().await?;
@@ -106,10 +104,6 @@ pub async fn delete(
     State(daemon): State<Arc<Daemon>>,
     ImageName(name): ImageName,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    daemon
-        .vms
-        .images()
-        .delete(daemon.vms.store(), &name)
-        .await?;
+    daemon.images.delete(&name).await?;
     Ok(Json(serde_json::json!({ "deleted": name })))
 }

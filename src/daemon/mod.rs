@@ -25,6 +25,8 @@ pub use lock::{DaemonLock, LockError};
 pub use socket::{Peer, SocketError};
 
 use crate::config::Config;
+use crate::image::Images;
+use crate::network::Network;
 use crate::paths::Paths;
 use crate::store::{SharedStore, Store};
 use crate::vm::Manager;
@@ -35,25 +37,20 @@ pub struct Daemon {
     /// The only uid this daemon serves (its own).
     pub uid: u32,
     pub started: Instant,
-    /// Every VM and image operation.
+    /// Every VM operation.
     pub vms: Arc<Manager>,
+    /// The image registry.
+    pub images: Arc<Images>,
+    /// The host network service.
+    pub network: Arc<Network>,
+    pub store: SharedStore,
     /// Woken by `POST /v1/daemon/shutdown`.
     pub shutdown: Notify,
 }
 
 impl Daemon {
-    pub fn new(vms: Arc<Manager>, paths: Paths) -> Daemon {
-        Daemon {
-            paths,
-            uid: crate::paths::current_uid(),
-            started: Instant::now(),
-            vms,
-            shutdown: Notify::new(),
-        }
-    }
-
-    pub fn store(&self) -> std::sync::MutexGuard<'_, crate::store::Store> {
-        self.vms.store().lock()
+    pub fn store(&self) -> std::sync::MutexGuard<'_, Store> {
+        self.store.lock()
     }
 }
 
@@ -140,12 +137,30 @@ pub fn main() -> anyhow::Result<()> {
         // answer must find the handler, not the default action.
         let signals = StopSignals::install();
         let listener = socket::bind(&paths.socket())?;
-        let vms = Manager::new(paths.clone(), config, SharedStore::new(store))?;
+        let store = SharedStore::new(store);
+        let images = Arc::new(Images::new(&paths.data_dir, store.clone()));
+        let network = Arc::new(Network::new(&config, &paths, store.clone())?);
+        let vms = Manager::new(
+            paths.clone(),
+            config,
+            store.clone(),
+            images.clone(),
+            network.clone(),
+        );
         let found = vms.reconcile().await?;
         if !found.adopted.is_empty() || !found.released.is_empty() {
             tracing::info!(adopted = ?found.adopted, released = ?found.released, "reconciled VMs");
         }
-        let daemon = Arc::new(Daemon::new(vms, paths.clone()));
+        let daemon = Arc::new(Daemon {
+            paths: paths.clone(),
+            uid: crate::paths::current_uid(),
+            started: Instant::now(),
+            vms,
+            images,
+            network,
+            store,
+            shutdown: Notify::new(),
+        });
         tracing::info!(pid = std::process::id(), socket = %paths.socket().display(), open_files, "bangerd listening");
         let stop = stop_signal(signals, daemon.clone());
         serve_rebinding(listener, daemon.clone(), stop)

@@ -101,14 +101,14 @@ async fn doctor(State(daemon): State<Arc<Daemon>>) -> Json<DoctorReport> {
 async fn network_status(
     State(daemon): State<Arc<Daemon>>,
 ) -> Result<Json<NetworkStatus>, ApiError> {
-    Ok(Json(daemon.vms.network_status().await?))
+    Ok(Json(daemon.network.status().await?))
 }
 
 async fn network_cleanup(
     State(daemon): State<Arc<Daemon>>,
 ) -> Result<Json<NetworkCleanup>, ApiError> {
-    let vms = daemon.vms.clone();
-    detached(async move { vms.network_cleanup().await }).await
+    let network = daemon.network.clone();
+    detached(async move { network.cleanup().await }).await
 }
 
 async fn shutdown(State(daemon): State<Arc<Daemon>>) -> Json<serde_json::Value> {

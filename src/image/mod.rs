@@ -134,21 +134,34 @@ impl Drop for Staged {
 }
 
 /// The image store on disk.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Images {
     root: PathBuf,
     /// One lock per image name, held by whatever changes that image (an
     /// import, a build, a delete), so two never interleave.
     locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+    /// The registry's records.
+    store: SharedStore,
 }
 
 impl Images {
     /// Images under `data_dir/images`.
-    pub fn new(data_dir: &Path) -> Images {
+    pub fn new(data_dir: &Path, store: SharedStore) -> Images {
         Images {
             root: data_dir.join("images"),
             locks: Default::default(),
+            store,
         }
+    }
+
+    /// The image named `name`.
+    pub fn get(&self, name: &str) -> Result<ImageRecord, StoreError> {
+        self.store.lock().get_image(name)
+    }
+
+    /// The image built from inputs with digest `key`, if any.
+    pub fn by_build_key(&self, key: &str) -> Result<Option<ImageRecord>, StoreError> {
+        self.store.lock().image_by_build_key(key)
     }
 
     /// The directory holding every version of image `name`.
@@ -178,12 +191,9 @@ impl Images {
     }
 
     /// Everything `image show` says about `image`.
-    pub fn details(
-        &self,
-        store: &SharedStore,
-        image: ImageRecord,
-    ) -> Result<ImageDetails, StoreError> {
-        let used_by = store
+    pub fn details(&self, image: ImageRecord) -> Result<ImageDetails, StoreError> {
+        let used_by = self
+            .store
             .lock()
             .list_vms()?
             .into_iter()
@@ -226,7 +236,6 @@ impl Images {
     /// runs on them (a layered VM's root is the image file itself).
     pub fn register(
         &self,
-        store: &SharedStore,
         mut staged: Staged,
         info: &ImageInfo,
         replace: bool,
@@ -250,11 +259,11 @@ impl Images {
             size_bytes: Some(info.size_bytes),
             build_key: info.build_key.clone(),
         };
-        let exists = store.lock().get_image(&staged.name).is_ok();
+        let exists = self.store.lock().get_image(&staged.name).is_ok();
         let recorded = if exists && replace {
-            store.lock().replace_image(&new).map(Some)
+            self.store.lock().replace_image(&new).map(Some)
         } else {
-            store.lock().insert_image(&new).map(|_| None)
+            self.store.lock().insert_image(&new).map(|_| None)
         };
         let old = match recorded {
             Ok(old) => old,
@@ -266,9 +275,9 @@ impl Images {
         staged.registered = true;
         if let Some(old) = old {
             // Layered VMs run on the old file: it stays until the last goes.
-            self.release(store, &old.rootfs_path);
+            self.release(&old.rootfs_path);
         }
-        let record = store.lock().get_image(&staged.name)?;
+        let record = self.store.lock().get_image(&staged.name)?;
         tracing::info!(image = %record.name, rootfs = %record.rootfs_path.display(), "registered image");
         Ok(record)
     }
@@ -276,31 +285,21 @@ impl Images {
     /// Registers the ext4 image at `source` as `name`: checked with
     /// `e2fsck -n`, cloned into the store with its `.packages` manifest when
     /// it has one, recorded. Nothing is left behind when any step fails.
-    pub async fn import(
-        &self,
-        store: &SharedStore,
-        name: &str,
-        source: &Path,
-    ) -> Result<ImageRecord, ImageError> {
+    pub async fn import(&self, name: &str, source: &Path) -> Result<ImageRecord, ImageError> {
         crate::rpc::check_image_name(name)?;
         let lock = self.lock(name);
         let _held = lock.lock().await;
-        self.import_locked(store, name, source).await
+        self.import_locked(name, source).await
     }
 
-    async fn import_locked(
-        &self,
-        store: &SharedStore,
-        name: &str,
-        source: &Path,
-    ) -> Result<ImageRecord, ImageError> {
+    async fn import_locked(&self, name: &str, source: &Path) -> Result<ImageRecord, ImageError> {
         if !source.is_file() {
             return Err(ImageError::NoSource {
                 path: source.to_path_buf(),
             });
         }
         // Refuse a taken name before copying a gigabyte.
-        if store.lock().get_image(name).is_ok() {
+        if self.store.lock().get_image(name).is_ok() {
             return Err(StoreError::Conflict {
                 what: crate::store::Taken::ImageName,
                 value: name.to_string(),
@@ -340,7 +339,7 @@ impl Images {
             created_at: unix_now(),
             ..ImageInfo::default()
         };
-        let record = self.register(store, staged, &info, false)?;
+        let record = self.register(staged, &info, false)?;
         tracing::info!(image = name, source = %source.display(), "imported image");
         Ok(record)
     }
@@ -349,11 +348,10 @@ impl Images {
     /// time it is asked for.
     pub async fn get_or_default(
         &self,
-        store: &SharedStore,
         name: &str,
         bundle: Option<&Bundle>,
     ) -> Result<Option<ImageRecord>, ImageError> {
-        let lookup = || match store.lock().get_image(name) {
+        let lookup = || match self.store.lock().get_image(name) {
             Ok(image) => Ok(Some(image)),
             Err(StoreError::NotFound { .. }) => Ok(None),
             Err(e) => Err(e),
@@ -370,17 +368,17 @@ impl Images {
         match lookup()? {
             Some(image) => Ok(Some(image)),
             None => self
-                .import_locked(store, DEFAULT_IMAGE, &bundle.rootfs)
+                .import_locked(DEFAULT_IMAGE, &bundle.rootfs)
                 .await
                 .map(Some),
         }
     }
 
     /// Forgets image `name` and removes its files; refused while a VM uses it.
-    pub async fn delete(&self, store: &SharedStore, name: &str) -> Result<ImageRecord, ImageError> {
+    pub async fn delete(&self, name: &str) -> Result<ImageRecord, ImageError> {
         let lock = self.lock(name);
         let _held = lock.lock().await;
-        let record = store.lock().delete_image(name)?;
+        let record = self.store.lock().delete_image(name)?;
         self.remove_version(&record);
         let _ = std::fs::remove_dir(self.dir(name));
         tracing::info!(image = name, "deleted image");
@@ -406,9 +404,9 @@ impl Images {
     /// Removes the image version holding `rootfs` when neither an image
     /// nor a layered VM uses it any more: after a replace, and after the
     /// last VM on an old version is deleted.
-    pub fn release(&self, store: &SharedStore, rootfs: &Path) {
+    pub fn release(&self, rootfs: &Path) {
         let in_use = {
-            let store = store.lock();
+            let store = self.store.lock();
             let images = store.list_images().unwrap_or_default();
             let vms = store.list_vms().unwrap_or_default();
             images.iter().any(|i| i.rootfs_path == rootfs)
@@ -433,15 +431,16 @@ impl Images {
     /// On daemon start: removes staging directories and versions neither an
     /// image nor a layered VM uses (what a daemon killed mid-import or
     /// mid-build leaves, and old versions whose last VM is gone).
-    pub fn sweep(&self, store: &SharedStore) -> Result<Vec<PathBuf>, ImageError> {
-        let mut current: HashSet<PathBuf> = store
+    pub fn sweep(&self) -> Result<Vec<PathBuf>, ImageError> {
+        let mut current: HashSet<PathBuf> = self
+            .store
             .lock()
             .list_images()?
             .into_iter()
             .filter_map(|image| image.rootfs_path.parent().map(Path::to_path_buf))
             .collect();
         current.extend(
-            store
+            self.store
                 .lock()
                 .list_vms()?
                 .into_iter()

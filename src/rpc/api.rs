@@ -499,7 +499,10 @@ mod tests {
                 DOMAIN.contains(&name.trim()) && ty.contains("String")
             })
             .collect();
-        assert!(stringly.is_empty(), "stringly-typed domain fields: {stringly:?}");
+        assert!(
+            stringly.is_empty(),
+            "stringly-typed domain fields: {stringly:?}"
+        );
     }
 
     #[test]

@@ -32,13 +32,8 @@ pub fn is_vmm_of(pid: u32, start_ticks: u64, dir: &Path) -> bool {
 /// Every VMM running in VM directory `dir`, recorded or not: how a VMM is
 /// found when a daemon died before it could record the pid.
 pub fn vmms_in(dir: &Path) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
     let workdir = WorkDir::of(dir);
-    entries
-        .flatten()
-        .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
+    super::proc::pids()
         .filter(|&pid| is_vmm(pid) && workdir.holds(pid))
         .collect()
 }

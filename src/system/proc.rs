@@ -6,6 +6,23 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use thiserror::Error;
 
+/// Every process id in `/proc` now (empty when `/proc` cannot be read).
+pub fn pids() -> impl Iterator<Item = u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
+}
+
+/// True when `pid` has a descriptor open on `target` (a canonical path).
+pub fn has_open(pid: u32, target: &std::path::Path) -> bool {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
+        fds.flatten()
+            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|t| t == target))
+    })
+}
+
 /// A snapshot of one process, as `banger vm stats` shows it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProcStats {

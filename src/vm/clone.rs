@@ -33,7 +33,7 @@ impl Manager {
         let _first = self.operation(first).await;
         let _second = self.operation(second).await;
         let mut clock = Clock::start();
-        let mut rollback = Rollback::new(self.store.clone(), self.netadmin.clone());
+        let mut rollback = Rollback::new(self.store.clone(), self.network.netadmin().clone());
         match self.clone_locked(src, new, &mut clock, &mut rollback).await {
             Ok(()) => rollback.disarm(),
             Err(e) => {

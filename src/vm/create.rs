@@ -51,7 +51,7 @@ impl Manager {
     ) -> Result<VmOpResult, VmError> {
         let _held = self.operation(&req.name).await;
         let mut clock = Clock::start();
-        let mut rollback = Rollback::new(self.store.clone(), self.netadmin.clone());
+        let mut rollback = Rollback::new(self.store.clone(), self.network.netadmin().clone());
         match self
             .create_locked(&req, role, &mut clock, &mut rollback)
             .await
@@ -71,7 +71,8 @@ impl Manager {
                 Ok(b) => booted = b,
                 Err(e) => {
                     tracing::warn!(vm = %req.name, error = %e, "first boot failed; deleting the VM");
-                    let mut undo = Rollback::new(self.store.clone(), self.netadmin.clone());
+                    let mut undo =
+                        Rollback::new(self.store.clone(), self.network.netadmin().clone());
                     let files = self.files(&req.name);
                     undo.push(Undo::DeleteVm(req.name.clone()));
                     undo.push(Undo::RemoveDir(files.dir));
@@ -141,7 +142,7 @@ impl Manager {
         }
         let image = self
             .images
-            .get_or_default(&self.store, image_name, Some(&bundle))
+            .get_or_default(image_name, Some(&bundle))
             .await?
             .ok_or_else(|| VmError::UnknownImage(image_name.to_string()))?;
         let image_bytes = std::fs::metadata(&image.rootfs_path)
@@ -181,7 +182,7 @@ impl Manager {
             .map(|p| p.parse::<crate::model::PortSpec>())
             .collect::<Result<Vec<_>, _>>()
             .map_err(VmError::BadRequest)?;
-        self.check_ports_free(&ports).await?;
+        self.network.check_ports_free(&ports).await?;
         clock.lap("validate");
 
         let new_vm = NewVm {
@@ -280,7 +281,14 @@ impl Manager {
         root_mode: RootMode,
         fresh: bool,
     ) -> Result<(), VmError> {
-        let guest = guest_files(name, ip, self.subnet.gateway, user_key, files, root_mode)?;
+        let guest = guest_files(
+            name,
+            ip,
+            self.network.subnet().gateway,
+            user_key,
+            files,
+            root_mode,
+        )?;
         std::fs::create_dir_all(&files.scratch).map_err(VmError::io(&files.scratch))?;
         match root_mode {
             RootMode::Layered => {
@@ -321,7 +329,7 @@ impl Manager {
                 .iter()
                 .filter_map(|v| Some(v.lease.as_ref()?.ip))
                 .collect();
-            let ip = self.subnet.allocate(&used)?;
+            let ip = self.network.subnet().allocate(&used)?;
             vm.lease = Some(Lease::for_ip(ip));
             match store.insert_vm(&vm) {
                 Ok(_) => return Ok(ip),

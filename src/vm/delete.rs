@@ -37,11 +37,12 @@ impl Manager {
     pub(crate) async fn finish_delete(&self, vm: &VmRecord, force: bool) -> Result<(), VmError> {
         self.halt(vm, force).await?;
         self.kill_strays(&vm.name).await;
-        self.close_vm_ports(&vm.name);
+        self.network.close_vm_ports(&vm.name);
         fault::point("delete:halted");
-        self.sync_nat().await?;
+        self.network.sync_nat().await?;
         if let Some(tap) = vm.tap() {
-            self.netadmin
+            self.network
+                .netadmin()
                 .tap_del(tap)
                 .await
                 .map_err(VmError::tap(tap))?;
@@ -62,7 +63,7 @@ impl Manager {
         self.store.lock().delete_vm(&vm.name)?;
         // An image version kept only for this VM goes with it.
         if let Some(base) = &vm.base_path {
-            self.images.release(&self.store, base);
+            self.images.release(base);
         }
         Ok(())
     }

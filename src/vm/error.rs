@@ -47,6 +47,8 @@ pub enum VmError {
     #[error(transparent)]
     Network(#[from] NetError),
     #[error(transparent)]
+    Networking(#[from] crate::network::NetworkError),
+    #[error(transparent)]
     Bundle(#[from] BundleError),
     #[error(transparent)]
     Preflight(#[from] PreflightError),
@@ -134,6 +136,7 @@ impl VmError {
                 | VmError::UnknownImage(_)
                 | VmError::WrongState { .. }
                 | VmError::Vmm(VmmError::Unavailable(..) | VmmError::DiskBusy(_))
+                | VmError::Networking(crate::network::NetworkError::Port(_))
         )
     }
 

@@ -12,8 +12,7 @@ mod events;
 pub mod fault;
 mod files;
 mod monitor;
-mod network;
-mod ports;
+mod publish;
 mod reconcile;
 mod rollback;
 mod start;
@@ -32,12 +31,10 @@ use crate::bundle::Bundle;
 use crate::config::Config;
 use crate::image::Images;
 use crate::model::{DiskRole, RootMode};
-use crate::net::Subnet;
-use crate::net::grant::Policy;
+use crate::network::Network;
 use crate::paths::Paths;
 use crate::rpc::api::{DiskUsage, Timing, VmDetails};
 use crate::store::{SharedStore, VmRecord};
-use crate::system::netadmin::NetAdmin;
 
 /// The name the `.vm` DNS server answers for VM `name`.
 pub fn dns_name(name: &str) -> String {
@@ -49,23 +46,13 @@ pub struct Manager {
     pub(crate) paths: Paths,
     pub config: Config,
     pub(crate) store: SharedStore,
-    pub(crate) images: Images,
-    pub(crate) subnet: Subnet,
+    pub(crate) images: Arc<Images>,
+    /// The host network the VMs use: bridge, taps, NAT, DNS, published ports.
+    pub(crate) network: Arc<Network>,
     /// The daemon's uid: taps are made for it, so the VMM needs no root.
     pub(crate) uid: u32,
-    /// Makes every change to the host network, within the user's grant.
-    pub(crate) netadmin: NetAdmin,
     /// One lock per VM name, held by the operation working on it.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    /// The `.vm` DNS server, once the bridge is up.
-    /// Or why there is none.
-    dns: tokio::sync::Mutex<Result<network::DnsListener, String>>,
-    /// Serializes changes to the bridge and the NAT table.
-    net_lock: tokio::sync::Mutex<()>,
-    /// The listeners of published ports, per running VM.
-    open_ports: Mutex<HashMap<String, Vec<ports::OpenPort>>>,
-    /// Relayed TCP connections the daemon's descriptors allow, all ports together.
-    tcp_relays: Arc<tokio::sync::Semaphore>,
     /// Read-held by every operation in flight; a stopping daemon takes it
     /// for writing to wait for them and to let no new one begin.
     inflight: Arc<tokio::sync::RwLock<()>>,
@@ -78,40 +65,24 @@ pub(crate) struct Operation {
 }
 
 impl Manager {
-    pub fn new(paths: Paths, config: Config, store: SharedStore) -> Result<Arc<Manager>, VmError> {
-        let subnet: Subnet = config.network.subnet.parse().map_err(VmError::Config)?;
-        let policy = Policy::new(
-            &config.network.bridge,
-            &config.network.subnet,
-            &config.network.nat_table,
-        )
-        .map_err(|e| VmError::BadConfig(format!("{e} (in {})", paths.config_file().display())))?;
-        let netadmin = NetAdmin::new(policy, config.helper.as_deref());
-        Ok(Arc::new(Manager {
-            netadmin,
-            images: Images::new(&paths.data_dir),
+    /// The VMs of the store, on `network`, made from `images`.
+    pub fn new(
+        paths: Paths,
+        config: Config,
+        store: SharedStore,
+        images: Arc<Images>,
+        network: Arc<Network>,
+    ) -> Arc<Manager> {
+        Arc::new(Manager {
+            images,
+            network,
             paths,
             config,
             store,
-            subnet,
             uid: crate::paths::current_uid(),
             locks: Mutex::new(HashMap::new()),
-            dns: tokio::sync::Mutex::new(Err(network::NO_DNS_YET.to_string())),
-            net_lock: tokio::sync::Mutex::new(()),
             inflight: Arc::new(tokio::sync::RwLock::new(())),
-            open_ports: Mutex::new(HashMap::new()),
-            tcp_relays: Arc::new(tokio::sync::Semaphore::new(ports::tcp_relay_budget(
-                crate::system::proc::open_files_limit(),
-            ))),
-        }))
-    }
-
-    pub fn store(&self) -> &SharedStore {
-        &self.store
-    }
-
-    pub fn images(&self) -> &Images {
-        &self.images
+        })
     }
 
     /// The runtime bundle, read afresh so a rebuilt one is picked up.

@@ -44,15 +44,15 @@ impl Manager {
         if vm.pid != Some(pid) {
             return false;
         }
-        self.close_vm_ports(name);
+        self.network.close_vm_ports(name);
         if let Err(e) = self.store.lock().set_vm_state(name, VmState::Stopped, None) {
             tracing::error!(vm = name, error = %e, "cannot record that the VM stopped");
         }
-        if let Err(e) = self.sync_nat().await {
+        if let Err(e) = self.network.sync_nat().await {
             tracing::error!(vm = name, error = %e, "cannot update the NAT table");
         }
         if let Some(tap) = vm.tap()
-            && let Err(e) = self.netadmin.tap_del(tap).await
+            && let Err(e) = self.network.netadmin().tap_del(tap).await
         {
             tracing::error!(vm = name, %tap, error = %e, "cannot remove tap");
         }

@@ -73,7 +73,7 @@ impl Manager {
                 (VmState::Running, Some(pid)) => {
                     tracing::info!(vm = %name, pid, "re-adopted running VM");
                     self.watch(&name, pid, None);
-                    if let Err(e) = self.open_vm_ports(&name).await {
+                    if let Err(e) = self.network.open_vm_ports(&name).await {
                         tracing::error!(vm = %name, error = %e, "cannot publish the VM's ports again");
                     }
                     found.adopted.push(name);
@@ -98,7 +98,7 @@ impl Manager {
                         .lock()
                         .set_vm_state(&name, VmState::Stopped, None)?;
                     if let Some(tap) = vm.tap() {
-                        let _ = self.netadmin.tap_del(tap).await;
+                        let _ = self.network.netadmin().tap_del(tap).await;
                     }
                     let why = if vm.state == VmState::Starting {
                         "its start was cut off when the last daemon died"
@@ -113,20 +113,20 @@ impl Manager {
                     self.kill_strays(&name).await;
                     // A daemon killed mid-start can leave a tap behind.
                     if let Some(tap) = vm.tap().filter(|t| net::link_exists(t)) {
-                        let _ = self.netadmin.tap_del(tap).await;
+                        let _ = self.network.netadmin().tap_del(tap).await;
                     }
                 }
             }
         }
-        if let Err(e) = self.images.sweep(&self.store) {
+        if let Err(e) = self.images.sweep() {
             tracing::warn!(error = %e, "cannot sweep the image store");
         }
         // The NAT table matches what runs now; names resolve again.
-        if let Err(e) = self.sync_nat().await {
+        if let Err(e) = self.network.sync_nat().await {
             tracing::warn!(error = %e, "cannot bring the NAT table in line with the running VMs");
         }
         if net::link_exists(&self.config.network.bridge) {
-            self.ensure_dns().await;
+            self.network.ensure_dns().await;
         }
         Ok(found)
     }
@@ -148,7 +148,7 @@ impl Manager {
     async fn remove_vm_everything(&self, vm: &VmRecord) {
         self.kill_strays(&vm.name).await;
         if let Some(tap) = vm.tap().filter(|t| net::link_exists(t)) {
-            let _ = self.netadmin.tap_del(tap).await;
+            let _ = self.network.netadmin().tap_del(tap).await;
         }
         let dir = self.files(&vm.name).dir;
         if let Err(e) = std::fs::remove_dir_all(&dir)

@@ -98,7 +98,7 @@ impl Manager {
         let user = match vmm_user::for_guest(
             vmm,
             self.config.vmm_uid_base,
-            &self.subnet,
+            self.network.subnet(),
             ip,
             jailer.is_some(),
         ) {
@@ -111,33 +111,33 @@ impl Manager {
         };
         // Its tap is made for the user the VMM runs as.
         let tap_owner = user.as_ref().map_or(self.uid, |u| u.uid);
-        let mut rollback = Rollback::new(self.store.clone(), self.netadmin.clone());
+        let mut rollback = Rollback::new(self.store.clone(), self.network.netadmin().clone());
 
         let mut booted = Booted::default();
         let result = async {
             {
                 // Bridge, tap and the state that says they are needed, under
                 // one hold of the network lock (see `network_cleanup`).
-                let held = self.network_lock().await;
-                self.ensure_bridge(&held).await?;
+                let held = self.network.lock().await;
+                self.network.ensure_bridge(&held).await?;
                 self.store
                     .lock()
                     .set_vm_state(name, VmState::Starting, None)?;
                 // Fence first: the guard knows this tap, MAC and IP before
                 // the tap exists, so the guest never sends unfenced.
-                self.sync_nat_held(&held).await?;
-                self.netadmin
+                self.network.sync_nat_held(&held).await?;
+                self.network.netadmin()
                     .tap_add(tap.as_str(), tap_owner)
                     .await
                     .map_err(VmError::tap(tap.as_str()))?;
                 rollback.push(Undo::DeleteTap(tap.to_string()));
             }
-            self.ensure_dns().await;
+            self.network.ensure_dns().await;
             fault::point("start:tap");
             clock.lap("network");
 
             let tcg = vmm == VmmKind::Qemu && qemu::accel_for(kvm_kind()) == qemu::Accel::Tcg;
-            let mut kernel_args = kernel_args(&bundle.defaults.kernel_args, &self.subnet.kernel_ip_arg(ip, name), tcg);
+            let mut kernel_args = kernel_args(&bundle.defaults.kernel_args, &self.network.subnet().kernel_ip_arg(ip, name), tcg);
             if vm.root_mode == RootMode::Layered {
                 kernel_args.push_str(UPPER_ARG);
             }
@@ -192,7 +192,7 @@ impl Manager {
             clock.lap("launch");
             booted.vmm_started_ms = Some(clock.total().as_millis() as u64);
             // The guard and NAT already hold this VM (fenced before its tap).
-            self.open_vm_ports(name).await?;
+            self.network.open_vm_ports(name).await?;
             clock.lap("nat");
             fault::point("start:nat");
             if !wait_ssh {
@@ -246,11 +246,11 @@ impl Manager {
                 Ok(booted)
             }
             Err(e) => {
-                self.close_vm_ports(name);
+                self.network.close_vm_ports(name);
                 rollback.run().await;
                 let _ = self.store.lock().set_vm_state(name, VmState::Failed, None);
                 // The VM may already be in the NAT table: take it out again.
-                if let Err(nat) = self.sync_nat().await {
+                if let Err(nat) = self.network.sync_nat().await {
                     tracing::error!(vm = name, error = %nat, "cannot update the NAT table");
                 }
                 // A first stall is booted again; the caller says so.

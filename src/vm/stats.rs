@@ -30,7 +30,7 @@ impl Manager {
     /// screen refreshing once a second asks for in a single request. A VMM
     /// that exits during the sample is left out.
     pub async fn stats_all(&self) -> Result<Vec<VmStats>, VmError> {
-        let vms = self.store().lock().list_vms()?;
+        let vms = self.store.lock().list_vms()?;
         let first: Vec<(VmRecord, ProcStats)> = vms
             .into_iter()
             .filter_map(|vm| read(&vm).map(|s| (vm, s)))

@@ -128,19 +128,8 @@ fn holders_of(path: &Path) -> Vec<u32> {
     let Ok(target) = path.canonicalize() else {
         return Vec::new();
     };
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|entry| {
-            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
-            let fds = std::fs::read_dir(entry.path().join("fd")).ok()?;
-            fds.flatten()
-                .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|t| t == target))
-                .then_some(pid)
-        })
-        .filter(|&pid| pid != std::process::id())
+    crate::system::proc::pids()
+        .filter(|&pid| pid != std::process::id() && crate::system::proc::has_open(pid, &target))
         .collect()
 }
 

@@ -1,23 +1,53 @@
-//! The host side of VM networking: the bridge (refused when its subnet
-//! clashes with a host route), the NAT table kept equal to the running VMs,
-//! the `.vm` DNS listener on the bridge address, and cleanup.
+//! The host network service: the bridge (refused when its subnet clashes
+//! with a host route), the taps, the NAT and guard tables kept equal to the
+//! running VMs, the `.vm` DNS listener on the bridge address, published-port
+//! relays ([`ports`]) and cleanup. One value, owned beside `vm::Manager`.
 
+mod error;
+mod ports;
+
+use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
+use crate::config::Config;
 use crate::dns;
-use crate::net::grant::GuestList;
-use crate::net::nat;
+use crate::net::grant::{GuestList, Policy};
+use crate::net::{Subnet, nat};
+use crate::paths::Paths;
 use crate::rpc::api::{LeaseStatus, NetworkCleanup, NetworkStatus};
+use crate::store::SharedStore;
 use crate::system::net;
+use crate::system::netadmin::NetAdmin;
 
-use super::{Manager, VmError};
+pub use error::NetworkError;
+pub use ports::tcp_relay_budget;
+
+/// The host's network as banger's VMs use it.
+pub struct Network {
+    config: crate::config::NetworkConfig,
+    config_file: PathBuf,
+    database: PathBuf,
+    store: SharedStore,
+    subnet: Subnet,
+    /// Makes every change to the host network, within the user's grant.
+    netadmin: NetAdmin,
+    /// The `.vm` DNS server, once the bridge is up; or why there is none.
+    dns: tokio::sync::Mutex<Result<DnsListener, String>>,
+    /// Serializes changes to the bridge, the taps and the NAT table.
+    lock: tokio::sync::Mutex<()>,
+    /// The listeners of published ports, per running VM.
+    open_ports: Mutex<HashMap<String, Vec<ports::OpenPort>>>,
+    /// Relayed TCP connections the daemon's descriptors allow, all ports together.
+    tcp_relays: Arc<tokio::sync::Semaphore>,
+}
 
 /// Why there is no DNS listener before the bridge first comes up.
-pub(crate) const NO_DNS_YET: &str = "not started: it starts with the first VM";
+const NO_DNS_YET: &str = "not started: it starts with the first VM";
 
 /// The running DNS listener.
-pub(crate) struct DnsListener {
+struct DnsListener {
     addr: SocketAddr,
     server: dns::ServerThread,
 }
@@ -51,44 +81,104 @@ fn dns_reach(
     }
 }
 
-impl Manager {
+impl Network {
+    pub fn new(
+        config: &Config,
+        paths: &Paths,
+        store: SharedStore,
+    ) -> Result<Network, NetworkError> {
+        let in_config =
+            |e: String| NetworkError::Config(format!("{e} (in {})", paths.config_file().display()));
+        let subnet: Subnet = config
+            .network
+            .subnet
+            .parse()
+            .map_err(|e: crate::net::NetError| in_config(e.to_string()))?;
+        let policy = Policy::new(
+            &config.network.bridge,
+            &config.network.subnet,
+            &config.network.nat_table,
+        )
+        .map_err(|e| in_config(e.to_string()))?;
+        Ok(Network {
+            config: config.network.clone(),
+            config_file: paths.config_file(),
+            database: paths.database(),
+            store,
+            subnet,
+            netadmin: NetAdmin::new(policy, config.helper.as_deref()),
+            dns: tokio::sync::Mutex::new(Err(NO_DNS_YET.to_string())),
+            lock: tokio::sync::Mutex::new(()),
+            open_ports: Mutex::new(HashMap::new()),
+            tcp_relays: Arc::new(tokio::sync::Semaphore::new(tcp_relay_budget(
+                crate::system::proc::open_files_limit(),
+            ))),
+        })
+    }
+
+    /// The VMs' subnet.
+    pub fn subnet(&self) -> &Subnet {
+        &self.subnet
+    }
+
+    /// Who changes the host network (taps are made and removed through it).
+    pub fn netadmin(&self) -> &NetAdmin {
+        &self.netadmin
+    }
+
+    /// Makes VM `tap` for `owner`.
+    pub async fn tap_add(&self, tap: &str, owner: u32) -> Result<(), NetworkError> {
+        self.netadmin
+            .tap_add(tap, owner)
+            .await
+            .map_err(NetworkError::host(tap))
+    }
+
+    /// Removes VM `tap`.
+    pub async fn tap_del(&self, tap: &str) -> Result<(), NetworkError> {
+        self.netadmin
+            .tap_del(tap)
+            .await
+            .map_err(NetworkError::host(tap))
+    }
+
     /// Brings the bridge up (after checking its subnet is free). The caller
     /// holds the network lock (`_net`) and keeps it until the tap it is
     /// about to make is accounted for by its VM's state, so `network
     /// cleanup` never removes a bridge or tap a starting VM relies on.
-    pub(crate) async fn ensure_bridge(
+    pub async fn ensure_bridge(
         &self,
         _net: &tokio::sync::MutexGuard<'_, ()>,
-    ) -> Result<(), VmError> {
-        let bridge = &self.config.network.bridge;
+    ) -> Result<(), NetworkError> {
+        let bridge = &self.config.bridge;
         if !net::link_exists(bridge) {
-            let routes = net::routes().map_err(VmError::io("/proc/thread-self/net/route"))?;
+            let routes = net::routes().map_err(NetworkError::io("/proc/thread-self/net/route"))?;
             if let Some(route) = nat::clashing_route(&routes, &self.subnet, bridge) {
-                return Err(VmError::BadConfig(format!(
+                return Err(NetworkError::Config(format!(
                     "the VM subnet {} clashes with the host route {}/{} on {}; set `network.subnet` in {} to a free range",
                     self.subnet.cidr(),
                     route.destination,
                     route.prefix,
                     route.iface,
-                    self.paths.config_file().display()
+                    self.config_file.display()
                 )));
             }
         }
         self.netadmin
             .bridge_up()
             .await
-            .map_err(VmError::tap(bridge))?;
+            .map_err(NetworkError::host(bridge))?;
         Ok(())
     }
 
     /// The lock serializing changes to the bridge, taps and the NAT table.
-    pub(crate) async fn network_lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
-        self.net_lock.lock().await
+    pub async fn lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.lock.lock().await
     }
 
     /// Starts the DNS listener on the bridge address if it is not running.
     /// A failure is logged, not fatal: VMs work without names.
-    pub(crate) async fn ensure_dns(self: &Arc<Manager>) {
+    pub async fn ensure_dns(&self) {
         let mut dns = self.dns.lock().await;
         if dns.as_ref().is_ok_and(|d| d.server.is_running()) {
             return;
@@ -105,7 +195,7 @@ impl Manager {
             // A connection of its own, read-only: in WAL mode it reads while
             // the daemon commits, so a lookup never waits for an fsync.
             let reader = Arc::new(std::sync::Mutex::new(
-                crate::store::Store::open_reader(&self.paths.database())
+                crate::store::Store::open_reader(&self.database)
                     .map_err(|e| format!("cannot read the state database: {e}"))?,
             ));
             let names = reader.clone();
@@ -140,7 +230,7 @@ impl Manager {
 
     /// Configured upstreams, else the host's resolvers (never ourselves).
     fn dns_upstreams(&self) -> Vec<SocketAddr> {
-        match &self.config.network.dns_upstreams {
+        match &self.config.dns_upstreams {
             Some(list) => list
                 .iter()
                 .filter_map(|s| {
@@ -160,16 +250,16 @@ impl Manager {
 
     /// Makes banger's nftables table match the running VMs: created with
     /// the first, removed with the last.
-    pub(crate) async fn sync_nat(&self) -> Result<(), VmError> {
-        let held = self.net_lock.lock().await;
+    pub async fn sync_nat(&self) -> Result<(), NetworkError> {
+        let held = self.lock.lock().await;
         self.sync_nat_held(&held).await
     }
 
-    /// [`Manager::sync_nat`] with the network lock held by the caller.
-    pub(crate) async fn sync_nat_held(
+    /// [`Network::sync_nat`] with the network lock held by the caller.
+    pub async fn sync_nat_held(
         &self,
         _net: &tokio::sync::MutexGuard<'_, ()>,
-    ) -> Result<(), VmError> {
+    ) -> Result<(), NetworkError> {
         let vms = self.store.lock().list_vms()?;
         let running: Vec<_> = vms.iter().filter(|vm| vm.state.can_stop()).collect();
         if running.is_empty() {
@@ -177,7 +267,7 @@ impl Manager {
                 .netadmin
                 .nft_delete()
                 .await
-                .map_err(VmError::tap("nftables"));
+                .map_err(NetworkError::host("nftables"));
         }
         let guests = GuestList {
             nat_sources: running
@@ -190,17 +280,17 @@ impl Manager {
         self.netadmin
             .ip_forward()
             .await
-            .map_err(VmError::tap("ip_forward"))?;
+            .map_err(NetworkError::host("ip_forward"))?;
         self.netadmin
             .nft_apply(&guests)
             .await
-            .map_err(VmError::tap("nftables"))?;
+            .map_err(NetworkError::host("nftables"))?;
         Ok(())
     }
 
     /// What `banger network status` shows.
-    pub async fn network_status(&self) -> Result<NetworkStatus, VmError> {
-        let bridge = self.config.network.bridge.clone();
+    pub async fn status(&self) -> Result<NetworkStatus, NetworkError> {
+        let bridge = self.config.bridge.clone();
         let bridge_present = net::link_exists(&bridge);
         let bridge_addresses = if bridge_present {
             net::addresses(&bridge).await.unwrap_or_default()
@@ -261,8 +351,8 @@ impl Manager {
     /// The network lock is held throughout, so a VM starting meanwhile
     /// either finds everything gone and makes it again, or has its tap
     /// recorded as needed before cleanup looks.
-    pub async fn network_cleanup(&self) -> Result<NetworkCleanup, VmError> {
-        let held = self.net_lock.lock().await;
+    pub async fn cleanup(&self) -> Result<NetworkCleanup, NetworkError> {
+        let held = self.lock.lock().await;
         let mut removed = Vec::new();
         let vms = self.store.lock().list_vms()?;
         for vm in &vms {
@@ -273,7 +363,7 @@ impl Manager {
                 self.netadmin
                     .tap_del(tap)
                     .await
-                    .map_err(VmError::tap(tap))?;
+                    .map_err(NetworkError::host(tap))?;
                 removed.push(format!("tap {tap}"));
             }
         }
@@ -283,12 +373,12 @@ impl Manager {
             self.sync_nat_held(&held).await?;
             return Ok(NetworkCleanup { removed });
         }
-        let table = &self.config.network.nat_table;
+        let table = &self.config.nat_table;
         if self
             .netadmin
             .nft_list()
             .await
-            .map_err(VmError::tap("nftables"))?
+            .map_err(NetworkError::host("nftables"))?
             .is_some()
         {
             removed.push(format!(
@@ -300,7 +390,7 @@ impl Manager {
         self.netadmin
             .nft_delete()
             .await
-            .map_err(VmError::tap("nftables"))?;
+            .map_err(NetworkError::host("nftables"))?;
         let mut dns = self.dns.lock().await;
         if let Ok(listener) = &mut *dns {
             listener.server.stop();
@@ -308,12 +398,12 @@ impl Manager {
         }
         *dns = Err(NO_DNS_YET.to_string());
         drop(dns);
-        let bridge = &self.config.network.bridge;
+        let bridge = &self.config.bridge;
         if net::link_exists(bridge) {
             self.netadmin
                 .bridge_down()
                 .await
-                .map_err(VmError::tap(bridge))?;
+                .map_err(NetworkError::host(bridge))?;
             removed.push(format!("bridge {bridge}"));
         }
         Ok(NetworkCleanup { removed })

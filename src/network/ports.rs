@@ -13,11 +13,9 @@ use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::Semaphore;
 
-use crate::model::VmRole;
 use crate::model::{PortSpec, Proto};
-use crate::rpc::api::VmDetails;
 
-use super::{Manager, VmError};
+use super::{Network, NetworkError};
 
 /// A published port being served, and the task listening on it.
 pub(crate) type OpenPort = (PortSpec, tokio::task::JoinHandle<()>);
@@ -38,77 +36,44 @@ const ACCEPT_BACKOFF: (Duration, Duration) = (Duration::from_millis(50), Duratio
 /// The daemon's budget of relayed TCP connections over all ports: each
 /// holds two descriptors, and the daemon keeps a reserve of descriptors
 /// for its API, DNS and VMM starts whatever clients do.
-pub(crate) fn tcp_relay_budget(open_files_limit: u64) -> usize {
+pub fn tcp_relay_budget(open_files_limit: u64) -> usize {
     const RESERVE: u64 = 512;
     (open_files_limit.saturating_sub(RESERVE) / 2).clamp(16, 4096) as usize
 }
 
-impl Manager {
-    /// Publishes `spec` for VM `name`; at once if it runs, else from its
-    /// next start.
-    pub async fn publish(
-        self: &Arc<Manager>,
-        name: &str,
-        spec: &str,
-    ) -> Result<VmDetails, VmError> {
-        let port: PortSpec = spec.parse().map_err(VmError::BadRequest)?;
-        let _held = self.operation(name).await;
-        let vm = self.get(name)?;
-        if vm.role != VmRole::Vm {
-            return Err(VmError::BadRequest(format!(
-                "`{name}` is not a VM of yours"
-            )));
-        }
-        if self.store.lock().ports_of(name)?.contains(&port) {
-            return Ok(self.details(&vm));
-        }
-        // Taken on the host (by anyone) is an error before anything is recorded.
-        let listener = bind(&port).await?;
-        self.store.lock().add_port(name, &port)?;
-        if vm.state.can_stop() {
-            self.serve_port(name, port, listener);
-        }
-        tracing::info!(vm = name, %port, "published");
-        Ok(self.details(&self.get(name)?))
-    }
-
-    /// Stops publishing `spec` for VM `name`.
-    pub async fn unpublish(
-        self: &Arc<Manager>,
-        name: &str,
-        spec: &str,
-    ) -> Result<VmDetails, VmError> {
-        let port: PortSpec = spec.parse().map_err(VmError::BadRequest)?;
-        let _held = self.operation(name).await;
-        if !self.store.lock().remove_port(name, &port)? {
-            return Err(VmError::BadRequest(format!(
-                "VM `{name}` does not publish {port}"
-            )));
-        }
-        let mut open = self.open_ports.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(ports) = open.get_mut(name) {
-            ports.retain(|(p, task)| {
-                let keep = *p != port;
-                if !keep {
-                    task.abort();
-                }
-                keep
-            });
-        }
-        drop(open);
-        Ok(self.details(&self.get(name)?))
-    }
-
+impl Network {
     /// Checks that every port in `ports` is free on the host now.
-    pub(crate) async fn check_ports_free(&self, ports: &[PortSpec]) -> Result<(), VmError> {
+    pub async fn check_ports_free(&self, ports: &[PortSpec]) -> Result<(), NetworkError> {
         for port in ports {
             drop(bind(port).await?);
         }
         Ok(())
     }
 
+    /// Starts publishing `port` of running VM `name` (it is free: checked
+    /// by binding it before it was recorded).
+    pub async fn open_port(&self, name: &str, port: PortSpec) -> Result<(), NetworkError> {
+        let listener = bind(&port).await?;
+        self.serve_port(name, port, listener);
+        Ok(())
+    }
+
+    /// Stops publishing `port` of VM `name`.
+    pub fn close_port(&self, name: &str, port: &PortSpec) {
+        let mut open = self.open_ports.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(ports) = open.get_mut(name) {
+            ports.retain(|(p, task)| {
+                let keep = p != port;
+                if !keep {
+                    task.abort();
+                }
+                keep
+            });
+        }
+    }
+
     /// Listens on every port VM `name` publishes (it just started running).
-    pub(crate) async fn open_vm_ports(self: &Arc<Manager>, name: &str) -> Result<(), VmError> {
+    pub async fn open_vm_ports(&self, name: &str) -> Result<(), NetworkError> {
         self.close_vm_ports(name);
         let ports = self.store.lock().ports_of(name)?;
         for port in ports {
@@ -119,15 +84,15 @@ impl Manager {
     }
 
     /// Stops listening on VM `name`'s ports (it stopped or is going away).
-    pub(crate) fn close_vm_ports(&self, name: &str) {
+    pub fn close_vm_ports(&self, name: &str) {
         let mut open = self.open_ports.lock().unwrap_or_else(|p| p.into_inner());
         for (_, task) in open.remove(name).unwrap_or_default() {
             task.abort();
         }
     }
 
-    fn serve_port(self: &Arc<Manager>, name: &str, port: PortSpec, listener: Listener) {
-        let Some(guest) = self.get(name).ok().and_then(|vm| vm.ip()) else {
+    fn serve_port(&self, name: &str, port: PortSpec, listener: Listener) {
+        let Some(guest) = self.store.lock().get_vm(name).ok().and_then(|vm| vm.ip()) else {
             return;
         };
         let target = SocketAddr::from((guest, port.guest_port));
@@ -153,7 +118,7 @@ enum Listener {
 }
 
 /// Listens on `port`'s host address and port; taken is a clear error.
-async fn bind(port: &PortSpec) -> Result<Listener, VmError> {
+async fn bind(port: &PortSpec) -> Result<Listener, NetworkError> {
     let at = (port.host_addr, port.host_port);
     let bound = match port.proto {
         Proto::Tcp => TcpListener::bind(at).await.map(Listener::Tcp),
@@ -165,7 +130,7 @@ async fn bind(port: &PortSpec) -> Result<Listener, VmError> {
             Proto::Tcp => "ss -ltnp",
             Proto::Udp => "ss -lunp",
         };
-        VmError::BadRequest(match e.kind() {
+        NetworkError::Port(match e.kind() {
             std::io::ErrorKind::AddrInUse => format!(
                 "host port {at} is already in use on this host; pick another (`{ss}` shows what holds it)"
             ),

@@ -1,0 +1,56 @@
+//! `vm publish` and `vm unpublish`: the ports recorded with a VM, served
+//! by the network service while it runs.
+
+use std::sync::Arc;
+
+use crate::model::{PortSpec, VmRole};
+use crate::rpc::api::VmDetails;
+
+use super::{Manager, VmError};
+
+impl Manager {
+    /// Publishes `spec` for VM `name`; at once if it runs, else from its
+    /// next start.
+    pub async fn publish(
+        self: &Arc<Manager>,
+        name: &str,
+        spec: &str,
+    ) -> Result<VmDetails, VmError> {
+        let port: PortSpec = spec.parse().map_err(VmError::BadRequest)?;
+        let _held = self.operation(name).await;
+        let vm = self.get(name)?;
+        if vm.role != VmRole::Vm {
+            return Err(VmError::BadRequest(format!(
+                "`{name}` is not a VM of yours"
+            )));
+        }
+        if self.store.lock().ports_of(name)?.contains(&port) {
+            return Ok(self.details(&vm));
+        }
+        // Taken on the host (by anyone) is an error before anything is recorded.
+        self.network.check_ports_free(&[port]).await?;
+        self.store.lock().add_port(name, &port)?;
+        if vm.state.can_stop() {
+            self.network.open_port(name, port).await?;
+        }
+        tracing::info!(vm = name, %port, "published");
+        Ok(self.details(&self.get(name)?))
+    }
+
+    /// Stops publishing `spec` for VM `name`.
+    pub async fn unpublish(
+        self: &Arc<Manager>,
+        name: &str,
+        spec: &str,
+    ) -> Result<VmDetails, VmError> {
+        let port: PortSpec = spec.parse().map_err(VmError::BadRequest)?;
+        let _held = self.operation(name).await;
+        if !self.store.lock().remove_port(name, &port)? {
+            return Err(VmError::BadRequest(format!(
+                "VM `{name}` does not publish {port}"
+            )));
+        }
+        self.network.close_port(name, &port);
+        Ok(self.details(&self.get(name)?))
+    }
+}
