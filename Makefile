@@ -9,7 +9,7 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 DEB_PACKAGES := e2fsprogs iproute2 nftables openssh-client openssh-server sudo ca-certificates \
 	qemu-system-x86 debootstrap busybox-static cpio lz4 zstd kmod binutils curl tmux systemd
 
-.PHONY: help deps build test test-firecracker nested-debs lint bench install uninstall clean runtime-debian runtime-bundle verify
+.PHONY: help deps build agent test test-firecracker nested-debs lint bench install uninstall clean runtime-debian runtime-bundle verify
 
 help:
 	@echo "make deps      install the host packages banger uses (apt-get)"
@@ -19,7 +19,8 @@ help:
 	@echo "make lint      cargo fmt --check and clippy -D warnings"
 	@echo "make bench     print the control-plane figures"
 	@echo "make install   install banger, bangerd and the root-owned banger-helper under PREFIX=$(PREFIX)"
-	@echo "make runtime-debian  build ./runtime (kernel, initrd, rootfs) from Debian's packages"
+	@echo "make agent     build the static guest agent the initrd carries"
+	@echo "make runtime-debian  build ./runtime (kernel, initrd with the agent, rootfs) from Debian's packages"
 	@echo "make runtime-bundle  fetch ./runtime from the archive RUNTIME_MANIFEST names"
 	@echo "make verify    boot a real VM and run the smoke test (verify.sh)"
 
@@ -85,8 +86,17 @@ clean:
 	$(CARGO) clean
 	rm -f banger bangerd banger-helper
 
-runtime-debian:
-	$(SUDO) scripts/make-bundle.sh runtime
+# The guest agent: static (crt-static glibc) and size-optimised (the `agent`
+# profile), for the initramfs. Its own target triple keeps its flags away
+# from the host build's artifacts.
+AGENT_TARGET := x86_64-unknown-linux-gnu
+AGENT_BIN := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)/$(AGENT_TARGET)/agent/banger-agent
+agent:
+	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build -p banger-agent --profile agent --target $(AGENT_TARGET)
+	@ls -l $(AGENT_BIN)
+
+runtime-debian: agent
+	$(SUDO) env AGENT_BIN=$(AGENT_BIN) scripts/make-bundle.sh runtime
 
 RUNTIME_MANIFEST ?= runtime-bundle.toml
 runtime-bundle:

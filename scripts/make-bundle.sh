@@ -7,6 +7,9 @@
 # present and valid are kept; FORCE=1 rebuilds everything, FORCE=kernel or
 # FORCE=rootfs one piece. ROOTFS_SIZE (default 2G, the default disk size, so a default create need not grow it; the image is sparse) is the image size.
 # A `firecracker` binary already in RUNTIME_DIR is kept and listed.
+# AGENT_BIN (required) is the static guest agent the initramfs carries
+# (`make agent`); an initrd without it, or with another agent binary, is
+# rebuilt.
 # Needs root (debootstrap).
 set -euo pipefail
 
@@ -18,6 +21,11 @@ FORCE=${FORCE:-}
 log() { echo "make-bundle: $*" >&2; }
 die() { echo "make-bundle: error: $*" >&2; exit 1; }
 
+[[ -n ${AGENT_BIN:-} && -x ${AGENT_BIN:-} ]] ||
+    die "AGENT_BIN must name the static guest agent (build it with 'make agent')"
+AGENT_BIN=$(cd "$(dirname "$AGENT_BIN")" && pwd)/$(basename "$AGENT_BIN")
+export AGENT_BIN
+
 mkdir -p "$RUNTIME_DIR"
 RUNTIME_DIR=$(cd "$RUNTIME_DIR" && pwd)
 start=$SECONDS
@@ -28,8 +36,10 @@ kernel_ok() {
     kver=$(<"$d/kernel.release")
     [[ $(head -c 4 "$d/vmlinux" | od -An -tx1 | tr -d ' \n') == 7f454c46 ]] || return 1
     gzip -t "$d/initrd.img" 2>/dev/null || return 1
-    # An initrd from before layered roots is rebuilt.
+    # An initrd from before layered roots, or without this agent, is rebuilt.
     grep -qx layered-root "$d/initrd.features" 2>/dev/null || return 1
+    grep -qx agent "$d/initrd.features" 2>/dev/null || return 1
+    [[ $(cat "$d/initrd.agent.sha256" 2>/dev/null) == "$(sha256sum <"$AGENT_BIN" | cut -d' ' -f1)" ]] || return 1
     [[ -s $d/modules/$kver/modules.dep ]] || return 1
 }
 
@@ -94,6 +104,7 @@ KERNEL_ARGS="console=ttyS0 reboot=k panic=1 root=/dev/vda rw"
     [[ -x $RUNTIME_DIR/firecracker ]] && echo "  \"firecracker\": \"firecracker\","
     echo "  \"kernel_version\": \"$KVER\","
     grep -qx layered-root "$RUNTIME_DIR/initrd.features" 2>/dev/null && echo "  \"layered_root\": true,"
+    grep -qx agent "$RUNTIME_DIR/initrd.features" 2>/dev/null && echo "  \"agent\": true,"
     echo "  \"defaults\": {"
     echo "    \"vcpus\": 2,"
     echo "    \"memory_mib\": 1024,"

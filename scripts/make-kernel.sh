@@ -7,15 +7,19 @@
 #   OUT_DIR/vmlinux          uncompressed ELF x86-64 kernel (Firecracker needs an
 #                            ELF; QEMU microvm boots it too, through its PVH note)
 #   OUT_DIR/initrd.img       gzip'd cpio (newc) initramfs: busybox-static, the
-#                            virtio and overlay modules, and an /init that brings
-#                            up the NIC from ip= and switch_roots into root=
-#                            (default /dev/vda), layered under banger.upper= if given
-#   OUT_DIR/initrd.features  what the initrd can do: `layered-root`
+#                            virtio, overlay, virtio-console and vsock modules, the
+#                            guest agent, and an /init that brings up the NIC from
+#                            ip=, switch_roots into root= (default /dev/vda),
+#                            layered under banger.upper= if given, and leaves the
+#                            agent running in the final root
+#   OUT_DIR/initrd.features  what the initrd can do: `layered-root`, `agent`
+#   OUT_DIR/initrd.agent.sha256  sha256 of the agent binary inside
 #   OUT_DIR/modules/<kver>/  the kernel's whole modules tree, depmod'ed
 #   OUT_DIR/kernel.release   the kernel version (<kver>), one line
 #   OUT_DIR/kernel.config    the kernel's build configuration
 #
-# Inputs (environment, all optional):
+# Inputs (environment):
+#   AGENT_BIN        the static banger-agent binary (required; `make agent` builds it)
 #   KERNEL_PACKAGE   versioned image package (default: what linux-image-cloud-amd64
 #                    depends on in the host's apt configuration)
 #   BUSYBOX_PACKAGE  default busybox-static
@@ -23,7 +27,8 @@
 #
 # Host tools: apt-get, apt-cache, dpkg-deb, lz4 (or xz/zstd/gzip/bzip2, whichever
 # the kernel uses), depmod (kmod), cpio, gzip, readelf (binutils).
-# The same kernel package on the same archive gives a byte-identical initrd.img.
+# The same kernel package on the same archive and the same agent binary give a
+# byte-identical initrd.img.
 set -euo pipefail
 
 usage() { echo "usage: $0 OUT_DIR" >&2; exit 2; }
@@ -33,16 +38,24 @@ OUT_DIR=$1
 log() { echo "make-kernel: $*" >&2; }
 die() { echo "make-kernel: error: $*" >&2; exit 1; }
 
-for tool in apt-get apt-cache dpkg-deb depmod cpio gzip readelf; do
+for tool in apt-get apt-cache dpkg-deb depmod cpio gzip readelf sha256sum; do
     command -v "$tool" >/dev/null || die "missing host tool '$tool' (Debian: apt-get install apt dpkg kmod cpio gzip binutils)"
 done
+[[ -n ${AGENT_BIN:-} ]] || die "AGENT_BIN is not set: build the guest agent with 'make agent' and pass its path"
+[[ -x $AGENT_BIN ]] || die "AGENT_BIN=$AGENT_BIN is not an executable"
+if readelf -d "$AGENT_BIN" 2>/dev/null | grep -q NEEDED; then
+    die "AGENT_BIN=$AGENT_BIN is dynamically linked; build it with crt-static ('make agent')"
+fi
 
 # The guest's modules, roots of the dependency closure that goes into the
 # initramfs. On Debian's cloud kernel ext4 (with jbd2, mbcache, crc16, crc32c)
 # is built in; virtio, virtio-mmio, virtio-blk and virtio-net are modules.
 # button + evdev: the ACPI power button (QEMU system_powerdown), so systemd-logind
 # can shut the guest down cleanly. virtio-rng: entropy for sshd early in boot.
-INITRD_MODULES=(virtio_mmio virtio_blk virtio_net virtio-rng button evdev overlay)
+# The guest agent's channel: virtio_console (QEMU's virtio-serial port), vsock
+# and its virtio transport (Firecracker's vsock device).
+INITRD_MODULES=(virtio_mmio virtio_blk virtio_net virtio-rng button evdev overlay
+    virtio_console vsock vmw_vsock_virtio_transport)
 
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-0}
 BUSYBOX_PACKAGE=${BUSYBOX_PACKAGE:-busybox-static}
@@ -184,6 +197,10 @@ for path in "${ordered[@]}"; do
     echo "$f" >>"$IR/etc/modules"
 done
 echo "$KVER" >"$IR/etc/kernel.release"
+# The guest agent. Started as `@banger-agent` (through the symlink) so that
+# systemd's final kill at shutdown spares it: argv[0] begins with '@'.
+install -m 0755 "$AGENT_BIN" "$IR/bin/banger-agent"
+ln -s banger-agent "$IR/bin/@banger-agent"
 log "initramfs modules: $(tr '\n' ' ' <"$IR/etc/modules")"
 
 cat >"$IR/init" <<'INIT'
@@ -201,6 +218,11 @@ cat >"$IR/init" <<'INIT'
 #   banger.upper=/dev/vdb  layer the root: root= mounted read-only (the image,
 #                          shared by every VM of it) under this VM's upper disk
 #                          (ext4 holding /upper and /ovlwork), with overlayfs
+#   banger.agent=0         do not start the guest agent
+# The guest agent (/bin/banger-agent) starts right before switch_root: it
+# opens its channel (virtio-serial port org.banger.agent, else vsock port
+# 1024), chroots into /newroot and stays there when switch_root makes it /.
+# When the image has no init at init=, the agent is the guest's init.
 PATH=/bin
 export PATH
 
@@ -212,7 +234,7 @@ exec </dev/console >/dev/console 2>&1
 say() { echo "banger-initrd: $*"; }
 
 root=/dev/vda rootfstype=ext4 rootflags= rootmode=rw init=/sbin/init ipconf=
-panic_on_fail= want_shell= upper=
+panic_on_fail= want_shell= upper= agent=1
 for arg in $(cat /proc/cmdline); do
     case $arg in
     root=*) root=${arg#root=} ;;
@@ -225,6 +247,7 @@ for arg in $(cat /proc/cmdline); do
     banger.panic_on_fail | banger.panic_on_fail=1) panic_on_fail=1 ;;
     banger.shell | banger.shell=1) want_shell=1 ;;
     banger.upper=*) upper=${arg#banger.upper=} ;;
+    banger.agent=0) agent= ;;
     esac
 done
 
@@ -353,7 +376,13 @@ while :; do
         fail "cannot mount $dev ($rootfstype, $opts) on /newroot"
         continue
     fi
+    agent_init=
     if [ ! -x "/newroot$init" ] && [ ! -L "/newroot$init" ]; then
+        if [ -n "$agent" ]; then
+            say "$init not found on $dev: the guest agent is init"
+            agent_init=1
+            break
+        fi
         umount /newroot
         fail "$init not found on $dev"
         continue
@@ -366,6 +395,13 @@ done
 for fs in dev proc sys; do
     mount --move "/$fs" "/newroot/$fs" 2>/dev/null || umount "/$fs" 2>/dev/null
 done
+if [ -n "$agent_init" ]; then
+    exec @banger-agent --init --root /newroot
+fi
+# The agent returns once it serves from inside /newroot (its child stays).
+if [ -n "$agent" ]; then
+    @banger-agent --root /newroot || say "warning: the guest agent did not start"
+fi
 say "switching to $init on $dev"
 exec switch_root /newroot "$init" "$@"
 # Only reached if switch_root itself failed; the mounts are gone, so just stop.
@@ -392,7 +428,8 @@ mv -f "$OUT_DIR/initrd.img.new" "$OUT_DIR/initrd.img"
 [[ -f $OUT_DIR/vmlinuz.new ]] && mv -f "$OUT_DIR/vmlinuz.new" "$OUT_DIR/vmlinuz"
 echo "$KVER" >"$OUT_DIR/kernel.release"
 # What this initrd can do beyond mounting root=, for make-bundle.sh.
-echo layered-root >"$OUT_DIR/initrd.features"
+printf '%s\n' layered-root agent >"$OUT_DIR/initrd.features"
+sha256sum <"$AGENT_BIN" | cut -d' ' -f1 >"$OUT_DIR/initrd.agent.sha256"
 echo "$KERNEL_PACKAGE $kdeb_version" >"$OUT_DIR/kernel.package"
 
 log "vmlinux $(du -h "$OUT_DIR/vmlinux" | cut -f1), initrd.img $(du -h "$OUT_DIR/initrd.img" | cut -f1), modules/$KVER $(du -sh "$OUT_DIR/modules/$KVER" | cut -f1)"
