@@ -173,6 +173,23 @@ pub fn reap_any() -> Option<(i32, ExitStatus)> {
     Some((pid, st))
 }
 
+/// Whether the process has children left (running or not yet reaped).
+pub fn has_children() -> bool {
+    // SAFETY: siginfo_t is plain data; all zeroes is a valid value.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `info` is a valid out pointer; WNOWAIT leaves children as they are.
+    let r = unsafe {
+        libc::waitid(
+            libc::P_ALL,
+            0,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        )
+    };
+    // ECHILD: none at all.
+    r == 0
+}
+
 /// Sends `sig` to process group `pgid`.
 pub fn kill_group(pgid: i32, sig: i32) {
     if pgid > 1 {

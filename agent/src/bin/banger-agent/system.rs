@@ -308,8 +308,9 @@ pub fn end_now(action: ShutdownAction, pid1: bool) -> ! {
         let until = Instant::now() + Duration::from_secs(5);
         while Instant::now() < until {
             while sys::reap_any().is_some() {}
-            // No process left but us: kill(-1, 0) fails with ESRCH.
-            if sys::kill(-1, 0).is_err() {
+            // Every process of the guest descends from init (kernel threads
+            // do not, and kill(-1) would count them): no child, no process.
+            if !sys::has_children() {
                 break;
             }
             std::thread::sleep(Duration::from_millis(50));
