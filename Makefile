@@ -38,7 +38,7 @@ build:
 SKIP_LOG := $(CURDIR)/target/test-skips.txt
 test:
 	@mkdir -p target && rm -f $(SKIP_LOG)
-	@BANGER_SKIP_LOG=$(SKIP_LOG) $(CARGO) test; status=$$?; \
+	@BANGER_SKIP_LOG=$(SKIP_LOG) $(CARGO) test --workspace; status=$$?; \
 	if [ -s $(SKIP_LOG) ]; then \
 		echo; echo "Tests that did not run here, and why:"; sort $(SKIP_LOG) | sed 's/^/  /'; \
 	else echo; echo "Every test tier ran."; fi; \

@@ -47,6 +47,10 @@ struct BundleFile {
     /// (`banger.upper=`); absent means it cannot.
     #[serde(default)]
     layered_root: bool,
+    /// The initrd carries banger's guest agent and starts it in every
+    /// guest; absent means it does not.
+    #[serde(default)]
+    agent: bool,
     defaults: DefaultsFile,
 }
 
@@ -76,6 +80,8 @@ pub struct Bundle {
     pub kernel_version: Option<String>,
     /// Whether its initrd layers a VM's root (see [`Bundle::root_mode`]).
     pub layered_root: bool,
+    /// Whether its initrd brings the guest agent (see [`Bundle::agent`]).
+    pub has_agent: bool,
     pub defaults: Defaults,
 }
 
@@ -140,6 +146,7 @@ impl Bundle {
             firecracker: file.firecracker.as_deref().map(existing).transpose()?,
             kernel_version: file.kernel_version,
             layered_root: file.layered_root,
+            has_agent: file.agent && file.initrd.is_some(),
             defaults: Defaults {
                 vcpus: file.defaults.vcpus,
                 memory_mib: file.defaults.memory_mib,
@@ -175,6 +182,19 @@ impl Bundle {
             (Some(_), false) => (
                 RootMode::Clone,
                 "the bundle's initrd cannot layer a root (bundle.json lacks layered_root; rebuild with make runtime-debian): each VM gets a full clone of its image",
+            ),
+        }
+    }
+}
+
+impl Bundle {
+    /// Whether guests booted from this bundle run banger's agent, and why not.
+    pub fn agent(&self) -> Result<(), &'static str> {
+        match (&self.initrd, self.has_agent) {
+            (Some(_), true) => Ok(()),
+            (None, _) => Err("the bundle has no initrd to bring the agent"),
+            (Some(_), false) => Err(
+                "the bundle's initrd has no agent (bundle.json lacks agent; rebuild with make runtime-debian)",
             ),
         }
     }

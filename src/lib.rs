@@ -14,6 +14,7 @@
 //! - [`doctor`]: `banger doctor`: every host check and its fix; served by the daemon, printed by the CLI.
 //! - [`image`]: the image registry and its disk files, one directory per version.
 //! - [`builder`]: `image build`: a build VM provisioned over SSH, the build cache.
+//! - [`agent`]: the host side of the guest agent protocol: one connection per VM, requests and exec sessions.
 //! - [`ssh`]: the native SSH client: exec with streamed output, tar uploads.
 //! - [`dns`]: the `.vm` DNS server (answers VM names, forwards the rest).
 //! - [`net`]: network planning (subnet, IP, MAC, tap), pure.
@@ -23,6 +24,7 @@
 //! - [`config`]: `config.toml`, every key defaulted.
 //! - [`model`]: the domain types every layer shares: VM state and its guards, roles, root modes, VMM kinds, ports, leases.
 
+pub mod agent;
 pub mod builder;
 pub mod bundle;
 pub mod cli;

@@ -146,6 +146,7 @@ impl VmDir {
                 read_only: false,
             }],
             net: None,
+            vsock: None,
             log_path: "/dev/stderr".into(),
         }
     }
@@ -336,6 +337,7 @@ async fn config_error_carries_the_fault_message_and_leaves_nothing_behind() {
         kernel_args: "console=ttyS0".into(),
         drives: Vec::new(),
         net: None,
+        vsock: None,
         log_path: "/dev/stderr".into(),
     };
     // A stale socket from an earlier run is replaced, not an obstacle.
@@ -380,6 +382,7 @@ async fn early_exit_reports_what_firecracker_printed() {
         kernel_args: String::new(),
         drives: Vec::new(),
         net: None,
+        vsock: None,
         log_path: "/dev/stderr".into(),
     };
     // Firecracker cannot bind its API socket in a directory that does not
@@ -435,6 +438,7 @@ async fn a_missing_binary_is_a_spawn_error() {
         kernel_args: String::new(),
         drives: Vec::new(),
         net: None,
+        vsock: None,
         log_path: "/dev/stderr".into(),
     };
     let missing = vm.dir.path().join("no-firecracker");

@@ -10,9 +10,17 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
+use std::io::Write;
+
+use tokio::sync::mpsc;
+
+use crate::agent::proto;
 use crate::rpc::Client;
-use crate::ssh::archive::Entry;
-use crate::ssh::{Session, Target, quote};
+use crate::rpc::exec::{self, ExecEvent};
+use crate::ssh::archive::{self, Entry};
+use crate::ssh::{
+    CHUNKS_IN_FLIGHT, ChunkReader, ChunkWriter, Session, Target, quote, split_guest_path,
+};
 
 /// Bound on connect + handshake + auth to a VM that is already running.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -67,8 +75,17 @@ pub fn vm_name<'a>(src: &'a str, dst: &'a str) -> anyhow::Result<&'a str> {
     }
 }
 
-/// Copies `src` to `dst`; prints nothing on success.
+/// Copies `src` to `dst`; prints nothing on success. Over the VM's agent
+/// where it has one (no sshd needed), else over SSH.
 pub async fn run(client: &Client, src: &str, dst: &str) -> anyhow::Result<()> {
+    let vm = vm_name(src, dst)?;
+    let details = client.vm(vm).await?;
+    if !details.state.is_running() {
+        bail!("VM {vm} is {}: banger vm start {vm}", details.state);
+    }
+    if details.agent.is_some() {
+        return over_agent(client, src, dst).await;
+    }
     match sides(src, dst)? {
         (Side::Host(host), Side::Guest { vm, path }) => {
             let mut ssh = connect(client, vm).await?;
@@ -118,7 +135,18 @@ async fn upload(ssh: &mut Session, host: &Path, guest: &str) -> anyhow::Result<(
         .await?
         .status
         == 0;
-    let guest = if is_dir {
+    let guest = upload_target(host, guest, is_dir)?;
+    ssh.upload(&[Entry {
+        host: host.to_path_buf(),
+        guest: guest.clone(),
+    }])
+    .await
+    .with_context(|| format!("cannot copy {} to {guest}", host.display()))
+}
+
+/// Where `host` lands for a copy to `guest` (an existing directory or not).
+fn upload_target(host: &Path, guest: &str, is_dir: bool) -> anyhow::Result<String> {
+    Ok(if is_dir {
         // `.` and `..` have no name of their own: use the real one.
         let name = match host.file_name() {
             Some(name) => name.to_owned(),
@@ -133,13 +161,148 @@ async fn upload(ssh: &mut Session, host: &Path, guest: &str) -> anyhow::Result<(
         format!("{}/{name}", guest.trim_end_matches('/'))
     } else {
         guest.to_string()
+    })
+}
+
+/// The copy over the VM's agent: the guest's `tar` packs or unpacks, the
+/// host's side is banger's own archive code, with the same safety rules
+/// as over SSH.
+async fn over_agent(client: &Client, src: &str, dst: &str) -> anyhow::Result<()> {
+    match sides(src, dst)? {
+        (Side::Host(host), Side::Guest { vm, path }) => {
+            let host = Path::new(host);
+            std::fs::symlink_metadata(host)
+                .with_context(|| format!("cannot read {}", host.display()))?;
+            let is_dir = agent_run(client, vm, &["test", "-d", &path], None, None)
+                .await?
+                .0
+                == 0;
+            let guest = upload_target(host, &path, is_dir)?;
+            archive::member_name(&guest)?;
+            let (tx, rx) = mpsc::channel(CHUNKS_IN_FLIGHT);
+            let entries = vec![Entry {
+                host: host.to_path_buf(),
+                guest: guest.clone(),
+            }];
+            let producer = tokio::task::spawn_blocking(move || {
+                let mut out = ChunkWriter::new(tx);
+                archive::write_archive(&entries, &mut out)?;
+                out.flush()
+            });
+            let tar = ["tar", "-x", "-p", "--no-same-owner", "-f", "-", "-C", "/"];
+            let (code, stderr) = agent_run(client, vm, &tar, Some(rx), None).await?;
+            producer
+                .await?
+                .with_context(|| format!("cannot read {}", host.display()))?;
+            if code != 0 {
+                bail!(
+                    "cannot copy {} to {vm}:{guest}: the guest's tar failed ({code}): {}",
+                    host.display(),
+                    String::from_utf8_lossy(&stderr).trim()
+                );
+            }
+        }
+        (Side::Guest { vm, path }, Side::Host(host)) => {
+            let dest = Path::new(host);
+            let (parent, base) = split_guest_path(&path)?;
+            let target = if dest.is_dir() {
+                dest.join(&base)
+            } else {
+                dest.to_path_buf()
+            };
+            // `./` keeps a name starting with '-' from reading as an option.
+            let member = if base.starts_with('-') {
+                format!("./{base}")
+            } else {
+                base.clone()
+            };
+            let (tx, rx) = mpsc::channel(CHUNKS_IN_FLIGHT);
+            let unpacker = {
+                let target = target.clone();
+                tokio::task::spawn_blocking(move || {
+                    archive::unpack(ChunkReader::new(rx), &base, &target)
+                })
+            };
+            let tar = ["tar", "-c", "-f", "-", "-C", &parent, &member];
+            let ran = agent_run(client, vm, &tar, None, Some(tx)).await;
+            let unpacked = unpacker.await?;
+            let (code, stderr) = ran?;
+            if code != 0 {
+                bail!(
+                    "cannot copy {vm}:{path}: the guest's tar failed ({code}): {}",
+                    String::from_utf8_lossy(&stderr).trim()
+                );
+            }
+            unpacked.with_context(|| format!("cannot copy {vm}:{path} to {}", target.display()))?;
+        }
+        _ => unreachable!("sides() returns one host and one guest side"),
+    }
+    Ok(())
+}
+
+/// Runs `argv` in VM `vm` through its agent: stdin from `input` (none when
+/// `None`), stdout into `output` (dropped when `None`); returns the exit
+/// code and the head of stderr.
+async fn agent_run(
+    client: &Client,
+    vm: &str,
+    argv: &[&str],
+    mut input: Option<mpsc::Receiver<Vec<u8>>>,
+    output: Option<mpsc::Sender<Vec<u8>>>,
+) -> anyhow::Result<(i32, Vec<u8>)> {
+    let request = proto::Exec {
+        argv: argv.iter().map(|a| a.as_bytes().to_vec()).collect(),
+        env: vec![b"HOME=/root".to_vec()],
+        stdin: input.is_some(),
+        ..Default::default()
     };
-    ssh.upload(&[Entry {
-        host: host.to_path_buf(),
-        guest: guest.clone(),
-    }])
-    .await
-    .with_context(|| format!("cannot copy {} to {guest}", host.display()))
+    let (mut reader, mut writer) = exec::open(client, vm, request).await?;
+    let mut stderr = Vec::new();
+    // A chunk taken from `input` that does not fit the window yet.
+    let mut held: Option<Vec<u8>> = None;
+    loop {
+        if let Some(chunk) = held.take() {
+            let room = writer.stdin_room();
+            if chunk.len() <= room {
+                writer.stdin(&chunk).await?;
+            } else {
+                if room > 0 {
+                    writer.stdin(&chunk[..room]).await?;
+                }
+                held = Some(chunk[room..].to_vec());
+            }
+        }
+        let want_input = input.is_some() && held.is_none();
+        tokio::select! {
+            chunk = async { input.as_mut().expect("checked").recv().await }, if want_input => {
+                match chunk {
+                    Some(chunk) => held = Some(chunk),
+                    None => {
+                        input = None;
+                        writer.close_stdin().await?;
+                    }
+                }
+            }
+            event = reader.next() => match event? {
+                ExecEvent::Stdout(data) => {
+                    let n = data.len();
+                    if let Some(out) = &output
+                        && out.send(data).await.is_err()
+                    {
+                        bail!("the copy stopped on the host");
+                    }
+                    writer.credit(n).await;
+                }
+                ExecEvent::Stderr(data) => {
+                    let keep = (16 * 1024usize).saturating_sub(stderr.len());
+                    stderr.extend_from_slice(&data[..data.len().min(keep)]);
+                    writer.credit(data.len()).await;
+                }
+                ExecEvent::StdinAccepted => {}
+                ExecEvent::Exited(code) => return Ok((code, stderr)),
+            },
+        }
+    }
 }
 
 #[cfg(test)]

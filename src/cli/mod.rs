@@ -7,6 +7,7 @@ mod build;
 mod cp;
 mod daemon;
 mod doctor;
+mod exec;
 mod image;
 mod network;
 mod output;

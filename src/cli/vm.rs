@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 
-use super::{Ctx, autostart, cp, output};
+use super::{Ctx, autostart, cp, exec, output};
 use crate::model::{VmRole, VmmChoice};
 use crate::rpc::api::{CreateVm, VmDetails, VmOpResult};
 use crate::size::{format_duration, format_size, parse_memory_mib, parse_size};
@@ -72,6 +72,27 @@ pub enum VmCommand {
         #[arg(last = true)]
         command: Vec<String>,
     },
+    /// Run a command in a VM through its guest agent, like `docker exec`
+    /// (no sshd or network needed): `banger vm exec box -- uname -a`,
+    /// `banger vm exec -it box -- bash`. Exits with the command's code.
+    Exec {
+        name: String,
+        /// Stream this terminal's stdin to the command.
+        #[arg(short, long)]
+        interactive: bool,
+        /// Give the command a terminal (with -i: an interactive shell).
+        #[arg(short, long)]
+        tty: bool,
+        /// Set an environment variable in the command's environment (repeatable).
+        #[arg(short, long, value_name = "KEY=VALUE")]
+        env: Vec<String>,
+        /// Run in this guest directory (default /).
+        #[arg(short, long, value_name = "DIR")]
+        workdir: Option<String>,
+        /// The command and its arguments.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
     /// Copy files between the host and a VM: `banger vm cp ./dir box:/root/`,
     /// `banger vm cp box:/etc/os-release .`
     Cp {
@@ -80,6 +101,8 @@ pub enum VmCommand {
         /// Where to: a host path, or NAME:PATH in a VM (exactly one side is a VM).
         dst: String,
     },
+    /// Set the guest's clock from the host's (and feed its RNG), through its agent.
+    Clock { name: String },
     /// CPU, memory and uptime of the VM's VMM process.
     Stats { name: String },
     /// The VM's serial console and VMM log.
@@ -148,6 +171,8 @@ pub async fn run(ctx: &Ctx, command: VmCommand) -> anyhow::Result<ExitCode> {
         | VmCommand::Clone { name, .. }
         | VmCommand::Delete { name, .. }
         | VmCommand::Ssh { name, .. }
+        | VmCommand::Exec { name, .. }
+        | VmCommand::Clock { name }
         | VmCommand::Stats { name }
         | VmCommand::Logs { name, .. } => Some(name.as_str()),
         VmCommand::Cp { src, dst } => Some(cp::vm_name(src, dst)?),
@@ -198,7 +223,35 @@ pub async fn run(ctx: &Ctx, command: VmCommand) -> anyhow::Result<ExitCode> {
             forward_agent,
             command,
         } => return ssh(&client.vm(&name).await?, print, forward_agent, command),
+        VmCommand::Exec {
+            name,
+            interactive,
+            tty,
+            env,
+            workdir,
+            command,
+        } => {
+            let req = exec::ExecRequest {
+                argv: command,
+                env,
+                workdir,
+                interactive,
+                tty,
+            };
+            return exec::run(&client, &name, req).await;
+        }
         VmCommand::Cp { src, dst } => cp::run(&client, &src, &dst).await?,
+        VmCommand::Clock { name } => {
+            let set = client.sync_clock(&name).await?;
+            if ctx.json {
+                output::json(&set)?;
+            } else {
+                println!(
+                    "{name}: clock set from the host's (it was {:.3} s off)",
+                    set.skew_ms as f64 / 1000.0
+                );
+            }
+        }
         VmCommand::Stats { name } => {
             let stats = client.vm_stats(&name).await?;
             if ctx.json {
@@ -440,6 +493,14 @@ fn ssh_argv(
             vm.name,
             vm.state,
             vm.name
+        );
+    }
+    if let Some(agent) = vm.agent.as_ref().filter(|a| !a.sshd_accepting) {
+        bail!(
+            "VM `{name}` has no sshd answering (its agent {} says so; the image may have none): \
+             run commands with `banger vm exec {name} -- COMMAND`, or a shell with `banger vm exec -it {name} -- sh`",
+            agent.version,
+            name = vm.name
         );
     }
     let ip = vm.ip.context("the VM has no address")?;

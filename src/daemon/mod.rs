@@ -2,6 +2,7 @@
 //! socket and serves the `/v1` API until SIGTERM, SIGINT or a shutdown request.
 
 mod error;
+pub mod exec_route;
 mod extract;
 mod image_routes;
 mod lock;

@@ -13,7 +13,7 @@ use axum::{Json, Router};
 use super::Daemon;
 use super::error::{ApiError, detached};
 use super::socket::Peer;
-use super::{extract, image_routes, vm_routes};
+use super::{exec_route, extract, image_routes, vm_routes};
 use crate::rpc::api::{DoctorReport, Health, NetworkCleanup, NetworkStatus};
 
 /// The daemon's HTTP surface.
@@ -33,6 +33,8 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/v1/vms/{name}/publish", post(vm_routes::publish))
         .route("/v1/vms/{name}/unpublish", post(vm_routes::unpublish))
         .route("/v1/vms/{name}/stats", get(vm_routes::stats))
+        .route("/v1/vms/{name}/exec", post(exec_route::exec))
+        .route("/v1/vms/{name}/clock", post(vm_routes::clock))
         .route("/v1/stats", get(vm_routes::all_stats))
         .route("/v1/defaults", get(vm_routes::defaults))
         .route(

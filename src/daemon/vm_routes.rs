@@ -51,6 +51,14 @@ pub async fn show(
     VmName(name): VmName,
 ) -> Result<Json<VmDetails>, ApiError> {
     let vm = daemon.vms.get(&name)?;
+    if vm.state.is_running() {
+        // A daemon that restarted holds no connection yet: make one, so
+        // `vm show` says whether the agent answers. Its failure is shown.
+        let reach = daemon.vms.agent(&name);
+        if let Ok(Err(e)) = tokio::time::timeout(std::time::Duration::from_secs(3), reach).await {
+            tracing::debug!(vm = %name, error = %e, "the agent does not answer");
+        }
+    }
     Ok(Json(daemon.vms.details(&vm)))
 }
 
@@ -172,4 +180,14 @@ fn refuse_build_vm(daemon: &Daemon, name: &str) -> Result<(), ApiError> {
         .hint("it goes away when its build ends; interrupt `banger image build` to cancel it")),
         _ => Ok(()),
     }
+}
+
+pub async fn clock(
+    State(daemon): State<Arc<Daemon>>,
+    VmName(name): VmName,
+) -> Result<Json<crate::rpc::api::ClockSet>, ApiError> {
+    let skew = daemon.vms.sync_clock(&name).await?;
+    Ok(Json(crate::rpc::api::ClockSet {
+        skew_ms: skew.as_millis() as u64,
+    }))
 }

@@ -7,6 +7,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{DiskRole, Mac, RootMode, TapName, VmRole, VmState, VmmChoice, VmmKind};
 
+/// `POST /v1/vms/{name}/exec` switches to this protocol (`Upgrade:`): agent
+/// frames ([`crate::agent::proto`]) for one session, under this frame id.
+pub const EXEC_PROTOCOL: &str = "banger-exec";
+pub const EXEC_SESSION: u32 = 1;
+
 /// `GET /v1/health`: who is answering, and since when.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Health {
@@ -217,6 +222,32 @@ pub struct VmDetails {
     /// Its last events (started, stalled boot, failures...), oldest first.
     #[serde(default)]
     pub events: Vec<VmEvent>,
+    /// Its guest agent, when one answers.
+    #[serde(default)]
+    pub agent: Option<AgentInfo>,
+    /// Why no agent answers, when none does.
+    #[serde(default)]
+    pub agent_detail: Option<String>,
+}
+
+/// A guest agent that answers, as it said at its last hello.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AgentInfo {
+    pub version: String,
+    pub protocol: u16,
+    /// `virtio-serial` or `vsock`.
+    pub channel: String,
+    /// Whether the guest's sshd accepted connections then.
+    pub sshd_accepting: bool,
+    pub kernel_release: String,
+    pub boot_id: String,
+}
+
+/// `POST /v1/vms/{name}/clock`: the guest's clock was set from the host's.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ClockSet {
+    /// How far off it was, in milliseconds.
+    pub skew_ms: u64,
 }
 
 /// One thing that happened to a VM.
@@ -249,8 +280,12 @@ pub struct VmOpResult {
     pub vm: VmDetails,
     /// Step by step, for `--verbose` and benchmarks.
     pub timings: Vec<Timing>,
-    /// From the request to SSH answering, when the VM was booted and waited for.
+    /// From the request to SSH answering, when the VM was booted and waited
+    /// for (and its image has sshd).
     pub ssh_ready_ms: Option<u64>,
+    /// From the request to the guest agent answering, when it has one.
+    #[serde(default)]
+    pub agent_ready_ms: Option<u64>,
     /// From the request to the VMM running the guest (Firecracker's
     /// InstanceStart acknowledged, or QEMU launched).
     pub vmm_started_ms: Option<u64>,

@@ -38,6 +38,9 @@ fn image_path(name: &str) -> Result<String, ClientError> {
 /// Errors talking to the daemon.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    /// An exec session failed (the agent refused it, or its stream broke).
+    #[error("{0}")]
+    Exec(String),
     /// A name the API would refuse; nothing was sent.
     #[error(transparent)]
     BadName(#[from] NameError),
@@ -222,6 +225,13 @@ impl Client {
         Ok(())
     }
 
+    /// Sets VM `name`'s clock from the host's, through its agent.
+    pub async fn sync_clock(&self, name: &str) -> Result<super::api::ClockSet, ClientError> {
+        check_vm_name(name)?;
+        self.call(Method::POST, &format!("/v1/vms/{name}/clock"), None)
+            .await
+    }
+
     pub async fn vm_stats(&self, name: &str) -> Result<VmStats, ClientError> {
         self.call(Method::GET, &vm_path(name, "/stats")?, None)
             .await
@@ -303,6 +313,35 @@ impl Client {
         Ok(())
     }
 
+    /// Opens an exec stream to VM `name`'s agent: the connection, switched
+    /// to agent frames for one session (see [`super::api::EXEC_PROTOCOL`]).
+    pub async fn exec_stream(
+        &self,
+        name: &str,
+    ) -> Result<TokioIo<hyper::upgrade::Upgraded>, ClientError> {
+        check_vm_name(name)?;
+        let stream = self.connect().await?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(conn.with_upgrades());
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri(format!("/v1/vms/{name}/exec"))
+            .header(hyper::header::HOST, "bangerd")
+            .header(hyper::header::CONNECTION, "upgrade")
+            .header(hyper::header::UPGRADE, super::api::EXEC_PROTOCOL)
+            .body(Full::new(Bytes::new()))
+            .map_err(ClientError::Request)?;
+        let response = sender.send_request(request).await?;
+        let status = response.status();
+        if status != StatusCode::SWITCHING_PROTOCOLS {
+            let bytes = response.into_body().collect().await?.to_bytes();
+            return Err(api_error(status, &bytes));
+        }
+        let upgraded = hyper::upgrade::on(response).await?;
+        Ok(TokioIo::new(upgraded))
+    }
+
     /// Sends one request and decodes the JSON answer (or the error chain).
     async fn call<T: DeserializeOwned>(
         &self,
@@ -328,6 +367,29 @@ impl Client {
         path: &str,
         body: Option<serde_json::Value>,
     ) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
+        let stream = self.connect().await?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        // The connection task ends when the response is read; its own error,
+        // if any, surfaces through `send_request` below.
+        tokio::spawn(conn);
+
+        let body = match body {
+            Some(value) => Bytes::from(value.to_string()),
+            None => Bytes::new(),
+        };
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, "bangerd")
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(body))
+            .map_err(ClientError::Request)?;
+        Ok(sender.send_request(request).await?)
+    }
+
+    /// A connection to this user's daemon (and no one else's).
+    async fn connect(&self) -> Result<UnixStream, ClientError> {
         self.check_socket_dir()?;
         let stream = UnixStream::connect(&self.socket).await.map_err(|source| {
             let socket = self.socket.clone();
@@ -348,24 +410,7 @@ impl Client {
                 uid: peer,
             });
         }
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-        // The connection task ends when the response is read; its own error,
-        // if any, surfaces through `send_request` below.
-        tokio::spawn(conn);
-
-        let body = match body {
-            Some(value) => Bytes::from(value.to_string()),
-            None => Bytes::new(),
-        };
-        let request = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(hyper::header::HOST, "bangerd")
-            .header(hyper::header::CONTENT_TYPE, "application/json")
-            .body(Full::new(body))
-            .map_err(ClientError::Request)?;
-        Ok(sender.send_request(request).await?)
+        Ok(stream)
     }
 }
 

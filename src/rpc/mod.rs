@@ -4,6 +4,7 @@
 
 pub mod api;
 mod client;
+pub mod exec;
 pub mod names;
 
 pub use client::{Client, ClientError};

@@ -29,7 +29,7 @@ pub use crate::rpc::api::OutputStream;
 /// Size of the pieces an archive is streamed in.
 const CHUNK: usize = 64 * 1024;
 /// Pieces in flight between the archive thread and the channel.
-const CHUNKS_IN_FLIGHT: usize = 8;
+pub(crate) const CHUNKS_IN_FLIGHT: usize = 8;
 /// How much of a failing command's stderr an error keeps.
 const STDERR_KEPT: usize = 16 * 1024;
 
@@ -639,20 +639,27 @@ impl Sink<'_> {
 
 /// Adapts the blocking archive writer to the async channel: 64 KiB chunks
 /// over a bounded queue, so memory stays small whatever the upload size.
-struct ChunkWriter {
+pub(crate) struct ChunkWriter {
     buf: Vec<u8>,
     tx: mpsc::Sender<Vec<u8>>,
 }
 
 impl ChunkWriter {
+    pub(crate) fn new(tx: mpsc::Sender<Vec<u8>>) -> ChunkWriter {
+        ChunkWriter {
+            buf: Vec::with_capacity(CHUNK),
+            tx,
+        }
+    }
+
     fn send(&mut self) -> io::Result<()> {
         if self.buf.is_empty() {
             return Ok(());
         }
         let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
-        self.tx
-            .blocking_send(chunk)
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the SSH channel closed"))
+        self.tx.blocking_send(chunk).map_err(|_| {
+            io::Error::new(io::ErrorKind::BrokenPipe, "the channel to the guest closed")
+        })
     }
 }
 
@@ -673,10 +680,20 @@ impl Write for ChunkWriter {
 
 /// The reverse of `ChunkWriter`: a blocking reader over received chunks;
 /// EOF when the sender is dropped.
-struct ChunkReader {
+pub(crate) struct ChunkReader {
     rx: mpsc::Receiver<Vec<u8>>,
     chunk: Vec<u8>,
     at: usize,
+}
+
+impl ChunkReader {
+    pub(crate) fn new(rx: mpsc::Receiver<Vec<u8>>) -> ChunkReader {
+        ChunkReader {
+            rx,
+            chunk: Vec::new(),
+            at: 0,
+        }
+    }
 }
 
 impl Read for ChunkReader {
@@ -696,7 +713,7 @@ impl Read for ChunkReader {
 
 /// Splits a guest path into the directory `tar -C` enters and the name it
 /// packs. A relative path is relative to the remote user's home.
-fn split_guest_path(guest: &str) -> Result<(String, String), SshError> {
+pub(crate) fn split_guest_path(guest: &str) -> Result<(String, String), SshError> {
     let bad = |why| SshError::CheckGuestPath {
         path: guest.to_string(),
         why,

@@ -42,6 +42,10 @@ pub enum VmError {
     /// Every address was taken while this VM looked for one.
     #[error("could not lease an address; try again")]
     NoFreeAddress,
+    #[error("VM `{0}` has no guest agent: {1}")]
+    NoAgent(String, String),
+    #[error(transparent)]
+    Agent(#[from] crate::agent::AgentError),
     #[error("invalid network configuration")]
     Config(#[source] NetError),
     #[error(transparent)]
@@ -102,6 +106,13 @@ pub enum VmError {
         silent_secs: u64,
         console_tail: String,
     },
+    /// The guest's agent never answered.
+    #[error("the guest's agent did not answer in time; the console ends with:\n{console_tail}")]
+    AgentNotReady {
+        console_tail: String,
+        #[source]
+        source: crate::agent::AgentError,
+    },
     /// The guest booted (or not) but SSH never answered.
     #[error("the guest did not answer SSH in time; the console ends with:\n{console_tail}")]
     NotReady {
@@ -135,6 +146,7 @@ impl VmError {
                 | VmError::BadRequest(_)
                 | VmError::UnknownImage(_)
                 | VmError::WrongState { .. }
+                | VmError::NoAgent(..)
                 | VmError::Vmm(VmmError::Unavailable(..) | VmmError::DiskBusy(_))
                 | VmError::Networking(crate::network::NetworkError::Port(_))
         )

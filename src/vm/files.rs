@@ -34,6 +34,9 @@ pub struct VmFiles {
     pub run_dir: PathBuf,
     /// The VMM's control socket (Firecracker's API, QEMU's QMP).
     pub api_socket: PathBuf,
+    /// The host end of the guest agent's channel (QEMU's virtio-serial
+    /// socket, Firecracker's vsock socket).
+    pub agent_socket: PathBuf,
 }
 
 impl VmFiles {
@@ -50,6 +53,7 @@ impl VmFiles {
             scratch: dir.join("scratch"),
             run_dir: dir.join("run"),
             api_socket: dir.join("run").join("vmm.sock"),
+            agent_socket: dir.join("run").join("agent.sock"),
             dir,
         }
     }
@@ -64,6 +68,7 @@ impl VmFiles {
             api_socket: self.api_socket.clone(),
             vmm_log: self.vmm_log.clone(),
             console: self.console.clone(),
+            agent_socket: self.agent_socket.clone(),
         }
     }
 

@@ -4,6 +4,7 @@
 //! Every mutating operation holds its VM's lock for its whole run and runs
 //! in a task of its own, so a client that hangs up cannot cut it in half.
 
+mod agent;
 mod clone;
 mod create;
 mod delete;
@@ -51,6 +52,8 @@ pub struct Manager {
     pub(crate) network: Arc<Network>,
     /// The daemon's uid: taps are made for it, so the VMM needs no root.
     pub(crate) uid: u32,
+    /// The guest agents of running VMs, one connection each.
+    agents: tokio::sync::Mutex<HashMap<String, Arc<crate::agent::Agent>>>,
     /// One lock per VM name, held by the operation working on it.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Read-held by every operation in flight; a stopping daemon takes it
@@ -81,6 +84,7 @@ impl Manager {
             store,
             uid: crate::paths::current_uid(),
             locks: Mutex::new(HashMap::new()),
+            agents: tokio::sync::Mutex::new(HashMap::new()),
             inflight: Arc::new(tokio::sync::RwLock::new(())),
         })
     }
@@ -163,6 +167,7 @@ impl Manager {
                 .ok()
                 .map(|s| s.uptime().as_secs())
         });
+        let agent = self.agent_info(vm);
         VmDetails {
             name: vm.name.clone(),
             state: vm.state,
@@ -209,6 +214,8 @@ impl Manager {
             disks: self.disk_usage(vm),
             published: self.published(vm),
             events: self.recent_events(&vm.name),
+            agent: agent.as_ref().ok().cloned(),
+            agent_detail: agent.err(),
         }
     }
 

@@ -45,6 +45,7 @@ impl Manager {
             return false;
         }
         self.network.close_vm_ports(name);
+        self.drop_agent(name).await;
         if let Err(e) = self.store.lock().set_vm_state(name, VmState::Stopped, None) {
             tracing::error!(vm = name, error = %e, "cannot record that the VM stopped");
         }

@@ -16,7 +16,7 @@ use crate::vmm::{VmmError, jail, qemu, select, vmm_user};
 
 use super::files::tail;
 use super::rollback::{Rollback, Undo};
-use super::{Clock, Manager, VmError, fault};
+use super::{Clock, Manager, VmError, agent, fault};
 
 impl Manager {
     /// Boots a stopped VM with the disks, address and keys it had; waits
@@ -157,6 +157,7 @@ impl Manager {
                 user,
                 jailer,
                 firecracker: firecracker.clone(),
+                agent: bundle.agent().is_ok(),
             };
             let (log_from, console_from) = (file_len(&files.vmm_log), file_len(&files.console));
             let launched = launch::launch(vmm, &plan, &files.run_paths(), &logs, |pid| {
@@ -199,21 +200,48 @@ impl Manager {
                 return Ok(());
             }
 
-            // Ready is banger's own client getting in: the guest accepts
-            // the user's key and shows the host key banger gave it.
+            // Ready is the agent answering (where the guest has one), then
+            // banger's own SSH client getting in: the guest accepts the
+            // user's key and shows the host key banger gave it. The agent
+            // says when sshd accepts, so SSH is tried once it does, not
+            // polled; a guest without sshd is ready with its agent alone.
             let target = crate::ssh::Target {
                 addr: std::net::SocketAddr::from((ip, 22)),
                 user: "root".into(),
                 key: self.ssh_key(),
                 host_key: vm.host_key.clone().unwrap_or_default(),
             };
+            let channel = self.agent_channel(&vm).ok();
+            let began = std::time::Instant::now();
             let ready = async {
-                crate::ssh::wait_for(&target, self.ssh_timeout()).await?.close().await;
-                Ok::<(), crate::ssh::SshError>(())
+                let mut readiness = Readiness::default();
+                if let Some(channel) = &channel {
+                    let (agent, _) = self
+                        .wait_agent(name, channel, self.ssh_timeout())
+                        .await
+                        .map_err(NotReady::Agent)?;
+                    readiness.agent = Some(began.elapsed());
+                    if let Err(e) = agent::sync_clock(&agent).await {
+                        tracing::warn!(vm = name, error = %e, "cannot set the guest's clock");
+                    }
+                    if !agent::has_sshd(&agent).await.map_err(NotReady::Agent)? {
+                        return Ok(readiness);
+                    }
+                    agent::wait_sshd(&agent, self.ssh_timeout())
+                        .await
+                        .map_err(NotReady::Agent)?;
+                }
+                crate::ssh::wait_for(&target, self.ssh_timeout())
+                    .await
+                    .map_err(NotReady::Ssh)?
+                    .close()
+                    .await;
+                readiness.ssh = Some(began.elapsed());
+                Ok::<Readiness, NotReady>(readiness)
             };
             let stall = Duration::from_secs(self.config.boot_stall_secs);
-            tokio::select! {
-                result = ready => result.map_err(|source| VmError::NotReady { console_tail: tail(&files.console, console_from, 25), source: Box::new(source) })?,
+            let readiness = tokio::select! {
+                result = ready => result.map_err(|e| e.into_error(tail(&files.console, console_from, 25)))?,
                 silent = console_silent(&files.console, stall), if !stall.is_zero() => return Err(VmError::Stalled {
                     times: attempt.times(),
                     silent_secs: silent.as_secs(),
@@ -228,8 +256,19 @@ impl Manager {
                     console_tail: tail(&files.console, console_from, 25),
                 }}),
             };
-            clock.lap("ssh ready");
-            booted.ssh_ready_ms = Some(clock.total().as_millis() as u64);
+            // The wait began this long after the request.
+            let offset = clock.total().saturating_sub(began.elapsed());
+            let at = |d: Duration| Some((offset + d).as_millis() as u64);
+            if let Some(agent) = readiness.agent {
+                booted.agent_ready_ms = at(agent);
+            }
+            match readiness.ssh {
+                Some(ssh) => {
+                    clock.lap("ssh ready");
+                    booted.ssh_ready_ms = at(ssh);
+                }
+                None => clock.lap("agent ready (no sshd)"),
+            }
             Ok(())
         }
         .await;
@@ -283,6 +322,34 @@ async fn check_disks_free(drives: &[crate::vmm::disklock::Disk]) -> Result<(), V
 /// read-only) under the upper disk (see [`super::VmFiles::disks`]).
 const UPPER_ARG: &str = " banger.upper=/dev/vdb";
 
+/// When a booting guest became ready, from the start of the wait.
+#[derive(Debug, Default)]
+struct Readiness {
+    agent: Option<Duration>,
+    ssh: Option<Duration>,
+}
+
+/// Why a booting guest never became ready.
+enum NotReady {
+    Agent(crate::agent::AgentError),
+    Ssh(crate::ssh::SshError),
+}
+
+impl NotReady {
+    fn into_error(self, console_tail: String) -> VmError {
+        match self {
+            NotReady::Agent(source) => VmError::AgentNotReady {
+                console_tail,
+                source,
+            },
+            NotReady::Ssh(source) => VmError::NotReady {
+                console_tail,
+                source: Box::new(source),
+            },
+        }
+    }
+}
+
 /// Which boot of one start this is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Attempt {
@@ -321,6 +388,7 @@ async fn console_silent(path: &std::path::Path, quiet: Duration) -> Duration {
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct Booted {
     pub vmm_started_ms: Option<u64>,
+    pub agent_ready_ms: Option<u64>,
     pub ssh_ready_ms: Option<u64>,
     /// Boots that stalled and were killed before this one.
     pub stalled_boots: u32,
@@ -332,6 +400,7 @@ impl Booted {
             vm,
             timings: clock.steps,
             ssh_ready_ms: self.ssh_ready_ms,
+            agent_ready_ms: self.agent_ready_ms,
             vmm_started_ms: self.vmm_started_ms,
             stalled_boots: self.stalled_boots,
         }

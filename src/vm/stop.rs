@@ -11,7 +11,7 @@ use crate::rpc::api::{VmDetails, VmOpResult};
 use crate::store::{VmProcess, VmRecord};
 use crate::system::pid::{self, ExitWatch};
 
-use super::{Clock, Manager, VmError, fault};
+use super::{Clock, Manager, VmError, agent, fault};
 use crate::vmm::launch;
 
 impl Manager {
@@ -96,7 +96,20 @@ impl Manager {
         let timeout = Duration::from_secs(self.config.stop_timeout_secs);
         let mut clean = false;
         if !force {
-            match launch::request_shutdown(vm.vmm, &files.control_socket()).await {
+            // The agent shuts the guest down cleanly whatever its init
+            // (sync first); the VMM's own request is the fallback.
+            let asked = match self.held_agent(&vm.name) {
+                Some(agent) => agent::request_shutdown(&agent, vm.vmm).await,
+                None => Err(crate::agent::AgentError::Closed),
+            };
+            let requested = match asked {
+                Ok(()) => Ok(()),
+                Err(e) => {
+                    tracing::debug!(vm = %vm.name, error = %e, "no shutdown through the agent");
+                    launch::request_shutdown(vm.vmm, &files.control_socket()).await
+                }
+            };
+            match requested {
                 Ok(()) => {
                     fault::point("stop:requested");
                     clean = watch.exited_within(timeout).await;

@@ -37,6 +37,8 @@ pub struct Jail {
 /// The log FIFO and API socket inside the jail.
 pub const LOG_FIFO: &str = "/vmm.log.fifo";
 pub const API_SOCKET: &str = "/vmm.sock";
+/// Where a jailed Firecracker binds the guest agent's vsock socket.
+pub const VSOCK_SOCKET: &str = "/agent.sock";
 
 impl Jail {
     /// Lays the jail out afresh under `vm_dir` for Firecracker binary
@@ -119,6 +121,16 @@ impl Jail {
             _ => {}
         }
         std::os::unix::fs::symlink(&self.api_socket, link)
+    }
+
+    /// Points `link` (the VM's `run/agent.sock`) at the jail's vsock socket;
+    /// `run` is root's already ([`Jail::link_socket`]).
+    pub fn link_vsock(&self, link: &Path) -> io::Result<()> {
+        match std::fs::remove_file(link) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        std::os::unix::fs::symlink(self.root.join(VSOCK_SOCKET.trim_start_matches('/')), link)
     }
 }
 

@@ -32,6 +32,8 @@ pub struct LaunchPlan {
     pub jailer: Option<PathBuf>,
     /// The firecracker binary, for a Firecracker VM.
     pub firecracker: Option<PathBuf>,
+    /// Give the guest the agent's channel (its initrd brings the agent).
+    pub agent: bool,
 }
 
 /// Where a VMM runs and writes: the VM's directory and what is in it.
@@ -45,6 +47,8 @@ pub struct RunPaths {
     pub api_socket: PathBuf,
     pub vmm_log: PathBuf,
     pub console: PathBuf,
+    /// The host end of the guest agent's channel, in `run_dir`.
+    pub agent_socket: PathBuf,
 }
 
 /// A started VMM.
@@ -153,6 +157,13 @@ fn prepare(
         None => vmm_user::make_own_dir(&paths.run_dir, None),
     };
     made.map_err(VmmError::io(&paths.dir))?;
+    // A socket a previous VMM left would stop the new one binding its own.
+    match std::fs::remove_file(&paths.agent_socket) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(VmmError::io(&paths.agent_socket)(e));
+        }
+        _ => {}
+    }
     match (&jail, &plan.user) {
         (Some((_, jail)), _) => {
             jail.link_socket(&paths.run_dir, &paths.api_socket)

@@ -63,6 +63,8 @@ pub struct QemuSpec {
     /// Block devices in order: the first is `/dev/vda`.
     pub drives: Vec<Disk>,
     pub net: Option<QemuNet>,
+    /// A virtio-serial port for the guest agent, on this unix socket.
+    pub agent_socket: Option<PathBuf>,
 }
 
 /// The guest's network card.
@@ -161,6 +163,23 @@ pub fn args(spec: &QemuSpec, files: &QemuFiles) -> Vec<String> {
             ),
             "-device".into(),
             format!("virtio-blk-device,drive=disk{i}"),
+        ]);
+    }
+    if let Some(socket) = &spec.agent_socket {
+        let socket = socket.strip_prefix(&files.dir).unwrap_or(socket);
+        args.extend([
+            "-device".into(),
+            "virtio-serial-device".into(),
+            "-chardev".into(),
+            format!(
+                "socket,id=agent,path={},server=on,wait=off",
+                socket.display()
+            ),
+            "-device".into(),
+            format!(
+                "virtserialport,chardev=agent,name={}",
+                banger_agent::proto::SERIAL_PORT_NAME
+            ),
         ]);
     }
     if let Some(net) = &spec.net {
@@ -348,6 +367,7 @@ pub(super) async fn start<E: From<VmmError>>(
             tap_fd: io.pass_fd(tap),
             mac: plan.mac.to_string(),
         }),
+        agent_socket: plan.agent.then(|| paths.agent_socket.clone()),
     };
     let files = QemuFiles {
         dir: paths.dir.clone(),
@@ -384,6 +404,7 @@ mod tests {
                 tap_fd: 9,
                 mac: "06:00:00:00:00:01".into(),
             }),
+            agent_socket: Some("/vm/run/agent.sock".into()),
         };
         let files = QemuFiles {
             dir: "/vm".into(),
@@ -391,6 +412,11 @@ mod tests {
         };
         let argv = args(&spec, &files).join(" ");
         assert!(argv.contains("-accel tcg"), "{argv}");
+        assert!(
+            argv.contains("socket,id=agent,path=run/agent.sock,server=on,wait=off")
+                && argv.contains("virtserialport,chardev=agent,name=org.banger.agent"),
+            "{argv}"
+        );
         assert!(argv.contains("pit=on,pic=on"), "{argv}");
         assert!(argv.contains("-initrd /i"), "{argv}");
         assert!(

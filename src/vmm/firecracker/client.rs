@@ -20,7 +20,7 @@ use super::FirecrackerError;
 const MAX_ANSWER: usize = 1 << 20;
 use super::models::{
     ActionType, ApiErrorBody, BootSource, Drive, InstanceActionInfo, InstanceInfo, Logger,
-    MachineConfiguration, NetworkInterface,
+    MachineConfiguration, NetworkInterface, Vsock,
 };
 
 /// How long one request may take before it counts as unanswered. Every
@@ -207,6 +207,13 @@ impl Client {
                 iface_id: iface.iface_id.clone(),
                 source,
             })
+    }
+
+    /// `PUT /vsock`.
+    pub async fn put_vsock(&self, vsock: &Vsock) -> Result<(), FirecrackerError> {
+        self.put("/vsock", vsock)
+            .await
+            .map_err(FirecrackerError::PutVsock)
     }
 
     /// `PUT /actions` `InstanceStart`: boots the configured machine. Firecracker

@@ -13,7 +13,9 @@ use tokio::process::{Child, Command};
 
 use super::FirecrackerError;
 use super::client::{ApiError, Client};
-use super::models::{BootSource, Drive, LogLevel, Logger, MachineConfiguration, NetworkInterface};
+use super::models::{
+    BootSource, Drive, LogLevel, Logger, MachineConfiguration, NetworkInterface, Vsock,
+};
 use crate::model::VmmKind;
 use crate::vmm::VmmError;
 use crate::vmm::launch::{LaunchPlan, Prepared, RunPaths};
@@ -48,6 +50,9 @@ pub struct MachineSpec {
     pub drives: Vec<DriveSpec>,
     /// No network device when absent.
     pub net: Option<NetSpec>,
+    /// The vsock device's unix socket (as Firecracker sees the path), for
+    /// the guest agent; no vsock device when absent.
+    pub vsock: Option<PathBuf>,
     /// Where Firecracker writes its own log, as it sees the path: its
     /// stderr, or a jailed Firecracker's log FIFO.
     pub log_path: PathBuf,
@@ -414,6 +419,15 @@ async fn configure(
             .await?;
         watch.lap("put_network_interface");
     }
+    if let Some(uds_path) = &spec.vsock {
+        client
+            .put_vsock(&Vsock {
+                guest_cid: 3,
+                uds_path: uds_path.clone(),
+            })
+            .await?;
+        watch.lap("put_vsock");
+    }
     Ok(())
 }
 
@@ -538,6 +552,23 @@ pub(crate) async fn start<E: From<VmmError>>(
         drives,
         jail,
     } = prepared;
+    // The agent's vsock socket as Firecracker sees it: in its jail (linked
+    // from the VM's `run/`), or by a short name relative to the VM directory.
+    let vsock = match &jail {
+        _ if !plan.agent => None,
+        Some((_, jail)) => {
+            jail.link_vsock(&paths.agent_socket)
+                .map_err(VmmError::io(&paths.agent_socket))?;
+            Some(PathBuf::from(crate::vmm::jail::VSOCK_SOCKET))
+        }
+        None => Some(
+            paths
+                .agent_socket
+                .strip_prefix(&paths.dir)
+                .unwrap_or(&paths.agent_socket)
+                .to_path_buf(),
+        ),
+    };
     // Paths as Firecracker sees them: in its jail, or its descriptors.
     let (kernel, initrd, drive_paths, log_path, api_socket) = match &jail {
         Some((_, jail)) => (
@@ -577,6 +608,7 @@ pub(crate) async fn start<E: From<VmmError>>(
             tap: plan.tap.to_string(),
             mac: plan.mac.to_string(),
         }),
+        vsock,
         log_path,
     };
     let run_files = RunFiles {

@@ -69,6 +69,8 @@ pub enum FirecrackerError {
         #[source]
         source: ApiError,
     },
+    #[error("cannot attach the vsock device")]
+    PutVsock(#[source] ApiError),
     #[error("cannot start the instance")]
     StartInstance(#[source] ApiError),
     #[error("cannot send Ctrl+Alt+Del")]
@@ -93,6 +95,7 @@ impl FirecrackerError {
             | FirecrackerError::PutBootSource(e)
             | FirecrackerError::PutDrive { source: e, .. }
             | FirecrackerError::PutNetworkInterface { source: e, .. }
+            | FirecrackerError::PutVsock(e)
             | FirecrackerError::StartInstance(e)
             | FirecrackerError::SendCtrlAltDel(e)
             | FirecrackerError::DescribeInstance(e) => Some(e),

@@ -64,6 +64,16 @@ pub struct NetworkInterface {
     pub guest_mac: Option<String>,
 }
 
+/// `PUT /vsock`: a virtio-vsock device; the host reaches guest port P by
+/// connecting to `uds_path` and writing `CONNECT P\n`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Vsock {
+    /// The guest's context id (3 and up; every VM may use 3).
+    pub guest_cid: u32,
+    /// The unix socket Firecracker listens on, as it sees the path.
+    pub uds_path: PathBuf,
+}
+
 /// Firecracker's log levels (the spec accepts them case-insensitively).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum LogLevel {

@@ -1,0 +1,266 @@
+//! The guest agent end to end: a real guest booted with the bundle's
+//! initrd (which brings the agent), the real daemon and CLI. `vm exec`
+//! goes CLI -> daemon (an upgraded connection) -> agent (QEMU's
+//! virtio-serial port, or Firecracker's vsock) and back. Needs root, a
+//! runtime bundle with the agent and a VMM; skips, saying why, without.
+#![allow(clippy::disallowed_methods)]
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::vms::*;
+use common::*;
+
+/// A sandbox whose bundle brings the agent, or `None` (saying why).
+fn agent_sandbox() -> Option<VmSandbox> {
+    let bundle = runtime_dir().join("bundle.json");
+    if let Ok(text) = std::fs::read_to_string(&bundle) {
+        let desc: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        if desc["agent"] != true {
+            skip("the runtime bundle's initrd has no agent (make runtime-debian rebuilds it)");
+            return None;
+        }
+    }
+    VmSandbox::new("")
+}
+
+fn exec(sb: &Sandbox, args: &[&str]) -> std::process::Output {
+    let mut argv = vec!["vm", "exec"];
+    argv.extend(args);
+    sb.banger(&argv)
+}
+
+#[test]
+fn vm_exec_runs_commands_through_the_agent() {
+    let Some(t) = agent_sandbox() else { return };
+    let _turn = booting();
+    t.no_upstream_dns();
+    let sb = &t.sb;
+    let created = ok(sb.banger(&[
+        "vm", "create", "--name", "box", "--memory", "384", "--vcpus", "1", "--json",
+    ]));
+    let created: serde_json::Value = serde_json::from_str(&created).unwrap();
+    assert!(created["agent_ready_ms"].as_u64().is_some(), "{created}");
+    assert!(
+        created["agent_ready_ms"].as_u64() <= created["ssh_ready_ms"].as_u64(),
+        "{created}"
+    );
+    let show: serde_json::Value =
+        serde_json::from_str(&ok(sb.banger(&["vm", "show", "box", "--json"]))).unwrap();
+    assert!(show["agent"]["version"].is_string(), "{show}");
+    assert_eq!(show["agent"]["sshd_accepting"], true, "{show}");
+
+    // Exit codes: 0, 7, and 128 + 9 for a kill.
+    assert_eq!(exec(sb, &["box", "--", "true"]).status.code(), Some(0));
+    assert_eq!(
+        exec(sb, &["box", "--", "sh", "-c", "exit 7"]).status.code(),
+        Some(7)
+    );
+    assert_eq!(
+        exec(sb, &["box", "--", "sh", "-c", "kill -9 $$"])
+            .status
+            .code(),
+        Some(137)
+    );
+    // Stdout and stderr apart; env and workdir given.
+    let out = exec(
+        sb,
+        &[
+            "box",
+            "--env",
+            "GREETING=hi",
+            "--workdir",
+            "/etc",
+            "--",
+            "sh",
+            "-c",
+            "echo $GREETING from $(pwd); echo oops >&2",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "hi from /etc\n");
+    assert_eq!(stderr(&out), "oops\n");
+    // A program that is not there: a clear error, not a hang.
+    let missing = exec(sb, &["box", "--", "no-such-program"]);
+    assert!(!missing.status.success());
+    assert!(
+        stderr(&missing).contains("no-such-program"),
+        "{}",
+        stderr(&missing)
+    );
+
+    // 20 MB through stdin and back.
+    let data: Vec<u8> = (0..20_000_000u32).map(|i| (i % 251) as u8).collect();
+    let started = Instant::now();
+    let mut cat = sb
+        .command("banger")
+        .args(["vm", "exec", "-i", "box", "--", "cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = cat.stdin.take().unwrap();
+    let feeder = {
+        let data = data.clone();
+        std::thread::spawn(move || stdin.write_all(&data))
+    };
+    let out = cat.wait_with_output().unwrap();
+    feeder.join().unwrap().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        out.stdout == data,
+        "20 MB came back as {} bytes",
+        out.stdout.len()
+    );
+    eprintln!("20 MB through vm exec -i cat in {:?}", started.elapsed());
+
+    // A terminal: `tty` names a device, and the window size arrives.
+    let script = |cmd: &str| {
+        let banger = sb.command("banger");
+        let envs: Vec<String> = sb
+            .envs()
+            .iter()
+            .map(|(k, v)| format!("{k}={}", v.display()))
+            .collect();
+        let line = format!(
+            "stty rows 33 cols 101; env {} {} vm exec -it box -- {cmd}",
+            envs.join(" "),
+            banger.get_program().to_str().unwrap()
+        );
+        Command::new("script")
+            .args(["-qec", &line, "/dev/null"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let tty = script("tty");
+    assert!(stdout(&tty).contains("/dev/pts/"), "{}", stdout(&tty));
+    let size = script("stty size");
+    assert!(stdout(&size).contains("33 101"), "{}", stdout(&size));
+
+    // The client killed: its program's whole process group goes too.
+    let mut held = sb
+        .command("banger")
+        .args([
+            "vm",
+            "exec",
+            "box",
+            "--",
+            "sh",
+            "-c",
+            "sleep 1001 & sleep 1002; wait",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let sleeps = || stdout(&exec(sb, &["box", "--", "pgrep", "-c", "-x", "sleep"]));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sleeps().trim() != "2" {
+        assert!(Instant::now() < deadline, "the sleeps never started");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    held.kill().unwrap();
+    held.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sleeps().trim() != "0" {
+        assert!(
+            Instant::now() < deadline,
+            "the process group outlived its client: {}",
+            sleeps()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // The clock: an hour wrong, then set from the host's.
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+    };
+    let wrong = format!("@{}", now() as u64 + 3600);
+    ok(exec(sb, &["box", "--", "date", "-s", &wrong]));
+    let set: serde_json::Value =
+        serde_json::from_str(&ok(sb.banger(&["vm", "clock", "box", "--json"]))).unwrap();
+    let skew = set["skew_ms"].as_u64().unwrap();
+    assert!((3_590_000..3_610_000).contains(&skew), "{set}");
+    let before = now();
+    let guest: f64 = ok(exec(sb, &["box", "--", "date", "+%s.%N"]))
+        .trim()
+        .parse()
+        .unwrap();
+    let after = now();
+    assert!(
+        guest > before - 1.0 && guest < after + 1.0,
+        "guest clock {guest} vs host {before}..{after}"
+    );
+
+    // A stopped VM's agent: a clear error.
+    ok(sb.banger(&["vm", "stop", "box"]));
+    let refused = exec(sb, &["box", "--", "true"]);
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("is stopped"),
+        "{}",
+        stderr(&refused)
+    );
+    ok(sb.banger(&["vm", "delete", "box"]));
+}
+
+#[test]
+fn a_guest_without_sshd_is_reached_through_its_agent() {
+    let Some(t) = agent_sandbox() else { return };
+    let _turn = booting();
+    t.no_upstream_dns();
+    let sb = &t.sb;
+    ok(sb.banger(&[
+        "vm", "create", "--name", "nossh", "--memory", "384", "--vcpus", "1",
+    ]));
+    // Take sshd out of the guest (its upper disk: the image stays whole),
+    // as an image built without it would be.
+    ok(exec(
+        sb,
+        &[
+            "nossh",
+            "--",
+            "rm",
+            "-f",
+            "/usr/sbin/sshd",
+            "/etc/systemd/system/multi-user.target.wants/ssh.service",
+        ],
+    ));
+    ok(sb.banger(&["vm", "stop", "nossh"]));
+    let started = ok(sb.banger(&["vm", "start", "nossh", "--json"]));
+    let started: serde_json::Value = serde_json::from_str(&started).unwrap();
+    assert!(started["agent_ready_ms"].as_u64().is_some(), "{started}");
+    assert!(started["ssh_ready_ms"].is_null(), "{started}");
+    assert_eq!(started["vm"]["agent"]["sshd_accepting"], false, "{started}");
+
+    assert_eq!(
+        stdout(&exec(sb, &["nossh", "--", "echo", "hello"])),
+        "hello\n"
+    );
+    // vm cp both ways, over the agent.
+    let host = tempfile::tempdir().unwrap();
+    let file = host.path().join("note.txt");
+    std::fs::write(&file, "through the agent\n").unwrap();
+    ok(sb.banger(&["vm", "cp", file.to_str().unwrap(), "nossh:/root/"]));
+    assert_eq!(
+        stdout(&exec(sb, &["nossh", "--", "cat", "/root/note.txt"])),
+        "through the agent\n"
+    );
+    let back = host.path().join("back");
+    ok(sb.banger(&["vm", "cp", "nossh:/etc/hostname", back.to_str().unwrap()]));
+    assert_eq!(std::fs::read_to_string(&back).unwrap().trim(), "nossh");
+    // vm ssh says what to do instead.
+    let ssh = sb.banger(&["vm", "ssh", "nossh", "--", "true"]);
+    assert!(!ssh.status.success());
+    assert!(stderr(&ssh).contains("no sshd"), "{}", stderr(&ssh));
+    assert!(stderr(&ssh).contains("banger vm exec"), "{}", stderr(&ssh));
+    ok(sb.banger(&["vm", "delete", "nossh"]));
+}
