@@ -377,8 +377,8 @@ fn nat_figures() {
             .build()
             .unwrap();
         rt.block_on(async {
-            use banger::net::grant::{GuestList, Policy};
-            use banger::system::netadmin::NetAdmin;
+            use banger::grant::{GuestList, Policy};
+            use banger::grant::netadmin::NetAdmin;
             // The daemon's own path: checked against the policy, rendered,
             // applied in one nft transaction (in-process, as root).
             let admin = NetAdmin::new(

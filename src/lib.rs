@@ -10,6 +10,7 @@
 //! - [`system`]: the shell-out layer and native host helpers. May spawn.
 //! - [`vmm`]: the VMM wing: Firecracker and QEMU processes, the jailer, VMM users, disk locks, log relays. May spawn.
 //! - [`vm`]: VM lifecycle, one file per verb: create, start, stop, delete, clone, publish; reconcile; events.
+//! - [`grant`]: the privilege path: the user's grant (policy), `banger-helper`, and the daemon's side that asks it.
 //! - [`network`]: the host network service: bridge, taps, NAT and guard tables, the DNS listener, published-port relays.
 //! - [`doctor`]: `banger doctor`: every host check and its fix; served by the daemon, printed by the CLI.
 //! - [`image`]: the image registry and its disk files, one directory per version.
@@ -17,7 +18,7 @@
 //! - [`agent`]: the host side of the guest agent protocol: one connection per VM, requests and exec sessions.
 //! - [`ssh`]: the native SSH client: exec with streamed output, tar uploads.
 //! - [`dns`]: the `.vm` DNS server (answers VM names, forwards the rest).
-//! - [`net`]: network planning (subnet, IP, MAC, tap), pure.
+//! - [`net`]: network planning (subnet, address allocation, nftables rulesets), pure.
 //! - [`bundle`]: the runtime bundle (kernel, initrd, base rootfs, defaults).
 //! - [`size`]: sizes as people type them; sizes and durations as people read them.
 //! - [`paths`]: XDG locations and the daemon socket.
@@ -32,6 +33,7 @@ pub mod config;
 pub mod daemon;
 pub mod dns;
 pub mod doctor;
+pub mod grant;
 pub mod image;
 pub mod model;
 pub mod net;

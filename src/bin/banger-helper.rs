@@ -2,5 +2,5 @@
 //! through `sudo -n` (see `banger::system::helper`).
 
 fn main() -> std::process::ExitCode {
-    banger::system::helper::main()
+    banger::grant::helper::main()
 }

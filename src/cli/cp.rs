@@ -14,13 +14,13 @@ use std::io::Write;
 
 use tokio::sync::mpsc;
 
-use crate::agent::proto;
 use crate::rpc::Client;
 use crate::rpc::exec::{self, ExecEvent};
 use crate::ssh::archive::{self, Entry};
 use crate::ssh::{
     CHUNKS_IN_FLIGHT, ChunkReader, ChunkWriter, Session, Target, quote, split_guest_path,
 };
+use banger_agent::proto;
 
 /// Bound on connect + handshake + auth to a VM that is already running.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);

@@ -9,9 +9,9 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::agent::proto::{self, WinSize};
 use crate::rpc::Client;
 use crate::rpc::exec::{self, ExecEvent};
+use banger_agent::proto::{self, WinSize};
 
 /// What to run.
 #[derive(Debug, Clone, Default)]

@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::Access;
 
-use crate::net::grant::{GrantFile, Policy};
+use crate::grant::netadmin::NetAdmin;
+use crate::grant::{GrantFile, Policy};
 use crate::rpc::api::DoctorCheck;
 use crate::system::host::{KvmKind, kvm_kind};
-use crate::system::netadmin::NetAdmin;
 use crate::system::tools::{self, HOST_TOOLS};
 
 /// Runs every host check `banger doctor` reports; `path_env` overrides
@@ -222,7 +222,7 @@ fn grant_files(
         copy_of: None,
     });
     files.push(GrantFile {
-        path: crate::system::helper::policy_path(user),
+        path: crate::grant::helper::policy_path(user),
         mode: 0o644,
         content: Some(policy.to_file()),
         copy_of: None,

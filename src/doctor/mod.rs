@@ -7,11 +7,11 @@ mod host;
 
 use crate::bundle::Bundle;
 use crate::config::Config;
+use crate::grant::Policy;
+use crate::grant::netadmin::NetAdmin;
 use crate::model::{VmmChoice, VmmKind};
-use crate::net::grant::Policy;
 use crate::paths::Paths;
 use crate::rpc::api::{DoctorCheck, DoctorReport};
-use crate::system::netadmin::NetAdmin;
 use crate::vmm::{jail, select, vmm_user};
 
 /// Every host check, then the runtime bundle and which VMM `auto` picks

@@ -1,7 +1,6 @@
 //! Network planning, pure: the subnet, each VM's IP, MAC and tap name, and
 //! the guest's `ip=` boot argument. Applying a plan is `system::net`'s job.
 
-pub mod grant;
 pub mod nat;
 
 use std::collections::HashSet;

@@ -2,8 +2,8 @@
 
 use std::path::PathBuf;
 
+use crate::grant::netadmin::NetAdminError;
 use crate::store::StoreError;
-use crate::system::netadmin::NetAdminError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetworkError {

@@ -13,13 +13,13 @@ use std::sync::{Arc, Mutex};
 
 use crate::config::Config;
 use crate::dns;
-use crate::net::grant::{GuestList, Policy};
+use crate::grant::netadmin::NetAdmin;
+use crate::grant::{GuestList, Policy};
 use crate::net::{Subnet, nat};
 use crate::paths::Paths;
 use crate::rpc::api::{LeaseStatus, NetworkCleanup, NetworkStatus};
 use crate::store::SharedStore;
 use crate::system::net;
-use crate::system::netadmin::NetAdmin;
 
 pub use error::NetworkError;
 pub use ports::tcp_relay_budget;

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::model::{DiskRole, Mac, RootMode, TapName, VmRole, VmState, VmmChoice, VmmKind};
 
 /// `POST /v1/vms/{name}/exec` switches to this protocol (`Upgrade:`): agent
-/// frames ([`crate::agent::proto`]) for one session, under this frame id.
+/// frames ([`banger_agent::proto`]) for one session, under this frame id.
 pub const EXEC_PROTOCOL: &str = "banger-exec";
 pub const EXEC_SESSION: u32 = 1;
 
@@ -54,7 +54,7 @@ pub struct DoctorCheck {
     /// Files an administrator installs (as root) to pass it: the network
     /// grant of a user who is not root.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub grant: Vec<crate::net::grant::GrantFile>,
+    pub grant: Vec<crate::grant::GrantFile>,
 }
 
 /// One row of `GET /v1/vms`.

@@ -8,7 +8,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 
 use super::api::EXEC_SESSION;
 use super::{Client, ClientError};
-use crate::agent::proto::{self, Decoder, Message, WinSize};
+use banger_agent::proto::{self, Decoder, Message, WinSize};
 
 type Stream = TokioIo<Upgraded>;
 

@@ -11,9 +11,7 @@
 //! - [`pid`]: is a pid still our process, signal it, wait for its exit (pidfd).
 //! - [`net`]: the VM bridge and taps through `ip`, routes, IP forwarding.
 //! - [`nft`]: nftables scripts on stdin; only banger's table is touched.
-//! - [`helper`]: `banger-helper`, the privileged side of the narrow grant.
 //! - [`trust`]: login names from `/etc/passwd`; paths only root can change.
-//! - [`netadmin`]: the daemon's side: network changes in-process as root, else via the helper.
 //! - [`debugfs`]: write files into an ext4 image without mounting it.
 //! - [`ssh`]: SSH keys (`ssh-keygen`), readiness probe, the `ssh` argv.
 #![allow(clippy::disallowed_methods)]
@@ -23,10 +21,8 @@ pub mod e2fs;
 pub mod exec;
 pub mod follow;
 pub mod fs;
-pub mod helper;
 pub mod host;
 pub mod net;
-pub mod netadmin;
 pub mod nft;
 pub mod pid;
 pub mod proc;

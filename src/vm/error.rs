@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use crate::bundle::BundleError;
+use crate::grant::netadmin::NetAdminError;
 use crate::image::ImageError;
 use crate::model::{VmState, VmmKind};
 use crate::net::NetError;
@@ -10,7 +11,6 @@ use crate::store::StoreError;
 use crate::system::debugfs::DebugfsError;
 use crate::system::e2fs::E2fsError;
 use crate::system::fs::FsError;
-use crate::system::netadmin::NetAdminError;
 use crate::system::ssh::SshError;
 use crate::system::tools::PreflightError;
 use crate::vmm::VmmError;

@@ -5,8 +5,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::grant::netadmin::NetAdmin;
 use crate::store::SharedStore;
-use crate::system::netadmin::NetAdmin;
 use crate::system::pid::{self, ExitWatch};
 
 /// One way to take a step back.

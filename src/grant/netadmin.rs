@@ -11,10 +11,10 @@ use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::net::grant::{GrantError, GuestList, Policy, Request};
+use super::policy::{GrantError, GuestList, Policy, Request};
 
-use super::exec::{Cmd, ExecError};
 use super::helper::{self, Actor, HelperError, Reply};
+use crate::system::exec::{Cmd, ExecError};
 
 /// How long one helper run may take (`nft` and `ip` answer in milliseconds).
 const HELPER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -173,7 +173,7 @@ impl NetAdmin {
 
     /// Removes `tap`; one already gone is fine.
     pub async fn tap_del(&self, tap: &str) -> Result<(), NetAdminError> {
-        if !super::net::link_exists(tap) {
+        if !crate::system::net::link_exists(tap) {
             return Ok(());
         }
         self.act(Request::TapDel {

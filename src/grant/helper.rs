@@ -14,13 +14,13 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use crate::net::grant::{GrantError, GuestList, Policy, Request};
+use super::policy::{GrantError, GuestList, Policy, Request};
 use crate::net::nat;
 
-use super::exec::ExecError;
-use super::net::{self, LinkKind};
-use super::nft;
-use super::trust::{login_name, root_owned};
+use crate::system::exec::ExecError;
+use crate::system::net::{self, LinkKind};
+use crate::system::nft;
+use crate::system::trust::{login_name, root_owned};
 
 /// Where an administrator grants users their network.
 pub const POLICY_DIR: &str = "/etc/banger/users";
@@ -201,7 +201,7 @@ pub fn main() -> ExitCode {
     // program the helper runs is root's, from fixed directories.
     let sudo_uid = std::env::var("SUDO_UID").ok();
     scrub_environment();
-    super::exec::trust_only_root_programs();
+    crate::system::exec::trust_only_root_programs();
     let args: Vec<String> = std::env::args().skip(1).collect();
     match run(&args, sudo_uid.as_deref()) {
         Ok(()) => ExitCode::SUCCESS,
@@ -234,7 +234,7 @@ fn scrub_environment() {
         unsafe { std::env::remove_var(name) };
     }
     // SAFETY: as above.
-    unsafe { std::env::set_var("PATH", super::exec::TRUSTED_PATH) };
+    unsafe { std::env::set_var("PATH", crate::system::exec::TRUSTED_PATH) };
 }
 
 fn run(args: &[String], sudo_uid: Option<&str>) -> Result<(), HelperError> {
@@ -323,17 +323,17 @@ fn caller(sudo_uid: Option<&str>) -> Result<Actor, HelperError> {
 /// A sudo orphaned by its caller is adopted by init (uid 0), which
 /// [`caller`] then refuses.
 fn sudo_invoker(pid: u32) -> Option<u32> {
-    let mut current = super::proc::parent_of(pid)?;
+    let mut current = crate::system::proc::parent_of(pid)?;
     if !is_sudo(current) {
         return None;
     }
     for _ in 0..8 {
-        let parent = super::proc::parent_of(current)?;
+        let parent = crate::system::proc::parent_of(current)?;
         if !is_sudo(parent) {
-            let uid = super::proc::uid_of(parent)?;
+            let uid = crate::system::proc::uid_of(parent)?;
             // The sudo we came from must still be that parent's child: a
             // pid reused meanwhile would name someone else.
-            return (super::proc::parent_of(current) == Some(parent)).then_some(uid);
+            return (crate::system::proc::parent_of(current) == Some(parent)).then_some(uid);
         }
         current = parent;
     }

@@ -19,9 +19,9 @@ use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
-use super::Subnet;
-use super::nat::NatPlan;
 use crate::model::{Lease, Mac, TapName};
+use crate::net::Subnet;
+use crate::net::nat::NatPlan;
 
 /// Why a request is refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -62,7 +62,7 @@ impl Policy {
         check_table_name(nat_table)?;
         let subnet: Subnet = subnet
             .parse()
-            .map_err(|e: super::NetError| GrantError::Usage(e.to_string()))?;
+            .map_err(|e: crate::net::NetError| GrantError::Usage(e.to_string()))?;
         Ok(Policy {
             bridge: bridge.to_string(),
             subnet,
