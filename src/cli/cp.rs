@@ -17,9 +17,7 @@ use tokio::sync::mpsc;
 use crate::rpc::Client;
 use crate::rpc::exec::{self, ExecEvent};
 use crate::ssh::archive::{self, Entry};
-use crate::ssh::{
-    CHUNKS_IN_FLIGHT, ChunkReader, ChunkWriter, Session, Target, quote, split_guest_path,
-};
+use crate::ssh::{CHUNKS_IN_FLIGHT, ChunkReader, ChunkWriter, Download, Session, Target, quote};
 use banger_agent::proto;
 
 /// Bound on connect + handshake + auth to a VM that is already running.
@@ -203,19 +201,12 @@ async fn over_agent(client: &Client, src: &str, dst: &str) -> anyhow::Result<()>
             }
         }
         (Side::Guest { vm, path }, Side::Host(host)) => {
-            let dest = Path::new(host);
-            let (parent, base) = split_guest_path(&path)?;
-            let target = if dest.is_dir() {
-                dest.join(&base)
-            } else {
-                dest.to_path_buf()
-            };
-            // `./` keeps a name starting with '-' from reading as an option.
-            let member = if base.starts_with('-') {
-                format!("./{base}")
-            } else {
-                base.clone()
-            };
+            let Download {
+                parent,
+                base,
+                member,
+                target,
+            } = Download::plan(&path, Path::new(host))?;
             let (tx, rx) = mpsc::channel(CHUNKS_IN_FLIGHT);
             let unpacker = {
                 let target = target.clone();

@@ -34,18 +34,33 @@ pub(super) async fn host_checks(path_env: Option<&OsStr>) -> Vec<DoctorCheck> {
 }
 
 fn kvm_device_check() -> DoctorCheck {
-    let path = "/dev/kvm";
-    let (ok, detail, fix) = if !Path::new(path).exists() {
+    device_check(
+        "/dev/kvm",
         (
-            false,
-            "missing; VMs can only use QEMU software emulation (slow)".to_string(),
+            "missing; VMs can only use QEMU software emulation (slow)",
             "enable virtualization, then `modprobe kvm_intel` or `modprobe kvm_amd`",
-        )
+        ),
+        "add yourself to the `kvm` group (`usermod -aG kvm $USER`) and log in again",
+        false,
+    )
+}
+
+/// A device node the daemon's user must open read-write: `missing` says
+/// what its absence means and what to do, `denied_fix` what to do when it
+/// is there but not this user's to open.
+fn device_check(
+    path: &str,
+    missing: (&str, &str),
+    denied_fix: &str,
+    required: bool,
+) -> DoctorCheck {
+    let (ok, detail, fix) = if !Path::new(path).exists() {
+        (false, missing.0.to_string(), missing.1)
     } else if let Err(e) = rustix::fs::access(path, Access::READ_OK | Access::WRITE_OK) {
         (
             false,
             format!("present but not read-write for this user ({e})"),
-            "add yourself to the `kvm` group (`usermod -aG kvm $USER`) and log in again",
+            denied_fix,
         )
     } else {
         (true, "present and read-write".to_string(), "")
@@ -55,7 +70,7 @@ fn kvm_device_check() -> DoctorCheck {
         ok,
         detail,
         fix: (!ok).then(|| fix.to_string()),
-        required: false,
+        required,
         grant: Vec::new(),
     }
 }
@@ -90,26 +105,12 @@ fn kvm_kind_check() -> DoctorCheck {
 /// distributions: opening it grants nothing, a tap is only usable by the
 /// uid it was made for).
 fn tun_check() -> DoctorCheck {
-    let path = "/dev/net/tun";
-    let (ok, detail, fix) = if !Path::new(path).exists() {
-        (false, "missing".to_string(), "`modprobe tun`")
-    } else if let Err(e) = rustix::fs::access(path, Access::READ_OK | Access::WRITE_OK) {
-        (
-            false,
-            format!("present but not read-write for this user ({e})"),
-            "`chmod 0666 /dev/net/tun` as root (its usual mode; a tap stays usable only by the uid it is made for)",
-        )
-    } else {
-        (true, "present and read-write".to_string(), "")
-    };
-    DoctorCheck {
-        name: path.to_string(),
-        ok,
-        detail,
-        fix: (!ok).then(|| fix.to_string()),
-        required: true,
-        grant: Vec::new(),
-    }
+    device_check(
+        "/dev/net/tun",
+        ("missing", "`modprobe tun`"),
+        "`chmod 0666 /dev/net/tun` as root (its usual mode; a tap stays usable only by the uid it is made for)",
+        true,
+    )
 }
 
 /// The narrow grant a daemon that is not root needs: the helper installed

@@ -298,9 +298,9 @@ mod tests {
 
     #[test]
     fn a_refusal_reaches_the_error_chain() {
-        let err = crate::vm::VmError::tap("bgt1")(NetAdminError::Refused(GrantError::Refused(
-            "no".into(),
-        )));
+        let err = crate::network::NetworkError::host("bgt1")(NetAdminError::Refused(
+            GrantError::Refused("no".into()),
+        ));
         let mut chain = vec![err.to_string()];
         let mut source = std::error::Error::source(&err);
         while let Some(e) = source {

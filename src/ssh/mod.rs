@@ -305,18 +305,12 @@ impl Session {
     /// the host unpacks in-process, modes kept, refusing any entry that
     /// would land outside the destination.
     pub async fn download(&mut self, guest: &str, dest: &Path) -> Result<(), SshError> {
-        let (parent, base) = split_guest_path(guest)?;
-        let target = if dest.is_dir() {
-            dest.join(&base)
-        } else {
-            dest.to_path_buf()
-        };
-        // `./` keeps a name starting with '-' from reading as an option.
-        let member = if base.starts_with('-') {
-            format!("./{base}")
-        } else {
-            base.clone()
-        };
+        let Download {
+            parent,
+            base,
+            member,
+            target,
+        } = Download::plan(guest, dest)?;
         let command = format!("tar -c -f - -C {} {}", quote(&parent), quote(&member));
         let (tx, rx) = mpsc::channel::<Vec<u8>>(CHUNKS_IN_FLIGHT);
         let unpacker = {
@@ -711,9 +705,45 @@ impl Read for ChunkReader {
     }
 }
 
+/// What a download of a guest path packs, and where it lands.
+pub(crate) struct Download {
+    /// The directory the guest's `tar -C` enters.
+    pub parent: String,
+    /// The name of what is copied.
+    pub base: String,
+    /// `base` as `tar` is told it (`./` keeps a name starting with '-' from
+    /// reading as an option).
+    pub member: String,
+    /// The host path it lands at, `cp -r` style: in `dest` when that is a
+    /// directory, else as `dest`.
+    pub target: std::path::PathBuf,
+}
+
+impl Download {
+    pub(crate) fn plan(guest: &str, dest: &Path) -> Result<Download, SshError> {
+        let (parent, base) = split_guest_path(guest)?;
+        let target = if dest.is_dir() {
+            dest.join(&base)
+        } else {
+            dest.to_path_buf()
+        };
+        let member = if base.starts_with('-') {
+            format!("./{base}")
+        } else {
+            base.clone()
+        };
+        Ok(Download {
+            parent,
+            base,
+            member,
+            target,
+        })
+    }
+}
+
 /// Splits a guest path into the directory `tar -C` enters and the name it
 /// packs. A relative path is relative to the remote user's home.
-pub(crate) fn split_guest_path(guest: &str) -> Result<(String, String), SshError> {
+fn split_guest_path(guest: &str) -> Result<(String, String), SshError> {
     let bad = |why| SshError::CheckGuestPath {
         path: guest.to_string(),
         why,

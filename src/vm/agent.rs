@@ -33,13 +33,7 @@ impl Manager {
     /// Running VM `name`'s agent: the connection already held, else a new one.
     pub(crate) async fn agent(&self, name: &str) -> Result<Arc<Agent>, VmError> {
         let vm = self.get(name)?;
-        if !vm.state.is_running() {
-            return Err(VmError::WrongState {
-                name: name.into(),
-                state: vm.state,
-                action: "reach the agent of",
-            });
-        }
+        VmError::check_state(&vm, vm.state.is_running(), "reach the agent of")?;
         let mut agents = self.agents.lock().await;
         if let Some(agent) = agents.get(name).filter(|a| !a.is_closed()) {
             return Ok(agent.clone());

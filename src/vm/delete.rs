@@ -41,11 +41,7 @@ impl Manager {
         fault::point("delete:halted");
         self.network.sync_nat().await?;
         if let Some(tap) = vm.tap() {
-            self.network
-                .netadmin()
-                .tap_del(tap)
-                .await
-                .map_err(VmError::tap(tap))?;
+            self.network.tap_del(tap).await?;
         }
         fault::point("delete:tap");
         let dir = self.files(&vm.name).dir;

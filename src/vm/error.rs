@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 
 use crate::bundle::BundleError;
-use crate::grant::netadmin::NetAdminError;
 use crate::image::ImageError;
 use crate::model::{VmState, VmmKind};
 use crate::net::NetError;
@@ -68,12 +67,6 @@ pub enum VmError {
     Inject(#[from] DebugfsError),
     #[error("SSH setup failed")]
     Ssh(#[source] Box<SshError>),
-    #[error("cannot change the host network ({device})")]
-    Tap {
-        device: String,
-        #[source]
-        source: Box<NetAdminError>,
-    },
     #[error("cannot use {path}")]
     Io {
         path: PathBuf,
@@ -129,13 +122,20 @@ impl From<SshError> for VmError {
 }
 
 impl VmError {
-    /// The error for a tap, bridge or table `device` that could not be changed.
-    pub(crate) fn tap(device: &str) -> impl FnOnce(NetAdminError) -> VmError {
-        let device = device.to_string();
-        move |source| VmError::Tap {
-            device,
-            source: Box::new(source),
+    /// `Ok` when `allowed`; else that `vm`'s state does not let one `action` it.
+    pub(crate) fn check_state(
+        vm: &crate::store::VmRecord,
+        allowed: bool,
+        action: &'static str,
+    ) -> Result<(), VmError> {
+        if allowed {
+            return Ok(());
         }
+        Err(VmError::WrongState {
+            name: vm.name.clone(),
+            state: vm.state,
+            action,
+        })
     }
 
     /// True when the request, not the host, is at fault.

@@ -69,13 +69,7 @@ impl Manager {
         attempt: Attempt,
     ) -> Result<Booted, VmError> {
         let vm = self.get(name)?;
-        if !vm.state.can_start() {
-            return Err(VmError::WrongState {
-                name: name.into(),
-                state: vm.state,
-                action: "start",
-            });
-        }
+        VmError::check_state(&vm, vm.state.can_start(), "start")?;
         let vmm = vm.vmm;
         let lease = vm
             .lease
@@ -126,10 +120,7 @@ impl Manager {
                 // Fence first: the guard knows this tap, MAC and IP before
                 // the tap exists, so the guest never sends unfenced.
                 self.network.sync_nat_held(&held).await?;
-                self.network.netadmin()
-                    .tap_add(tap.as_str(), tap_owner)
-                    .await
-                    .map_err(VmError::tap(tap.as_str()))?;
+                self.network.tap_add(tap.as_str(), tap_owner).await?;
                 rollback.push(Undo::DeleteTap(tap.to_string()));
             }
             self.network.ensure_dns().await;

@@ -46,13 +46,7 @@ impl Manager {
     /// when the VMM was killed (or was already gone).
     pub(crate) async fn stop_locked(&self, name: &str, force: bool) -> Result<bool, VmError> {
         let vm = self.get(name)?;
-        if !vm.state.can_stop() {
-            return Err(VmError::WrongState {
-                name: name.into(),
-                state: vm.state,
-                action: "stop",
-            });
-        }
+        VmError::check_state(&vm, vm.state.can_stop(), "stop")?;
         let Some(process) = vm.pid.zip(vm.pid_start_ticks) else {
             self.store
                 .lock()
