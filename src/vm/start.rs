@@ -128,7 +128,11 @@ impl Manager {
             clock.lap("network");
 
             let tcg = vmm == VmmKind::Qemu && qemu::accel_for(kvm_kind()) == qemu::Accel::Tcg;
-            let mut kernel_args = kernel_args(&bundle.defaults.kernel_args, &self.network.subnet().kernel_ip_arg(ip, name), tcg);
+            let mut kernel_args = kernel_args(
+                &bundle.defaults.kernel_args,
+                &self.network.subnet().kernel_ip_arg(ip, name),
+                tcg,
+            );
             if vm.root_mode == RootMode::Layered {
                 kernel_args.push_str(UPPER_ARG);
             }
@@ -191,62 +195,16 @@ impl Manager {
                 return Ok(());
             }
 
-            // Ready is the agent answering (where the guest has one), then
-            // banger's own SSH client getting in: the guest accepts the
-            // user's key and shows the host key banger gave it. The agent
-            // says when sshd accepts, so SSH is tried once it does, not
-            // polled; a guest without sshd is ready with its agent alone.
-            let target = crate::ssh::Target {
-                addr: std::net::SocketAddr::from((ip, 22)),
-                user: "root".into(),
-                key: self.ssh_key(),
-                host_key: vm.host_key.clone().unwrap_or_default(),
-            };
-            let channel = self.agent_channel(&vm).ok();
             let began = std::time::Instant::now();
-            let ready = async {
-                let mut readiness = Readiness::default();
-                if let Some(channel) = &channel {
-                    let (agent, _) = self
-                        .wait_agent(name, channel, self.ssh_timeout())
-                        .await
-                        .map_err(NotReady::Agent)?;
-                    readiness.agent = Some(began.elapsed());
-                    if let Err(e) = agent::sync_clock(&agent).await {
-                        tracing::warn!(vm = name, error = %e, "cannot set the guest's clock");
-                    }
-                    if !agent::has_sshd(&agent).await.map_err(NotReady::Agent)? {
-                        return Ok(readiness);
-                    }
-                    agent::wait_sshd(&agent, self.ssh_timeout())
-                        .await
-                        .map_err(NotReady::Agent)?;
-                }
-                crate::ssh::wait_for(&target, self.ssh_timeout())
-                    .await
-                    .map_err(NotReady::Ssh)?
-                    .close()
-                    .await;
-                readiness.ssh = Some(began.elapsed());
-                Ok::<Readiness, NotReady>(readiness)
+            let boot = BootWatch {
+                vmm,
+                files: &files,
+                log_from,
+                console_from,
+                exit: &watch,
+                attempt,
             };
-            let stall = Duration::from_secs(self.config.boot_stall_secs);
-            let readiness = tokio::select! {
-                result = ready => result.map_err(|e| e.into_error(tail(&files.console, console_from, 25)))?,
-                silent = console_silent(&files.console, stall), if !stall.is_zero() => return Err(VmError::Stalled {
-                    times: attempt.times(),
-                    silent_secs: silent.as_secs(),
-                    console_tail: tail(&files.console, console_from, 25),
-                }),
-                () = watch.exited() => return Err({
-                    // The log relay writes the last words a moment later.
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    VmError::ExitedEarly {
-                    vmm,
-                    log_tail: tail(&files.vmm_log, log_from, 15),
-                    console_tail: tail(&files.console, console_from, 25),
-                }}),
-            };
+            let readiness = self.wait_ready(name, &vm, ip, &boot).await?;
             // The wait began this long after the request.
             let offset = clock.total().saturating_sub(began.elapsed());
             let at = |d: Duration| Some((offset + d).as_millis() as u64);
@@ -291,6 +249,85 @@ impl Manager {
             }
         }
     }
+    /// Waits until the booting guest is ready: its agent answering (where
+    /// it has one), then banger's own SSH client getting in (the guest
+    /// accepts the user's key and shows the host key banger gave it). The
+    /// agent says when sshd accepts, so SSH is tried once it does, not
+    /// polled; a guest without sshd is ready with its agent alone. A silent
+    /// console is a stall; a VMM that exits, an early exit.
+    async fn wait_ready(
+        &self,
+        name: &str,
+        vm: &crate::store::VmRecord,
+        ip: std::net::Ipv4Addr,
+        boot: &BootWatch<'_>,
+    ) -> Result<Readiness, VmError> {
+        let target = crate::ssh::Target {
+            addr: std::net::SocketAddr::from((ip, 22)),
+            user: "root".into(),
+            key: self.ssh_key(),
+            host_key: vm.host_key.clone().unwrap_or_default(),
+        };
+        let channel = self.agent_channel(vm).ok();
+        let began = std::time::Instant::now();
+        let ready = async {
+            let mut readiness = Readiness::default();
+            if let Some(channel) = &channel {
+                let (agent, _) = self
+                    .wait_agent(name, channel, self.ssh_timeout())
+                    .await
+                    .map_err(NotReady::Agent)?;
+                readiness.agent = Some(began.elapsed());
+                if let Err(e) = agent::sync_clock(&agent).await {
+                    tracing::warn!(vm = name, error = %e, "cannot set the guest's clock");
+                }
+                if !agent::has_sshd(&agent).await.map_err(NotReady::Agent)? {
+                    return Ok(readiness);
+                }
+                agent::wait_sshd(&agent, self.ssh_timeout())
+                    .await
+                    .map_err(NotReady::Agent)?;
+            }
+            crate::ssh::wait_for(&target, self.ssh_timeout())
+                .await
+                .map_err(NotReady::Ssh)?
+                .close()
+                .await;
+            readiness.ssh = Some(began.elapsed());
+            Ok::<Readiness, NotReady>(readiness)
+        };
+        let files = boot.files;
+        let console_tail = || tail(&files.console, boot.console_from, 25);
+        let stall = Duration::from_secs(self.config.boot_stall_secs);
+        tokio::select! {
+            result = ready => result.map_err(|e| e.into_error(console_tail())),
+            silent = console_silent(&files.console, stall), if !stall.is_zero() => Err(VmError::Stalled {
+                times: boot.attempt.times(),
+                silent_secs: silent.as_secs(),
+                console_tail: console_tail(),
+            }),
+            () = boot.exit.exited() => {
+                // The log relay writes the last words a moment later.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                Err(VmError::ExitedEarly {
+                    vmm: boot.vmm,
+                    log_tail: tail(&files.vmm_log, boot.log_from, 15),
+                    console_tail: console_tail(),
+                })
+            }
+        }
+    }
+}
+
+/// What a boot's readiness wait watches: the VMM's exit and its logs from
+/// where this boot's lines begin.
+struct BootWatch<'a> {
+    vmm: VmmKind,
+    files: &'a super::VmFiles,
+    log_from: u64,
+    console_from: u64,
+    exit: &'a ExitWatch,
+    attempt: Attempt,
 }
 
 /// Fails when another VMM holds `drives`. A jailed Firecracker's log relay
