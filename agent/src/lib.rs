@@ -8,6 +8,7 @@
 //!   runtime, no dependency. The guest uses it with blocking std I/O, the host
 //!   daemon wraps it in tokio.
 //! - `src/bin/banger-agent/`: the guest program (channel discovery, the poll
-//!   loop, exec sessions, clock, entropy, freeze, shutdown, PID 1 duties).
+//!   loop, exec sessions, clock, entropy, freeze, shutdown, identity, PID 1
+//!   duties).
 
 pub mod proto;

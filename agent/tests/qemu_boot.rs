@@ -1,7 +1,13 @@
 //! A real guest: boots `./runtime` (built by `make runtime-debian`, whose
 //! initrd carries the agent) under QEMU microvm with a virtio-serial port,
 //! and drives the agent as the daemon will: hello, exec, clock, entropy,
-//! freeze and thaw, a host reconnecting mid-frame, shutdown.
+//! freeze and thaw, a host reconnecting mid-frame, status, a new identity
+//! (and one that fails and is rolled back), shutdown.
+//!
+//! The guest has one NIC, QEMU user networking (10.0.2.0/24, gateway
+//! 10.0.2.2), configured by the initramfs from `ip=` as 10.0.2.15; host
+//! ports forward to port 22 of 10.0.2.15 and of 10.0.2.16, so the test can
+//! see which address sshd answers on, and with which host key.
 //!
 //! `cargo test -p banger-agent --test qemu_boot -- --ignored --nocapture`
 //! (as root, for mkfs.ext4 on the upper disk; a few minutes under TCG).
@@ -15,12 +21,19 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use banger_agent::proto::{Message, SERIAL_PORT_NAME, ShutdownAction, encode_frame, sync_preamble};
+use banger_agent::proto::{
+    ErrorCode, HostKey, Identity, Message, Network, SERIAL_PORT_NAME, ShutdownAction, encode_frame,
+    sync_preamble,
+};
 use common::{Client, exec};
 
 struct Guest {
     qemu: Child,
     dir: PathBuf,
+    /// Host ports forwarded to port 22 of the guest's first address, and
+    /// of the address the identity test gives it.
+    ssh_old: u16,
+    ssh_new: u16,
 }
 
 impl Guest {
@@ -68,6 +81,17 @@ fn boot() -> Guest {
     boot_with("")
 }
 
+/// A port nobody listens on now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+const GUEST_MAC: &str = "06:00:0a:00:02:0f";
+
 fn boot_with(extra_args: &str) -> Guest {
     let rt = runtime();
     let dir = std::env::temp_dir().join(format!(
@@ -88,13 +112,15 @@ fn boot_with(extra_args: &str) -> Guest {
         .status()
         .unwrap();
     assert!(st.success());
-    let mut append =
-        "console=ttyS0 reboot=k panic=1 root=/dev/vda rw banger.upper=/dev/vdb".to_string();
+    let mut append = "console=ttyS0 reboot=k panic=1 root=/dev/vda rw banger.upper=/dev/vdb \
+         ip=10.0.2.15::10.0.2.2:255.255.255.0:banger-test:eth0:off"
+        .to_string();
     if let Some(khz) = host_tsc_khz() {
         append.push_str(&format!(" tsc_early_khz={khz} tsc=reliable"));
     }
     append.push_str(extra_args);
     let sock = dir.join("agent.sock");
+    let (ssh_old, ssh_new) = (free_port(), free_port());
     let qemu = Command::new("qemu-system-x86_64")
         .current_dir(&dir)
         .args([
@@ -130,6 +156,15 @@ fn boot_with(extra_args: &str) -> Guest {
             upper.display()
         ))
         .args(["-device", "virtio-blk-device,drive=disk1"])
+        .arg("-netdev")
+        .arg(format!(
+            "user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{ssh_old}-10.0.2.15:22,\
+             hostfwd=tcp:127.0.0.1:{ssh_new}-10.0.2.16:22"
+        ))
+        .args([
+            "-device",
+            &format!("virtio-net-device,netdev=n0,mac={GUEST_MAC}"),
+        ])
         .args(["-device", "virtio-serial-device"])
         .arg("-chardev")
         .arg(format!(
@@ -143,7 +178,12 @@ fn boot_with(extra_args: &str) -> Guest {
         .stdin(Stdio::null())
         .spawn()
         .unwrap();
-    Guest { qemu, dir }
+    Guest {
+        qemu,
+        dir,
+        ssh_old,
+        ssh_new,
+    }
 }
 
 /// Connects to the agent's socket (QEMU makes it at once) and resyncs.
@@ -176,6 +216,235 @@ fn sh(c: &mut Client, id: u32, script: &str) -> String {
 
 fn now() -> Duration {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap()
+}
+
+/// The ed25519 host key (base64) sshd offers through a forwarded port.
+fn scan_host_key(port: u16) -> Option<String> {
+    let out = Command::new("ssh-keyscan")
+        .args([
+            "-T",
+            "5",
+            "-t",
+            "ed25519",
+            "-p",
+            &port.to_string(),
+            "127.0.0.1",
+        ])
+        .stderr(Stdio::null())
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.len() >= 3 && f[1] == "ssh-ed25519").then(|| f[2].to_string())
+    })
+}
+
+/// Waits until sshd through `port` offers `key` (it reloads on SIGHUP).
+fn wait_for_host_key(port: u16, key: Option<&str>, within: Duration) -> Option<String> {
+    let until = Instant::now() + within;
+    loop {
+        let got = scan_host_key(port);
+        let done = match key {
+            Some(k) => got.as_deref() == Some(k),
+            None => got.is_some(),
+        };
+        if done || Instant::now() > until {
+            return got;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// A fresh key pair from ssh-keygen.
+fn keygen(dir: &Path) -> HostKey {
+    let f = dir.join("test_host_key");
+    let _ = std::fs::remove_file(&f);
+    let _ = std::fs::remove_file(f.with_extension("pub"));
+    let st = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "banger-test", "-f"])
+        .arg(&f)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    HostKey {
+        private: std::fs::read(&f).unwrap(),
+        public: std::fs::read(dir.join("test_host_key.pub")).unwrap(),
+    }
+}
+
+fn random_machine_id() -> Vec<u8> {
+    std::fs::read_to_string("/proc/sys/kernel/random/uuid")
+        .unwrap()
+        .trim()
+        .replace('-', "")
+        .into_bytes()
+}
+
+/// What the guest's identity is, as its own tools report it.
+const IDENTITY_REPORT: &str = "hostname; cat /etc/hostname /etc/machine-id;      cat /sys/class/net/eth0/address; ip -4 -o addr show dev eth0; cat /proc/net/route;      grep 127.0.1.1 /etc/hosts || true; sha256sum /etc/ssh/ssh_host_ed25519_key*";
+
+/// A new identity for a running guest: first one whose default route
+/// cannot be added (rolled back, nothing changes), then the real one.
+fn identity(g: &Guest, c: &mut Client) {
+    let nics = sh(c, 500, "ls /sys/class/net");
+    let nics: Vec<&str> = nics.split_whitespace().filter(|n| *n != "lo").collect();
+    assert_eq!(nics, vec!["eth0"]);
+    let old_key = wait_for_host_key(g.ssh_old, None, Duration::from_secs(60))
+        .expect("sshd answers on the first address");
+    let before = sh(c, 501, IDENTITY_REPORT);
+    eprintln!("identity before:\n{before}");
+    assert!(before.contains(GUEST_MAC), "{before}");
+    assert!(before.contains("inet 10.0.2.15/24"), "{before}");
+
+    let key = keygen(&g.dir);
+    let machine_id = random_machine_id();
+    let new_mac = [0x06, 0x00, 0x0a, 0x00, 0x02, 0x10];
+
+    // A gateway the kernel will not route through: the agent gets as far
+    // as the default route, fails there, and puts everything back.
+    sh(c, 502, "ip route add unreachable 10.0.2.3/32 scope link");
+    let failing = Identity {
+        hostname: Some(b"banger-failed".to_vec()),
+        network: Some(Network {
+            address: [10, 0, 2, 16],
+            prefix: 24,
+            gateway: [10, 0, 2, 3],
+            mac: Some(new_mac),
+            nameservers: vec![[10, 0, 2, 3]],
+        }),
+        host_key: Some(key.clone()),
+        machine_id: Some(random_machine_id()),
+    };
+    let t = Instant::now();
+    let m = c.request(503, &Message::SetIdentity(failing));
+    eprintln!(
+        "an identity whose route fails: {m:?} after {:?}",
+        t.elapsed()
+    );
+    assert!(
+        matches!(
+            &m,
+            Message::Error { code: ErrorCode::Failed, message }
+                if message.contains("route") && message.contains("old network is back")
+        ),
+        "{m:?}"
+    );
+    sh(c, 504, "ip route del unreachable 10.0.2.3/32 scope link");
+    let after = sh(c, 505, IDENTITY_REPORT);
+    assert_eq!(after, before, "a failed identity left changes behind");
+    let temps = sh(c, 506, "ls -a /etc /etc/ssh | grep banger-new || true");
+    assert_eq!(temps.trim(), "", "temporary files left behind");
+    assert_eq!(
+        scan_host_key(g.ssh_old).as_deref(),
+        Some(old_key.as_str()),
+        "the old address stopped answering after a rollback"
+    );
+
+    // The real change: same /24 and gateway, a new address and MAC.
+    let ident = Identity {
+        hostname: Some(b"banger-renamed".to_vec()),
+        network: Some(Network {
+            address: [10, 0, 2, 16],
+            prefix: 24,
+            gateway: [10, 0, 2, 2],
+            mac: Some(new_mac),
+            nameservers: vec![[10, 0, 2, 3], [9, 9, 9, 9]],
+        }),
+        host_key: Some(key.clone()),
+        machine_id: Some(machine_id.clone()),
+    };
+    let t = Instant::now();
+    let m = c.request(507, &Message::SetIdentity(ident));
+    eprintln!("identity applied: {m:?} in {:?}", t.elapsed());
+    assert_eq!(m, Message::Done);
+
+    let out = sh(
+        c,
+        508,
+        "hostname; cat /etc/hostname /etc/machine-id /etc/resolv.conf;          cat /sys/class/net/eth0/address; cat /proc/net/route; ip -4 -o addr show dev eth0;          grep 127.0.1.1 /etc/hosts;          stat -c '%n %a %U' /etc/ssh/ssh_host_ed25519_key /etc/ssh/ssh_host_ed25519_key.pub            /etc/machine-id /etc/hostname /etc/resolv.conf",
+    );
+    eprintln!("identity after:\n{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "banger-renamed");
+    assert_eq!(lines[1], "banger-renamed");
+    assert_eq!(lines[2].as_bytes(), &machine_id[..]);
+    assert_eq!(
+        &lines[3..6],
+        [
+            "# written by banger-agent",
+            "nameserver 10.0.2.3",
+            "nameserver 9.9.9.9"
+        ]
+    );
+    assert_eq!(lines[6], "06:00:0a:00:02:10");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>()[..]
+                .starts_with(&["eth0", "00000000", "0202000A", "0003"])),
+        "no default route via 10.0.2.2: {out}"
+    );
+    assert!(
+        lines.iter().any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 7 && f[0] == "eth0" && f[1] == "0002000A" && f[7] == "00FFFFFF"
+        }),
+        "no 10.0.2.0/24 route: {out}"
+    );
+    assert!(out.contains("inet 10.0.2.16/24 brd 10.0.2.255"), "{out}");
+    assert!(!out.contains("10.0.2.15"), "{out}");
+    assert!(out.contains("127.0.1.1\tbanger-renamed\n"), "{out}");
+    for want in [
+        "/etc/ssh/ssh_host_ed25519_key 600 root",
+        "/etc/ssh/ssh_host_ed25519_key.pub 644 root",
+        "/etc/machine-id 444 root",
+        "/etc/hostname 644 root",
+        "/etc/resolv.conf 644 root",
+    ] {
+        assert!(out.contains(want), "{want}: {out}");
+    }
+    let private = c
+        .run(
+            509,
+            exec(&["cat", "/etc/ssh/ssh_host_ed25519_key"]),
+            None,
+            |_, _| {},
+        )
+        .unwrap();
+    assert_eq!(private.stdout, key.private);
+    let public = c
+        .run(
+            510,
+            exec(&["cat", "/etc/ssh/ssh_host_ed25519_key.pub"]),
+            None,
+            |_, _| {},
+        )
+        .unwrap();
+    assert_eq!(public.stdout, key.public);
+
+    // sshd reloaded: the new address answers with the new key, the old
+    // address is dead.
+    let new_b64 = String::from_utf8(key.public.clone())
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_string();
+    let t = Instant::now();
+    let got = wait_for_host_key(g.ssh_new, Some(&new_b64), Duration::from_secs(60));
+    eprintln!(
+        "sshd on the new address with the new key after {:?}",
+        t.elapsed()
+    );
+    assert_eq!(got.as_deref(), Some(new_b64.as_str()));
+    assert_ne!(new_b64, old_key);
+    assert_eq!(
+        scan_host_key(g.ssh_old),
+        None,
+        "the old address still answers"
+    );
+    let temps = sh(c, 511, "ls -a /etc /etc/ssh | grep banger-new || true");
+    assert_eq!(temps.trim(), "");
 }
 
 #[test]
@@ -373,10 +642,18 @@ fn a_real_guest_serves_every_request() {
         "still frozen after the host left"
     );
 
-    // sshd comes up later than the agent; the hello says when.
+    // sshd comes up later than the agent; a status request says when
+    // (without the hello's reset: the host polls it as sessions run).
     let until = Instant::now() + Duration::from_secs(120);
+    let mut status_id = 400;
     loop {
-        if c.hello().sshd_accepting {
+        status_id += 1;
+        let m = c.request(status_id, &Message::Status);
+        let Message::HelloReply(st) = m else {
+            panic!("{m:?}")
+        };
+        assert_eq!(st.boot_id, h.boot_id);
+        if st.sshd_accepting {
             eprintln!(
                 "boot to sshd accepting (seen by the agent): {:?}",
                 start.elapsed()
@@ -419,6 +696,8 @@ fn a_real_guest_serves_every_request() {
         .unwrap();
     assert_eq!(big.stdout.len(), 20_000_000);
     eprintln!("20 MB of output from the guest in {:?}", t.elapsed());
+
+    identity(&g, &mut c);
 
     // Shutdown: systemd powers off; QEMU ends.
     let t = Instant::now();

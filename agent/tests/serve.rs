@@ -677,3 +677,212 @@ fn exec_round_trip_latency() {
     eprintln!("exec true round trip on the host: median {:?}", times[10]);
     assert!(times[10] < Duration::from_secs(1));
 }
+
+#[test]
+fn status_answers_without_ending_the_conversation() {
+    let mut a = Agent::start();
+    a.client.hello();
+    let m = a.client.request(1, &Message::Exec(exec(&["sleep", "5"])));
+    let Message::Started { pid } = m else {
+        panic!("{m:?}")
+    };
+    let start = Instant::now();
+    let m = a.client.request(2, &Message::Status);
+    let Message::HelloReply(s) = m else {
+        panic!("{m:?}")
+    };
+    eprintln!("status round trip: {:?}", start.elapsed());
+    assert_eq!(s.nonce, 0);
+    assert_eq!(s.channel, "fd");
+    assert!(s.uptime_ms > 0);
+    for f in ["identity", "status", "exec"] {
+        assert!(s.features.iter().any(|x| x == f), "{f}: {s:?}");
+    }
+    // Again, as a host polling for sshd would.
+    for id in 3..6 {
+        assert!(matches!(
+            a.client.request(id, &Message::Status),
+            Message::HelloReply(_)
+        ));
+    }
+    assert!(
+        !common::pid_gone(pid),
+        "the status request killed the session"
+    );
+    // Id 0 is the connection's.
+    let m = a.client.request(0, &Message::Status);
+    assert!(
+        matches!(
+            m,
+            Message::Error {
+                code: ErrorCode::Malformed,
+                ..
+            }
+        ),
+        "{m:?}"
+    );
+    // The session runs to its end.
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (id, m) = a
+            .client
+            .recv(until.saturating_duration_since(Instant::now()))
+            .expect("the session's end");
+        if let (1, Message::Exited { code, signal }) = (id, m) {
+            assert_eq!((code, signal), (0, 0));
+            break;
+        }
+    }
+    assert!(start.elapsed() >= Duration::from_secs(4));
+}
+
+/// What a SetIdentity could change on this machine, to compare.
+fn identity_snapshot() -> Vec<(String, Option<Vec<u8>>)> {
+    let mut paths = vec![
+        "/proc/sys/kernel/hostname".to_string(),
+        "/etc/hostname".into(),
+        "/etc/hosts".into(),
+        "/etc/resolv.conf".into(),
+        "/etc/machine-id".into(),
+        "/etc/ssh/ssh_host_ed25519_key.pub".into(),
+        "/proc/net/route".into(),
+    ];
+    for dir in ["/etc", "/etc/ssh"] {
+        if let Ok(rd) = std::fs::read_dir(dir) {
+            for e in rd.flatten() {
+                let n = e.file_name().to_string_lossy().into_owned();
+                if n.contains("banger-new") {
+                    paths.push(format!("{dir}/{n}"));
+                }
+            }
+        }
+    }
+    paths
+        .into_iter()
+        .map(|p| {
+            let v = std::fs::read(&p).ok();
+            (p, v)
+        })
+        .collect()
+}
+
+#[test]
+fn an_invalid_identity_is_refused_and_changes_nothing() {
+    use banger_agent::proto::{HostKey, Identity, Network};
+    // In test mode, so that nothing here can touch this machine: values
+    // are checked when the frame is decoded, before the agent looks at
+    // whether it serves the request, so a refusal is `Malformed` (a valid
+    // identity would be `Unsupported`, see below).
+    let mut a = Agent::start();
+    a.client.hello();
+    let before = identity_snapshot();
+    let net = Network {
+        address: [10, 0, 2, 16],
+        prefix: 24,
+        gateway: [10, 0, 2, 2],
+        mac: None,
+        nameservers: vec![],
+    };
+    let bad = [
+        Identity {
+            hostname: Some(b"Bad_Host".to_vec()),
+            ..Default::default()
+        },
+        Identity {
+            network: Some(Network {
+                prefix: 31,
+                ..net.clone()
+            }),
+            ..Default::default()
+        },
+        Identity {
+            network: Some(Network {
+                nameservers: vec![[1, 1, 1, 1]; 4],
+                ..net.clone()
+            }),
+            ..Default::default()
+        },
+        Identity {
+            network: Some(Network {
+                gateway: [10, 0, 3, 1],
+                ..net.clone()
+            }),
+            ..Default::default()
+        },
+        Identity {
+            host_key: Some(HostKey {
+                private: vec![b'k'; 17 * 1024],
+                public: b"ssh-ed25519 AAAA".to_vec(),
+            }),
+            ..Default::default()
+        },
+        Identity {
+            host_key: Some(HostKey {
+                private: b"-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n"
+                    .to_vec(),
+                public: b"ssh-ed25519 AAAA".to_vec(),
+            }),
+            ..Default::default()
+        },
+        Identity {
+            machine_id: Some(b"not-a-machine-id".to_vec()),
+            ..Default::default()
+        },
+        // Every field invalid at once.
+        Identity {
+            hostname: Some(b"-x-".to_vec()),
+            network: Some(Network {
+                address: [10, 0, 2, 255],
+                prefix: 0,
+                gateway: [0, 0, 0, 0],
+                mac: Some([0xff; 6]),
+                nameservers: vec![[0; 4]; 5],
+            }),
+            host_key: Some(HostKey::default()),
+            machine_id: Some(vec![b'0'; 32]),
+        },
+    ];
+    for (i, id) in bad.into_iter().enumerate() {
+        let m = a.client.request(10 + i as u32, &Message::SetIdentity(id));
+        assert!(
+            matches!(
+                m,
+                Message::Error {
+                    code: ErrorCode::Malformed,
+                    ..
+                }
+            ),
+            "case {i}: {m:?}"
+        );
+    }
+    assert_eq!(
+        identity_snapshot(),
+        before,
+        "a refused identity changed something"
+    );
+    // The agent serves on.
+    assert_eq!(a.run(1, exec(&["true"])).code, 0);
+}
+
+#[test]
+fn identity_is_a_system_request_refused_in_test_mode() {
+    // A valid identity that changes nothing even if it were applied.
+    let mut a = Agent::start();
+    a.client.hello();
+    let before = identity_snapshot();
+    let m = a.client.request(
+        1,
+        &Message::SetIdentity(banger_agent::proto::Identity::default()),
+    );
+    assert!(
+        matches!(
+            m,
+            Message::Error {
+                code: ErrorCode::Unsupported,
+                ..
+            }
+        ),
+        "{m:?}"
+    );
+    assert_eq!(identity_snapshot(), before);
+}

@@ -9,6 +9,7 @@
 //! field are ignored, so a later version can append fields.
 
 use super::frame::{Frame, TooLarge, encode_frame};
+use super::identity::{HostKey, Identity, MAX_HOST_KEY, MAX_NAMESERVERS, Network};
 
 /// Frame kinds. Host to agent below 0x8000, agent to host above.
 pub mod kind {
@@ -24,6 +25,8 @@ pub mod kind {
     pub const FREEZE: u16 = 0x0012;
     pub const THAW: u16 = 0x0013;
     pub const SHUTDOWN: u16 = 0x0014;
+    pub const SET_IDENTITY: u16 = 0x0015;
+    pub const STATUS: u16 = 0x0016;
 
     pub const HELLO_REPLY: u16 = 0x8001;
     pub const STARTED: u16 = 0x8010;
@@ -122,7 +125,8 @@ pub struct Exec {
     pub pty: Option<WinSize>,
 }
 
-/// What the agent says in answer to a hello (frame id 0).
+/// What the agent says in answer to a hello (frame id 0) or to a
+/// [`Message::Status`] (under the status request's id).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct HelloReply {
     /// The host's nonce, echoed; 0 when the agent speaks first (on start
@@ -196,6 +200,45 @@ pub enum Message {
     },
     Thaw,
     Shutdown(ShutdownAction),
+    /// Give the running guest a new identity, at once; answered `Done` or
+    /// `Error`. A bad value (see [`Identity::validate`]) is refused when the
+    /// frame is decoded (`Error`, `Malformed`), before anything changes.
+    ///
+    /// "Atomic enough" means: either the answer is `Done` and every part
+    /// asked for is in place, or the answer is `Error` and the guest keeps
+    /// its old identity, with one stated exception. The agent
+    /// 1. checks every value and reads the interface's current state
+    ///    (nothing changed yet on any failure);
+    /// 2. writes every file's new content to a temporary file next to it
+    ///    (same directory, so a rename replaces it whole), synced;
+    /// 3. changes the network (link down, MAC, address and netmask, link
+    ///    up, default route); if any step fails it puts the old MAC,
+    ///    address, netmask, link state and default route back, deletes the
+    ///    temporary files and answers `Error`;
+    /// 4. renames the temporary files over `/etc/ssh/ssh_host_ed25519_key`
+    ///    and `.pub`, `/etc/machine-id`, `/etc/resolv.conf`, `/etc/hosts`
+    ///    and `/etc/hostname` (each file replaced whole: a reader sees the
+    ///    old file or the new, never a torn one), syncs the directories, then
+    ///    sets the kernel's hostname and sends SIGHUP to a running sshd.
+    ///
+    /// The exception: a rename in step 4 failing (the root filesystem
+    /// failing or read-only, after it just took the temporary files) leaves
+    /// the network and the files renamed before it new, and the answer is
+    /// an `Error` that says so. Another program rewriting the same files at
+    /// the same moment is not guarded against. Processes keep what they
+    /// already read (a resolver's cached `/etc/resolv.conf`, an open
+    /// connection on the old address).
+    ///
+    /// Payload: option hostname (bytes); option network (address [4],
+    /// prefix u8, gateway [4], option mac [6], u32 count then that many
+    /// nameservers [4]); option host key (private bytes, public bytes);
+    /// option machine-id (bytes).
+    SetIdentity(Identity),
+    /// Ask how the agent is (the [`HelloReply`] fields, sshd's readiness
+    /// among them) without starting a new conversation: nothing is reset,
+    /// sessions go on. The frame id is the request's (not 0); the answer is
+    /// a `HelloReply` with nonce 0 under it.
+    Status,
 
     // ---- agent to host ----
     HelloReply(HelloReply),
@@ -275,6 +318,15 @@ impl Writer {
         self.u32(u32::try_from(v.len()).unwrap_or(u32::MAX));
         self.0.extend_from_slice(v);
     }
+    fn option<T>(&mut self, v: Option<&T>, f: impl FnOnce(&mut Self, &T)) {
+        match v {
+            Some(v) => {
+                self.u8(1);
+                f(self, v);
+            }
+            None => self.u8(0),
+        }
+    }
     fn list<T: AsRef<[u8]>>(&mut self, items: &[T]) {
         self.u32(u32::try_from(items.len()).unwrap_or(u32::MAX));
         for i in items {
@@ -334,6 +386,18 @@ impl<'a> Reader<'a> {
         let n = self.u32(what)? as usize;
         Ok(self.take(n, what)?.to_vec())
     }
+    /// `bytes` of at most `max` bytes.
+    fn bytes_max(&mut self, max: usize, what: &'static str) -> Result<Vec<u8>> {
+        let n = self.u32(what)? as usize;
+        if n > max {
+            return Err(self.bad(what));
+        }
+        Ok(self.take(n, what)?.to_vec())
+    }
+    fn array<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N]> {
+        let b = self.take(N, what)?;
+        Ok(b.try_into().expect("N bytes"))
+    }
     fn string(&mut self, what: &'static str) -> Result<String> {
         String::from_utf8(self.bytes(what)?).map_err(|_| self.bad(what))
     }
@@ -383,6 +447,8 @@ impl Message {
             Freeze { .. } => kind::FREEZE,
             Thaw => kind::THAW,
             Shutdown(_) => kind::SHUTDOWN,
+            SetIdentity(_) => kind::SET_IDENTITY,
+            Status => kind::STATUS,
             HelloReply(_) => kind::HELLO_REPLY,
             Started { .. } => kind::STARTED,
             Stdout(_) => kind::STDOUT,
@@ -427,7 +493,7 @@ impl Message {
                 }
             }
             Stdin(d) | Stdout(d) | Stderr(d) => w.0.extend_from_slice(d),
-            StdinEof | Thaw | Done => {}
+            StdinEof | Thaw | Done | Status => {}
             Resize(ws) => {
                 w.u16(ws.rows);
                 w.u16(ws.cols);
@@ -450,6 +516,24 @@ impl Message {
                 ShutdownAction::PowerOff => 0,
                 ShutdownAction::Reboot => 1,
             }),
+            SetIdentity(id) => {
+                w.option(id.hostname.as_ref(), |w, h| w.bytes(h));
+                w.option(id.network.as_ref(), |w, n| {
+                    w.0.extend_from_slice(&n.address);
+                    w.u8(n.prefix);
+                    w.0.extend_from_slice(&n.gateway);
+                    w.option(n.mac.as_ref(), |w, m| w.0.extend_from_slice(m));
+                    w.u32(u32::try_from(n.nameservers.len()).unwrap_or(u32::MAX));
+                    for ns in &n.nameservers {
+                        w.0.extend_from_slice(ns);
+                    }
+                });
+                w.option(id.host_key.as_ref(), |w, k| {
+                    w.bytes(&k.private);
+                    w.bytes(&k.public);
+                });
+                w.option(id.machine_id.as_ref(), |w, m| w.bytes(m));
+            }
             HelloReply(h) => {
                 w.u64(h.nonce);
                 w.u16(h.version);
@@ -572,6 +656,43 @@ impl Message {
                 1 => ShutdownAction::Reboot,
                 _ => return Err(r.bad("unknown shutdown action")),
             }),
+            kind::SET_IDENTITY => {
+                let id = Identity {
+                    hostname: r.option("hostname", |r| r.bytes_max(63, "hostname too long"))?,
+                    network: r.option("network", |r| {
+                        let address = r.array("address")?;
+                        let prefix = r.u8("prefix")?;
+                        let gateway = r.array("gateway")?;
+                        let mac = r.option("mac", |r| r.array("mac"))?;
+                        let n = r.u32("nameservers")? as usize;
+                        if n > MAX_NAMESERVERS {
+                            return Err(r.bad("more than 3 nameservers"));
+                        }
+                        let mut nameservers = Vec::with_capacity(n);
+                        for _ in 0..n {
+                            nameservers.push(r.array("nameserver")?);
+                        }
+                        Ok(Network {
+                            address,
+                            prefix,
+                            gateway,
+                            mac,
+                            nameservers,
+                        })
+                    })?,
+                    host_key: r.option("host key", |r| {
+                        Ok(HostKey {
+                            private: r.bytes_max(MAX_HOST_KEY, "private host key too large")?,
+                            public: r.bytes_max(MAX_HOST_KEY, "public host key too large")?,
+                        })
+                    })?,
+                    machine_id: r
+                        .option("machine-id", |r| r.bytes_max(32, "machine-id too long"))?,
+                };
+                id.validate().map_err(|what| r.bad(what))?;
+                Message::SetIdentity(id)
+            }
+            kind::STATUS => Message::Status,
             kind::HELLO_REPLY => Message::HelloReply(HelloReply {
                 nonce: r.u64("nonce")?,
                 version: r.u16("version")?,
@@ -654,6 +775,19 @@ mod tests {
             Message::Thaw,
             Message::Shutdown(ShutdownAction::PowerOff),
             Message::Shutdown(ShutdownAction::Reboot),
+            Message::SetIdentity(full_identity()),
+            Message::SetIdentity(Identity {
+                network: Some(Network {
+                    address: [192, 168, 1, 5],
+                    prefix: 30,
+                    gateway: [192, 168, 1, 6],
+                    mac: None,
+                    nameservers: vec![],
+                }),
+                ..Default::default()
+            }),
+            Message::SetIdentity(Identity::default()),
+            Message::Status,
             Message::HelloReply(HelloReply {
                 nonce: 5,
                 version: 1,
@@ -694,6 +828,105 @@ mod tests {
                 message: "ENOENT".into(),
             },
         ]
+    }
+
+    fn full_identity() -> Identity {
+        Identity {
+            hostname: Some(b"vm-1".to_vec()),
+            network: Some(Network {
+                address: [10, 0, 2, 16],
+                prefix: 24,
+                gateway: [10, 0, 2, 2],
+                mac: Some([0x06, 0, 0x0a, 0, 2, 0x10]),
+                nameservers: vec![[10, 0, 2, 3], [9, 9, 9, 9], [1, 1, 1, 1]],
+            }),
+            host_key: Some(crate::proto::identity::tests::test_host_key(3, "none")),
+            machine_id: Some(b"0123456789abcdef0123456789abcdef".to_vec()),
+        }
+    }
+
+    /// The payload of a `SetIdentity` as a hostile host may write it,
+    /// without the encoder's help.
+    fn raw_identity(
+        hostname: Option<&[u8]>,
+        prefix: u8,
+        nameservers: u32,
+        private_len: usize,
+    ) -> Vec<u8> {
+        let mut p = Vec::new();
+        match hostname {
+            Some(h) => {
+                p.push(1);
+                p.extend_from_slice(&(h.len() as u32).to_le_bytes());
+                p.extend_from_slice(h);
+            }
+            None => p.push(0),
+        }
+        p.push(1);
+        p.extend_from_slice(&[10, 0, 2, 16, prefix, 10, 0, 2, 2, 0]);
+        p.extend_from_slice(&nameservers.to_le_bytes());
+        for _ in 0..nameservers.min(8) {
+            p.extend_from_slice(&[1, 1, 1, 1]);
+        }
+        p.push(1);
+        p.extend_from_slice(&(private_len as u32).to_le_bytes());
+        p.extend(vec![b'k'; private_len]);
+        p.extend_from_slice(&0u32.to_le_bytes());
+        p.push(0);
+        p
+    }
+
+    #[test]
+    fn identity_bounds_are_refused_at_decode() {
+        // The raw encoding itself is right: with the host key left out and
+        // good values, it decodes.
+        let mut ok = raw_identity(Some(b"vm"), 24, 1, 0);
+        let key_at = ok.len() - 1 - 4 - 4 - 1;
+        ok.truncate(key_at);
+        ok.extend_from_slice(&[0, 0]);
+        let Ok(Message::SetIdentity(id)) = Message::decode_payload(kind::SET_IDENTITY, &ok) else {
+            panic!("{ok:?}")
+        };
+        assert_eq!(id.network.unwrap().nameservers, vec![[1, 1, 1, 1]]);
+        let cases = [
+            ("17 KiB private key", raw_identity(None, 24, 1, 17 * 1024)),
+            ("4 nameservers", raw_identity(None, 24, 4, 0)),
+            (
+                "a huge nameserver count",
+                raw_identity(None, 24, u32::MAX, 0),
+            ),
+            ("prefix 0", raw_identity(None, 0, 1, 0)),
+            ("prefix 31", raw_identity(None, 31, 1, 0)),
+            ("prefix 200", raw_identity(None, 200, 1, 0)),
+            ("bad hostname", raw_identity(Some(b"Not_A.Label"), 24, 1, 0)),
+            ("long hostname", raw_identity(Some(&[b'a'; 64]), 24, 1, 0)),
+            ("empty hostname", raw_identity(Some(b""), 24, 1, 0)),
+        ];
+        for (what, p) in cases {
+            let r = Message::decode_payload(kind::SET_IDENTITY, &p);
+            assert!(
+                matches!(r, Err(DecodeError::Malformed { .. })),
+                "{what}: {r:?}"
+            );
+        }
+        // Values the encoder writes but decoding refuses.
+        let mut id = full_identity();
+        id.network.as_mut().unwrap().nameservers = vec![[1, 1, 1, 1]; 4];
+        id.host_key
+            .as_mut()
+            .unwrap()
+            .private
+            .resize(17 * 1024, b'\n');
+        id.machine_id = Some(b"NOT-HEX".to_vec());
+        let m = Message::SetIdentity(id);
+        assert!(Message::decode_payload(m.kind(), &m.payload()).is_err());
+        let mut id = full_identity();
+        id.host_key = Some(crate::proto::identity::tests::test_host_key(
+            3,
+            "aes256-ctr",
+        ));
+        let m = Message::SetIdentity(id);
+        assert!(Message::decode_payload(m.kind(), &m.payload()).is_err());
     }
 
     #[test]

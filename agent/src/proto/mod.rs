@@ -14,9 +14,11 @@
 //!    thaws what is frozen, and answers [`Message::HelloReply`] with the
 //!    nonce. The agent also speaks first, a `HelloReply` with nonce 0, when it
 //!    starts and when it sees a host connect; the host may ignore it.
-//! 2. Requests (`SetClock`, `AddEntropy`, `Freeze`, `Thaw`, `Shutdown`) carry
-//!    an id the host picks; the answer carries the same id (`ClockSet`,
-//!    `Done`, `Frozen`, `Thawed`, or `Error`).
+//! 2. Requests (`SetClock`, `AddEntropy`, `Freeze`, `Thaw`, `Shutdown`,
+//!    `SetIdentity`, `Status`) carry an id the host picks; the answer carries
+//!    the same id (`ClockSet`, `Done`, `Frozen`, `Thawed`, `HelloReply`, or
+//!    `Error`). `Status` is the hello's report without the hello's reset:
+//!    the host may poll it (is sshd accepting yet?) while sessions run.
 //! 3. `Exec` opens a session under a new id: `Started`, then `Stdout` /
 //!    `Stderr` as the program writes, `StdinCredit` as stdin is passed on,
 //!    and last `Exited` (or `Error` if it could not start). The host sends
@@ -37,10 +39,13 @@
 //!
 //! # Limits
 //! Payloads are at most [`MAX_PAYLOAD`] bytes; output frames at most
-//! [`DATA_CHUNK`].
+//! [`DATA_CHUNK`]. A `SetIdentity` carries at most [`MAX_NAMESERVERS`]
+//! nameservers and host key files of at most [`MAX_HOST_KEY`] bytes; every
+//! value is checked ([`Identity::validate`]) when it is decoded.
 
 mod crc;
 pub mod frame;
+pub mod identity;
 pub mod message;
 
 pub use crc::crc32c;
@@ -48,6 +53,7 @@ pub use frame::{
     Decoder, Frame, HEADER_LEN, MAGIC, MAX_FRAME, MAX_PAYLOAD, SYNC_LEN, TooLarge, encode_frame,
     sync_preamble,
 };
+pub use identity::{HostKey, Identity, MAX_HOST_KEY, MAX_NAMESERVERS, Network};
 pub use message::{
     DecodeError, ErrorCode, Exec, HelloReply, Message, ShutdownAction, WinSize, kind,
 };

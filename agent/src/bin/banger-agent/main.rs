@@ -9,14 +9,15 @@
 //! banger-agent                          serve from the current root, in the foreground
 //! banger-agent --fd N [--system-requests]
 //!                                       serve on inherited stream descriptor N (tests);
-//!                                       clock, entropy, freeze and shutdown are refused
-//!                                       unless asked for
+//!                                       clock, entropy, freeze, shutdown and identity
+//!                                       are refused unless asked for
 //! ```
 //!
 //! The initramfs starts it as `@banger-agent`: systemd's final kill at
 //! shutdown spares processes whose argv[0] begins with '@'.
 
 mod channel;
+mod identity;
 mod server;
 mod session;
 mod sys;

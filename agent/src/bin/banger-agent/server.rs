@@ -13,6 +13,7 @@ use banger_agent::proto::{
 };
 
 use crate::channel::Channel;
+use crate::identity;
 use crate::session::{self, Session};
 use crate::sys;
 use crate::system::{self, Ending, Fs};
@@ -30,8 +31,8 @@ pub struct Options {
     /// The agent is the guest's init: it reaps every orphan and ends the
     /// guest itself.
     pub pid1: bool,
-    /// Serve clock, entropy, freeze and shutdown (off only for tests on a
-    /// host, where they must not touch the machine).
+    /// Serve clock, entropy, freeze, shutdown and identity (off only for
+    /// tests on a host, where they must not touch the machine).
     pub system_requests: bool,
 }
 
@@ -432,6 +433,7 @@ impl Server {
                 | Message::Freeze { .. }
                 | Message::Thaw
                 | Message::Shutdown(_)
+                | Message::SetIdentity(_)
         );
         if system && !self.opts.system_requests {
             return self.error(
@@ -448,6 +450,28 @@ impl Server {
                 let hello = system::hello(nonce, self.opts.pid1, self.chan.name());
                 self.send(id, &Message::HelloReply(hello));
             }
+            Message::Status => {
+                if id == 0 {
+                    return self.error(
+                        id,
+                        ErrorCode::Malformed,
+                        "a status request needs its own id, not 0".into(),
+                    );
+                }
+                // Unlike a hello: the conversation goes on untouched.
+                let status = system::hello(0, self.opts.pid1, self.chan.name());
+                self.send(id, &Message::HelloReply(status));
+            }
+            Message::SetIdentity(ident) => match identity::apply(&ident) {
+                Ok(what) => {
+                    eprintln!("banger-agent: identity set: {what}");
+                    self.send(id, &Message::Done);
+                }
+                Err(f) => {
+                    eprintln!("banger-agent: identity not set: {}", f.message);
+                    self.error(id, f.code, f.message);
+                }
+            },
             Message::Exec(req) => self.exec(id, &req),
             Message::Stdin(data) => {
                 let Some(s) = self.sessions.get_mut(&id) else {

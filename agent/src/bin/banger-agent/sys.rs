@@ -436,3 +436,177 @@ pub fn vsock_local_cid() -> Option<u32> {
     let r = unsafe { libc::ioctl(dev.as_raw_fd(), IOCTL_VM_SOCKETS_GET_LOCAL_CID, &mut cid) };
     (r == 0 && cid > 2 && cid != libc::VMADDR_CID_ANY).then_some(cid)
 }
+
+/// An AF_INET datagram socket: the handle for the interface and route ioctls.
+pub fn inet_dgram_socket() -> io::Result<OwnedFd> {
+    // SAFETY: socket takes integers only.
+    let fd = cvt(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
+    // SAFETY: a new descriptor owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// A zeroed `ifreq` naming `name`.
+fn ifreq(name: &str) -> io::Result<libc::ifreq> {
+    if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains('\0') {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "bad interface name",
+        ));
+    }
+    // SAFETY: ifreq is plain data (a name and a union of plain data).
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in ifr.ifr_name.iter_mut().zip(name.bytes()) {
+        *d = s as libc::c_char;
+    }
+    Ok(ifr)
+}
+
+fn ifreq_ioctl(sock: BorrowedFd<'_>, req: libc::Ioctl, ifr: &mut libc::ifreq) -> io::Result<()> {
+    // SAFETY: every request passed here reads or writes one ifreq through
+    // the valid, exclusively borrowed pointer.
+    cvt(unsafe { libc::ioctl(sock.as_raw_fd(), req, ifr as *mut libc::ifreq) }).map(|_| ())
+}
+
+/// An AF_INET sockaddr holding `addr` (port 0).
+fn sockaddr_in(addr: [u8; 4]) -> libc::sockaddr {
+    // SAFETY: sockaddr is plain data.
+    let mut sa: libc::sockaddr = unsafe { std::mem::zeroed() };
+    sa.sa_family = libc::AF_INET as libc::sa_family_t;
+    // sockaddr_in: the port in sa_data[0..2], the address in [2..6].
+    for (d, s) in sa.sa_data[2..6].iter_mut().zip(addr) {
+        *d = s as libc::c_char;
+    }
+    sa
+}
+
+fn sockaddr_in_addr(sa: &libc::sockaddr) -> [u8; 4] {
+    let d = &sa.sa_data;
+    [d[2] as u8, d[3] as u8, d[4] as u8, d[5] as u8]
+}
+
+/// SIOCGIFFLAGS.
+pub fn if_flags(sock: BorrowedFd<'_>, name: &str) -> io::Result<libc::c_short> {
+    let mut ifr = ifreq(name)?;
+    ifreq_ioctl(sock, libc::SIOCGIFFLAGS, &mut ifr)?;
+    // SAFETY: SIOCGIFFLAGS filled the flags member.
+    Ok(unsafe { ifr.ifr_ifru.ifru_flags })
+}
+
+/// SIOCSIFFLAGS (IFF_UP up or down).
+pub fn set_if_flags(sock: BorrowedFd<'_>, name: &str, flags: libc::c_short) -> io::Result<()> {
+    let mut ifr = ifreq(name)?;
+    ifr.ifr_ifru.ifru_flags = flags;
+    ifreq_ioctl(sock, libc::SIOCSIFFLAGS, &mut ifr)
+}
+
+/// SIOCGIFADDR, SIOCGIFNETMASK or SIOCGIFBRDADDR; `None` when the interface has no IPv4
+/// address.
+pub fn if_inet(sock: BorrowedFd<'_>, name: &str, req: libc::Ioctl) -> io::Result<Option<[u8; 4]>> {
+    let mut ifr = ifreq(name)?;
+    match ifreq_ioctl(sock, req, &mut ifr) {
+        // SAFETY: the request filled the address member.
+        Ok(()) => Ok(Some(sockaddr_in_addr(unsafe { &ifr.ifr_ifru.ifru_addr }))),
+        Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// SIOCSIFADDR, SIOCSIFNETMASK or SIOCSIFBRDADDR. Address 0.0.0.0 (SIOCSIFADDR) removes the address.
+pub fn set_if_inet(
+    sock: BorrowedFd<'_>,
+    name: &str,
+    req: libc::Ioctl,
+    addr: [u8; 4],
+) -> io::Result<()> {
+    let mut ifr = ifreq(name)?;
+    ifr.ifr_ifru.ifru_addr = sockaddr_in(addr);
+    ifreq_ioctl(sock, req, &mut ifr)
+}
+
+/// SIOCGIFHWADDR: an Ethernet interface's MAC.
+pub fn if_hwaddr(sock: BorrowedFd<'_>, name: &str) -> io::Result<[u8; 6]> {
+    let mut ifr = ifreq(name)?;
+    ifreq_ioctl(sock, libc::SIOCGIFHWADDR, &mut ifr)?;
+    // SAFETY: SIOCGIFHWADDR filled the hardware address member.
+    let sa = unsafe { ifr.ifr_ifru.ifru_hwaddr };
+    let mut mac = [0u8; 6];
+    for (d, s) in mac.iter_mut().zip(sa.sa_data) {
+        *d = s as u8;
+    }
+    Ok(mac)
+}
+
+/// SIOCSIFHWADDR: a new MAC for an Ethernet interface.
+pub fn set_if_hwaddr(sock: BorrowedFd<'_>, name: &str, mac: [u8; 6]) -> io::Result<()> {
+    let mut ifr = ifreq(name)?;
+    // SAFETY: sockaddr is plain data.
+    let mut sa: libc::sockaddr = unsafe { std::mem::zeroed() };
+    sa.sa_family = libc::ARPHRD_ETHER;
+    for (d, s) in sa.sa_data.iter_mut().zip(mac) {
+        *d = s as libc::c_char;
+    }
+    ifr.ifr_ifru.ifru_hwaddr = sa;
+    ifreq_ioctl(sock, libc::SIOCSIFHWADDR, &mut ifr)
+}
+
+/// `struct rtentry` of <linux/route.h> (the libc crate has it only for musl).
+#[repr(C)]
+struct RtEntry {
+    rt_pad1: libc::c_ulong,
+    rt_dst: libc::sockaddr,
+    rt_gateway: libc::sockaddr,
+    rt_genmask: libc::sockaddr,
+    rt_flags: libc::c_ushort,
+    rt_pad2: libc::c_short,
+    rt_pad3: libc::c_ulong,
+    rt_tos: libc::c_uchar,
+    rt_class: libc::c_uchar,
+    #[cfg(target_pointer_width = "64")]
+    rt_pad4: [libc::c_short; 3],
+    #[cfg(not(target_pointer_width = "64"))]
+    rt_pad4: [libc::c_short; 1],
+    rt_metric: libc::c_short,
+    rt_dev: *mut libc::c_char,
+    rt_mtu: libc::c_ulong,
+    rt_window: libc::c_ulong,
+    rt_irtt: libc::c_ushort,
+}
+
+/// SIOCADDRT: a default route via `gateway` on `dev`, with this metric (as
+/// /proc/net/route shows it). A route that is already there counts as
+/// added.
+pub fn add_default_route(
+    sock: BorrowedFd<'_>,
+    dev: &str,
+    gateway: [u8; 4],
+    metric: u32,
+) -> io::Result<()> {
+    let dev = CString::new(dev)?;
+    // SAFETY: RtEntry is plain data (a null rt_dev is valid).
+    let mut rt: RtEntry = unsafe { std::mem::zeroed() };
+    rt.rt_dst = sockaddr_in([0; 4]);
+    rt.rt_genmask = sockaddr_in([0; 4]);
+    rt.rt_gateway = sockaddr_in(gateway);
+    rt.rt_flags = libc::RTF_UP | libc::RTF_GATEWAY;
+    // The kernel stores rt_metric - 1 (0 stays 0).
+    rt.rt_metric = libc::c_short::try_from(metric.saturating_add(1)).unwrap_or(libc::c_short::MAX);
+    rt.rt_dev = dev.as_ptr().cast_mut();
+    // SAFETY: SIOCADDRT reads one rtentry, and the name rt_dev points to,
+    // which `dev` keeps alive for the call.
+    let r = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCADDRT, &rt as *const RtEntry) };
+    match cvt(r) {
+        Ok(_) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+pub fn sethostname(name: &[u8]) -> io::Result<()> {
+    // SAFETY: `name` is valid for reads of `name.len()` bytes.
+    cvt(unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) }).map(|_| ())
+}
+
+pub fn geteuid() -> u32 {
+    // SAFETY: no arguments.
+    unsafe { libc::geteuid() }
+}

@@ -13,7 +13,9 @@ use banger_agent::proto::{HelloReply, ShutdownAction, VERSION};
 use crate::sys;
 
 /// The requests this agent serves, as the hello lists them.
-pub const FEATURES: &[&str] = &["exec", "pty", "clock", "entropy", "freeze", "shutdown"];
+pub const FEATURES: &[&str] = &[
+    "exec", "pty", "clock", "entropy", "freeze", "shutdown", "identity", "status",
+];
 
 pub fn hello(nonce: u64, pid1: bool, channel: &str) -> HelloReply {
     let read = |p: &str| {
