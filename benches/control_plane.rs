@@ -172,7 +172,7 @@ impl Drop for Env {
 }
 
 /// BANGER_BENCH_ONLY=a,b runs only those sections (list, clone, dns, nat,
-/// firecracker, lifecycle, disks, tui, boot, build, ports).
+/// firecracker, lifecycle, disks, tui, boot, boots, build, ports, agent).
 fn wanted(section: &str) -> bool {
     std::env::var("BANGER_BENCH_ONLY").map_or(true, |only| only.split(',').any(|s| s == section))
 }
@@ -219,6 +219,9 @@ fn main() {
             }
             if wanted("ports") {
                 port_figures();
+            }
+            if wanted("agent") {
+                agent_figures();
             }
         } else {
             println!(
@@ -690,6 +693,99 @@ fn boot_load_figures() {
         median as f64 / 1000.0,
         worst as f64 / 1000.0
     );
+}
+
+/// The guest agent: create -> agent-ready and -> SSH-ready (median of 5,
+/// one at a time), `vm exec -- true` against `vm ssh -- true` (median of
+/// 20), and the agent's size on disk and in the guest.
+fn agent_figures() {
+    let bundle = bundle_dir();
+    if !bundle.join("bundle.json").is_file() {
+        println!("agent: skipped (no runtime bundle)");
+        return;
+    }
+    let env = Env::new(&format!(
+        "vmm = \"qemu\"\nruntime_dir = \"{}\"",
+        bundle.display()
+    ));
+    env.banger(&["daemon", "start"]);
+    let (mut agent_ready, mut ssh_ready) = (Vec::new(), Vec::new());
+    for i in 0..5 {
+        let name = format!("agent{i}");
+        let out = env.banger(&[
+            "vm", "create", "--name", &name, "--vcpus", "1", "--memory", "384", "--json",
+        ]);
+        let result: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        if let (Some(a), Some(s)) = (
+            result["agent_ready_ms"].as_u64(),
+            result["ssh_ready_ms"].as_u64(),
+        ) {
+            agent_ready.push(a);
+            ssh_ready.push(s);
+        }
+        if i > 0 {
+            env.banger(&["vm", "delete", "--force", &name]);
+        }
+    }
+    agent_ready.sort_unstable();
+    ssh_ready.sort_unstable();
+    let median = |v: &[u64]| v.get(v.len() / 2).map_or(0.0, |ms| *ms as f64 / 1000.0);
+    println!(
+        "agent: create -> agent ready median {:.1} s, -> SSH ready median {:.1} s ({} of 5 creates)",
+        median(&agent_ready),
+        median(&ssh_ready),
+        agent_ready.len()
+    );
+    let exec = timed(20, || {
+        env.banger(&["vm", "exec", "agent0", "--", "true"]);
+    });
+    let ssh = timed(20, || {
+        env.banger(&["vm", "ssh", "agent0", "--", "true"]);
+    });
+    println!(
+        "agent: vm exec -- true median {:.0} ms, vm ssh -- true median {:.0} ms (20 each)",
+        ms(exec[10]),
+        ms(ssh[10])
+    );
+    let rss = env.banger(&[
+        "vm",
+        "exec",
+        "agent0",
+        "--",
+        "grep",
+        "VmRSS",
+        "/proc/1/status",
+    ]);
+    let agent_rss = env.banger(&["vm", "exec", "agent0", "--", "pgrep", "-f", "banger-agent"]);
+    let pid = String::from_utf8_lossy(&agent_rss.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .to_string();
+    let agent_status = env.banger(&[
+        "vm",
+        "exec",
+        "agent0",
+        "--",
+        "grep",
+        "VmRSS",
+        &format!("/proc/{pid}/status"),
+    ]);
+    // Where `make agent` puts it (CARGO_TARGET_DIR or ./target).
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+    let size = std::fs::metadata(target.join("x86_64-unknown-linux-gnu/agent/banger-agent"))
+        .map_or("not built here (make agent)".to_string(), |m| {
+            format!("{} bytes", m.len())
+        });
+    println!(
+        "agent: binary {size}; in the guest {} (init: {})",
+        String::from_utf8_lossy(&agent_status.stdout).trim(),
+        String::from_utf8_lossy(&rss.stdout).trim()
+    );
+    env.banger(&["vm", "delete", "--force", "agent0"]);
+    env.banger(&["network", "cleanup"]);
 }
 
 /// The image builder, whole-process times. Nothing leaves the host: the

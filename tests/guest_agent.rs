@@ -264,3 +264,74 @@ fn a_guest_without_sshd_is_reached_through_its_agent() {
     assert!(stderr(&ssh).contains("banger vm exec"), "{}", stderr(&ssh));
     ok(sb.banger(&["vm", "delete", "nossh"]));
 }
+
+/// The daemon's resident memory, from /proc.
+fn rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn a_hostile_agent_cannot_hang_or_grow_the_daemon() {
+    let Some(t) = agent_sandbox() else { return };
+    let _turn = booting();
+    t.no_upstream_dns();
+    let sb = &t.sb;
+    ok(sb.banger(&[
+        "vm", "create", "--name", "evil", "--memory", "384", "--vcpus", "1",
+    ]));
+    assert_eq!(stdout(&exec(sb, &["evil", "--", "echo", "hi"])), "hi\n");
+    let daemon = sb.daemon_pid().unwrap();
+    let before = rss_kib(daemon);
+    // Root in the guest replaces the agent with a program that holds its
+    // port and answers everything with garbage, as fast as it can.
+    let flood = "for d in /sys/class/virtio-ports/*; do \
+                 [ \"$(cat $d/name)\" = org.banger.agent ] && port=/dev/${d##*/}; done; \
+                 pkill -KILL -f banger-agent; sleep 1; \
+                 exec cat /dev/urandom > $port";
+    ok(sb.banger(&[
+        "vm",
+        "ssh",
+        "evil",
+        "--",
+        &format!("setsid nohup sh -c '{flood}' >/dev/null 2>&1 < /dev/null &"),
+    ]));
+    std::thread::sleep(Duration::from_secs(3));
+    // The daemon answers others at once, and an exec fails in bounded time.
+    let listed = Instant::now();
+    ok(sb.banger(&["vm", "list"]));
+    assert!(
+        listed.elapsed() < Duration::from_secs(5),
+        "vm list took {:?}",
+        listed.elapsed()
+    );
+    let tried = Instant::now();
+    let refused = exec(sb, &["evil", "--", "true"]);
+    assert!(
+        !refused.status.success(),
+        "an exec through garbage succeeded"
+    );
+    assert!(
+        tried.elapsed() < Duration::from_secs(30),
+        "the exec hung for {:?}",
+        tried.elapsed()
+    );
+    eprintln!(
+        "exec through a flood failed in {:?}: {}",
+        tried.elapsed(),
+        stderr(&refused).trim()
+    );
+    // Keep it flooding a while: the daemon's memory stays put.
+    std::thread::sleep(Duration::from_secs(10));
+    let after = rss_kib(daemon);
+    eprintln!("daemon RSS {before} KiB before the flood, {after} KiB after");
+    assert!(
+        after < before + 16 * 1024,
+        "the daemon grew from {before} to {after} KiB"
+    );
+    ok(sb.banger(&["vm", "delete", "evil", "--force"]));
+}

@@ -61,6 +61,8 @@ pub struct Agent {
     routes: Routes,
     next_id: AtomicU32,
     hello: watch::Receiver<Option<HelloReply>>,
+    /// Where a status answer updates what [`Agent::last_hello`] says.
+    hello_tx: watch::Sender<Option<HelloReply>>,
     closed: watch::Receiver<bool>,
     tasks: [tokio::task::JoinHandle<()>; 2],
 }
@@ -125,7 +127,7 @@ impl Agent {
             reader,
             routes.clone(),
             out.clone(),
-            hello_tx,
+            hello_tx.clone(),
             closed_tx,
         ));
         let agent = Agent {
@@ -133,6 +135,7 @@ impl Agent {
             routes,
             next_id: AtomicU32::new(1),
             hello,
+            hello_tx,
             closed,
             tasks: [reading, writing],
         };
@@ -173,6 +176,18 @@ impl Agent {
         }
     }
 
+    /// What the agent says of the guest now (sshd accepting, versions),
+    /// without ending any session: a `Status` request, answered like a hello.
+    pub async fn status(&self) -> Result<HelloReply, AgentError> {
+        match self.request(Message::Status).await? {
+            Message::HelloReply(reply) => {
+                self.hello_tx.send_replace(Some(reply.clone()));
+                Ok(reply)
+            }
+            other => Err(AgentError::Unexpected(super::kind_name(&other))),
+        }
+    }
+
     /// The agent's last hello (it also says one on its own when it starts).
     pub fn last_hello(&self) -> Option<HelloReply> {
         self.hello.borrow().clone()
@@ -202,14 +217,24 @@ impl Agent {
         }
     }
 
-    /// Starts `exec` as a new session.
+    /// Starts `exec` as a new session: returns once the agent says it
+    /// started (or why not), within [`REQUEST_TIMEOUT`].
     pub async fn exec(self: &Arc<Self>, exec: proto::Exec) -> Result<Session, AgentError> {
         let (id, messages) = self.route()?;
         if let Err(e) = self.send(id, &Message::Exec(exec)).await {
             self.forget(id);
             return Err(e);
         }
-        Ok(Session::new(self.clone(), id, messages))
+        // Dropped on any failure below, the session kills what it started.
+        let mut session = Session::new(self.clone(), id, messages);
+        let first = tokio::time::timeout(REQUEST_TIMEOUT, session.next())
+            .await
+            .map_err(|_| AgentError::Timeout(REQUEST_TIMEOUT))?;
+        match first.ok_or(AgentError::Closed)? {
+            Message::Started { .. } => Ok(session),
+            Message::Error { message, .. } => Err(AgentError::Refused(message)),
+            other => Err(AgentError::Unexpected(super::kind_name(&other))),
+        }
     }
 
     /// Queues `message` under frame id `id`.

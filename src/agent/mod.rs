@@ -74,6 +74,8 @@ pub fn kind_name(message: &proto::Message) -> &'static str {
         M::Freeze { .. } => "freeze",
         M::Thaw => "thaw",
         M::Shutdown(_) => "shutdown",
+        M::SetIdentity(_) => "set-identity",
+        M::Status => "status",
         M::HelloReply(_) => "hello-reply",
         M::Started { .. } => "started",
         M::Stdout(_) => "stdout",

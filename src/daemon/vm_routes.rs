@@ -54,7 +54,11 @@ pub async fn show(
     if vm.state.is_running() {
         // A daemon that restarted holds no connection yet: make one, so
         // `vm show` says whether the agent answers. Its failure is shown.
-        let reach = daemon.vms.agent(&name);
+        // Its status is asked afresh (is sshd accepting now?).
+        let reach = async {
+            daemon.vms.agent(&name).await?.status().await?;
+            Ok::<(), crate::vm::VmError>(())
+        };
         if let Ok(Err(e)) = tokio::time::timeout(std::time::Duration::from_secs(3), reach).await {
             tracing::debug!(vm = %name, error = %e, "the agent does not answer");
         }

@@ -197,13 +197,12 @@ pub(crate) async fn has_sshd(agent: &Arc<Agent>) -> Result<bool, AgentError> {
     }
 }
 
-/// Waits until the guest's sshd accepts connections, asking its agent
-/// (a hello at boot, when no session can be cut short by it).
+/// Waits until the guest's sshd accepts connections, asking its agent.
 pub(crate) async fn wait_sshd(agent: &Agent, within: Duration) -> Result<(), AgentError> {
     let deadline = tokio::time::Instant::now() + within;
     loop {
-        let hello = agent.hello(CONNECT_TIMEOUT).await?;
-        if hello.sshd_accepting {
+        let status = agent.status().await?;
+        if status.sshd_accepting {
             return Ok(());
         }
         if tokio::time::Instant::now() >= deadline {
