@@ -335,3 +335,78 @@ fn a_hostile_agent_cannot_hang_or_grow_the_daemon() {
     );
     ok(sb.banger(&["vm", "delete", "evil", "--force"]));
 }
+
+#[test]
+fn a_running_guest_takes_a_new_identity_through_its_agent() {
+    let Some(t) = agent_sandbox() else { return };
+    let _turn = booting();
+    t.no_upstream_dns();
+    let sb = &t.sb;
+    ok(sb.banger(&[
+        "vm", "create", "--name", "who", "--memory", "384", "--vcpus", "1",
+    ]));
+    let show = |sb: &Sandbox| -> serde_json::Value {
+        serde_json::from_str(&ok(sb.banger(&["vm", "show", "who", "--json"]))).unwrap()
+    };
+    let before = show(sb);
+    let old_ip: std::net::Ipv4Addr = before["ip"].as_str().unwrap().parse().unwrap();
+    let old_machine_id = stdout(&exec(sb, &["who", "--", "cat", "/etc/machine-id"]));
+
+    let changed: serde_json::Value = serde_json::from_str(&ok(sb.banger(&[
+        "vm",
+        "identity",
+        "who",
+        "--hostname",
+        "renamed",
+        "--new-address",
+        "--new-host-key",
+        "--json",
+    ])))
+    .unwrap();
+    let new_ip: std::net::Ipv4Addr = changed["ip"].as_str().unwrap().parse().unwrap();
+    assert_ne!(new_ip, old_ip, "{changed}");
+    assert_ne!(changed["host_key"], before["host_key"], "{changed}");
+    assert_ne!(changed["mac"], before["mac"], "{changed}");
+
+    // SSH answers on the new address with the new key (banger's client
+    // trusts only the recorded key), and the guest knows its new name.
+    let hostname = ok(sb.banger(&["vm", "ssh", "who", "--", "hostname"]));
+    assert_eq!(hostname.trim(), "renamed");
+    let guest_key = stdout(&exec(
+        sb,
+        &["who", "--", "cat", "/etc/ssh/ssh_host_ed25519_key.pub"],
+    ));
+    let recorded = changed["host_key"].as_str().unwrap();
+    assert_eq!(
+        guest_key.split_whitespace().nth(1),
+        recorded.split_whitespace().nth(1),
+        "the guest serves another key than banger recorded"
+    );
+    assert_ne!(
+        stdout(&exec(sb, &["who", "--", "cat", "/etc/machine-id"])),
+        old_machine_id
+    );
+    // The `.vm` name follows; the old address is dead.
+    let gateway: std::net::Ipv4Addr = sb.subnet.split('/').next().unwrap().parse().unwrap();
+    assert_eq!(resolve_a(gateway, "who.vm"), vec![new_ip]);
+    let old = std::net::SocketAddr::from((old_ip, 22));
+    assert!(
+        std::net::TcpStream::connect_timeout(&old, Duration::from_secs(3)).is_err(),
+        "the old address {old_ip} still answers"
+    );
+    // The guest still reaches the host's side of the bridge from its new address.
+    ok(exec(
+        sb,
+        &[
+            "who",
+            "--",
+            "ping",
+            "-c",
+            "1",
+            "-W",
+            "3",
+            &gateway.to_string(),
+        ],
+    ));
+    ok(sb.banger(&["vm", "delete", "who", "--force"]));
+}

@@ -101,6 +101,21 @@ pub enum VmCommand {
         /// Where to: a host path, or NAME:PATH in a VM (exactly one side is a VM).
         dst: String,
     },
+    /// Give a running VM a new identity through its agent: a host name, a
+    /// new address (and MAC and tap), a new SSH host key; a new machine id
+    /// always. Its `.vm` name stays.
+    Identity {
+        name: String,
+        /// The guest's new host name.
+        #[arg(long)]
+        hostname: Option<String>,
+        /// Move it to a new address; the old one stops answering.
+        #[arg(long)]
+        new_address: bool,
+        /// Give it a new SSH host key.
+        #[arg(long)]
+        new_host_key: bool,
+    },
     /// Set the guest's clock from the host's (and feed its RNG), through its agent.
     Clock { name: String },
     /// CPU, memory and uptime of the VM's VMM process.
@@ -173,6 +188,7 @@ pub async fn run(ctx: &Ctx, command: VmCommand) -> anyhow::Result<ExitCode> {
         | VmCommand::Ssh { name, .. }
         | VmCommand::Exec { name, .. }
         | VmCommand::Clock { name }
+        | VmCommand::Identity { name, .. }
         | VmCommand::Stats { name }
         | VmCommand::Logs { name, .. } => Some(name.as_str()),
         VmCommand::Cp { src, dst } => Some(cp::vm_name(src, dst)?),
@@ -241,6 +257,29 @@ pub async fn run(ctx: &Ctx, command: VmCommand) -> anyhow::Result<ExitCode> {
             return exec::run(&client, &name, req).await;
         }
         VmCommand::Cp { src, dst } => cp::run(&client, &src, &dst).await?,
+        VmCommand::Identity {
+            name,
+            hostname,
+            new_address,
+            new_host_key,
+        } => {
+            let req = crate::rpc::api::SetIdentity {
+                hostname,
+                new_address,
+                new_host_key,
+            };
+            let vm = client.set_identity(&name, &req).await?;
+            if ctx.json {
+                output::json(&vm)?;
+            } else {
+                println!(
+                    "{} has a new identity: {} ({})",
+                    vm.name,
+                    vm.ip.map_or("-".into(), |ip| ip.to_string()),
+                    vm.dns_name
+                );
+            }
+        }
         VmCommand::Clock { name } => {
             let set = client.sync_clock(&name).await?;
             if ctx.json {
@@ -319,29 +358,20 @@ fn print_op(ctx: &Ctx, result: &VmOpResult, verb: &str) -> anyhow::Result<()> {
         return output::json(result);
     }
     let vm = &result.vm;
-    let ip = vm.ip.map_or("-".into(), |ip| ip.to_string());
-    match result.ssh_ready_ms {
-        Some(ms) => println!(
-            "{} {verb}: {ip} ({}), SSH ready in {:.1} s",
-            vm.name,
-            vm.dns_name,
-            ms as f64 / 1000.0
-        ),
-        None => match result.vmm_started_ms {
-            Some(ms) => println!(
-                "{} {verb}: {ip} ({}), VMM started in {ms} ms (not waiting for SSH)",
-                vm.name, vm.dns_name
-            ),
-            None => println!("{} {verb} ({}), not started", vm.name, vm.state),
-        },
-    }
+    println!("{}", result.summary(verb));
     if result.stalled_boots > 0 {
         println!(
             "  note: the first boot stalled (console silent, no SSH); it was killed and the VM booted again from the same disks"
         );
     }
     println!("  vmm: {}", vm.vmm_detail);
-    println!("  ssh: banger vm ssh {}", vm.name);
+    match result.ssh_ready_ms {
+        Some(_) => println!("  ssh: banger vm ssh {}", vm.name),
+        None if result.agent_ready_ms.is_some() => {
+            println!("  exec: banger vm exec -it {} -- sh", vm.name)
+        }
+        None => println!("  ssh: banger vm ssh {}", vm.name),
+    }
     Ok(())
 }
 
@@ -392,6 +422,23 @@ fn show(ctx: &Ctx, vm: &VmDetails) -> anyhow::Result<()> {
         ("state", vm.state.to_string()),
         ("image", dash(vm.image.as_deref())),
         ("vmm", vm.vmm_detail.clone()),
+        (
+            "agent",
+            match &vm.agent {
+                Some(a) => format!(
+                    "banger-agent {} over {} (protocol {}); sshd {}",
+                    a.version,
+                    a.channel,
+                    a.protocol,
+                    if a.sshd_accepting {
+                        "accepting"
+                    } else {
+                        "not answering"
+                    }
+                ),
+                None => vm.agent_detail.clone().unwrap_or_else(|| "-".into()),
+            },
+        ),
         ("vcpus", vm.vcpus.to_string()),
         ("memory", format_size(u64::from(vm.memory_mib) << 20)),
         ("disk", format_size(vm.disk_bytes)),

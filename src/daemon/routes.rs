@@ -35,6 +35,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/v1/vms/{name}/stats", get(vm_routes::stats))
         .route("/v1/vms/{name}/exec", post(exec_route::exec))
         .route("/v1/vms/{name}/clock", post(vm_routes::clock))
+        .route("/v1/vms/{name}/identity", post(vm_routes::identity))
         .route("/v1/stats", get(vm_routes::all_stats))
         .route("/v1/defaults", get(vm_routes::defaults))
         .route(

@@ -195,3 +195,12 @@ pub async fn clock(
         skew_ms: skew.as_millis() as u64,
     }))
 }
+
+pub async fn identity(
+    State(daemon): State<Arc<Daemon>>,
+    VmName(name): VmName,
+    JsonBody(req): JsonBody<crate::rpc::api::SetIdentity>,
+) -> Result<Json<VmDetails>, ApiError> {
+    let vms = daemon.vms.clone();
+    detached(async move { vms.set_identity(&name, &req).await }).await
+}

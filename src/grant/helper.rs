@@ -134,6 +134,18 @@ pub async fn execute(
             may_remove_tap(tap, actor)?;
             net::delete_link(tap).await?;
         }
+        Request::TapRename { from, to } => {
+            if !matches!(net::link_kind(from), LinkKind::Tap(_)) {
+                return Err(not_a(from, "tap"));
+            }
+            may_remove_tap(from, actor)?;
+            if net::link_kind(to) != LinkKind::Missing {
+                return Err(HelperError::NotBangers(format!(
+                    "{to} exists already; a tap is renamed only to a free name"
+                )));
+            }
+            net::rename_link(from, to).await?;
+        }
         Request::NftApply { .. } => {
             let guests: GuestList = serde_json::from_slice(stdin).map_err(|e| {
                 GrantError::Usage(format!("nft-apply reads the guests as JSON on stdin: {e}"))

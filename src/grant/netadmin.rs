@@ -182,6 +182,15 @@ impl NetAdmin {
         .await
     }
 
+    /// Renames tap `from` (the caller's) to `to`; its VMM keeps using it.
+    pub async fn tap_rename(&self, from: &str, to: &str) -> Result<(), NetAdminError> {
+        self.act(Request::TapRename {
+            from: from.to_string(),
+            to: to.to_string(),
+        })
+        .await
+    }
+
     /// Replaces banger's tables with the rules for `guests`.
     pub async fn nft_apply(&self, guests: &GuestList) -> Result<(), NetAdminError> {
         let req = Request::NftApply {

@@ -108,6 +108,10 @@ impl Policy {
                 self.own_bridge(bridge)
             }
             Request::TapAdd { tap } | Request::TapDel { tap } => self.own_tap(tap).map(drop),
+            Request::TapRename { from, to } => {
+                self.own_tap(from)?;
+                self.own_tap(to).map(drop)
+            }
             Request::NftApply { table } | Request::NftDelete { table } => self.own_table(table),
             Request::NftList { table } => self.own_table(table),
             Request::DnsSocket { addr } => {
@@ -314,6 +318,9 @@ pub enum Request {
     TapAdd { tap: String },
     /// Remove a tap the caller owns.
     TapDel { tap: String },
+    /// Rename a tap the caller owns to the name of another guest address
+    /// (a running VM given a new lease keeps its tap device).
+    TapRename { from: String, to: String },
     /// Replace the table (families `ip` and `bridge`) with the rules for the
     /// [`GuestList`] read from stdin.
     NftApply { table: String },
@@ -346,6 +353,7 @@ impl Request {
             Request::BridgeDown { bridge } => v(&["bridge-down", bridge]),
             Request::TapAdd { tap } => v(&["tap-add", tap]),
             Request::TapDel { tap } => v(&["tap-del", tap]),
+            Request::TapRename { from, to } => v(&["tap-rename", from, to]),
             Request::NftApply { table } => v(&["nft-apply", table]),
             Request::NftDelete { table } => v(&["nft-delete", table]),
             Request::NftList { table } => v(&["nft-list", table]),
@@ -372,6 +380,10 @@ impl Request {
             ["bridge-down", bridge] => Request::BridgeDown { bridge: s(bridge) },
             ["tap-add", tap] => Request::TapAdd { tap: s(tap) },
             ["tap-del", tap] => Request::TapDel { tap: s(tap) },
+            ["tap-rename", from, to] => Request::TapRename {
+                from: s(from),
+                to: s(to),
+            },
             ["nft-apply", table] => Request::NftApply { table: s(table) },
             ["nft-delete", table] => Request::NftDelete { table: s(table) },
             ["nft-list", table] => Request::NftList { table: s(table) },
@@ -428,6 +440,10 @@ mod tests {
             },
             Request::TapDel {
                 tap: "bg-ac1e0002".into(),
+            },
+            Request::TapRename {
+                from: "bg-ac1e0002".into(),
+                to: "bg-ac1e0003".into(),
             },
             Request::NftApply {
                 table: "banger".into(),
@@ -503,6 +519,15 @@ mod tests {
         ] {
             refused(Request::TapDel { tap: tap.into() });
             refused(Request::TapAdd { tap: tap.into() });
+            // A rename neither from nor to another interface.
+            refused(Request::TapRename {
+                from: tap.into(),
+                to: "bg-ac1e0003".into(),
+            });
+            refused(Request::TapRename {
+                from: "bg-ac1e0003".into(),
+                to: tap.into(),
+            });
         }
         refused(Request::NftDelete {
             table: "filter".into(),

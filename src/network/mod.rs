@@ -134,6 +134,14 @@ impl Network {
             .map_err(NetworkError::host(tap))
     }
 
+    /// Renames VM tap `from` to `to` (a running VM's new lease).
+    pub async fn tap_rename(&self, from: &str, to: &str) -> Result<(), NetworkError> {
+        self.netadmin
+            .tap_rename(from, to)
+            .await
+            .map_err(NetworkError::host(from))
+    }
+
     /// Removes VM `tap`.
     pub async fn tap_del(&self, tap: &str) -> Result<(), NetworkError> {
         self.netadmin

@@ -243,6 +243,20 @@ pub struct AgentInfo {
     pub boot_id: String,
 }
 
+/// `POST /v1/vms/{name}/identity`: what of a running VM's identity to change.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SetIdentity {
+    /// The guest's host name (its `.vm` name stays the VM's name).
+    #[serde(default)]
+    pub hostname: Option<String>,
+    /// Move it to a new lease: address, MAC and tap.
+    #[serde(default)]
+    pub new_address: bool,
+    /// Give it a new SSH host key (banger's known_hosts follows).
+    #[serde(default)]
+    pub new_host_key: bool,
+}
+
 /// `POST /v1/vms/{name}/clock`: the guest's clock was set from the host's.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ClockSet {
@@ -293,6 +307,35 @@ pub struct VmOpResult {
     /// the one that came up.
     #[serde(default)]
     pub stalled_boots: u32,
+}
+
+impl VmOpResult {
+    /// One line saying what came of a create, start or restart (`verb`),
+    /// for the CLI and the TUI alike.
+    pub fn summary(&self, verb: &str) -> String {
+        let vm = &self.vm;
+        let ip = vm.ip.map_or("-".into(), |ip| ip.to_string());
+        let secs = |ms: u64| ms as f64 / 1000.0;
+        match (self.ssh_ready_ms, self.agent_ready_ms, self.vmm_started_ms) {
+            (Some(ms), _, _) => format!(
+                "{} {verb}: {ip} ({}), SSH ready in {:.1} s",
+                vm.name,
+                vm.dns_name,
+                secs(ms)
+            ),
+            (None, Some(ms), _) => format!(
+                "{} {verb}: {ip} ({}), agent ready in {:.1} s; no sshd in the guest (use banger vm exec)",
+                vm.name,
+                vm.dns_name,
+                secs(ms)
+            ),
+            (None, None, Some(ms)) => format!(
+                "{} {verb}: {ip} ({}), VMM started in {ms} ms (not waiting for the guest)",
+                vm.name, vm.dns_name
+            ),
+            (None, None, None) => format!("{} {verb} ({}), not started", vm.name, vm.state),
+        }
+    }
 }
 
 /// `POST /v1/vms/{name}/start` (the body is optional).

@@ -225,6 +225,21 @@ impl Client {
         Ok(())
     }
 
+    /// Changes running VM `name`'s identity, through its agent.
+    pub async fn set_identity(
+        &self,
+        name: &str,
+        req: &super::api::SetIdentity,
+    ) -> Result<VmDetails, ClientError> {
+        check_vm_name(name)?;
+        self.call(
+            Method::POST,
+            &format!("/v1/vms/{name}/identity"),
+            Some(json(req)?),
+        )
+        .await
+    }
+
     /// Sets VM `name`'s clock from the host's, through its agent.
     pub async fn sync_clock(&self, name: &str) -> Result<super::api::ClockSet, ClientError> {
         check_vm_name(name)?;

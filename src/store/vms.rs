@@ -414,6 +414,37 @@ impl Store {
         Ok(record)
     }
 
+    /// Gives VM `name` a new lease (a running VM re-addressed). An address,
+    /// MAC or tap another VM holds is a [`StoreError::Conflict`].
+    pub fn replace_lease(&mut self, name: &str, lease: &Lease) -> Result<(), StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let id = vm_id(&tx, name)?;
+        let value_of = |what| match what {
+            Taken::Ip => Some(lease.ip.to_string()),
+            Taken::Mac => Some(lease.mac.to_string()),
+            Taken::Tap => Some(lease.tap.to_string()),
+            _ => None,
+        };
+        let changed = tx
+            .execute(
+                "UPDATE leases SET ip = ?2, mac = ?3, tap = ?4 WHERE vm_id = ?1",
+                params![
+                    id,
+                    lease.ip.to_string(),
+                    lease.mac.to_string(),
+                    lease.tap.as_str()
+                ],
+            )
+            .map_err(|err| conflict(err, value_of))?;
+        if changed == 0 {
+            return Err(not_found(name));
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Records the SSH host public key generated for a VM.
     pub fn set_vm_host_key(&mut self, name: &str, key: &str) -> Result<(), StoreError> {
         let tx = self

@@ -166,6 +166,16 @@ pub fn open_tap(name: &str) -> std::io::Result<std::os::fd::OwnedFd> {
     Ok(tun)
 }
 
+/// Renames interface `from` to `to`, which the kernel allows only while it
+/// is down: down, rename, up (a tap keeps its bridge and its owner).
+pub async fn rename_link(from: &str, to: &str) -> Result<(), ExecError> {
+    ip(&["link", "set", "dev", from, "down"]).await?;
+    let renamed = ip(&["link", "set", "dev", from, "name", to]).await;
+    let up = if renamed.is_ok() { to } else { from };
+    ip(&["link", "set", "dev", up, "up"]).await?;
+    renamed.map(drop)
+}
+
 /// Deletes interface `name`; one that is already gone is fine.
 pub async fn delete_link(name: &str) -> Result<(), ExecError> {
     if !link_exists(name) {

@@ -10,7 +10,6 @@ use tokio::task::JoinHandle;
 use super::app::{Effect, Event, Op};
 use super::logs::LogSource;
 use crate::rpc::Client;
-use crate::rpc::api::VmOpResult;
 use crate::system::follow::Follow;
 use crate::system::fs::log_tail;
 
@@ -110,9 +109,9 @@ fn spawn(task: impl Future<Output = ()> + Send + 'static) {
 /// Runs one operation; a line for the status bar when it succeeds.
 async fn run_op(client: &Client, op: Op) -> Result<String, crate::rpc::ClientError> {
     Ok(match op {
-        Op::Create(req) => booted(&client.create_vm(&req).await?, "created"),
-        Op::Start(name) => booted(&client.start_vm(&name, false).await?, "started"),
-        Op::Restart(name) => booted(&client.restart_vm(&name).await?, "restarted"),
+        Op::Create(req) => client.create_vm(&req).await?.summary("created"),
+        Op::Start(name) => client.start_vm(&name, false).await?.summary("started"),
+        Op::Restart(name) => client.restart_vm(&name).await?.summary("restarted"),
         Op::Stop { name, force } => {
             client.stop_vm(&name, force).await?;
             format!("{name} stopped")
@@ -126,22 +125,6 @@ async fn run_op(client: &Client, op: Op) -> Result<String, crate::rpc::ClientErr
             format!("{src} cloned as {name}")
         }
     })
-}
-
-/// What a create, start or restart came to, as the CLI says it.
-fn booted(result: &VmOpResult, verb: &str) -> String {
-    let vm = &result.vm;
-    let ip = vm.ip.map_or("-".into(), |ip| ip.to_string());
-    match (result.ssh_ready_ms, result.vmm_started_ms) {
-        (Some(ms), _) => format!(
-            "{} {verb}: {ip} ({}), SSH ready in {:.1} s",
-            vm.name,
-            vm.dns_name,
-            ms as f64 / 1000.0
-        ),
-        (None, Some(ms)) => format!("{} {verb}: {ip}, VMM started in {ms} ms", vm.name),
-        (None, None) => format!("{} {verb}, not started", vm.name),
-    }
 }
 
 /// Sends the tail of the VM's console and VMM log, then what is appended

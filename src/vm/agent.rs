@@ -185,12 +185,11 @@ pub(crate) async fn has_sshd(agent: &Arc<Agent>) -> Result<bool, AgentError> {
         argv: vec![b"sshd".to_vec(), b"-V".to_vec()],
         ..Default::default()
     };
-    match agent
-        .exec(probe)
-        .await?
-        .collect(&[], 64 * 1024, CONNECT_TIMEOUT)
-        .await
-    {
+    let ran = match agent.exec(probe).await {
+        Ok(session) => session.collect(&[], 64 * 1024, CONNECT_TIMEOUT).await,
+        Err(e) => Err(e),
+    };
+    match ran {
         Ok(_) => Ok(true),
         Err(AgentError::Refused(_)) => Ok(false),
         Err(e) => Err(e),

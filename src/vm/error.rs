@@ -100,7 +100,7 @@ pub enum VmError {
         console_tail: String,
     },
     /// The guest's agent never answered.
-    #[error("the guest's agent did not answer in time; the console ends with:\n{console_tail}")]
+    #[error("the guest's agent failed its readiness check; the console ends with:\n{console_tail}")]
     AgentNotReady {
         console_tail: String,
         #[source]

@@ -12,6 +12,7 @@ mod error;
 mod events;
 pub mod fault;
 mod files;
+mod identity;
 mod monitor;
 mod publish;
 mod reconcile;
