@@ -517,6 +517,16 @@ fn ssh(
     Err(anyhow::Error::new(err).context("cannot run ssh (install openssh-client)"))
 }
 
+/// Runs `banger vm exec -it NAME -- sh` (this very binary) and waits for
+/// it: the TUI's way into a guest through its agent.
+pub fn exec_shell_and_wait(vm: &VmDetails) -> anyhow::Result<std::process::ExitStatus> {
+    let me = std::env::current_exe().context("cannot find the banger binary")?;
+    std::process::Command::new(me)
+        .args(["vm", "exec", "-it", &vm.name, "--", "sh"])
+        .status()
+        .context("cannot run banger vm exec")
+}
+
 /// Runs an interactive `ssh` into `vm` and waits for it: the TUI's way in,
 /// with the terminal handed over while it runs.
 pub fn ssh_and_wait(vm: &VmDetails) -> anyhow::Result<std::process::ExitStatus> {

@@ -58,8 +58,8 @@ pub enum Event {
     Build(Progress),
     /// The build's stream ended (after its last event, or cut off).
     BuildEnded(Result<(), ClientError>),
-    /// A VM's details, to open a shell in it.
-    SshReady(Result<Box<VmDetails>, ClientError>),
+    /// A VM's details, to open a shell of this kind in it.
+    SshReady(Result<Box<VmDetails>, ClientError>, ShellKind),
     /// The shell ended: its exit code, or why it could not run.
     SshDone {
         vm: String,
@@ -83,9 +83,18 @@ pub enum Effect {
     Build(BuildImage),
     CancelBuild,
     /// Fetch a VM's details to open a shell in it ([`Event::SshReady`]).
-    Ssh(String),
-    /// Hand the terminal to `ssh` into this VM, then take it back.
-    Shell(Box<VmDetails>),
+    Ssh(String, ShellKind),
+    /// Hand the terminal to a shell in this VM, then take it back.
+    Shell(Box<VmDetails>, ShellKind),
+}
+
+/// How a shell reaches a VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShellKind {
+    /// `ssh`, as people use it.
+    Ssh,
+    /// `vm exec -it` through the guest agent: no sshd or network needed.
+    Exec,
 }
 
 /// An operation on a VM, run in the background.
@@ -396,11 +405,13 @@ impl App {
                 }
             }
             Event::BuildEnded(result) => fx = self.build_ended(result),
-            Event::SshReady(Ok(vm)) if vm.state.is_running() => fx.push(Effect::Shell(vm)),
-            Event::SshReady(Ok(vm)) => {
+            Event::SshReady(Ok(vm), kind) if vm.state.is_running() => {
+                fx.push(Effect::Shell(vm, kind))
+            }
+            Event::SshReady(Ok(vm), _) => {
                 self.fail(format!("{} is {}: start it first (s)", vm.name, vm.state))
             }
-            Event::SshReady(Err(e)) => self.error(&e),
+            Event::SshReady(Err(e), _) => self.error(&e),
             Event::SshDone { vm, result } => {
                 match result {
                     Ok(0) => self.say(format!("ssh {vm}: done")),

@@ -66,8 +66,10 @@ impl Runner {
                 let result = run_op(&client, op).await;
                 send(Event::Done { op: label, result });
             }),
-            Effect::Ssh(name) => {
-                spawn(async move { send(Event::SshReady(client.vm(&name).await.map(Box::new))) })
+            Effect::Ssh(name, kind) => {
+                spawn(
+                    async move { send(Event::SshReady(client.vm(&name).await.map(Box::new), kind)) },
+                )
             }
             Effect::FollowLogs(name) => {
                 self.stop_logs();
@@ -91,7 +93,7 @@ impl Runner {
                     build.abort();
                 }
             }
-            Effect::Shell(_) => {}
+            Effect::Shell(..) => {}
         }
     }
 

@@ -3,7 +3,7 @@
 
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
-use super::app::{App, Effect, Mode, Op, Packages, Tab};
+use super::app::{App, Effect, Mode, Op, Packages, ShellKind, Tab};
 use super::build::BuildState;
 use super::form::{Form, FormOutcome, Submit};
 use super::logs::LogView;
@@ -17,6 +17,7 @@ pub const HELP: &[(&str, &str, &str)] = &[
     ("d", "delete", "vm"),
     ("n", "clone", "vm"),
     ("⏎", "ssh", "vm"),
+    ("x", "shell through the agent (no sshd needed)", "vm"),
     ("l", "logs", "vm"),
     ("⏎", "packages", "image"),
     ("b", "build an image", ""),
@@ -187,7 +188,7 @@ impl App {
         let Some(name) = self.selected_vm().map(|vm| vm.name.clone()) else {
             if matches!(
                 key.code,
-                KeyCode::Char('s' | 't' | 'T' | 'r' | 'd' | 'n' | 'l') | KeyCode::Enter
+                KeyCode::Char('s' | 't' | 'T' | 'r' | 'd' | 'n' | 'l' | 'x') | KeyCode::Enter
             ) {
                 self.fail("no VM selected (c creates one)".into());
             }
@@ -212,7 +213,11 @@ impl App {
             }
             KeyCode::Enter => {
                 self.say(format!("connecting to {name}…"));
-                vec![Effect::Ssh(name)]
+                vec![Effect::Ssh(name, ShellKind::Ssh)]
+            }
+            KeyCode::Char('x') => {
+                self.say(format!("a shell in {name} through its agent…"));
+                vec![Effect::Ssh(name, ShellKind::Exec)]
             }
             _ => Vec::new(),
         }

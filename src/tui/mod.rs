@@ -39,7 +39,7 @@ use crossterm::event::{Event as TermEvent, EventStream};
 use futures_util::StreamExt;
 use tokio::signal::unix::{SignalKind, signal};
 
-pub use app::{App, Effect, Event};
+pub use app::{App, Effect, Event, ShellKind};
 pub use effects::Runner;
 pub use theme::Theme;
 pub use view::draw;
@@ -47,9 +47,11 @@ pub use view::draw;
 use crate::rpc::Client;
 use crate::rpc::api::VmDetails;
 
-/// Runs an interactive `ssh` into a VM with the terminal handed over and
-/// returns its exit status; given by `src/cli`, which may start processes.
-pub type Shell<'a> = dyn FnMut(&VmDetails) -> anyhow::Result<std::process::ExitStatus> + 'a;
+/// Runs an interactive shell in a VM (`ssh`, or `vm exec -it` through its
+/// agent) with the terminal handed over and returns its exit status; given
+/// by `src/cli`, which may start processes.
+pub type Shell<'a> =
+    dyn FnMut(&VmDetails, ShellKind) -> anyhow::Result<std::process::ExitStatus> + 'a;
 
 /// Why the TUI could not run.
 #[derive(Debug, thiserror::Error)]
@@ -121,14 +123,14 @@ pub async fn run(client: Client, shell: &mut Shell<'_>) -> Result<(), TuiError> 
             _ = interrupt.recv() => continue,
         };
         for effect in app.update(event) {
-            let Effect::Shell(vm) = effect else {
+            let Effect::Shell(vm, kind) = effect else {
                 runner.run(effect);
                 continue;
             };
             // The shell reads the terminal: stop reading it here first.
             drop(input);
             screen.suspend()?;
-            let result = shell(&vm)
+            let result = shell(&vm, kind)
                 .map(|status| status.code().unwrap_or(-1))
                 .map_err(|e| format!("{e:#}"));
             screen.resume()?;
