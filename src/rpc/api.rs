@@ -333,7 +333,7 @@ impl VmOpResult {
                 "{} {verb}: {ip} ({}), VMM started in {ms} ms (not waiting for the guest)",
                 vm.name, vm.dns_name
             ),
-            (None, None, None) => format!("{} {verb} ({}), not started", vm.name, vm.state),
+            (None, None, None) => format!("{} {verb}, not started", vm.name),
         }
     }
 }
