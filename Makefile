@@ -62,8 +62,8 @@ test-firecracker: nested-debs
 	sed 's/^/  /' $(SKIP_LOG); fi; exit $$status
 
 lint:
-	$(CARGO) fmt --check
-	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 bench:
 	$(CARGO) bench --bench control_plane
