@@ -48,6 +48,8 @@ pub enum AgentError {
     Handshake(String),
     #[error("the guest agent did not answer within {} s", .0.as_secs())]
     Timeout(Duration),
+    #[error("the guest's sshd did not accept connections within {} s (its agent answers)", .0.as_secs())]
+    SshdSilent(Duration),
     #[error("the connection to the guest agent is closed")]
     Closed,
     #[error("the guest agent refused: {0}")]

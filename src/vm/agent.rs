@@ -205,7 +205,7 @@ pub(crate) async fn wait_sshd(agent: &Agent, within: Duration) -> Result<(), Age
             return Ok(());
         }
         if tokio::time::Instant::now() >= deadline {
-            return Err(AgentError::Timeout(within));
+            return Err(AgentError::SshdSilent(within));
         }
         tokio::time::sleep(SSHD_POLL).await;
     }

@@ -100,7 +100,14 @@ pub enum VmError {
         console_tail: String,
     },
     /// The guest's agent never answered.
-    #[error("the guest's agent failed its readiness check; the console ends with:\n{console_tail}")]
+    #[error(
+        "{}; the console ends with:\n{console_tail}",
+        if matches!(source, crate::agent::AgentError::Timeout(_) | crate::agent::AgentError::SshdSilent(_)) {
+            "the guest did not answer in time"
+        } else {
+            "the guest's agent failed its readiness check"
+        }
+    )]
     AgentNotReady {
         console_tail: String,
         #[source]
