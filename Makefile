@@ -9,13 +9,14 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 DEB_PACKAGES := e2fsprogs iproute2 nftables openssh-client openssh-server sudo ca-certificates \
 	qemu-system-x86 debootstrap busybox-static cpio lz4 zstd kmod binutils curl tmux systemd
 
-.PHONY: help deps build agent test test-firecracker nested-debs lint bench install uninstall clean runtime-debian runtime-bundle verify
+.PHONY: help deps build agent test test-agent-boot test-firecracker nested-debs lint bench install uninstall clean runtime-debian runtime-bundle verify
 
 help:
 	@echo "make deps      install the host packages banger uses (apt-get)"
 	@echo "make build     build ./banger and ./bangerd (release)"
 	@echo "make test      run the whole test suite"
 	@echo "make test-firecracker  the Firecracker tier on real guests (nested under QEMU here; minutes)"
+	@echo "make test-agent-boot   the agent crate's own QEMU boot tests (minutes under TCG)"
 	@echo "make lint      cargo fmt --check and clippy -D warnings"
 	@echo "make bench     print the control-plane figures"
 	@echo "make install   install banger, bangerd and the root-owned banger-helper under PREFIX=$(PREFIX)"
@@ -42,6 +43,7 @@ test:
 	if [ -s $(SKIP_LOG) ]; then \
 		echo; echo "Tests that did not run here, and why:"; sort $(SKIP_LOG) | sed 's/^/  /'; \
 	else echo; echo "Every test tier ran."; fi; \
+	echo "Ignored in make test: the agent crate's QEMU boot tests (make test-agent-boot runs them)."; \
 	exit $$status
 
 # The Firecracker tier: every Firecracker code path on a real guest. Where
@@ -54,6 +56,13 @@ NESTED_DEBS := runtime/nested-debs
 nested-debs:
 	@if [ -f $(NESTED_DEBS)/requested ]; then echo "$(NESTED_DEBS) present"; \
 	else $(SUDO) scripts/fetch-debs.sh $(NESTED_DEBS) runtime/rootfs.ext4 nftables; fi
+
+# The agent crate's own boot tests: ./runtime under QEMU with the agent's
+# channel and a user-mode NIC, driven by the protocol directly (clock,
+# entropy, freeze/thaw, identity and its rollback, poweroff, agent as init).
+# `make test` leaves them out (ignored: minutes under TCG) and says so.
+test-agent-boot:
+	$(CARGO) test -p banger-agent --test qemu_boot -- --ignored --nocapture
 
 test-firecracker: nested-debs
 	@mkdir -p target && rm -f $(SKIP_LOG)
