@@ -120,6 +120,10 @@ impl Manager {
             }
         };
         let hello = agent.last_hello().ok_or(AgentError::Closed)?;
+        // The VMM binds the socket with its umask; its directory is the
+        // VMM user's alone already, and the socket itself is made 0600 too.
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(channel.path(), std::fs::Permissions::from_mode(0o600));
         self.agents
             .lock()
             .await
