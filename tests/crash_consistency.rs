@@ -269,8 +269,19 @@ fn a_logout_under_a_running_vm_never_boots_it_twice() {
     )));
     std::fs::remove_dir_all(vs.sb.runtime_dir()).unwrap();
 
-    // The next command starts a daemon, which adopts the VM.
-    assert_eq!(vs.json(&["vm", "show", "stays"])["state"], "running");
+    // The next command starts a daemon, which adopts the VM. (Once in CI
+    // the new daemon found the lock still held after the old one was gone:
+    // say who held it if that happens again.)
+    let shown = vs.sb.banger(&["vm", "show", "stays", "--json"]);
+    if !shown.status.success() {
+        panic!(
+            "{}\nbangerd.lock is held by: {:?}",
+            stderr(&shown),
+            holders_of(&vs.sb.state_dir().join("bangerd.lock"))
+        );
+    }
+    let shown: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert_eq!(shown["state"], "running");
     let out = vs.sb.banger(&["vm", "start", "stays"]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("is running"), "{}", stderr(&out));
@@ -713,4 +724,30 @@ fn relay_caps_a_flood() {
         "500 MiB through the relay in {:.1} s: console.log {now} B, console.log.1 {old} B",
         started.elapsed().as_secs_f64()
     );
+}
+
+/// The processes with `path` open, with their command lines.
+fn holders_of(path: &Path) -> Vec<String> {
+    let Ok(target) = path.canonicalize() else {
+        return Vec::new();
+    };
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|p| {
+            std::fs::read_dir(p.path().join("fd")).is_ok_and(|fds| {
+                fds.flatten()
+                    .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|t| t == target))
+            })
+        })
+        .map(|p| {
+            let cmdline = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
+            format!(
+                "{}: {}",
+                p.file_name().to_string_lossy(),
+                String::from_utf8_lossy(&cmdline).replace('\0', " ")
+            )
+        })
+        .collect()
 }
