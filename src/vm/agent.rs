@@ -54,18 +54,16 @@ impl Manager {
 
     /// What `vm show` says of `vm`'s agent: as it last said hello, or why none answers.
     pub(crate) fn agent_info(&self, vm: &VmRecord) -> Result<AgentInfo, String> {
-        if let Err(why) = self.agent_channel(vm) {
-            return Err(format!("none ({why})"));
-        }
-        if !vm.state.is_running() {
-            return Err(format!("not running (the VM is {})", vm.state));
-        }
-        let hello = self
-            .held_agent(&vm.name)
-            .and_then(|a| a.last_hello())
-            .ok_or_else(|| {
-                "not answering (see `banger vm show` again, or the console log)".to_string()
-            })?;
+        // A held connection answers without reading the bundle again.
+        let held = vm.state.is_running().then(|| self.held_agent(&vm.name));
+        let Some(hello) = held.flatten().and_then(|a| a.last_hello()) else {
+            self.agent_channel(vm)
+                .map_err(|why| format!("none ({why})"))?;
+            if !vm.state.is_running() {
+                return Err(format!("not running (the VM is {})", vm.state));
+            }
+            return Err("not answering (see `banger vm show` again, or the console log)".into());
+        };
         Ok(AgentInfo {
             version: hello.agent_version,
             protocol: hello.version,

@@ -319,18 +319,20 @@ impl Manager {
         Ok(())
     }
 
+    /// The lease of the lowest address no VM of `store` holds.
+    pub(crate) fn free_lease(&self, store: &crate::store::Store) -> Result<Lease, VmError> {
+        let used: HashSet<Ipv4Addr> = store.list_vms()?.iter().filter_map(|v| v.ip()).collect();
+        Ok(Lease::for_ip(self.network.subnet().allocate(&used)?))
+    }
+
     /// Records the VM with the lowest free IP (and the MAC and tap derived
     /// from it). Two creates racing for one address: the loser takes the next.
     pub(crate) fn insert_with_lease(&self, mut vm: NewVm) -> Result<Ipv4Addr, VmError> {
         for _ in 0..16 {
             let mut store = self.store.lock();
-            let used: HashSet<Ipv4Addr> = store
-                .list_vms()?
-                .iter()
-                .filter_map(|v| Some(v.lease.as_ref()?.ip))
-                .collect();
-            let ip = self.network.subnet().allocate(&used)?;
-            vm.lease = Some(Lease::for_ip(ip));
+            let lease = self.free_lease(&store)?;
+            let ip = lease.ip;
+            vm.lease = Some(lease);
             match store.insert_vm(&vm) {
                 Ok(_) => return Ok(ip),
                 Err(StoreError::Conflict {

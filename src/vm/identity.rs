@@ -52,8 +52,9 @@ impl Manager {
         // before anything changed.
         let lease = match req.new_address {
             true => {
-                let lease = self.free_lease()?;
-                self.store.lock().replace_lease(name, &lease)?;
+                let mut store = self.store.lock();
+                let lease = self.free_lease(&store)?;
+                store.replace_lease(name, &lease)?;
                 lease
             }
             false => old.clone(),
@@ -142,18 +143,6 @@ impl Manager {
         self.event(name, "identity-changed", &what.join(", "));
         tracing::info!(vm = name, changed = ?what, "identity changed");
         Ok(self.details(&self.get(name)?))
-    }
-
-    /// The lowest address no VM holds, as a lease.
-    fn free_lease(&self) -> Result<Lease, VmError> {
-        let used = self
-            .store
-            .lock()
-            .list_vms()?
-            .iter()
-            .filter_map(|v| v.ip())
-            .collect();
-        Ok(Lease::for_ip(self.network.subnet().allocate(&used)?))
     }
 
     /// What the guest is told of its network for `lease`: the bridge's
