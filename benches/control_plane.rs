@@ -25,12 +25,17 @@
 //! press → the list showing the change.
 #![allow(clippy::disallowed_methods)]
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::io::{Seek, SeekFrom, Write};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use common::vms::{clone_only_bundle, runtime_dir};
 
 const LIST_RUNS: usize = 200;
 const CLONE_RUNS: usize = 5;
@@ -66,42 +71,42 @@ impl Env {
 
     /// This user's home and XDG directories.
     fn envs(&self) -> Vec<(&'static str, PathBuf)> {
-        let p = |d: &str| self.root.path().join(d);
-        vec![
-            ("HOME", p("home")),
-            ("XDG_CONFIG_HOME", p("config")),
-            ("XDG_STATE_HOME", p("state")),
-            ("XDG_DATA_HOME", p("data")),
-            ("XDG_RUNTIME_DIR", p("run")),
-        ]
+        common::xdg_envs(self.root.path())
     }
 
     fn banger(&self, args: &[&str]) -> std::process::Output {
-        let out = Command::new(env!("CARGO_BIN_EXE_banger"))
-            .args(args)
-            .envs(self.envs())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "banger {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
+        common::run(
+            Command::new(env!("CARGO_BIN_EXE_banger"))
+                .args(args)
+                .envs(self.envs()),
+        )
+    }
+
+    /// An environment booting the runtime bundle, with `config` after
+    /// `runtime_dir`; None (saying so) without a bundle.
+    fn bundled(section: &str, config: &str) -> Option<Env> {
+        let bundle = runtime_dir();
+        if !bundle.join("bundle.json").is_file() {
+            println!("{section}: skipped (no runtime bundle)");
+            return None;
+        }
+        Some(Env::new(&format!(
+            "runtime_dir = \"{}\"\n{config}",
+            bundle.display()
+        )))
+    }
+
+    /// [`Env::bundled`] on QEMU with its daemon started.
+    fn qemu(section: &str, extra: &str) -> Option<Env> {
+        let env = Env::bundled(section, &format!("vmm = \"qemu\"\n{extra}"))?;
+        env.banger(&["daemon", "start"]);
+        Some(env)
     }
 
     /// An environment booting the runtime bundle on QEMU whose DNS forwards
     /// nowhere off the machine; None (saying so) without a bundle.
     fn with_bundle(section: &str, extra: &str) -> Option<Env> {
-        let bundle = bundle_dir();
-        if !bundle.join("bundle.json").is_file() {
-            println!("{section}: skipped (no runtime bundle)");
-            return None;
-        }
-        let env = Env::new(&format!(
-            "runtime_dir = \"{}\"\nvmm = \"qemu\"\n{extra}",
-            bundle.display()
-        ));
+        let env = Env::bundled(section, &format!("vmm = \"qemu\"\n{extra}"))?;
         env.no_upstream_dns();
         Some(env)
     }
@@ -119,28 +124,15 @@ impl Env {
 
     /// Imports a 64 MiB ext4 image (nothing to boot) as `small`.
     fn small_image(&self) {
-        let tree = self.root.path().join("small-tree");
-        for dir in ["root", "etc/ssh"] {
-            std::fs::create_dir_all(tree.join(dir)).unwrap();
-        }
-        self.import_tree("small", &tree, 64 << 20);
+        let image = common::small_image(self.root.path());
+        self.banger(&["image", "import", "small", image.to_str().unwrap()]);
     }
 
     /// Makes an ext4 image of `bytes` holding `tree` and imports it as
     /// `name`; the tree and the file are removed after.
     fn import_tree(&self, name: &str, tree: &Path, bytes: u64) {
         let image = self.root.path().join(format!("{name}.ext4"));
-        std::fs::File::create(&image)
-            .unwrap()
-            .set_len(bytes)
-            .unwrap();
-        let out = Command::new("mkfs.ext4")
-            .args(["-q", "-F", "-d"])
-            .arg(tree)
-            .arg(&image)
-            .output()
-            .unwrap();
-        assert!(out.status.success());
+        common::mkfs_ext4(tree, &image, bytes);
         self.banger(&["image", "import", name, image.to_str().unwrap()]);
         std::fs::remove_dir_all(tree).unwrap();
         std::fs::remove_file(&image).unwrap();
@@ -191,38 +183,30 @@ fn main() {
     if wanted("dns") {
         runtime.block_on(dns_figures());
     }
+    let run = |sections: &[(&str, fn())]| {
+        for (name, figures) in sections {
+            if wanted(name) {
+                figures();
+            }
+        }
+    };
     if rustix::process::geteuid().is_root() {
-        if wanted("nat") {
-            nat_figures();
-        }
-        if wanted("firecracker") {
-            firecracker_figures();
-        }
-        if wanted("lifecycle") {
-            lifecycle_figures();
-        }
-        if wanted("disks") {
-            disk_figures();
-        }
-        if wanted("tui") {
-            tui_figures();
-        }
+        run(&[
+            ("nat", nat_figures),
+            ("firecracker", firecracker_figures),
+            ("lifecycle", lifecycle_figures),
+            ("disks", disk_figures),
+            ("tui", tui_figures),
+        ]);
         if std::env::var_os("BANGER_BENCH_BOOT").is_some() {
-            if wanted("boot") {
-                boot_figures();
-            }
-            if wanted("boots") {
-                boot_load_figures();
-            }
-            if wanted("build") {
-                build_figures();
-            }
-            if wanted("ports") {
-                port_figures();
-            }
-            if wanted("agent") {
-                agent_figures();
-            }
+            run(&[
+                ("boot", boot_figures),
+                ("boots", boot_load_figures),
+                ("build", build_figures),
+                ("ports", port_figures),
+                ("agent", agent_figures),
+                ("snapshots", snapshot_figures),
+            ]);
         } else {
             println!(
                 "qemu boot, image build: skipped (set BANGER_BENCH_BOOT=1; takes a few minutes)"
@@ -416,15 +400,9 @@ fn nat_figures() {
     .unwrap();
 }
 
-fn bundle_dir() -> PathBuf {
-    std::env::var_os("BANGER_RUNTIME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("runtime"))
-}
-
 /// `vm create --no-wait` on Firecracker: request to InstanceStart acknowledged.
 fn firecracker_figures() {
-    let bundle = bundle_dir();
+    let bundle = runtime_dir();
     let fc = banger::system::tools::find_program("firecracker", None);
     let (true, Some(fc)) = (bundle.join("bundle.json").is_file(), fc) else {
         println!("firecracker create: skipped (needs a runtime bundle and a firecracker binary)");
@@ -438,60 +416,33 @@ fn firecracker_figures() {
     env.banger(&["daemon", "start"]);
     // The first create registers the default image: not part of the figure.
     env.banger(&["vm", "create", "--name", "warm", "--no-start"]);
-    let mut rows = Vec::new();
-    for i in 0..5 {
-        let name = format!("fc{i}");
-        let t = Instant::now();
-        let out = env.banger(&[
-            "vm",
-            "create",
-            "--name",
-            &name,
-            "--no-wait",
-            "--vcpus",
-            "1",
-            "--memory",
-            "256",
-            "--json",
-        ]);
-        let whole = t.elapsed();
-        let result: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        rows.push((
-            whole,
-            result["vmm_started_ms"].as_u64().unwrap(),
-            result["timings"].clone(),
-        ));
-        env.banger(&["vm", "delete", "--force", &name]);
-    }
+    let mut rows: Vec<_> = no_wait_creates(&env, "fc", &["--vcpus", "1", "--memory", "256"])
+        .into_iter()
+        .map(|(whole, result)| {
+            (
+                whole,
+                result["vmm_started_ms"].as_u64().unwrap(),
+                result["timings"].clone(),
+            )
+        })
+        .collect();
     env.banger(&["vm", "delete", "warm"]);
     env.banger(&["network", "cleanup"]);
     rows.sort_by_key(|r| r.1);
     let (whole, started, steps) = &rows[rows.len() / 2];
-    let steps: Vec<String> = steps
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| format!("{} {}", s["step"].as_str().unwrap(), s["ms"]))
-        .collect();
     println!(
         "firecracker create -> InstanceStart (median of 5): {started} ms in the daemon, {:.0} ms whole `banger vm create`   goal <= 150 ms\n  steps (ms): {}",
         ms(*whole),
-        steps.join(", ")
+        step_list(steps)
     );
 }
 
 /// Create → SSH-ready through banger vs bare QEMU on the same kernel and disks.
 fn boot_figures() {
-    let bundle = bundle_dir();
-    if !bundle.join("bundle.json").is_file() {
-        println!("qemu boot: skipped (no runtime bundle)");
+    let Some(env) = Env::qemu("qemu boot", "") else {
         return;
-    }
-    let env = Env::new(&format!(
-        "vmm = \"qemu\"\nruntime_dir = \"{}\"",
-        bundle.display()
-    ));
-    env.banger(&["daemon", "start"]);
+    };
+    let bundle = runtime_dir();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -639,20 +590,13 @@ fn boot_figures() {
 /// (1 vCPU, 384 MiB, as the tests make them), two at a time, with stall
 /// recovery on; how many boots stalled, and the median and worst times.
 fn boot_load_figures() {
-    let bundle = bundle_dir();
-    if !bundle.join("bundle.json").is_file() {
-        println!("boots under load: skipped (no runtime bundle)");
+    let Some(env) = Env::qemu("boots under load", "boot_stall_secs = 45") else {
         return;
-    }
+    };
     let boots: usize = std::env::var("BANGER_BENCH_BOOTS")
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(20);
-    let env = Env::new(&format!(
-        "vmm = \"qemu\"\nruntime_dir = \"{}\"\nboot_stall_secs = 45",
-        bundle.display()
-    ));
-    env.banger(&["daemon", "start"]);
     let (mut times, mut stalled, mut failed) = (Vec::new(), 0, 0);
     for pair in 0..boots.div_ceil(2) {
         let results: Vec<Option<serde_json::Value>> = std::thread::scope(|s| {
@@ -699,16 +643,9 @@ fn boot_load_figures() {
 /// one at a time), `vm exec -- true` against `vm ssh -- true` (median of
 /// 20), and the agent's size on disk and in the guest.
 fn agent_figures() {
-    let bundle = bundle_dir();
-    if !bundle.join("bundle.json").is_file() {
-        println!("agent: skipped (no runtime bundle)");
+    let Some(env) = Env::qemu("agent", "") else {
         return;
-    }
-    let env = Env::new(&format!(
-        "vmm = \"qemu\"\nruntime_dir = \"{}\"",
-        bundle.display()
-    ));
-    env.banger(&["daemon", "start"]);
+    };
     let (mut agent_ready, mut ssh_ready) = (Vec::new(), Vec::new());
     for i in 0..5 {
         let name = format!("agent{i}");
@@ -747,30 +684,18 @@ fn agent_figures() {
         ms(exec[10]),
         ms(ssh[10])
     );
-    let rss = env.banger(&[
-        "vm",
-        "exec",
-        "agent0",
-        "--",
-        "grep",
-        "VmRSS",
-        "/proc/1/status",
-    ]);
-    let agent_rss = env.banger(&["vm", "exec", "agent0", "--", "pgrep", "-f", "banger-agent"]);
-    let pid = String::from_utf8_lossy(&agent_rss.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap_or("")
-        .to_string();
-    let agent_status = env.banger(&[
-        "vm",
-        "exec",
-        "agent0",
-        "--",
-        "grep",
-        "VmRSS",
-        &format!("/proc/{pid}/status"),
-    ]);
+    // What `vm exec agent0 -- ARGS` printed.
+    let in_guest = |args: &[&str]| {
+        let mut argv = vec!["vm", "exec", "agent0", "--"];
+        argv.extend(args);
+        String::from_utf8_lossy(&env.banger(&argv).stdout)
+            .trim()
+            .to_string()
+    };
+    let rss = in_guest(&["grep", "VmRSS", "/proc/1/status"]);
+    let agent_pids = in_guest(&["pgrep", "-f", "banger-agent"]);
+    let pid = agent_pids.split_whitespace().next().unwrap_or("");
+    let agent_status = in_guest(&["grep", "VmRSS", &format!("/proc/{pid}/status")]);
     // Where `make agent` puts it (CARGO_TARGET_DIR or ./target).
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(std::path::PathBuf::from)
@@ -779,11 +704,7 @@ fn agent_figures() {
         .map_or("not built here (make agent)".to_string(), |m| {
             format!("{} bytes", m.len())
         });
-    println!(
-        "agent: binary {size}; in the guest {} (init: {})",
-        String::from_utf8_lossy(&agent_status.stdout).trim(),
-        String::from_utf8_lossy(&rss.stdout).trim()
-    );
+    println!("agent: binary {size}; in the guest {agent_status} (init: {rss})");
     env.banger(&["vm", "delete", "--force", "agent0"]);
     env.banger(&["network", "cleanup"]);
 }
@@ -792,16 +713,10 @@ fn agent_figures() {
 /// package comes from a flat repository copied into the guest (`file:`
 /// source), and the guest's other apt sources are replaced by an empty list.
 fn build_figures() {
-    let bundle = bundle_dir();
-    if !bundle.join("bundle.json").is_file() {
-        println!("image build: skipped (no runtime bundle)");
+    let Some(env) = Env::bundled("image build", "") else {
         return;
-    }
-    let env = Env::new(&format!("runtime_dir = \"{}\"", bundle.display()));
-    let dead_dns = "dns_upstreams = [\"127.0.0.1:9\"]\n";
-    let config = env.root.path().join("config/banger/config.toml");
-    let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(&config, format!("{text}{dead_dns}")).unwrap();
+    };
+    env.no_upstream_dns();
     env.banger(&["daemon", "start"]);
     env.banger(&["vm", "create", "--name", "warm", "--no-start"]);
     env.banger(&["vm", "delete", "warm"]);
@@ -843,13 +758,7 @@ fn build_figures() {
     .unwrap();
     std::fs::write(pkg.join("usr/share/bench/hello"), "hello\n").unwrap();
     let deb = repo.join("bench-hello_1.0_all.deb");
-    let out = Command::new("dpkg-deb")
-        .args(["-Zgzip", "--root-owner-group", "--build"])
-        .arg(&pkg)
-        .arg(&deb)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "dpkg-deb failed");
+    common::dpkg_deb(&pkg, &deb);
     let bytes = std::fs::read(&deb).unwrap();
     use sha2::Digest;
     let hex = |b: &[u8]| -> String { b.iter().map(|x| format!("{x:02x}")).collect() };
@@ -901,6 +810,123 @@ fn build_figures() {
 }
 
 /// Runs `f` `n` times; the sorted durations.
+/// Memory snapshots on QEMU/TCG: `vm create` booted against restored from
+/// a warm template (median of 5, in one run), suspend and the restore of a
+/// suspended 1 GiB guest, fork, and the host memory (PSS) of 10 VMs of
+/// each kind.
+fn snapshot_figures() {
+    let Some(env) = Env::qemu("snapshots", "") else {
+        return;
+    };
+    env.no_upstream_dns();
+    let create = |name: &str, extra: &[&str]| -> serde_json::Value {
+        let mut argv = vec![
+            "vm", "create", "--name", name, "--vcpus", "1", "--memory", "384", "--json",
+        ];
+        argv.extend(extra);
+        serde_json::from_slice(&env.banger(&argv).stdout).unwrap_or_default()
+    };
+    let ready = |v: &serde_json::Value| v["ssh_ready_ms"].as_u64().unwrap_or(0);
+    let median = |mut v: Vec<u64>| {
+        v.sort_unstable();
+        v.get(v.len() / 2).map_or(0.0, |ms| *ms as f64 / 1000.0)
+    };
+    let t = Instant::now();
+    env.banger(&[
+        "image", "warm", "default", "--vcpus", "1", "--memory", "384",
+    ]);
+    let warm_secs = t.elapsed().as_secs_f64();
+    let (mut cold, mut warm) = (Vec::new(), Vec::new());
+    for i in 0..5 {
+        cold.push(ready(&create(&format!("cold{i}"), &["--cold"])));
+        env.banger(&["vm", "delete", "--force", &format!("cold{i}")]);
+        let restored = create(&format!("warm{i}"), &[]);
+        if restored["template"].is_string() {
+            warm.push(ready(&restored));
+        }
+        env.banger(&["vm", "delete", "--force", &format!("warm{i}")]);
+    }
+    let (cold, warm) = (median(cold), median(warm));
+    println!(
+        "snapshots: image warm {warm_secs:.1} s; vm create -> SSH ready: booted median {cold:.2} s, restored from the template median {warm:.2} s ({:.1}x)",
+        cold / warm.max(0.001)
+    );
+
+    // Suspend and restore a 1 GiB guest.
+    env.banger(&[
+        "vm", "create", "--name", "big", "--vcpus", "1", "--memory", "1G",
+    ]);
+    let t = Instant::now();
+    env.banger(&["vm", "suspend", "big"]);
+    let suspend = t.elapsed();
+    let memory = env.root.path().join("state/banger/vms/big/snapshot/memory");
+    let size = std::fs::metadata(&memory).map_or(0, |m| m.len());
+    let started: serde_json::Value =
+        serde_json::from_slice(&env.banger(&["vm", "start", "big", "--json"]).stdout)
+            .unwrap_or_default();
+    println!(
+        "snapshots: 1 GiB guest: vm suspend {:.0} ms, snapshot {} MiB; vm start (restore) -> SSH ready {:.2} s",
+        ms(suspend),
+        size >> 20,
+        ready(&started) as f64 / 1000.0
+    );
+
+    // Fork it.
+    let t = Instant::now();
+    let forked: serde_json::Value = serde_json::from_slice(
+        &env.banger(&["vm", "fork", "big", "bigfork", "--json"])
+            .stdout,
+    )
+    .unwrap_or_default();
+    println!(
+        "snapshots: vm fork of the 1 GiB guest {:.2} s to SSH ready, its source held still {} ms",
+        t.elapsed().as_secs_f64(),
+        forked["source_paused_ms"].as_u64().unwrap_or(0)
+    );
+    env.banger(&["vm", "delete", "--force", "big"]);
+    env.banger(&["vm", "delete", "--force", "bigfork"]);
+
+    // Host memory of 10 of each, with their guests idle.
+    for (kind, extra) in [("booted", &["--cold"][..]), ("restored", &[][..])] {
+        for i in 0..10 {
+            create(&format!("{kind}{i}"), extra);
+        }
+        std::thread::sleep(Duration::from_secs(5));
+        let vms: Vec<serde_json::Value> =
+            serde_json::from_slice(&env.banger(&["vm", "list", "--json"]).stdout)
+                .unwrap_or_default();
+        let pss_kib: u64 = vms
+            .iter()
+            .filter_map(|vm| vm["name"].as_str())
+            .filter_map(|name| {
+                let dir = env.root.path().join(format!("state/banger/vms/{name}"));
+                common::vmm_processes()
+                    .into_iter()
+                    .find(|(_, cwd)| *cwd == dir)
+                    .map(|(pid, _)| pid)
+            })
+            .map(pss_of)
+            .sum();
+        println!(
+            "snapshots: 10 VMs {kind} (1 vCPU, 384 MiB): VMM PSS {} MiB in all",
+            pss_kib >> 10
+        );
+        for i in 0..10 {
+            env.banger(&["vm", "delete", "--force", &format!("{kind}{i}")]);
+        }
+    }
+}
+
+/// Process `pid`'s proportional set size in KiB.
+fn pss_of(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("Pss:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
 fn timed(n: usize, mut f: impl FnMut()) -> Vec<Duration> {
     let mut times: Vec<Duration> = (0..n)
         .map(|_| {
@@ -911,6 +937,35 @@ fn timed(n: usize, mut f: impl FnMut()) -> Vec<Duration> {
         .collect();
     times.sort();
     times
+}
+
+/// Five `vm create --no-wait` runs (`prefix0` to `prefix4`, with `extra`
+/// arguments), each VM deleted after: how long each create took, and what
+/// it printed.
+fn no_wait_creates(env: &Env, prefix: &str, extra: &[&str]) -> Vec<(Duration, serde_json::Value)> {
+    (0..5)
+        .map(|i| {
+            let name = format!("{prefix}{i}");
+            let mut args = vec!["vm", "create", "--name", &name, "--no-wait", "--json"];
+            args.extend(extra);
+            let t = Instant::now();
+            let out = env.banger(&args);
+            let took = t.elapsed();
+            env.banger(&["vm", "delete", "--force", &name]);
+            (took, serde_json::from_slice(&out.stdout).unwrap())
+        })
+        .collect()
+}
+
+/// A create's step timings, as `step ms, step ms, ...`.
+fn step_list(timings: &serde_json::Value) -> String {
+    let steps: Vec<String> = timings
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| format!("{} {}", s["step"].as_str().unwrap(), s["ms"]))
+        .collect();
+    steps.join(", ")
 }
 
 fn ms(d: Duration) -> f64 {
@@ -1035,18 +1090,8 @@ fn lifecycle_figures() {
     let started = Instant::now();
     for n in 0..200 {
         let name = format!("cycle{n}");
-        let mut create = vec![
-            "vm",
-            "create",
-            "--name",
-            &name,
-            "--image",
-            "small",
-            "--disk",
-            "64M",
-            "--work-disk",
-            "16M",
-        ];
+        let mut create = vec!["vm", "create", "--name", &name];
+        create.extend(common::ON_SMALL_IMAGE);
         if n % 10 != 0 {
             create.push("--no-start");
         } else {
@@ -1074,7 +1119,7 @@ fn disk_figures() {
     let Some(env) = Env::with_bundle("disks", "stop_timeout_secs = 1") else {
         return;
     };
-    let bundle = bundle_dir();
+    let bundle = runtime_dir();
     let config = env.root.path().join("config/banger/config.toml");
     env.banger(&["daemon", "start"]);
     env.banger(&["vm", "create", "--name", "warm", "--no-start"]);
@@ -1114,21 +1159,7 @@ fn disk_figures() {
 
     for image in ["default", "big"] {
         let mut rows = Vec::new();
-        for i in 0..5 {
-            let name = format!("{image}{i}");
-            let t = Instant::now();
-            let out = env.banger(&[
-                "vm",
-                "create",
-                "--name",
-                &name,
-                "--image",
-                image,
-                "--no-wait",
-                "--json",
-            ]);
-            let whole = t.elapsed();
-            let result: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        for (whole, result) in no_wait_creates(&env, image, &["--image", image]) {
             let daemon: u64 = result["timings"]
                 .as_array()
                 .unwrap()
@@ -1143,20 +1174,13 @@ fn disk_figures() {
                 .map(|s| s["ms"].as_u64().unwrap())
                 .sum();
             rows.push((daemon, whole, before_vmm, result["timings"].clone()));
-            env.banger(&["vm", "delete", "--force", &name]);
         }
         rows.sort_by_key(|r| r.0);
         let (daemon, whole, disks, steps) = &rows[rows.len() / 2];
-        let steps: Vec<String> = steps
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| format!("{} {}", s["step"].as_str().unwrap(), s["ms"]))
-            .collect();
         println!(
             "vm create --no-wait, image {image} (median of 5): {daemon} ms in the daemon ({disks} ms before the network), {:.0} ms whole process   goal <= 100 ms\n  steps (ms): {}",
             ms(*whole),
-            steps.join(", ")
+            step_list(steps)
         );
     }
 
@@ -1189,21 +1213,7 @@ fn disk_figures() {
 
     if std::env::var_os("BANGER_BENCH_BOOT").is_some() {
         // The same boot on a bundle that cannot layer: full clones.
-        let clone_bundle = env.root.path().join("clone-bundle");
-        std::fs::create_dir_all(&clone_bundle).unwrap();
-        for entry in std::fs::read_dir(&bundle).unwrap().flatten() {
-            if entry.file_name() != "bundle.json" {
-                std::os::unix::fs::symlink(entry.path(), clone_bundle.join(entry.file_name()))
-                    .unwrap();
-            }
-        }
-        let json = std::fs::read_to_string(bundle.join("bundle.json")).unwrap();
-        let json: String = json
-            .lines()
-            .filter(|l| !l.contains("layered_root"))
-            .map(|l| format!("{l}\n"))
-            .collect();
-        std::fs::write(clone_bundle.join("bundle.json"), json).unwrap();
+        let clone_bundle = clone_only_bundle(&env.root.path().join("clone-bundle"));
         let ready = |name: &str| {
             let out = env.banger(&["vm", "create", "--name", name, "--json"]);
             let result: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -1328,29 +1338,12 @@ fn tui_figures() {
             .output()
             .unwrap()
     };
-    let mut new: Vec<String> = [
-        "new-session",
-        "-d",
-        "-s",
+    let new = common::tmux_session(
         "tui",
-        "-x",
-        "120",
-        "-y",
-        "40",
-        "env",
-        "-i",
-    ]
-    .map(String::from)
-    .to_vec();
-    new.push(format!(
-        "PATH={}",
-        std::env::var("PATH").unwrap_or_default()
-    ));
-    new.push("TERM=screen".into());
-    for (key, value) in env.envs() {
-        new.push(format!("{key}={}", value.display()));
-    }
-    new.extend([env!("CARGO_BIN_EXE_banger").to_string(), "tui".into()]);
+        (120, 40),
+        &env.envs(),
+        &[env!("CARGO_BIN_EXE_banger"), "tui"],
+    );
     let new: Vec<&str> = new.iter().map(String::as_str).collect();
     assert!(tmux(&new).status.success(), "tmux new-session failed");
     let screen =
@@ -1383,6 +1376,10 @@ fn tui_figures() {
     let key = |k: &str| {
         tmux(&["send-keys", "-t", "tui", k]);
         Instant::now()
+    };
+    // Presses `k` and waits up to `secs` for `cond` (`what`): how long it took.
+    let after_key = |k: &str, secs: u64, what: &str, cond: &dyn Fn(&str) -> bool| {
+        until(key(k), Duration::from_secs(secs), cond).expect(what)
     };
     let listed = until(Instant::now(), Duration::from_secs(20), &|s| {
         state_of(s, "idle19").is_some()
@@ -1484,18 +1481,12 @@ fn tui_figures() {
     let mut deleted = Vec::new();
     for i in 0..5 {
         let name = format!("idle{i:02}");
-        key("d");
-        until(Instant::now(), Duration::from_secs(5), &|s| {
+        after_key("d", 5, "the confirmation", &|s| {
             s.contains(&format!("Delete VM {name}"))
-        })
-        .expect("the confirmation");
-        let t = key("y");
-        deleted.push(
-            until(t, Duration::from_secs(10), &|s| {
-                state_of(s, &name).is_none()
-            })
-            .expect("row gone"),
-        );
+        });
+        deleted.push(after_key("y", 10, "row gone", &|s| {
+            state_of(s, &name).is_none()
+        }));
     }
     println!(
         "  key `y` (delete a --no-start VM) -> row gone: {}",
@@ -1508,30 +1499,20 @@ fn tui_figures() {
     for i in 5..7 {
         let name = format!("idle{i:02}");
         if i > 5 {
-            key("j");
-            until(Instant::now(), Duration::from_secs(5), &|s| {
+            after_key("j", 5, "the next VM selected", &|s| {
                 s.contains(&format!("▶ {name}"))
-            })
-            .expect("the next VM selected");
+            });
         }
-        let t = key("s");
-        started.push(
-            until(t, Duration::from_secs(10), &|s| {
-                state_of(s, &name).is_some_and(|st| st != "created" && st != "stopped")
-            })
-            .expect("state change after s"),
-        );
+        started.push(after_key("s", 10, "state change after s", &|s| {
+            state_of(s, &name).is_some_and(|st| st != "created" && st != "stopped")
+        }));
         until(Instant::now(), Duration::from_secs(120), &|s| {
             s.contains(&format!("{name} started"))
         })
         .expect("SSH ready");
-        let t = key("T");
-        stopped.push(
-            until(t, Duration::from_secs(30), &|s| {
-                state_of(s, &name).as_deref() == Some("stopped")
-            })
-            .expect("stopped after T"),
-        );
+        stopped.push(after_key("T", 30, "stopped after T", &|s| {
+            state_of(s, &name).as_deref() == Some("stopped")
+        }));
     }
     println!(
         "  key `s` (start) -> state cell changes: {}; key `T` (kill) -> `stopped` shown: {}",

@@ -58,6 +58,11 @@ pub struct Config {
     /// The size at which a log (a VM's console and VMM log, `bangerd.log`)
     /// is rotated, in MiB; one older file is kept beside it.
     pub log_max_mib: u64,
+    /// Warm images as they are used: a `vm create` that boots because its
+    /// image has no fitting template (none yet, or one of another bundle)
+    /// makes one in the background, so the next create of that shape is
+    /// restored (see `banger image warm`).
+    pub warm: bool,
     pub network: NetworkConfig,
 }
 
@@ -108,6 +113,7 @@ impl Default for Config {
             boot_stall_secs: 60,
             stop_timeout_secs: 30,
             log_max_mib: 16,
+            warm: false,
             network: NetworkConfig::default(),
         }
     }

@@ -26,28 +26,10 @@ fn sandbox() -> Option<VmSandbox> {
 
 /// VMM processes (by executable) working anywhere in this sandbox, with
 /// the directory each works in.
-fn vmms(vs: &VmSandbox) -> Vec<(u32, PathBuf)> {
+fn vmms(vs: &VmSandbox) -> Vec<(i32, PathBuf)> {
     let root = vs.sb.state_dir().join("vms");
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {
-            continue;
-        };
-        let (Ok(cwd), Ok(exe)) = (
-            std::fs::read_link(entry.path().join("cwd")),
-            std::fs::read_link(entry.path().join("exe")),
-        ) else {
-            continue;
-        };
-        let name = exe.file_name().unwrap_or_default().to_string_lossy();
-        let vmm = name.starts_with("qemu-system") || name.starts_with("firecracker");
-        let zombie = std::fs::read_to_string(entry.path().join("stat"))
-            .map(|s| s.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('Z')))
-            .unwrap_or(true);
-        if vmm && !zombie && cwd.starts_with(&root) {
-            found.push((pid, cwd));
-        }
-    }
+    let mut found = vmm_processes();
+    found.retain(|(_, cwd)| cwd.starts_with(&root));
     found
 }
 
@@ -93,7 +75,15 @@ fn log_tail(vs: &VmSandbox) -> String {
     tail.into_iter().rev().collect::<Vec<_>>().join("\n")
 }
 
-const TRANSIENT: [&str; 4] = ["creating", "starting", "stopping", "deleting"];
+const TRANSIENT: [&str; 7] = [
+    "creating",
+    "starting",
+    "stopping",
+    "deleting",
+    "suspending",
+    "restoring",
+    "forking",
+];
 
 /// The VMs, once none is in a transient state (reconcile finishes a stop
 /// in the background).
@@ -128,7 +118,7 @@ fn inconsistencies(vs: &VmSandbox, vms: &[serde_json::Value]) -> Vec<String> {
             .parse::<std::net::Ipv4Addr>()
             .map(|a| format!("bg-{:08x}", u32::from(a)))
             .unwrap_or_default();
-        let running_here: Vec<u32> = vmms
+        let running_here: Vec<i32> = vmms
             .iter()
             .filter(|(_, d)| *d == dir)
             .map(|(p, _)| *p)
@@ -144,8 +134,15 @@ fn inconsistencies(vs: &VmSandbox, vms: &[serde_json::Value]) -> Vec<String> {
                 problems.push(format!("{name} ({state}) lacks {file}"));
             }
         }
+        let snapshot = dir.join("snapshot/snapshot.json").is_file();
+        if snapshot != (state == "suspended") {
+            problems.push(format!("{name} is {state} with snapshot: {snapshot}"));
+        }
+        if dir.join("snapshot.tmp").exists() {
+            problems.push(format!("{name} ({state}) has a partial snapshot"));
+        }
         match state {
-            "running" => {
+            "running" | "paused" => {
                 if running_here.len() != 1 {
                     problems.push(format!("{name} is running with VMMs {running_here:?}"));
                 }
@@ -159,7 +156,7 @@ fn inconsistencies(vs: &VmSandbox, vms: &[serde_json::Value]) -> Vec<String> {
                 }
                 expected_taps.insert(tap.to_string());
             }
-            "created" | "stopped" | "failed" => {
+            "created" | "stopped" | "failed" | "suspended" => {
                 if !running_here.is_empty() {
                     problems.push(format!(
                         "{name} is {state} but VMMs {running_here:?} run on it"
@@ -282,9 +279,7 @@ fn a_logout_under_a_running_vm_never_boots_it_twice() {
     }
     let shown: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
     assert_eq!(shown["state"], "running");
-    let out = vs.sb.banger(&["vm", "start", "stays"]);
-    assert!(!out.status.success());
-    assert!(stderr(&out).contains("is running"), "{}", stderr(&out));
+    fails(vs.sb.banger(&["vm", "start", "stays"]), "is running");
     assert_eq!(vmms(&vs), before, "the VMM changed or got a twin");
     assert!(link_exists(&tap), "the running VM lost its tap");
 
@@ -296,12 +291,7 @@ fn a_logout_under_a_running_vm_never_boots_it_twice() {
         .env("XDG_RUNTIME_DIR", vs.sb.path("home"))
         .output()
         .unwrap();
-    assert!(!second.status.success());
-    assert!(
-        stderr(&second).contains("already running"),
-        "{}",
-        stderr(&second)
-    );
+    fails(second, "already running");
 
     // The running daemon's socket goes with another logout; it listens again.
     std::fs::remove_dir_all(vs.sb.runtime_dir()).unwrap();
@@ -368,22 +358,7 @@ fn a_second_boot_of_running_disks_fails_in_the_launcher() {
 /// A small ext4 image, so the race's many creates copy little: the
 /// directories banger writes into, nothing to boot (its VMM soon exits).
 fn small_image(vs: &VmSandbox) {
-    let tree = vs.sb.path("small-tree");
-    for dir in ["root", "etc/ssh"] {
-        std::fs::create_dir_all(tree.join(dir)).unwrap();
-    }
-    let image = vs.sb.path("small.ext4");
-    std::fs::File::create(&image)
-        .unwrap()
-        .set_len(64 << 20)
-        .unwrap();
-    let out = Command::new("mkfs.ext4")
-        .args(["-q", "-F", "-d"])
-        .arg(&tree)
-        .arg(&image)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
+    let image = common::small_image(vs.sb.root.path());
     ok(vs
         .sb
         .banger(&["image", "import", "small", image.to_str().unwrap()]));
@@ -395,18 +370,10 @@ fn concurrent_delete_create_and_start_of_one_name_stay_legal() {
     let _turn = booting();
     small_image(&vs);
     let create = [
-        "vm",
-        "create",
-        "--name",
-        "race",
-        "--image",
-        "small",
-        "--disk",
-        "64M",
-        "--work-disk",
-        "16M",
-        "--no-start",
-    ];
+        &["vm", "create", "--name", "race", "--no-start"],
+        &ON_SMALL_IMAGE[..],
+    ]
+    .concat();
     ok(vs.sb.banger(&create));
     let rounds = 30;
     let mut outcomes = std::collections::BTreeMap::new();
@@ -608,22 +575,74 @@ fn a_daemon_killed_at_any_step_leaves_every_vm_whole_or_gone() {
         points += 1;
     }
     // delete of a running and of a stopped VM
-    for point in [
-        "delete:marked",
-        "delete:halted",
-        "delete:tap",
-        "delete:files",
-    ] {
-        crash_at(&vs, point, &[create], &["vm", "delete", "crash"]);
+    for made in [create, create_stopped] {
+        for point in [
+            "delete:marked",
+            "delete:halted",
+            "delete:tap",
+            "delete:files",
+        ] {
+            crash_at(&vs, point, &[made], &["vm", "delete", "crash"]);
+            points += 1;
+        }
+    }
+    println!("{points} kill points, every VM whole or gone after each");
+}
+
+/// Every path below `dir`.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(walk(&path));
+        }
+        found.push(path);
+    }
+    found
+}
+
+/// Suspend and restore (QEMU's), killed at each of their steps: every VM
+/// is left running, suspended (its snapshot whole) or stopped, never half.
+#[test]
+fn a_daemon_killed_mid_suspend_or_restore_leaves_every_vm_whole() {
+    let Some(vs) = VmSandbox::with_vmm(&common::vms::runtime_dir(), "qemu", CONFIG) else {
+        return;
+    };
+    vs.no_upstream_dns();
+    let _turn = booting();
+    let create: &[&str] = &["vm", "create", "--name", "crash", "--no-wait"];
+    let suspend: &[&str] = &["vm", "suspend", "crash"];
+    let mut points = 0;
+    for point in ["suspend:marked", "suspend:saved", "suspend:written"] {
+        crash_at(&vs, point, &[create], suspend);
         points += 1;
     }
+    // A fork: the source runs on, the new VM is whole or gone.
+    for point in ["fork:marked", "fork:saved", "fork:written"] {
+        crash_at(&vs, point, &[create], &["vm", "fork", "crash", "forked"]);
+        points += 1;
+    }
+    // A warm-up: its VM and its half-made template go.
+    crash_at(&vs, "warm:staged", &[], &["image", "warm", "default"]);
+    let staged: Vec<_> = walk(&vs.sb.root.path().join("data"))
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "tmp"))
+        .collect();
+    assert!(staged.is_empty(), "half-made templates left: {staged:?}");
+    points += 1;
     for point in [
-        "delete:marked",
-        "delete:halted",
-        "delete:tap",
-        "delete:files",
+        "start:tap",
+        "start:spawned",
+        "restore:consumed",
+        "start:running",
     ] {
-        crash_at(&vs, point, &[create_stopped], &["vm", "delete", "crash"]);
+        crash_at(
+            &vs,
+            point,
+            &[create, suspend],
+            &["vm", "start", "--no-wait", "crash"],
+        );
         points += 1;
     }
     println!("{points} kill points, every VM whole or gone after each");
@@ -731,21 +750,18 @@ fn holders_of(path: &Path) -> Vec<String> {
     let Ok(target) = path.canonicalize() else {
         return Vec::new();
     };
-    std::fs::read_dir("/proc")
+    processes()
         .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|p| {
-            std::fs::read_dir(p.path().join("fd")).is_ok_and(|fds| {
+        .filter(|(_, dir)| {
+            std::fs::read_dir(dir.join("fd")).is_ok_and(|fds| {
                 fds.flatten()
                     .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|t| t == target))
             })
         })
-        .map(|p| {
-            let cmdline = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
+        .map(|(pid, dir)| {
+            let cmdline = std::fs::read(dir.join("cmdline")).unwrap_or_default();
             format!(
-                "{}: {}",
-                p.file_name().to_string_lossy(),
+                "{pid}: {}",
                 String::from_utf8_lossy(&cmdline).replace('\0', " ")
             )
         })

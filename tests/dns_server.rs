@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use banger::dns::{self, build_query, parse_reply};
 use banger::system::net;
-use common::netns::{in_fresh_netns, is_root};
+use common::netns::test_in_fresh_netns;
 use simple_dns::{Packet, RCODE, TYPE};
 use tokio::net::UdpSocket;
 
@@ -62,11 +62,7 @@ async fn ask(server: SocketAddr, id: u16, name: &str) -> (RCODE, Vec<Ipv4Addr>) 
 
 #[test]
 fn vm_names_are_answered_and_the_rest_forwarded_never_vm() {
-    if !is_root() {
-        common::skip("needs root for network namespaces");
-        return;
-    }
-    in_fresh_netns(async {
+    test_in_fresh_netns(async {
         net::ensure_bridge("bgdns0", "10.78.0.1/24").await.unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         upstream("127.0.0.1:53".parse().unwrap(), seen.clone()).await;
@@ -119,11 +115,7 @@ fn vm_names_are_answered_and_the_rest_forwarded_never_vm() {
 
 #[test]
 fn an_upstream_that_does_not_answer_gives_servfail() {
-    if !is_root() {
-        common::skip("needs root for network namespaces");
-        return;
-    }
-    in_fresh_netns(async {
+    test_in_fresh_netns(async {
         let lookup: dns::Lookup = Arc::new(|_: &str| None);
         let socket = UdpSocket::bind("127.0.0.1:5353").await.unwrap();
         // Nothing listens on 127.0.0.1:9 in this fresh namespace.

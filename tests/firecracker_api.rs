@@ -64,6 +64,21 @@ fn boot_prerequisites() -> Result<(PathBuf, PathBuf), &'static str> {
     Ok((binary, kernel))
 }
 
+/// The Firecracker binary, and a VM directory with a spec that boots; None
+/// (saying why) where this host cannot boot one.
+fn bootable_vm() -> Option<(PathBuf, VmDir, MachineSpec)> {
+    let (binary, kernel) = match boot_prerequisites() {
+        Ok(found) => found,
+        Err(reason) => {
+            common::skip(reason);
+            return None;
+        }
+    };
+    let vm = VmDir::new();
+    let spec = vm.spec(&kernel);
+    Some((binary, vm, spec))
+}
+
 fn which(program: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
@@ -97,10 +112,7 @@ impl VmDir {
     fn rootfs(&self) -> PathBuf {
         let image = self.dir.path().join("rootfs.ext4");
         if !image.exists() {
-            std::fs::File::create(&image)
-                .unwrap()
-                .set_len(64 << 20)
-                .unwrap();
+            common::sparse_file(&image, 64 << 20);
             let out = Command::new(which("mkfs.ext4").unwrap())
                 .args(["-q", "-F", "-L", "rootfs"])
                 .arg(&image)
@@ -152,33 +164,32 @@ impl VmDir {
     }
 }
 
+/// A machine with no disks (none of the tests using it gets to boot).
+fn diskless_spec(kernel: PathBuf, kernel_args: &str) -> MachineSpec {
+    MachineSpec {
+        vcpus: 1,
+        memory_mib: 128,
+        kernel,
+        initrd: None,
+        kernel_args: kernel_args.into(),
+        drives: Vec::new(),
+        net: None,
+        vsock: None,
+        log_path: "/dev/stderr".into(),
+    }
+}
+
 /// Pids of live (non-zombie) processes working in `dir` (banger starts
 /// each VMM in its VM's directory).
 fn processes_in(dir: &Path) -> Vec<u32> {
-    let mut pids = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(cwd) = std::fs::read_link(entry.path().join("cwd")) else {
-            continue;
-        };
-        let zombie = std::fs::read_to_string(entry.path().join("stat"))
-            .ok()
-            .and_then(|stat| {
-                stat.rsplit_once(") ")
-                    .map(|(_, rest)| rest.starts_with('Z'))
-            })
-            .unwrap_or(true);
-        if !zombie && cwd == dir {
-            pids.push(pid);
-        }
-    }
-    pids
+    common::processes()
+        .into_iter()
+        .filter(|(pid, proc_dir)| {
+            std::fs::read_link(proc_dir.join("cwd")).is_ok_and(|cwd| cwd == dir)
+                && common::process_alive(*pid)
+        })
+        .map(|(pid, _)| pid as u32)
+        .collect()
 }
 
 /// The session id of `pid` (field 6 of /proc/<pid>/stat).
@@ -218,18 +229,12 @@ impl Drop for Tap {
 
 #[tokio::test]
 async fn launch_starts_a_real_firecracker_and_kill_leaves_nothing_behind() {
-    let (binary, kernel) = match boot_prerequisites() {
-        Ok(found) => found,
-        Err(reason) => return common::skip(reason),
+    let Some((binary, vm, mut spec)) = bootable_vm() else {
+        return;
     };
-    let vm = VmDir::new();
-    let mut spec = vm.spec(&kernel);
     // A second, read-only drive, as banger attaches the work disk.
     let data = vm.dir.path().join("data.img");
-    std::fs::File::create(&data)
-        .unwrap()
-        .set_len(1 << 20)
-        .unwrap();
+    common::sparse_file(&data, 1 << 20);
     spec.drives.push(DriveSpec {
         id: "data".into(),
         path: data,
@@ -329,17 +334,7 @@ async fn config_error_carries_the_fault_message_and_leaves_nothing_behind() {
         return common::skip(SKIP_NO_BINARY);
     };
     let vm = VmDir::new();
-    let spec = MachineSpec {
-        vcpus: 1,
-        memory_mib: 128,
-        kernel: vm.dir.path().join("no-such-vmlinux"),
-        initrd: None,
-        kernel_args: "console=ttyS0".into(),
-        drives: Vec::new(),
-        net: None,
-        vsock: None,
-        log_path: "/dev/stderr".into(),
-    };
+    let spec = diskless_spec(vm.dir.path().join("no-such-vmlinux"), "console=ttyS0");
     // A stale socket from an earlier run is replaced, not an obstacle.
     std::fs::write(&vm.files.api_socket, "").unwrap();
 
@@ -374,17 +369,7 @@ async fn early_exit_reports_what_firecracker_printed() {
         return common::skip(SKIP_NO_BINARY);
     };
     let vm = VmDir::new();
-    let spec = MachineSpec {
-        vcpus: 1,
-        memory_mib: 128,
-        kernel: "/nonexistent".into(),
-        initrd: None,
-        kernel_args: String::new(),
-        drives: Vec::new(),
-        net: None,
-        vsock: None,
-        log_path: "/dev/stderr".into(),
-    };
+    let spec = diskless_spec("/nonexistent".into(), "");
     // Firecracker cannot bind its API socket in a directory that does not
     // exist, and exits at startup saying so.
     let files = RunFiles {
@@ -405,12 +390,9 @@ async fn early_exit_reports_what_firecracker_printed() {
 
 #[tokio::test]
 async fn a_cancelled_launch_leaves_no_process_behind() {
-    let (binary, kernel) = match boot_prerequisites() {
-        Ok(found) => found,
-        Err(reason) => return common::skip(reason),
+    let Some((binary, vm, spec)) = bootable_vm() else {
+        return;
     };
-    let vm = VmDir::new();
-    let spec = vm.spec(&kernel);
     // InstanceStart alone takes ~50 ms: the launch is dropped mid-way.
     let cancelled = tokio::time::timeout(
         Duration::from_millis(15),
@@ -430,17 +412,7 @@ async fn a_cancelled_launch_leaves_no_process_behind() {
 #[tokio::test]
 async fn a_missing_binary_is_a_spawn_error() {
     let vm = VmDir::new();
-    let spec = MachineSpec {
-        vcpus: 1,
-        memory_mib: 128,
-        kernel: "/nonexistent".into(),
-        initrd: None,
-        kernel_args: String::new(),
-        drives: Vec::new(),
-        net: None,
-        vsock: None,
-        log_path: "/dev/stderr".into(),
-    };
+    let spec = diskless_spec("/nonexistent".into(), "");
     let missing = vm.dir.path().join("no-firecracker");
     let err = launch(&missing, "fc-missing", &vm.files, &spec, vm.io(&spec))
         .await
@@ -466,12 +438,9 @@ async fn request_shutdown_without_a_vmm_is_a_connect_error() {
 /// Median per step over ten launches; run with `--nocapture` to see them.
 #[tokio::test]
 async fn launch_timings_median_of_ten() {
-    let (binary, kernel) = match boot_prerequisites() {
-        Ok(found) => found,
-        Err(reason) => return common::skip(reason),
+    let Some((binary, vm, spec)) = bootable_vm() else {
+        return;
     };
-    let vm = VmDir::new();
-    let spec = vm.spec(&kernel);
     let mut runs: Vec<Vec<(&'static str, Duration)>> = Vec::new();
     for _ in 0..10 {
         let launched = launch(&binary, "fc-timing", &vm.files, &spec, vm.io(&spec))

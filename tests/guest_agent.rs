@@ -9,6 +9,7 @@ mod common;
 
 use std::io::Write;
 use std::process::{Command, Stdio};
+use std::sync::MutexGuard;
 use std::time::{Duration, Instant};
 
 use common::vms::*;
@@ -27,6 +28,21 @@ fn agent_sandbox() -> Option<VmSandbox> {
     VmSandbox::new("")
 }
 
+/// An [`agent_sandbox`] whose DNS forwards nowhere, once it is this test's
+/// turn to boot, with VM `name` created and running (1 vCPU, 384 MiB,
+/// `extra` arguments); and what `vm create` printed.
+fn agent_vm(name: &str, extra: &[&str]) -> Option<(VmSandbox, MutexGuard<'static, ()>, String)> {
+    let t = agent_sandbox()?;
+    let turn = booting();
+    t.no_upstream_dns();
+    let mut create = vec![
+        "vm", "create", "--name", name, "--memory", "384", "--vcpus", "1",
+    ];
+    create.extend(extra);
+    let created = ok(t.sb.banger(&create));
+    Some((t, turn, created))
+}
+
 fn exec(sb: &Sandbox, args: &[&str]) -> std::process::Output {
     let mut argv = vec!["vm", "exec"];
     argv.extend(args);
@@ -35,13 +51,10 @@ fn exec(sb: &Sandbox, args: &[&str]) -> std::process::Output {
 
 #[test]
 fn vm_exec_runs_commands_through_the_agent() {
-    let Some(t) = agent_sandbox() else { return };
-    let _turn = booting();
-    t.no_upstream_dns();
+    let Some((t, _turn, created)) = agent_vm("box", &["--json"]) else {
+        return;
+    };
     let sb = &t.sb;
-    let created = ok(sb.banger(&[
-        "vm", "create", "--name", "box", "--memory", "384", "--vcpus", "1", "--json",
-    ]));
     let created: serde_json::Value = serde_json::from_str(&created).unwrap();
     assert!(created["agent_ready_ms"].as_u64().is_some(), "{created}");
     assert!(
@@ -84,12 +97,9 @@ fn vm_exec_runs_commands_through_the_agent() {
     assert_eq!(stdout(&out), "hi from /etc\n");
     assert_eq!(stderr(&out), "oops\n");
     // A program that is not there: a clear error, not a hang.
-    let missing = exec(sb, &["box", "--", "no-such-program"]);
-    assert!(!missing.status.success());
-    assert!(
-        stderr(&missing).contains("no-such-program"),
-        "{}",
-        stderr(&missing)
+    fails(
+        exec(sb, &["box", "--", "no-such-program"]),
+        "no-such-program",
     );
 
     // 20 MB through stdin and back.
@@ -202,25 +212,16 @@ fn vm_exec_runs_commands_through_the_agent() {
 
     // A stopped VM's agent: a clear error.
     ok(sb.banger(&["vm", "stop", "box"]));
-    let refused = exec(sb, &["box", "--", "true"]);
-    assert!(!refused.status.success());
-    assert!(
-        stderr(&refused).contains("is stopped"),
-        "{}",
-        stderr(&refused)
-    );
+    fails(exec(sb, &["box", "--", "true"]), "is stopped");
     ok(sb.banger(&["vm", "delete", "box"]));
 }
 
 #[test]
 fn a_guest_without_sshd_is_reached_through_its_agent() {
-    let Some(t) = agent_sandbox() else { return };
-    let _turn = booting();
-    t.no_upstream_dns();
+    let Some((t, _turn, _)) = agent_vm("nossh", &[]) else {
+        return;
+    };
     let sb = &t.sb;
-    ok(sb.banger(&[
-        "vm", "create", "--name", "nossh", "--memory", "384", "--vcpus", "1",
-    ]));
     // Take sshd out of the guest (its upper disk: the image stays whole),
     // as an image built without it would be.
     ok(exec(
@@ -258,10 +259,8 @@ fn a_guest_without_sshd_is_reached_through_its_agent() {
     ok(sb.banger(&["vm", "cp", "nossh:/etc/hostname", back.to_str().unwrap()]));
     assert_eq!(std::fs::read_to_string(&back).unwrap().trim(), "nossh");
     // vm ssh says what to do instead.
-    let ssh = sb.banger(&["vm", "ssh", "nossh", "--", "true"]);
-    assert!(!ssh.status.success());
-    assert!(stderr(&ssh).contains("no sshd"), "{}", stderr(&ssh));
-    assert!(stderr(&ssh).contains("banger vm exec"), "{}", stderr(&ssh));
+    let ssh = fails(sb.banger(&["vm", "ssh", "nossh", "--", "true"]), "no sshd");
+    assert!(ssh.contains("banger vm exec"), "{ssh}");
     ok(sb.banger(&["vm", "delete", "nossh"]));
 }
 
@@ -277,13 +276,10 @@ fn rss_kib(pid: i32) -> u64 {
 
 #[test]
 fn a_hostile_agent_cannot_hang_or_grow_the_daemon() {
-    let Some(t) = agent_sandbox() else { return };
-    let _turn = booting();
-    t.no_upstream_dns();
+    let Some((t, _turn, _)) = agent_vm("evil", &[]) else {
+        return;
+    };
     let sb = &t.sb;
-    ok(sb.banger(&[
-        "vm", "create", "--name", "evil", "--memory", "384", "--vcpus", "1",
-    ]));
     assert_eq!(stdout(&exec(sb, &["evil", "--", "echo", "hi"])), "hi\n");
     let daemon = sb.daemon_pid().unwrap();
     let before = rss_kib(daemon);
@@ -338,13 +334,10 @@ fn a_hostile_agent_cannot_hang_or_grow_the_daemon() {
 
 #[test]
 fn a_running_guest_takes_a_new_identity_through_its_agent() {
-    let Some(t) = agent_sandbox() else { return };
-    let _turn = booting();
-    t.no_upstream_dns();
+    let Some((t, _turn, _)) = agent_vm("who", &[]) else {
+        return;
+    };
     let sb = &t.sb;
-    ok(sb.banger(&[
-        "vm", "create", "--name", "who", "--memory", "384", "--vcpus", "1",
-    ]));
     let show = |sb: &Sandbox| -> serde_json::Value {
         serde_json::from_str(&ok(sb.banger(&["vm", "show", "who", "--json"]))).unwrap()
     };

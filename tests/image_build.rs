@@ -13,7 +13,6 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -53,13 +52,7 @@ impl LocalRepo {
             std::fs::write(path, contents).unwrap();
         }
         let deb = self.dir.path().join(format!("{name}_{version}_all.deb"));
-        let out = Command::new("dpkg-deb")
-            .args(["-Zgzip", "--root-owner-group", "--build"])
-            .arg(&root)
-            .arg(&deb)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "dpkg-deb: {}", stderr(&out));
+        common::dpkg_deb(&root, &deb);
         std::fs::remove_dir_all(&root).unwrap();
         self.debs.push((name.into(), version.into(), deb));
         self.index();
@@ -455,20 +448,18 @@ fn builds_run_side_by_side_and_leave_nothing_when_cancelled_or_orphaned() {
         assert!(!sb.path("data/banger/images/cut").exists(), "{what}");
         assert!(!sb.state_dir().join("vms/cut.build").exists(), "{what}");
     };
+    // `image build NAME --no-cache`, left running.
+    let build = |name: &str, stderr: std::process::Stdio| {
+        sb.command("banger")
+            .args(["image", "build", name, "--no-cache"])
+            .stderr(stderr)
+            .spawn()
+            .unwrap()
+    };
 
     // Two builds at once both work.
-    let one = sb
-        .command("banger")
-        .args(["image", "build", "one", "--no-cache"])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let two = sb
-        .command("banger")
-        .args(["image", "build", "two", "--no-cache"])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let one = build("one", std::process::Stdio::piped());
+    let two = build("two", std::process::Stdio::piped());
     for child in [one, two] {
         let out = child.wait_with_output().unwrap();
         assert!(out.status.success(), "{}", stderr(&out));
@@ -487,12 +478,7 @@ fn builds_run_side_by_side_and_leave_nothing_when_cancelled_or_orphaned() {
             .iter()
             .any(|vm| vm["name"] == "cut.build" && vm["role"] == "build")
     };
-    let child = sb
-        .command("banger")
-        .args(["image", "build", "cut", "--no-cache"])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let child = build("cut", std::process::Stdio::null());
     assert!(
         wait_until(Duration::from_secs(60), building),
         "the build VM appears"
@@ -512,12 +498,7 @@ fn builds_run_side_by_side_and_leave_nothing_when_cancelled_or_orphaned() {
     nothing_left("after Ctrl-C");
 
     // A daemon killed mid-build: its next start removes the build VM.
-    let child = sb
-        .command("banger")
-        .args(["image", "build", "cut", "--no-cache"])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = build("cut", std::process::Stdio::piped());
     assert!(
         wait_until(Duration::from_secs(60), building),
         "the build VM appears"
@@ -545,14 +526,9 @@ fn builds_run_side_by_side_and_leave_nothing_when_cancelled_or_orphaned() {
 /// in the VM's directory, as banger starts them.
 fn vmm_of(name: &str) -> Option<i32> {
     let dir = format!("/vms/{name}");
-    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
-        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
-        let cwd = std::fs::read_link(e.path().join("cwd")).ok()?;
-        let exe = std::fs::read_link(e.path().join("exe")).ok()?;
-        let exe = exe.file_name()?.to_string_lossy().into_owned();
-        let vmm = exe.starts_with("qemu-system") || exe.starts_with("firecracker");
-        (vmm && cwd.to_string_lossy().ends_with(&dir)).then_some(pid)
-    })
+    vmm_processes()
+        .into_iter()
+        .find_map(|(pid, cwd)| cwd.to_string_lossy().ends_with(&dir).then_some(pid))
 }
 
 /// A guest decides how much it prints: a `--run` script that prints 200 MB

@@ -8,7 +8,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use common::*;
 
@@ -18,15 +17,7 @@ fn ext4_image(dir: &Path, name: &str) -> PathBuf {
     std::fs::create_dir_all(tree.join("etc")).unwrap();
     std::fs::write(tree.join("etc/hostname"), "x\n").unwrap();
     let image = dir.join(format!("{name}.ext4"));
-    let file = std::fs::File::create(&image).unwrap();
-    file.set_len(32 << 20).unwrap();
-    let out = Command::new("mkfs.ext4")
-        .args(["-q", "-F", "-d"])
-        .arg(&tree)
-        .arg(&image)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "mkfs.ext4: {}", stderr(&out));
+    common::mkfs_ext4(&tree, &image, 32 << 20);
     image
 }
 
@@ -44,11 +35,7 @@ fn with_base_image() -> Option<(Sandbox, tempfile::TempDir, PathBuf)> {
 }
 
 fn have_mkfs() -> bool {
-    let found = banger::system::tools::find_program("mkfs.ext4", None).is_some();
-    if !found {
-        skip("mkfs.ext4 is not installed (apt-get install e2fsprogs)");
-    }
-    found
+    installed("mkfs.ext4", "e2fsprogs")
 }
 
 #[test]
@@ -85,12 +72,9 @@ fn import_keeps_the_package_manifest_normalized() {
     // Without a manifest: none is shown, and --packages says why.
     let bare = ext4_image(dir.path(), "bare");
     ok(sb.banger(&["image", "import", "bare", bare.to_str().unwrap()]));
-    let out = sb.banger(&["image", "show", "bare", "--packages"]);
-    assert!(!out.status.success());
-    assert!(
-        stderr(&out).contains("no package manifest"),
-        "{}",
-        stderr(&out)
+    fails(
+        sb.banger(&["image", "show", "bare", "--packages"]),
+        "no package manifest",
     );
 
     // Deleting removes every file of the image.

@@ -124,14 +124,10 @@ fn a_jailed_firecracker_runs_chrooted_as_its_vm_and_leaves_nothing() {
     // The relay (which held the locks) went with the VMM.
     let dir_text = dir.display().to_string();
     let relay_left = || {
-        std::fs::read_dir("/proc")
-            .into_iter()
-            .flatten()
-            .flatten()
-            .any(|e| {
-                std::fs::read(e.path().join("cmdline"))
-                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&dir_text))
-            })
+        processes().into_iter().any(|(_, proc_dir)| {
+            std::fs::read(proc_dir.join("cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&dir_text))
+        })
     };
     assert!(wait_until(Duration::from_secs(3), || !relay_left()));
 }

@@ -10,7 +10,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::vms::{VmSandbox, booting, runtime_dir};
+use common::vms::{VmSandbox, booting, clone_only_bundle, runtime_dir};
 use common::*;
 
 fn sandbox() -> Option<VmSandbox> {
@@ -199,33 +199,13 @@ fn a_clone_of_a_stopped_vm_boots_with_its_own_identity() {
         "from-origin"
     );
     // A running VM is not cloned.
-    let out = vs.sb.banger(&["vm", "clone", "origin", "third"]);
-    assert!(!out.status.success());
-    assert!(stderr(&out).contains("stop it first"), "{}", stderr(&out));
+    fails(
+        vs.sb.banger(&["vm", "clone", "origin", "third"]),
+        "stop it first",
+    );
     for vm in ["origin", "copy"] {
         ok(vs.sb.banger(&["vm", "delete", "--force", vm]));
     }
-}
-
-/// A copy of the runtime bundle whose bundle.json does not claim layered
-/// roots: what an older or third-party bundle looks like.
-fn clone_only_bundle(dir: &Path) -> PathBuf {
-    let bundle = dir.join("bundle");
-    std::fs::create_dir_all(&bundle).unwrap();
-    for entry in std::fs::read_dir(runtime_dir()).unwrap().flatten() {
-        let name = entry.file_name();
-        if name != "bundle.json" {
-            std::os::unix::fs::symlink(entry.path(), bundle.join(&name)).unwrap();
-        }
-    }
-    let json = std::fs::read_to_string(runtime_dir().join("bundle.json")).unwrap();
-    let json: String = json
-        .lines()
-        .filter(|l| !l.contains("layered_root"))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    std::fs::write(bundle.join("bundle.json"), json).unwrap();
-    bundle
 }
 
 #[test]
@@ -234,7 +214,7 @@ fn a_bundle_that_cannot_layer_gives_each_vm_a_full_clone() {
     if !runtime_dir().join("bundle.json").is_file() {
         return skip("no runtime bundle (make runtime-debian)");
     }
-    let bundle = clone_only_bundle(dir.path());
+    let bundle = clone_only_bundle(&dir.path().join("bundle"));
     let Some(vs) = VmSandbox::with_bundle(&bundle, "") else {
         return;
     };

@@ -8,7 +8,7 @@ use banger::net::Subnet;
 use banger::net::nat::{self, NatPlan};
 use banger::system::exec::Cmd;
 use banger::system::{net, nft};
-use common::netns::{in_fresh_netns, is_root};
+use common::netns::test_in_fresh_netns;
 
 async fn ruleset() -> String {
     Cmd::new("nft")
@@ -21,11 +21,7 @@ async fn ruleset() -> String {
 
 #[test]
 fn bridge_taps_and_nat_table_come_and_go_leaving_others_alone() {
-    if !is_root() {
-        common::skip("needs root for network namespaces");
-        return;
-    }
-    in_fresh_netns(async {
+    test_in_fresh_netns(async {
         // Someone else's table, which banger must never touch.
         nft::apply("table inet theirs {\n\tchain input {\n\t\ttype filter hook input priority 0; policy accept;\n\t}\n}\n")
             .await
@@ -104,11 +100,7 @@ fn bridge_taps_and_nat_table_come_and_go_leaving_others_alone() {
 
 #[test]
 fn a_subnet_that_clashes_with_a_host_route_is_found() {
-    if !is_root() {
-        common::skip("needs root for network namespaces");
-        return;
-    }
-    in_fresh_netns(async {
+    test_in_fresh_netns(async {
         Cmd::new("ip")
             .args(["link", "add", "clash0", "type", "bridge"])
             .run()

@@ -201,15 +201,8 @@ fn chown_tree(path: &Path, uid: u32) {
 
 fn kill_processes_of(uid: u32) {
     use std::os::unix::fs::MetadataExt;
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|p| p.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        if entry.metadata().is_ok_and(|m| m.uid() == uid) {
+    for (pid, dir) in processes() {
+        if std::fs::metadata(dir).is_ok_and(|m| m.uid() == uid) {
             signal(pid, rustix::process::Signal::KILL);
         }
     }

@@ -81,55 +81,58 @@ fn only_cli_firecracker_and_system_spawn_processes() {
     );
 }
 
+/// A source tree holding `files`: (path in the tree, contents).
+fn source_tree(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let tree = tempfile::tempdir().unwrap();
+    for (path, text) in files {
+        let path = tree.path().join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+    tree
+}
+
+/// Asserts the check finds in `tree` exactly the violations starting with
+/// `expected`, in order.
+fn assert_violations(tree: &Path, expected: &[&str]) {
+    let found = violations(tree);
+    assert_eq!(found.len(), expected.len(), "{found:#?}");
+    for (found_one, start) in found.iter().zip(expected) {
+        assert!(found_one.starts_with(start), "{found:#?}");
+    }
+}
+
 #[test]
 fn the_check_catches_a_command_in_the_store() {
-    let tree = tempfile::tempdir().unwrap();
-    let store = tree.path().join("store");
-    std::fs::create_dir(&store).unwrap();
-    std::fs::write(
-        store.join("mod.rs"),
-        "use std::process::Command;\nfn f() { let _ = tokio::process::Command::new(\"ip\"); }\n",
-    )
-    .unwrap();
-    let system = tree.path().join("system");
-    std::fs::create_dir(&system).unwrap();
-    std::fs::write(
-        system.join("exec.rs"),
-        "fn f() { std::process::Command::new(\"ip\"); }\n",
-    )
-    .unwrap();
-    std::fs::write(
-        tree.path().join("lib.rs"),
-        "// a comment about Command::new is fine\nuse std::process::{ExitCode};\n",
-    )
-    .unwrap();
+    let tree = source_tree(&[
+        (
+            "store/mod.rs",
+            "use std::process::Command;\nfn f() { let _ = tokio::process::Command::new(\"ip\"); }\n",
+        ),
+        (
+            "system/exec.rs",
+            "fn f() { std::process::Command::new(\"ip\"); }\n",
+        ),
+        (
+            "lib.rs",
+            "// a comment about Command::new is fine\nuse std::process::{ExitCode};\n",
+        ),
+    ]);
 
-    let found = violations(tree.path());
-    assert_eq!(found.len(), 2, "{found:#?}");
-    assert!(
-        found[0].starts_with("src/store/mod.rs:1: spawns a process"),
-        "{found:#?}"
-    );
-    assert!(
-        found[1].starts_with("src/store/mod.rs:2: spawns a process"),
-        "{found:#?}"
+    assert_violations(
+        tree.path(),
+        &[
+            "src/store/mod.rs:1: spawns a process",
+            "src/store/mod.rs:2: spawns a process",
+        ],
     );
 }
 
 #[test]
 fn the_check_catches_a_shell_anywhere() {
-    let tree = tempfile::tempdir().unwrap();
-    let system = tree.path().join("system");
-    std::fs::create_dir(&system).unwrap();
-    std::fs::write(
-        system.join("exec.rs"),
+    let tree = source_tree(&[(
+        "system/exec.rs",
         "fn f() { run(&[\"sh\", \"-c\", \"ip link\"]); }\n",
-    )
-    .unwrap();
-    let found = violations(tree.path());
-    assert_eq!(found.len(), 1, "{found:#?}");
-    assert!(
-        found[0].starts_with("src/system/exec.rs:1: runs a shell"),
-        "{found:#?}"
-    );
+    )]);
+    assert_violations(tree.path(), &["src/system/exec.rs:1: runs a shell"]);
 }

@@ -36,7 +36,7 @@ fn migrations_from_empty_reach_the_latest_version() {
     assert_eq!(user_version(&path), SCHEMA_VERSION);
     assert_eq!(
         tables(&path),
-        ["events", "images", "leases", "ports", "vms"]
+        ["events", "images", "leases", "ports", "vm_states", "vms"]
     );
     let mode = fs::metadata(path.parent().unwrap()).unwrap().permissions();
     assert_eq!(

@@ -17,16 +17,12 @@ fn stat(image: &std::path::Path, path: &str) -> String {
 
 #[tokio::test]
 async fn files_and_dirs_land_with_their_modes_and_owners() {
-    if tools::find_program("debugfs", None).is_none() {
-        common::skip("debugfs is not installed (e2fsprogs)");
+    if !common::installed("debugfs", "e2fsprogs") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     let image = dir.path().join("root.ext4");
-    std::fs::File::create(&image)
-        .unwrap()
-        .set_len(32 << 20)
-        .unwrap();
+    common::sparse_file(&image, 32 << 20);
     e2fs::mkfs_ext4(&image, None).await.unwrap();
     let scratch = dir.path().join("scratch");
     std::fs::create_dir(&scratch).unwrap();

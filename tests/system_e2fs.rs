@@ -3,22 +3,17 @@
 mod common;
 
 use banger::system::e2fs::{fsck_clean, geometry, grow_ext4, mkfs_ext4};
-use banger::system::tools::find_program;
 
 const MIB: u64 = 1 << 20;
 
 #[tokio::test]
 async fn mkfs_grow_and_check() {
-    if find_program("mkfs.ext4", None).is_none() {
-        common::skip("mkfs.ext4 not installed");
+    if !common::installed("mkfs.ext4", "e2fsprogs") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     let image = dir.path().join("work.ext4");
-    std::fs::File::create(&image)
-        .unwrap()
-        .set_len(64 * MIB)
-        .unwrap();
+    common::sparse_file(&image, 64 * MIB);
 
     mkfs_ext4(&image, Some("work")).await.unwrap();
     assert_eq!(geometry(&image).await.unwrap().bytes(), 64 * MIB);
@@ -35,8 +30,7 @@ async fn mkfs_grow_and_check() {
 
 #[tokio::test]
 async fn fsck_reports_a_non_filesystem_as_failure() {
-    if find_program("e2fsck", None).is_none() {
-        common::skip("e2fsck not installed");
+    if !common::installed("e2fsck", "e2fsprogs") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -25,29 +25,9 @@ impl Tmux {
         let tmux = Tmux {
             socket: format!("banger-{name}-{}", std::process::id()),
         };
-        let mut new: Vec<String> = [
-            "new-session",
-            "-d",
-            "-s",
-            "tui",
-            "-x",
-            "80",
-            "-y",
-            "24",
-            "env",
-            "-i",
-        ]
-        .map(String::from)
-        .to_vec();
-        new.push(format!(
-            "PATH={}",
-            std::env::var("PATH").unwrap_or_default()
-        ));
-        new.extend(["TERM=screen".into(), "PS1=$ ".into()]);
-        for (key, value) in envs {
-            new.push(format!("{key}={}", value.display()));
-        }
-        new.extend(["bash".into(), "--norc".into(), "--noprofile".into()]);
+        let mut envs = envs.to_vec();
+        envs.push(("PS1", "$ ".into()));
+        let new = common::tmux_session("tui", (80, 24), &envs, &["bash", "--norc", "--noprofile"]);
         let new: Vec<&str> = new.iter().map(String::as_str).collect();
         let out = tmux.cmd(&new);
         assert!(out.status.success(), "tmux: {}", common::stderr(&out));

@@ -666,40 +666,25 @@ fn guests_resolve_each_other_and_reach_out_through_nat() {
 
     // A guest cannot send as a neighbour (its address) or as someone else
     // (another MAC): what the host hears comes from its own addresses only.
-    let listener = std::net::UdpSocket::bind((gateway.as_str(), 0)).unwrap();
-    listener
-        .set_read_timeout(Some(Duration::from_secs(4)))
-        .unwrap();
-    let port = listener.local_addr().unwrap().port();
-    ok(sb.banger(&[
-        "vm",
-        "ssh",
+    let heard = heard_from(
+        sb,
         "b",
-        "--",
+        &gateway,
         &format!(
-            "nohup bash -c '
-                echo own > /dev/udp/{gateway}/{port}
+            "
+                echo own > {{dest}}
                 ip addr add {a_ip}/32 dev eth0
                 ip route add {gateway}/32 dev eth0 src {a_ip}
-                echo stolen-ip > /dev/udp/{gateway}/{port}
+                echo stolen-ip > {{dest}}
                 ip route del {gateway}/32 dev eth0 src {a_ip}
                 ip addr del {a_ip}/32 dev eth0
                 mac=$(cat /sys/class/net/eth0/address)
                 ip link set eth0 address 06:66:66:66:66:66
-                echo stolen-mac > /dev/udp/{gateway}/{port}
+                echo stolen-mac > {{dest}}
                 ip link set eth0 address $mac
-            ' >/dev/null 2>&1 &"
+            "
         ),
-    ]));
-    let mut heard = Vec::new();
-    let mut buf = [0u8; 64];
-    while let Ok((len, from)) = listener.recv_from(&mut buf) {
-        heard.push(format!(
-            "{} from {}",
-            String::from_utf8_lossy(&buf[..len]).trim(),
-            from.ip()
-        ));
-    }
+    );
     assert_eq!(heard, [format!("own from {b_ip}")], "{heard:?}");
     // And b, its MAC restored, is still itself.
     assert_eq!(

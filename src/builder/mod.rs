@@ -327,6 +327,7 @@ async fn boot(
         // The VM layer waits for SSH, booting a stalled guest once more.
         wait_ssh: true,
         publish: Vec::new(),
+        cold: true,
     };
     let creator = Arc::clone(&b.vms);
     let creating = made.creating.insert(tokio::spawn(async move {

@@ -79,7 +79,7 @@ pub async fn run(client: &Client, src: &str, dst: &str) -> anyhow::Result<()> {
     let vm = vm_name(src, dst)?;
     let details = client.vm(vm).await?;
     if !details.state.is_running() {
-        bail!("VM {vm} is {}: banger vm start {vm}", details.state);
+        bail!("VM {vm} is {}: {}", details.state, details.state.to_run(vm));
     }
     if details.agent.is_some() {
         return over_agent(client, src, dst).await;
@@ -106,7 +106,7 @@ pub async fn run(client: &Client, src: &str, dst: &str) -> anyhow::Result<()> {
 async fn connect(client: &Client, name: &str) -> anyhow::Result<Session> {
     let vm = client.vm(name).await?;
     if !vm.state.is_running() {
-        bail!("VM {name} is {}: banger vm start {name}", vm.state);
+        bail!("VM {name} is {}: {}", vm.state, vm.state.to_run(name));
     }
     let ip: IpAddr = vm
         .ip

@@ -7,7 +7,7 @@ use anyhow::{Context, bail};
 use clap::Subcommand;
 
 use super::{Ctx, autostart, output};
-use crate::rpc::api::ImportImage;
+use crate::rpc::api::{ImportImage, WarmImage};
 use crate::size::format_size;
 
 #[derive(Debug, Subcommand)]
@@ -27,6 +27,17 @@ pub enum ImageCommand {
     Build(super::build::BuildArgs),
     /// Register an ext4 root filesystem image (it is checked and copied).
     Import { name: String, path: PathBuf },
+    /// Boot an image once and keep its memory as a warm template: `vm
+    /// create` of that image and shape then restores it instead of booting.
+    Warm {
+        name: String,
+        /// The template's vCPUs (the bundle's default when unset).
+        #[arg(long)]
+        vcpus: Option<u32>,
+        /// The template's memory, e.g. 512M or 1G (the bundle's default when unset).
+        #[arg(long)]
+        memory: Option<String>,
+    },
     /// Forget an image and delete its files (refused while a VM uses it).
     #[command(visible_alias = "rm")]
     Delete { name: String },
@@ -40,6 +51,7 @@ pub async fn run(ctx: &Ctx, command: ImageCommand) -> anyhow::Result<ExitCode> {
     // A bad name is refused before a daemon is started for it.
     if let ImageCommand::Show { name, .. }
     | ImageCommand::Import { name, .. }
+    | ImageCommand::Warm { name, .. }
     | ImageCommand::Delete { name } = &command
     {
         crate::rpc::check_image_name(name)?;
@@ -106,6 +118,11 @@ pub async fn run(ctx: &Ctx, command: ImageCommand) -> anyhow::Result<ExitCode> {
                     image.used_by.join(", ")
                 };
                 println!("used by   {used}");
+                let warm: Vec<&str> = image.templates.iter().map(|t| t.key.as_str()).collect();
+                match warm.is_empty() {
+                    true => println!("warm      - (`banger image warm {name}` makes a template)"),
+                    false => println!("warm      {}", warm.join(", ")),
+                }
                 match &image.packages {
                     Some(p) => println!(
                         "packages  {} (`banger image show {name} --packages` lists them)",
@@ -124,6 +141,31 @@ pub async fn run(ctx: &Ctx, command: ImageCommand) -> anyhow::Result<ExitCode> {
                 image.name,
                 image.size_bytes.map_or_else(|| "-".into(), format_size)
             );
+        }
+        ImageCommand::Warm {
+            name,
+            vcpus,
+            memory,
+        } => {
+            let memory_mib = memory
+                .map(|m| {
+                    crate::size::parse_memory_mib(&m).map_err(|e| anyhow::anyhow!("--memory: {e}"))
+                })
+                .transpose()?;
+            let template = client
+                .warm_image(&name, &WarmImage { vcpus, memory_mib })
+                .await?;
+            if ctx.json {
+                output::json(&template)?;
+            } else {
+                println!(
+                    "{name} warmed: template {} ({} of memory); `banger vm create --image {name} --vcpus {} --memory {}` restores it",
+                    template.key,
+                    format_size(template.snapshot_bytes),
+                    template.vcpus,
+                    template.memory_mib
+                );
+            }
         }
         ImageCommand::Delete { name } => {
             client.delete_image(&name).await?;

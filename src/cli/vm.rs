@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 
 use super::{Ctx, autostart, cp, exec, output};
 use crate::model::{VmRole, VmmChoice};
-use crate::rpc::api::{CreateVm, VmDetails, VmOpResult};
+use crate::rpc::api::{CreateVm, StartVm, VmAction, VmDetails, VmOpResult};
 use crate::size::{format_duration, format_size, parse_memory_mib, parse_size};
 
 #[derive(Debug, Subcommand)]
@@ -21,13 +21,24 @@ pub enum VmCommand {
     List,
     /// Show everything about one VM.
     Show { name: String },
-    /// Boot a stopped VM with the disks it had.
+    /// Boot a stopped VM with the disks it had, or restore a suspended one
+    /// where it was.
     Start {
         name: String,
         /// Return once the VMM runs the guest, without waiting for SSH.
         #[arg(long)]
         no_wait: bool,
+        /// A suspended VM: discard its snapshot and boot from its disks.
+        #[arg(long)]
+        cold: bool,
     },
+    /// Stop a running VM's vCPUs; its memory stays in its VMM.
+    Pause { name: String },
+    /// Run a paused VM again.
+    Resume { name: String },
+    /// Write a running VM's memory to disk and end its VMM; `vm start`
+    /// restores it where it was.
+    Suspend { name: String },
     /// Shut a VM down (its disks and address are kept).
     Stop {
         name: String,
@@ -46,6 +57,15 @@ pub enum VmCommand {
     /// are reflinked or sparse-copied; a layered VM's are a few MiB).
     Clone {
         /// The stopped VM to copy.
+        src: String,
+        /// The new VM's name.
+        name: String,
+    },
+    /// Copy a running VM, memory and all: both run after, each with its
+    /// own name, address and host key (the source is held still for a
+    /// moment).
+    Fork {
+        /// The running VM to copy.
         src: String,
         /// The new VM's name.
         name: String,
@@ -164,6 +184,9 @@ pub struct CreateArgs {
     /// Return once the VMM runs the guest, without waiting for SSH.
     #[arg(long)]
     no_wait: bool,
+    /// Boot, even where the image has a warm template that fits.
+    #[arg(long)]
+    cold: bool,
     /// Publish a guest port on the host: [HOSTADDR:]HOSTPORT:GUESTPORT[/tcp]
     /// (HOSTADDR defaults to 127.0.0.1); repeatable.
     #[arg(long, value_name = "PORT")]
@@ -181,9 +204,13 @@ pub async fn run(ctx: &Ctx, command: VmCommand) -> anyhow::Result<ExitCode> {
         | VmCommand::Start { name, .. }
         | VmCommand::Stop { name, .. }
         | VmCommand::Restart { name }
+        | VmCommand::Pause { name }
+        | VmCommand::Resume { name }
+        | VmCommand::Suspend { name }
         | VmCommand::Publish { name, .. }
         | VmCommand::Unpublish { name, .. }
         | VmCommand::Clone { name, .. }
+        | VmCommand::Fork { name, .. }
         | VmCommand::Delete { name, .. }
         | VmCommand::Ssh { name, .. }
         | VmCommand::Exec { name, .. }
@@ -205,12 +232,27 @@ pub async fn run(ctx: &Ctx, command: VmCommand) -> anyhow::Result<ExitCode> {
         }
         VmCommand::List => list(ctx, client.list_vms().await?)?,
         VmCommand::Show { name } => show(ctx, &client.vm(&name).await?)?,
-        VmCommand::Start { name, no_wait } => {
-            print_op(ctx, &client.start_vm(&name, no_wait).await?, "started")?
+        VmCommand::Start {
+            name,
+            no_wait,
+            cold,
+        } => {
+            let start = StartVm { no_wait, cold };
+            print_op(ctx, &client.start_vm(&name, &start).await?, "started")?
         }
+        VmCommand::Pause { name } => print_action(ctx, &client, &name, VmAction::Pause).await?,
+        VmCommand::Resume { name } => print_action(ctx, &client, &name, VmAction::Resume).await?,
+        VmCommand::Suspend { name } => print_action(ctx, &client, &name, VmAction::Suspend).await?,
         VmCommand::Clone { src, name } => {
             let result = client.clone_vm(&src, &name).await?;
             print_op(ctx, &result, "cloned")?;
+        }
+        VmCommand::Fork { src, name } => {
+            let result = client.fork_vm(&src, &name).await?;
+            print_op(ctx, &result, "forked")?;
+            if let (false, Some(ms)) = (ctx.json, result.source_paused_ms) {
+                println!("  {src} was held still for {ms} ms and runs on");
+            }
         }
         VmCommand::Publish { name, port } => {
             print_ports(ctx, &client.publish_port(&name, &port, false).await?)?
@@ -221,14 +263,7 @@ pub async fn run(ctx: &Ctx, command: VmCommand) -> anyhow::Result<ExitCode> {
         VmCommand::Restart { name } => {
             print_op(ctx, &client.restart_vm(&name).await?, "restarted")?
         }
-        VmCommand::Stop { name, force } => {
-            let vm = client.stop_vm(&name, force).await?;
-            if ctx.json {
-                output::json(&vm)?;
-            } else {
-                println!("{} stopped", vm.name);
-            }
-        }
+        VmCommand::Stop { name, force } => print_state(ctx, &client.stop_vm(&name, force).await?)?,
         VmCommand::Delete { name, force } => {
             client.delete_vm(&name, force).await?;
             println!("{name} deleted");
@@ -317,6 +352,25 @@ pub async fn run(ctx: &Ctx, command: VmCommand) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Prints the state `vm` is in now (after a stop, pause, resume or suspend).
+fn print_state(ctx: &Ctx, vm: &VmDetails) -> anyhow::Result<()> {
+    if ctx.json {
+        output::json(vm)?;
+    } else {
+        println!("{} {}", vm.name, vm.state);
+    }
+    Ok(())
+}
+
+async fn print_action(
+    ctx: &Ctx,
+    client: &crate::rpc::Client,
+    name: &str,
+    action: VmAction,
+) -> anyhow::Result<()> {
+    print_state(ctx, &client.vm_action(name, action).await?)
+}
+
 fn print_ports(ctx: &Ctx, vm: &VmDetails) -> anyhow::Result<()> {
     if ctx.json {
         output::json(vm)?;
@@ -350,6 +404,7 @@ fn create_request(args: CreateArgs) -> anyhow::Result<CreateVm> {
         nat: !args.no_nat,
         wait_ssh: !args.no_wait,
         publish: args.publish,
+        cold: args.cold,
     })
 }
 
@@ -363,6 +418,11 @@ fn print_op(ctx: &Ctx, result: &VmOpResult, verb: &str) -> anyhow::Result<()> {
         println!(
             "  note: the first boot stalled (console silent, no SSH); it was killed and the VM booted again from the same disks"
         );
+    }
+    if let Some(key) = &result.template {
+        println!("  restored from warm template {key}");
+    } else if let Some(why) = &result.booted_because {
+        println!("  booted: {why}");
     }
     println!("  vmm: {}", vm.vmm_detail);
     match result.ssh_ready_ms {
@@ -389,6 +449,7 @@ fn list(ctx: &Ctx, vms: Vec<crate::rpc::api::VmSummary>) -> anyhow::Result<()> {
             // A build VM is shown for what it is: the image build's.
             let state = match vm.role {
                 VmRole::Build => format!("{} (image build)", vm.state),
+                VmRole::Template => format!("{} (warming image)", vm.state),
                 VmRole::Vm => vm.state.to_string(),
             };
             vec![
@@ -546,10 +607,10 @@ fn ssh_argv(
 ) -> anyhow::Result<Vec<String>> {
     if !vm.state.is_running() {
         bail!(
-            "VM `{}` is {}; start it with `banger vm start {}`",
+            "VM `{}` is {}; run it with `{}`",
             vm.name,
             vm.state,
-            vm.name
+            vm.state.to_run(&vm.name)
         );
     }
     if let Some(agent) = vm.agent.as_ref().filter(|a| !a.sshd_accepting) {

@@ -1,4 +1,5 @@
-//! How a failure leaves the daemon: an HTTP status and the JSON cause chain.
+//! How a failure leaves the daemon: an HTTP status and the JSON cause
+//! chain.
 
 use std::error::Error;
 
@@ -6,6 +7,7 @@ use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
+use crate::model::VmState;
 use crate::rpc::api::ErrorBody;
 use crate::store::StoreError;
 
@@ -115,15 +117,26 @@ impl From<crate::vm::VmError> for ApiError {
                         .into(),
                 ),
             ),
-            E::WrongState { action, .. } => (
+            E::WrongState { action, state, .. } => (
                 StatusCode::CONFLICT,
-                Some(match *action {
-                    "start" => {
+                Some(match (*action, state) {
+                    (_, VmState::Paused) => {
+                        "it is paused: `banger vm resume NAME` runs it again".into()
+                    }
+                    (_, VmState::Suspended) => {
+                        "it is suspended: `banger vm start NAME` restores it (`--cold` boots it afresh)"
+                            .into()
+                    }
+                    ("start", _) => {
                         "it is already running: `banger vm ssh NAME`, or `banger vm restart NAME`"
                             .into()
                     }
                     _ => "start it first: `banger vm start NAME`".into(),
                 }),
+            ),
+            E::Snapshot { .. } => (
+                StatusCode::CONFLICT,
+                Some("`banger vm start --cold NAME` discards the snapshot and boots from the disks".into()),
             ),
             E::Vmm(crate::vmm::VmmError::Unavailable(..)) => (
                 StatusCode::BAD_REQUEST,

@@ -11,7 +11,9 @@ use axum::response::{IntoResponse, Response};
 use super::Daemon;
 use super::error::{ApiError, detached};
 use super::extract::{ImageName, JsonBody};
-use crate::rpc::api::{BuildImage, ImageDetails, ImageSummary, ImportImage};
+use crate::rpc::api::{
+    BuildImage, ImageDetails, ImageSummary, ImportImage, TemplateInfo, WarmImage,
+};
 use crate::store::ImageRecord;
 
 pub async fn list(State(daemon): State<Arc<Daemon>>) -> Result<Json<Vec<ImageSummary>>, ApiError> {
@@ -33,7 +35,11 @@ pub async fn list(State(daemon): State<Arc<Daemon>>) -> Result<Json<Vec<ImageSum
 }
 
 fn details(daemon: &Daemon, image: ImageRecord) -> Result<ImageDetails, ApiError> {
-    Ok(daemon.images.details(image)?)
+    let templates = daemon.vms.templates(&image);
+    Ok(ImageDetails {
+        templates,
+        ..daemon.images.details(image)?
+    })
 }
 
 pub async fn show(
@@ -42,6 +48,17 @@ pub async fn show(
 ) -> Result<Json<ImageDetails>, ApiError> {
     let image = daemon.store().get_image(&name)?;
     Ok(Json(details(&daemon, image)?))
+}
+
+/// Boots the image once and keeps its memory as a warm template.
+pub async fn warm(
+    State(daemon): State<Arc<Daemon>>,
+    ImageName(name): ImageName,
+    body: Option<JsonBody<WarmImage>>,
+) -> Result<Json<TemplateInfo>, ApiError> {
+    let WarmImage { vcpus, memory_mib } = body.map(|JsonBody(b)| b).unwrap_or_default();
+    let vms = daemon.vms.clone();
+    detached(async move { vms.warm_image(&name, vcpus, memory_mib).await }).await
 }
 
 pub async fn import(

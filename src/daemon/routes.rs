@@ -29,7 +29,11 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/v1/vms/{name}/start", post(vm_routes::start))
         .route("/v1/vms/{name}/stop", post(vm_routes::stop))
         .route("/v1/vms/{name}/restart", post(vm_routes::restart))
+        .route("/v1/vms/{name}/pause", post(vm_routes::pause))
+        .route("/v1/vms/{name}/resume", post(vm_routes::resume))
+        .route("/v1/vms/{name}/suspend", post(vm_routes::suspend))
         .route("/v1/vms/{name}/clone", post(vm_routes::clone))
+        .route("/v1/vms/{name}/fork", post(vm_routes::fork))
         .route("/v1/vms/{name}/publish", post(vm_routes::publish))
         .route("/v1/vms/{name}/unpublish", post(vm_routes::unpublish))
         .route("/v1/vms/{name}/stats", get(vm_routes::stats))
@@ -46,6 +50,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
             "/v1/images/{name}",
             get(image_routes::show).delete(image_routes::delete),
         )
+        .route("/v1/images/{name}/warm", post(image_routes::warm))
         .route("/v1/builds", post(image_routes::build))
         .route("/v1/network", get(network_status))
         .route("/v1/network/cleanup", post(network_cleanup))

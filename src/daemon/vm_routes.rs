@@ -11,8 +11,8 @@ use super::Daemon;
 use super::error::{ApiError, detached};
 use super::extract::{JsonBody, VmName};
 use crate::rpc::api::{
-    CloneVm, CreateDefaults, CreateVm, PublishPort, StartVm, StopVm, VmDetails, VmOpResult,
-    VmStats, VmSummary,
+    CloneVm, CreateDefaults, CreateVm, PublishPort, StartVm, StopVm, VmAction, VmDetails,
+    VmOpResult, VmStats, VmSummary,
 };
 
 pub async fn list(State(daemon): State<Arc<Daemon>>) -> Result<Json<Vec<VmSummary>>, ApiError> {
@@ -71,9 +71,40 @@ pub async fn start(
     VmName(name): VmName,
     body: Option<JsonBody<StartVm>>,
 ) -> Result<Json<VmOpResult>, ApiError> {
-    let wait_ssh = !body.is_some_and(|JsonBody(b)| b.no_wait);
+    let StartVm { no_wait, cold } = body.map(|JsonBody(b)| b).unwrap_or_default();
     on_user_vm(&daemon, name, move |vms, name| async move {
-        vms.start(&name, wait_ssh).await
+        vms.start(&name, !no_wait, cold).await
+    })
+    .await
+}
+
+pub async fn pause(daemon: State<Arc<Daemon>>, name: VmName) -> Result<Json<VmDetails>, ApiError> {
+    act(daemon, name, VmAction::Pause).await
+}
+
+pub async fn resume(daemon: State<Arc<Daemon>>, name: VmName) -> Result<Json<VmDetails>, ApiError> {
+    act(daemon, name, VmAction::Resume).await
+}
+
+pub async fn suspend(
+    daemon: State<Arc<Daemon>>,
+    name: VmName,
+) -> Result<Json<VmDetails>, ApiError> {
+    act(daemon, name, VmAction::Suspend).await
+}
+
+/// Pause, resume or suspend a VM's guest.
+async fn act(
+    State(daemon): State<Arc<Daemon>>,
+    VmName(name): VmName,
+    action: VmAction,
+) -> Result<Json<VmDetails>, ApiError> {
+    on_user_vm(&daemon, name, move |vms, name| async move {
+        match action {
+            VmAction::Pause => vms.pause(&name).await,
+            VmAction::Resume => vms.resume(&name).await,
+            VmAction::Suspend => vms.suspend(&name).await,
+        }
     })
     .await
 }
@@ -133,6 +164,17 @@ pub async fn clone(
     .await
 }
 
+pub async fn fork(
+    State(daemon): State<Arc<Daemon>>,
+    VmName(name): VmName,
+    JsonBody(req): JsonBody<CloneVm>,
+) -> Result<Json<VmOpResult>, ApiError> {
+    on_user_vm(&daemon, name, move |vms, name| async move {
+        vms.fork(&name, &req.name).await
+    })
+    .await
+}
+
 pub async fn delete(
     State(daemon): State<Arc<Daemon>>,
     VmName(name): VmName,
@@ -182,6 +224,11 @@ fn refuse_build_vm(daemon: &Daemon, name: &str) -> Result<(), ApiError> {
             format!("`{name}` is the build VM of an image build"),
         )
         .hint("it goes away when its build ends; interrupt `banger image build` to cancel it")),
+        Ok(vm) if vm.role == crate::model::VmRole::Template => Err(ApiError::message(
+            axum::http::StatusCode::CONFLICT,
+            format!("`{name}` is the VM an image is being warmed with"),
+        )
+        .hint("it goes away when `banger image warm` ends")),
         _ => Ok(()),
     }
 }

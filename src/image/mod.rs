@@ -212,6 +212,7 @@ impl Images {
             size_bytes: image.size_bytes,
             created_at: image.created_at,
             used_by,
+            templates: Vec::new(),
         })
     }
 
@@ -447,6 +448,20 @@ impl Images {
                 .filter_map(|vm| vm.base_path?.parent().map(Path::to_path_buf)),
         );
         let mut removed = Vec::new();
+        // Warm templates a daemon was killed making (see `vm::template`).
+        for version in &current {
+            let staged = std::fs::read_dir(version.join("templates"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|e| e == "tmp"));
+            for path in staged {
+                if std::fs::remove_dir_all(&path).is_ok() {
+                    removed.push(path);
+                }
+            }
+        }
         let Ok(names) = std::fs::read_dir(&self.root) else {
             return Ok(removed);
         };

@@ -15,26 +15,59 @@ named_enum! {
         Failed = "failed",
         /// Its removal has begun; only finishing it is left.
         Deleting = "deleting",
+        /// Its VMM holds it with the vCPUs stopped: no guest progress.
+        Paused = "paused",
+        /// Its memory is being written to a snapshot; the VMM then ends.
+        Suspending = "suspending",
+        /// No VMM: its memory waits in a snapshot, `start` restores it.
+        Suspended = "suspended",
+        /// A VMM is restoring its snapshot.
+        Restoring = "restoring",
+        /// It is being snapshotted for a fork.
+        Forking = "forking",
     }
 }
 
 impl VmState {
     /// Whether `start` may boot a VM in this state.
     pub fn can_start(self) -> bool {
-        matches!(self, VmState::Created | VmState::Stopped | VmState::Failed)
+        matches!(
+            self,
+            VmState::Created | VmState::Stopped | VmState::Failed | VmState::Suspended
+        )
     }
 
     /// Whether a VMM may be running it, so `stop` has something to stop.
     pub fn can_stop(self) -> bool {
         matches!(
             self,
-            VmState::Starting | VmState::Running | VmState::Stopping
+            VmState::Starting
+                | VmState::Running
+                | VmState::Stopping
+                | VmState::Paused
+                | VmState::Suspending
+                | VmState::Restoring
+                | VmState::Forking
         )
+    }
+
+    /// Whether it is shut down with nothing in memory anywhere: its disks
+    /// alone say what it is (what `clone` copies).
+    pub fn is_at_rest(self) -> bool {
+        matches!(self, VmState::Created | VmState::Stopped | VmState::Failed)
     }
 
     /// Whether its guest is up: what `vm ssh`, `vm cp` and a shell need.
     pub fn is_running(self) -> bool {
         self == VmState::Running
+    }
+
+    /// The command that gets a VM in this state running, for VM `name`.
+    pub fn to_run(self, name: &str) -> String {
+        match self {
+            VmState::Paused => format!("banger vm resume {name}"),
+            _ => format!("banger vm start {name}"),
+        }
     }
 }
 
@@ -45,6 +78,8 @@ named_enum! {
         #[default]
         Vm = "vm",
         Build = "build",
+        /// Booted once to become an image's warm template, then removed.
+        Template = "template",
     }
 }
 
@@ -85,7 +120,7 @@ mod tests {
                 format!("\"{}\"", state.as_str())
             );
         }
-        for name in ["", "Running", "paused", " running"] {
+        for name in ["", "Running", "pausing", " running"] {
             let err = name.parse::<VmState>().unwrap_err();
             assert!(
                 err.to_string().starts_with(&format!(
@@ -101,9 +136,22 @@ mod tests {
         let startable: Vec<_> = VmState::ALL.iter().filter(|s| s.can_start()).collect();
         assert_eq!(
             startable,
+            [
+                &VmState::Created,
+                &VmState::Stopped,
+                &VmState::Failed,
+                &VmState::Suspended
+            ]
+        );
+        let at_rest: Vec<_> = VmState::ALL.iter().filter(|s| s.is_at_rest()).collect();
+        assert_eq!(
+            at_rest,
             [&VmState::Created, &VmState::Stopped, &VmState::Failed]
         );
         assert!(!VmState::Running.can_start() && VmState::Running.can_stop());
+        // A VMM holds a paused VM; none runs a suspended one.
+        assert!(VmState::Paused.can_stop() && !VmState::Paused.is_running());
+        assert!(!VmState::Suspended.can_stop());
         assert!(!VmState::Deleting.can_stop() && !VmState::Deleting.can_start());
     }
 }

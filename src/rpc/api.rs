@@ -152,6 +152,30 @@ pub struct CreateVm {
     /// Ports to publish, `[HOSTADDR:]HOSTPORT:GUESTPORT[/tcp]`.
     #[serde(default)]
     pub publish: Vec<String>,
+    /// Boot, even where the image has a warm template that fits.
+    #[serde(default)]
+    pub cold: bool,
+}
+
+/// One of an image's warm templates (`image warm`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TemplateInfo {
+    /// Its shape as a name: `qemu-1cpu-384mib`.
+    pub key: String,
+    pub vmm: VmmKind,
+    pub vcpus: u32,
+    pub memory_mib: u32,
+    /// The memory snapshot's size.
+    pub snapshot_bytes: u64,
+    /// Unix seconds.
+    pub made_at: i64,
+}
+
+/// `POST /v1/images/{name}/warm`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct WarmImage {
+    pub vcpus: Option<u32>,
+    pub memory_mib: Option<u32>,
 }
 
 fn yes() -> bool {
@@ -307,6 +331,18 @@ pub struct VmOpResult {
     /// the one that came up.
     #[serde(default)]
     pub stalled_boots: u32,
+    /// Restored from a snapshot (a suspended VM's) instead of booted.
+    #[serde(default)]
+    pub restored: bool,
+    /// For a create: the warm template it was restored from.
+    #[serde(default)]
+    pub template: Option<String>,
+    /// For a create that booted: why no warm template served.
+    #[serde(default)]
+    pub booted_because: Option<String>,
+    /// For a fork: how long its source was held still.
+    #[serde(default)]
+    pub source_paused_ms: Option<u64>,
 }
 
 impl VmOpResult {
@@ -316,6 +352,11 @@ impl VmOpResult {
         let vm = &self.vm;
         let ip = vm.ip.map_or("-".into(), |ip| ip.to_string());
         let secs = |ms: u64| ms as f64 / 1000.0;
+        let verb = if self.restored && self.template.is_none() && self.source_paused_ms.is_none() {
+            "restored from its snapshot"
+        } else {
+            verb
+        };
         match (self.ssh_ready_ms, self.agent_ready_ms, self.vmm_started_ms) {
             (Some(ms), _, _) => format!(
                 "{} {verb}: {ip} ({}), SSH ready in {:.1} s",
@@ -344,6 +385,39 @@ pub struct StartVm {
     /// Return once the VMM runs the guest, without waiting for SSH.
     #[serde(default)]
     pub no_wait: bool,
+    /// A suspended VM: discard its snapshot and boot from its disks.
+    #[serde(default)]
+    pub cold: bool,
+}
+
+/// `POST /v1/vms/{name}/{action}`: what happens to a VM's running guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VmAction {
+    /// Stop its vCPUs; the VMM keeps its memory.
+    Pause,
+    /// Run a paused guest again.
+    Resume,
+    /// Write its memory to a snapshot and end the VMM.
+    Suspend,
+}
+
+impl VmAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VmAction::Pause => "pause",
+            VmAction::Resume => "resume",
+            VmAction::Suspend => "suspend",
+        }
+    }
+
+    /// The action under way, for a status line.
+    pub fn ing(self) -> &'static str {
+        match self {
+            VmAction::Pause => "pausing",
+            VmAction::Resume => "resuming",
+            VmAction::Suspend => "suspending",
+        }
+    }
 }
 
 /// `POST /v1/vms/{name}/stop` and `DELETE /v1/vms/{name}`.
@@ -397,6 +471,9 @@ pub struct ImageDetails {
     /// The digest of its build's inputs, for built images.
     #[serde(default)]
     pub build_key: Option<String>,
+    /// Its warm templates (`image warm`).
+    #[serde(default)]
+    pub templates: Vec<TemplateInfo>,
 }
 
 /// `POST /v1/builds`: what to build. The answer is an NDJSON stream

@@ -14,7 +14,7 @@ use tokio::net::UnixStream;
 use super::api::{
     BuildImage, CloneVm, CreateDefaults, CreateVm, DoctorReport, ErrorBody, Health, ImageDetails,
     ImageSummary, ImportImage, NetworkCleanup, NetworkStatus, Progress, PublishPort, StartVm,
-    StopVm, VmDetails, VmOpResult, VmStats, VmSummary,
+    StopVm, TemplateInfo, VmAction, VmDetails, VmOpResult, VmStats, VmSummary, WarmImage,
 };
 use super::names::{NameError, check_image_name, check_vm_name};
 
@@ -181,10 +181,15 @@ impl Client {
         self.call(Method::GET, &vm_path(name, "")?, None).await
     }
 
-    pub async fn start_vm(&self, name: &str, no_wait: bool) -> Result<VmOpResult, ClientError> {
+    pub async fn start_vm(&self, name: &str, start: &StartVm) -> Result<VmOpResult, ClientError> {
         let path = vm_path(name, "/start")?;
-        let body = json(&StartVm { no_wait })?;
-        self.call(Method::POST, &path, Some(body)).await
+        self.call(Method::POST, &path, Some(json(start)?)).await
+    }
+
+    /// `pause`, `resume` or `suspend` VM `name`.
+    pub async fn vm_action(&self, name: &str, action: VmAction) -> Result<VmDetails, ClientError> {
+        let path = vm_path(name, &format!("/{}", action.as_str()))?;
+        self.call(Method::POST, &path, None).await
     }
 
     pub async fn stop_vm(&self, name: &str, force: bool) -> Result<VmDetails, ClientError> {
@@ -199,8 +204,17 @@ impl Client {
     }
 
     pub async fn clone_vm(&self, src: &str, new: &str) -> Result<VmOpResult, ClientError> {
+        self.copy_vm(src, new, "/clone").await
+    }
+
+    /// A running VM's copy, memory and all, running beside it.
+    pub async fn fork_vm(&self, src: &str, new: &str) -> Result<VmOpResult, ClientError> {
+        self.copy_vm(src, new, "/fork").await
+    }
+
+    async fn copy_vm(&self, src: &str, new: &str, how: &str) -> Result<VmOpResult, ClientError> {
         check_vm_name(new)?;
-        let path = vm_path(src, "/clone")?;
+        let path = vm_path(src, how)?;
         let body = json(&CloneVm { name: new.into() })?;
         self.call(Method::POST, &path, Some(body)).await
     }
@@ -270,6 +284,17 @@ impl Client {
         check_image_name(&req.name)?;
         self.call(Method::POST, "/v1/images", Some(json(req)?))
             .await
+    }
+
+    /// Warms image `name` (it boots once: this takes a boot's time).
+    pub async fn warm_image(
+        &self,
+        name: &str,
+        req: &WarmImage,
+    ) -> Result<TemplateInfo, ClientError> {
+        check_image_name(name)?;
+        let path = format!("/v1/images/{name}/warm");
+        self.call(Method::POST, &path, Some(json(req)?)).await
     }
 
     pub async fn delete_image(&self, name: &str) -> Result<(), ClientError> {

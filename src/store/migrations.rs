@@ -147,6 +147,47 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE ports_new RENAME TO ports;
     CREATE INDEX ports_vm_id ON ports (vm_id);
     ",
+    // 8: memory snapshots. A VM may be `paused` (its VMM holds it, stopped),
+    // `suspended` (its memory in a snapshot file, no VMM), and in the
+    // intent states `suspending`, `restoring` and `forking`, which reconcile
+    // finishes or undoes. The states move from a CHECK into a table of
+    // their own, so the next state is one INSERT, not another rebuild. A
+    // VM may also be the `template` VM an image is warmed with.
+    "
+    CREATE TABLE vm_states (name TEXT PRIMARY KEY) STRICT, WITHOUT ROWID;
+    INSERT INTO vm_states (name) VALUES
+        ('creating'), ('created'), ('starting'), ('running'), ('stopping'),
+        ('stopped'), ('failed'), ('deleting'),
+        ('paused'), ('suspending'), ('suspended'), ('restoring'), ('forking');
+    CREATE TABLE vms_new (
+        id              INTEGER PRIMARY KEY,
+        name            TEXT NOT NULL UNIQUE,
+        image_id        INTEGER REFERENCES images (id) ON DELETE RESTRICT,
+        state           TEXT NOT NULL REFERENCES vm_states (name),
+        backend         TEXT NOT NULL CHECK (backend IN ('firecracker', 'qemu')),
+        vcpus           INTEGER NOT NULL CHECK (vcpus > 0),
+        memory_mib      INTEGER NOT NULL CHECK (memory_mib > 0),
+        disk_bytes      INTEGER NOT NULL CHECK (disk_bytes > 0),
+        work_disk_bytes INTEGER CHECK (work_disk_bytes >= 0),
+        pid             INTEGER CHECK (pid > 0),
+        pid_start_ticks INTEGER CHECK (pid_start_ticks >= 0),
+        created_at      INTEGER NOT NULL,
+        started_at      INTEGER,
+        updated_at      INTEGER NOT NULL,
+        host_key        TEXT,
+        nat             INTEGER NOT NULL DEFAULT 1 CHECK (nat IN (0, 1)),
+        role            TEXT NOT NULL DEFAULT 'vm' CHECK (role IN ('vm', 'build', 'template')),
+        root_mode       TEXT NOT NULL DEFAULT 'clone' CHECK (root_mode IN ('clone', 'layered')),
+        base_path       TEXT,
+        CHECK ((pid IS NULL) = (pid_start_ticks IS NULL))
+    ) STRICT;
+    INSERT INTO vms_new SELECT id, name, image_id, state, backend, vcpus, memory_mib,
+        disk_bytes, work_disk_bytes, pid, pid_start_ticks, created_at, started_at,
+        updated_at, host_key, nat, role, root_mode, base_path FROM vms;
+    DROP TABLE vms;
+    ALTER TABLE vms_new RENAME TO vms;
+    CREATE INDEX vms_image_id ON vms (image_id);
+    ",
 ];
 
 /// The schema version this binary writes: the number of migrations it knows.
@@ -266,6 +307,40 @@ mod tests {
                 []
             )
             .is_err()
+        );
+    }
+
+    /// Migration 8 keeps every VM and what refers to it, takes the snapshot
+    /// states, and still refuses a state nobody knows.
+    #[test]
+    fn snapshot_states_come_with_migration_8() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for (version, sql) in (1..).zip(&MIGRATIONS[..7]) {
+            apply(&mut conn, version, sql).unwrap();
+        }
+        conn.execute_batch(
+            "INSERT INTO vms (id, name, state, backend, vcpus, memory_mib, disk_bytes, created_at, updated_at, root_mode)
+                 VALUES (7, 'box', 'running', 'qemu', 1, 256, 1024, 0, 0, 'layered');
+             INSERT INTO leases (vm_id, ip, mac, tap) VALUES (7, '10.0.0.2', '06:00:0a:00:00:02', 'tap2');
+             INSERT INTO ports (vm_id, host_addr, host_port, guest_port) VALUES (7, '127.0.0.1', 8080, 80);",
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        conn.pragma_update(None, "foreign_keys", true).unwrap();
+        let count = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap();
+        assert_eq!(count("SELECT count(*) FROM leases WHERE vm_id = 7"), 1);
+        assert_eq!(count("SELECT count(*) FROM ports WHERE vm_id = 7"), 1);
+        assert_eq!(
+            count("SELECT count(*) FROM vms WHERE root_mode = 'layered'"),
+            1
+        );
+        for state in crate::model::VmState::ALL {
+            conn.execute("UPDATE vms SET state = ?1 WHERE id = 7", [state.as_str()])
+                .unwrap();
+        }
+        assert!(
+            conn.execute("UPDATE vms SET state = 'hibernating' WHERE id = 7", [])
+                .is_err()
         );
     }
 }

@@ -124,6 +124,13 @@ impl VmRecord {
     }
 
     /// Its host tap, when it has a lease.
+    /// The VMM it records as running it.
+    pub fn process(&self) -> Option<VmProcess> {
+        self.pid
+            .zip(self.pid_start_ticks)
+            .map(|(pid, start_ticks)| VmProcess { pid, start_ticks })
+    }
+
     pub fn tap(&self) -> Option<&str> {
         self.lease.as_ref().map(|l| l.tap.as_str())
     }
@@ -395,7 +402,7 @@ impl Store {
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let changed = tx.execute(
             "UPDATE vms SET
-                 started_at = CASE WHEN ?2 = 'running' AND state <> 'running'
+                 started_at = CASE WHEN ?2 = 'running' AND state NOT IN ('running', 'paused')
                                    THEN unixepoch() ELSE started_at END,
                  state = ?2, pid = ?3, pid_start_ticks = ?4, updated_at = unixepoch()
              WHERE name = ?1",

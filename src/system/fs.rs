@@ -333,6 +333,86 @@ pub fn make_shared_read_only(path: &Path) -> std::io::Result<()> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))
 }
 
+/// The digest of a regular file's contents: its data regions and where
+/// they are, so the holes of a sparse disk image cost nothing. Remembered
+/// for as long as the file's identity and times stay the same, so a repeat
+/// build does not read a large file again.
+pub fn content_digest(path: &Path, meta: &std::fs::Metadata) -> std::io::Result<[u8; 32]> {
+    use std::collections::HashMap;
+    use std::os::unix::fs::MetadataExt;
+    use std::sync::Mutex;
+    type Identity = (u64, u64, u64, i64, i64, i64, i64);
+    static KNOWN: Mutex<Option<HashMap<Identity, [u8; 32]>>> = Mutex::new(None);
+    let identity = (
+        meta.dev(),
+        meta.ino(),
+        meta.len(),
+        meta.mtime(),
+        meta.mtime_nsec(),
+        meta.ctime(),
+        meta.ctime_nsec(),
+    );
+    let known = |map: &mut Option<HashMap<Identity, [u8; 32]>>| {
+        map.get_or_insert_with(HashMap::new).get(&identity).copied()
+    };
+    if let Some(digest) = known(&mut KNOWN.lock().unwrap_or_else(|p| p.into_inner())) {
+        return Ok(digest);
+    }
+    let mut file = std::fs::File::open(path)?;
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    for (start, end) in data_regions(&file, meta.len())? {
+        h.update(start.to_le_bytes());
+        h.update(end.to_le_bytes());
+        std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(start))?;
+        let mut left = end - start;
+        while left > 0 {
+            let want = buf.len().min(left as usize);
+            let n = std::io::Read::read(&mut file, &mut buf[..want])?;
+            if n == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the file shrank while it was read",
+                ));
+            }
+            h.update(&buf[..n]);
+            left -= n as u64;
+        }
+    }
+    let digest: [u8; 32] = h.finalize().into();
+    KNOWN
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get_or_insert_with(HashMap::new)
+        .insert(identity, digest);
+    Ok(digest)
+}
+
+/// The `[start, end)` ranges of `file` that hold data (SEEK_DATA and
+/// SEEK_HOLE); the whole file where the filesystem cannot say.
+fn data_regions(file: &std::fs::File, len: u64) -> std::io::Result<Vec<(u64, u64)>> {
+    use rustix::fs::{SeekFrom, seek};
+    let mut regions = Vec::new();
+    let mut at = 0;
+    while at < len {
+        let start = match seek(file, SeekFrom::Data(at)) {
+            Ok(start) => start,
+            Err(rustix::io::Errno::NXIO) => break,
+            Err(rustix::io::Errno::INVAL | rustix::io::Errno::OPNOTSUPP) => {
+                return Ok(vec![(0, len)]);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let end = seek(file, SeekFrom::Hole(start))?.min(len);
+        if end > start {
+            regions.push((start, end));
+        }
+        at = end.max(start + 1);
+    }
+    Ok(regions)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,8 +15,8 @@ use super::table::Column;
 use super::theme::Theme;
 use crate::rpc::ClientError;
 use crate::rpc::api::{
-    BuildImage, CreateDefaults, CreateVm, ImageDetails, ImageSummary, Progress, VmDetails, VmStats,
-    VmSummary,
+    BuildImage, CreateDefaults, CreateVm, ImageDetails, ImageSummary, Progress, VmAction,
+    VmDetails, VmStats, VmSummary,
 };
 
 /// How often the list is refreshed when nothing is going on.
@@ -102,10 +102,21 @@ pub enum ShellKind {
 pub enum Op {
     Create(CreateVm),
     Start(String),
-    Stop { name: String, force: bool },
+    Stop {
+        name: String,
+        force: bool,
+    },
     Restart(String),
     Delete(String),
-    Clone { src: String, name: String },
+    Clone {
+        src: String,
+        name: String,
+    },
+    /// Pause, resume or suspend.
+    Action {
+        name: String,
+        action: VmAction,
+    },
 }
 
 impl Op {
@@ -119,6 +130,7 @@ impl Op {
             Op::Restart(name) => format!("restarting {name}"),
             Op::Delete(name) => format!("deleting {name}"),
             Op::Clone { src, name } => format!("cloning {src} as {name}"),
+            Op::Action { name, action } => format!("{} {name}", action.ing()),
         }
     }
 }
@@ -409,7 +421,11 @@ impl App {
                 fx.push(Effect::Shell(vm, kind))
             }
             Event::SshReady(Ok(vm), _) => {
-                self.fail(format!("{} is {}: start it first (s)", vm.name, vm.state))
+                let key = match vm.state {
+                    crate::model::VmState::Paused => "resume it first (p)",
+                    _ => "start it first (s)",
+                };
+                self.fail(format!("{} is {}: {key}", vm.name, vm.state))
             }
             Event::SshReady(Err(e), _) => self.error(&e),
             Event::SshDone { vm, result } => {

@@ -112,7 +112,10 @@ fn spawn(task: impl Future<Output = ()> + Send + 'static) {
 async fn run_op(client: &Client, op: Op) -> Result<String, crate::rpc::ClientError> {
     Ok(match op {
         Op::Create(req) => client.create_vm(&req).await?.summary("created"),
-        Op::Start(name) => client.start_vm(&name, false).await?.summary("started"),
+        Op::Start(name) => client
+            .start_vm(&name, &Default::default())
+            .await?
+            .summary("started"),
         Op::Restart(name) => client.restart_vm(&name).await?.summary("restarted"),
         Op::Stop { name, force } => {
             client.stop_vm(&name, force).await?;
@@ -125,6 +128,10 @@ async fn run_op(client: &Client, op: Op) -> Result<String, crate::rpc::ClientErr
         Op::Clone { src, name } => {
             client.clone_vm(&src, &name).await?;
             format!("{src} cloned as {name}")
+        }
+        Op::Action { name, action } => {
+            let vm = client.vm_action(&name, action).await?;
+            format!("{name} {}", vm.state)
         }
     })
 }

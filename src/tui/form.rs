@@ -241,6 +241,7 @@ impl Form {
                     nat: self.get("nat").is_on(),
                     wait_ssh: start,
                     publish: Vec::new(),
+                    cold: false,
                 }))
             }
             FormKind::Clone { src } => {

@@ -7,6 +7,8 @@ use super::app::{App, Effect, Mode, Op, Packages, ShellKind, Tab};
 use super::build::BuildState;
 use super::form::{Form, FormOutcome, Submit};
 use super::logs::LogView;
+use crate::model::VmState;
+use crate::rpc::api::VmAction;
 
 /// Every key, as `(keys, what, where)`; `where` is "vm", "image" or "" (both).
 pub const HELP: &[(&str, &str, &str)] = &[
@@ -14,6 +16,8 @@ pub const HELP: &[(&str, &str, &str)] = &[
     ("s", "start", "vm"),
     ("t", "stop (T: kill)", "vm"),
     ("r", "restart", "vm"),
+    ("p", "pause / resume", "vm"),
+    ("z", "suspend (s restores)", "vm"),
     ("d", "delete", "vm"),
     ("n", "clone", "vm"),
     ("⏎", "ssh", "vm"),
@@ -185,10 +189,11 @@ impl App {
             }
             _ => {}
         }
-        let Some(name) = self.selected_vm().map(|vm| vm.name.clone()) else {
+        let Some((name, state)) = self.selected_vm().map(|vm| (vm.name.clone(), vm.state)) else {
             if matches!(
                 key.code,
-                KeyCode::Char('s' | 't' | 'T' | 'r' | 'd' | 'n' | 'l' | 'x') | KeyCode::Enter
+                KeyCode::Char('s' | 't' | 'T' | 'r' | 'p' | 'z' | 'd' | 'n' | 'l' | 'x')
+                    | KeyCode::Enter
             ) {
                 self.fail("no VM selected (c creates one)".into());
             }
@@ -199,6 +204,17 @@ impl App {
             KeyCode::Char('t') => self.run(Op::Stop { name, force: false }),
             KeyCode::Char('T') => self.run(Op::Stop { name, force: true }),
             KeyCode::Char('r') => self.run(Op::Restart(name)),
+            KeyCode::Char('p') => {
+                let action = match state {
+                    VmState::Paused => VmAction::Resume,
+                    _ => VmAction::Pause,
+                };
+                self.run(Op::Action { name, action })
+            }
+            KeyCode::Char('z') => self.run(Op::Action {
+                name,
+                action: VmAction::Suspend,
+            }),
             KeyCode::Char('d') => {
                 self.mode = Mode::ConfirmDelete(name);
                 Vec::new()

@@ -105,6 +105,7 @@ impl Column {
         match self {
             Column::Name => vm.name.clone(),
             Column::State if vm.role == VmRole::Build => format!("{} (build)", vm.state),
+            Column::State if vm.role == VmRole::Template => format!("{} (warming)", vm.state),
             Column::State => vm.state.to_string(),
             Column::Backend => vm.vmm.to_string(),
             Column::Ip => vm.ip.map_or_else(dash, |ip| ip.to_string()),

@@ -43,9 +43,16 @@ impl Theme {
                 Color::Red,
                 Style::new().add_modifier(Modifier::BOLD | Modifier::UNDERLINED),
             ),
-            VmState::Creating | VmState::Starting | VmState::Stopping | VmState::Deleting => {
+            VmState::Creating
+            | VmState::Starting
+            | VmState::Stopping
+            | VmState::Deleting
+            | VmState::Suspending
+            | VmState::Restoring
+            | VmState::Forking => {
                 self.fg(Color::Yellow, Style::new().add_modifier(Modifier::ITALIC))
             }
+            VmState::Paused | VmState::Suspended => self.fg(Color::Cyan, Style::new()),
             VmState::Created | VmState::Stopped => self.fg(Color::DarkGray, Style::new()),
         }
     }

@@ -105,6 +105,19 @@ impl Manager {
         channel: &Channel,
         within: Duration,
     ) -> Result<(Arc<Agent>, HelloReply), AgentError> {
+        // A channel serves one connection at a time: one already held (a
+        // restore's identity step made it) is the one to use.
+        let held = self
+            .agents
+            .lock()
+            .await
+            .get(name)
+            .filter(|a| !a.is_closed())
+            .cloned();
+        if let Some(agent) = held {
+            let hello = agent.status().await?;
+            return Ok((agent, hello));
+        }
         let deadline = tokio::time::Instant::now() + within;
         // The VMM may not have bound its socket yet: retry the connect.
         let agent = loop {

@@ -44,50 +44,79 @@ impl Manager {
         self.create_as(req, VmRole::Build).await
     }
 
-    async fn create_as(
+    pub(crate) async fn create_as(
         self: &Arc<Manager>,
-        req: CreateVm,
+        mut req: CreateVm,
         role: VmRole,
     ) -> Result<VmOpResult, VmError> {
         let _held = self.operation(&req.name).await;
         let mut clock = Clock::start();
-        let mut rollback = Rollback::new(self.store.clone(), self.network.netadmin().clone());
-        match self
-            .create_locked(&req, role, &mut clock, &mut rollback)
-            .await
-        {
-            Ok(()) => rollback.disarm(),
-            Err(e) => {
-                tracing::warn!(vm = %req.name, error = %e, "create failed; rolling back");
-                rollback.run().await;
-                return Err(e);
-            }
-        }
-        let mut booted = super::start::Booted::default();
-        if req.start {
-            // A VM that cannot boot is not worth keeping half-made: undo the
-            // whole create.
-            match self.start_locked(&req.name, &mut clock, req.wait_ssh).await {
-                Ok(b) => booted = b,
+        loop {
+            let mut rollback = Rollback::new(self.store.clone(), self.network.netadmin().clone());
+            let template = match self
+                .create_locked(&req, role, &mut clock, &mut rollback)
+                .await
+            {
+                Ok(template) => {
+                    rollback.disarm();
+                    template
+                }
                 Err(e) => {
-                    tracing::warn!(vm = %req.name, error = %e, "first boot failed; deleting the VM");
-                    let mut undo =
-                        Rollback::new(self.store.clone(), self.network.netadmin().clone());
-                    let files = self.files(&req.name);
-                    undo.push(Undo::DeleteVm(req.name.clone()));
-                    undo.push(Undo::RemoveDir(files.dir));
-                    undo.run().await;
+                    tracing::warn!(vm = %req.name, error = %e, "create failed; rolling back");
+                    rollback.run().await;
                     return Err(e);
                 }
+            };
+            let mut booted = super::start::Booted::default();
+            if req.start {
+                // A VM that cannot boot is not worth keeping half-made: undo
+                // the whole create. One whose template no longer restores
+                // (another VMM version) is made again and booted.
+                match self.start_locked(&req.name, &mut clock, req.wait_ssh).await {
+                    Ok(b) => booted = b,
+                    Err(e) => {
+                        tracing::warn!(vm = %req.name, error = %e, "first boot failed; deleting the VM");
+                        let mut undo =
+                            Rollback::new(self.store.clone(), self.network.netadmin().clone());
+                        let files = self.files(&req.name);
+                        undo.push(Undo::DeleteVm(req.name.clone()));
+                        undo.push(Undo::RemoveDir(files.dir));
+                        undo.run().await;
+                        if template.is_ok() && matches!(e, VmError::Snapshot { .. }) {
+                            tracing::warn!(vm = %req.name, error = %e, "its warm template did not restore; booting instead");
+                            req.cold = true;
+                            clock.lap("template failed");
+                            continue;
+                        }
+                        return Err(e);
+                    }
+                }
             }
+            let vm = self.get(&req.name)?;
+            let how = match &template {
+                Ok(key) => format!("restored from warm template {key}"),
+                Err(_) => "booted".into(),
+            };
+            self.event(
+                &req.name,
+                "created",
+                &format!(
+                    "created from image {}, {how}",
+                    vm.image.as_deref().unwrap_or("-")
+                ),
+            );
+            let mut result = booted.result(self.details(&vm), clock);
+            match template {
+                Ok(key) => result.template = Some(key),
+                Err(why) => {
+                    if self.config.warm && role == VmRole::Vm && !req.cold {
+                        self.warm_in_background(&vm, &req);
+                    }
+                    result.booted_because = Some(why);
+                }
+            }
+            return Ok(result);
         }
-        let vm = self.get(&req.name)?;
-        self.event(
-            &req.name,
-            "created",
-            &format!("created from image {}", vm.image.as_deref().unwrap_or("-")),
-        );
-        Ok(booted.result(self.details(&vm), clock))
     }
 
     /// What `create` gives a VM whose request leaves a field unset.
@@ -102,13 +131,15 @@ impl Manager {
         })
     }
 
+    /// Makes VM `req.name` from a warm template of its image where one
+    /// fits (its key), else from the image (why no template served).
     async fn create_locked(
         &self,
         req: &CreateVm,
         role: VmRole,
         clock: &mut Clock,
         rollback: &mut Rollback,
-    ) -> Result<(), VmError> {
+    ) -> Result<Result<String, String>, VmError> {
         let bundle = self.bundle()?;
         let defaults = &bundle.defaults;
         let image_name = req.image.as_deref().unwrap_or(DEFAULT_IMAGE);
@@ -150,8 +181,8 @@ impl Manager {
             .len();
         // A build always works on a whole clone it boots read-write.
         let root_mode = match role {
-            VmRole::Vm => bundle.root_mode().0,
             VmRole::Build => RootMode::Clone,
+            VmRole::Vm | VmRole::Template => bundle.root_mode().0,
         };
         let asked = req.disk_bytes.unwrap_or(defaults.disk_bytes);
         let disk_bytes = match root_mode {
@@ -192,12 +223,17 @@ impl Manager {
             vcpus,
             memory_mib,
             disk_bytes,
-            work_disk_bytes: (role == VmRole::Vm).then_some(work_disk_bytes),
+            work_disk_bytes: (role != VmRole::Build).then_some(work_disk_bytes),
             lease: None,
             nat: req.nat,
             role,
             root_mode,
             base_path: (root_mode == RootMode::Layered).then(|| image.rootfs_path.clone()),
+        };
+        let template = match (role, req.cold) {
+            (VmRole::Vm, false) => self.fitting_template(&new_vm, &image),
+            (VmRole::Vm, true) => Err("a cold boot was asked for".into()),
+            _ => Err(format!("a {role} VM always boots")),
         };
         // The row says `creating` until everything below is done: a daemon
         // killed meanwhile leaves a VM that reconcile removes whole.
@@ -221,6 +257,9 @@ impl Manager {
         // other: make them at once.
         let (src, dst) = (image.rootfs_path.clone(), files.rootfs.clone());
         let root_disk = async {
+            if template.is_ok() {
+                return Ok(()); // copied from the template below
+            }
             match root_mode {
                 RootMode::Layered => make_upper_disk(&files, disk_bytes).await,
                 RootMode::Clone => {
@@ -241,8 +280,11 @@ impl Manager {
             Ok::<_, VmError>((user_key, host_key))
         };
         let work_disk = async {
+            if template.is_ok() {
+                return Ok(());
+            }
             match role {
-                VmRole::Vm => make_work_disk(&files, work_disk_bytes).await,
+                VmRole::Vm | VmRole::Template => make_work_disk(&files, work_disk_bytes).await,
                 VmRole::Build => Ok(()),
             }
         };
@@ -255,35 +297,48 @@ impl Manager {
         fault::point("create:disks");
         clock.lap("disks and keys");
 
-        self.write_identity(&files, &req.name, ip, &user_key, root_mode, true)
-            .await?;
+        // A VM of a template wakes with the template's files and gets its
+        // own identity from its agent; one booted finds it on its disk.
+        let state = match &template {
+            Ok(found) => {
+                let vm = self.get(&req.name)?;
+                self.copy_template(found, &vm, &files).await?;
+                VmState::Suspended
+            }
+            Err(_) => {
+                // A template's guest will be many VMs: its hosts file names
+                // no address of one (each gets `127.0.1.1 NAME` from its agent).
+                let hosts_ip = (role != VmRole::Template).then_some(ip);
+                self.write_identity(&files, &req.name, hosts_ip, &user_key, root_mode, true)
+                    .await?;
+                VmState::Created
+            }
+        };
         let _ = std::fs::remove_dir_all(&files.scratch);
         fault::point("create:files");
-        self.store
-            .lock()
-            .set_vm_state(&req.name, VmState::Created, None)?;
+        self.store.lock().set_vm_state(&req.name, state, None)?;
         fault::point("create:created");
         clock.lap("inject files");
         tracing::info!(vm = %req.name, %ip, %vmm, "created");
-        Ok(())
+        Ok(template.map(|t| t.key()))
     }
 
     /// Writes what makes a VM itself (hostname, hosts, resolver, fstab, the
     /// user's key, its host key) into its root: a layered VM's upper disk
     /// (`fresh` when just made), or a clone's own root disk. The image is
-    /// never written.
+    /// never written. `/etc/hosts` names `hosts_ip`, if given.
     pub(crate) async fn write_identity(
         &self,
         files: &VmFiles,
         name: &str,
-        ip: Ipv4Addr,
+        hosts_ip: Option<Ipv4Addr>,
         user_key: &str,
         root_mode: RootMode,
         fresh: bool,
     ) -> Result<(), VmError> {
         let guest = guest_files(
             name,
-            ip,
+            hosts_ip,
             self.network.subnet().gateway,
             user_key,
             files,
@@ -435,7 +490,7 @@ fn fstab(root_mode: RootMode) -> String {
 /// What banger writes into a new VM's root disk before its first boot.
 fn guest_files(
     name: &str,
-    ip: Ipv4Addr,
+    ip: Option<Ipv4Addr>,
     gateway: Ipv4Addr,
     user_key: &str,
     files: &VmFiles,
@@ -447,7 +502,9 @@ fn guest_files(
         GuestFile::root(
             "/etc/hosts",
             format!(
-                "127.0.0.1\tlocalhost\n{ip}\t{name}.vm {name}\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+                "127.0.0.1\tlocalhost\n{}::1\tlocalhost ip6-localhost ip6-loopback\n",
+                ip.map(|ip| format!("{ip}\t{name}.vm {name}\n"))
+                    .unwrap_or_default()
             ),
             0o644,
         ),

@@ -41,6 +41,19 @@ pub enum VmError {
     /// Every address was taken while this VM looked for one.
     #[error("could not lease an address; try again")]
     NoFreeAddress,
+    /// A suspended VM's snapshot cannot be restored as it is.
+    #[error("cannot restore VM `{name}` from its snapshot: {why}")]
+    Snapshot { name: String, why: String },
+    /// What the VM's VMM cannot do (yet).
+    #[error("{0}")]
+    Unsupported(String),
+    /// The VMM refused or failed a control request (pause, resume, save).
+    #[error("cannot {action} VM `{name}`: {message}")]
+    Control {
+        name: String,
+        action: &'static str,
+        message: String,
+    },
     #[error("VM `{0}` has no guest agent: {1}")]
     NoAgent(String, String),
     #[error(transparent)]
@@ -154,6 +167,8 @@ impl VmError {
                 | VmError::UnknownImage(_)
                 | VmError::WrongState { .. }
                 | VmError::NoAgent(..)
+                | VmError::Snapshot { .. }
+                | VmError::Unsupported(_)
                 | VmError::Vmm(VmmError::Unavailable(..) | VmmError::DiskBusy(_))
                 | VmError::Networking(crate::network::NetworkError::Port(_))
         )

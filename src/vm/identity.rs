@@ -145,6 +145,49 @@ impl Manager {
         Ok(self.details(&self.get(name)?))
     }
 
+    /// Gives a just-restored guest that woke as another VM (a template, a
+    /// fork's source) VM `vm`'s own identity through its agent: its name,
+    /// address, MAC, route and resolver, its host key, a fresh machine id,
+    /// then fresh entropy and the host's clock; thaws filesystems a fork
+    /// froze. Its disks already are its own copies.
+    pub(crate) async fn assume_identity(&self, vm: &crate::store::VmRecord) -> Result<(), VmError> {
+        let name = &vm.name;
+        let lease = vm
+            .lease
+            .clone()
+            .ok_or_else(|| VmError::NoLease(name.clone()))?;
+        let channel = self
+            .agent_channel(vm)
+            .map_err(|why| VmError::NoAgent(name.clone(), why))?;
+        let (agent, _) = self
+            .wait_agent(name, &channel, std::time::Duration::from_secs(30))
+            .await?;
+        let files = self.files(name);
+        let read = |path: &std::path::Path| std::fs::read(path).map_err(VmError::io(path));
+        let identity = Identity {
+            hostname: Some(name.as_bytes().to_vec()),
+            network: Some(self.guest_network(&lease)),
+            host_key: Some(HostKey {
+                private: read(&files.host_key)?,
+                public: read(&files.host_key.with_extension("pub"))?,
+            }),
+            machine_id: Some(machine_id().into_bytes()),
+        };
+        agent.request(proto::Message::SetIdentity(identity)).await?;
+        // A fork's source was frozen for its snapshot; nothing else is.
+        let _ = agent.request(proto::Message::Thaw).await;
+        super::agent::sync_clock(&agent).await?;
+        self.event(
+            name,
+            "identity-set",
+            &format!(
+                "restored as {name} ({}), with its own host key and machine id",
+                lease.ip
+            ),
+        );
+        Ok(())
+    }
+
     /// What the guest is told of its network for `lease`: the bridge's
     /// gateway, which also answers DNS.
     fn guest_network(&self, lease: &Lease) -> proto::Network {

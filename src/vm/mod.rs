@@ -17,9 +17,12 @@ mod monitor;
 mod publish;
 mod reconcile;
 mod rollback;
+mod snapshot;
 mod start;
 mod stats;
 mod stop;
+mod suspend;
+mod template;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -31,22 +31,26 @@ impl Manager {
                 },
             }
             let _held = manager.operation(&name).await;
-            if manager.release_if_current(&name, pid).await {
+            if manager
+                .release_if_current(&name, pid, VmState::Stopped)
+                .await
+            {
                 manager.event(&name, "stopped", "the VMM exited");
             }
         });
     }
 
-    /// If the store still says `pid` runs VM `name`, marks it stopped and
-    /// removes its tap. False when someone else already did (or the VM is gone).
-    pub(crate) async fn release_if_current(&self, name: &str, pid: u32) -> bool {
+    /// If the store still says `pid` runs VM `name`, records it as `then`
+    /// (stopped, or suspended) and removes its tap. False when someone else
+    /// already did (or the VM is gone).
+    pub(crate) async fn release_if_current(&self, name: &str, pid: u32, then: VmState) -> bool {
         let Ok(vm) = self.get(name) else { return false };
         if vm.pid != Some(pid) {
             return false;
         }
         self.network.close_vm_ports(name);
         self.drop_agent(name).await;
-        if let Err(e) = self.store.lock().set_vm_state(name, VmState::Stopped, None) {
+        if let Err(e) = self.store.lock().set_vm_state(name, then, None) {
             tracing::error!(vm = name, error = %e, "cannot record that the VM stopped");
         }
         if let Err(e) = self.network.sync_nat().await {

@@ -9,6 +9,14 @@
 //! - `running`: adopted when its VMM lives, else stopped.
 //! - `stopping`: the stop is finished (gracefully, in the background).
 //! - `deleting`: the delete is finished.
+//! - `paused`: adopted when its VMM lives (as paused, or as running if its
+//!   VMM runs the guest after all), else stopped.
+//! - `suspending`: a whole snapshot makes it `suspended` (its VMM, if it
+//!   lives, is killed); without one a live VMM is told to run the guest
+//!   again and adopted, a dead one leaves it stopped.
+//! - `suspended`: no VMM may run; without its snapshot it is stopped.
+//! - `restoring`: its VMM is killed; it is `suspended` while its snapshot
+//!   is whole (the restore had not consumed it), else stopped.
 //! - `created`, `stopped`, `failed`: no VMM may run on its disks and no tap
 //!   is left.
 //!
@@ -22,7 +30,9 @@ use crate::model::{VmRole, VmState};
 use crate::store::VmRecord;
 use crate::system::{net, pid};
 
+use super::snapshot::SnapshotDir;
 use super::{Manager, VmError};
+use crate::vmm::control;
 
 /// What reconcile found.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -41,9 +51,9 @@ impl Manager {
         let vms = self.store.lock().list_vms()?;
         for vm in vms {
             let name = vm.name.clone();
-            if vm.role == VmRole::Build {
+            if vm.role != VmRole::Vm {
                 self.remove_vm_everything(&vm).await;
-                tracing::warn!(vm = %name, "removed the build VM of an unfinished build");
+                tracing::warn!(vm = %name, role = %vm.role, "removed the VM of an unfinished build or warm-up");
                 found.removed_builds.push(name);
                 continue;
             }
@@ -70,12 +80,64 @@ impl Manager {
                     }
                     found.finished.push(name);
                 }
-                (VmState::Running, Some(pid)) => {
-                    tracing::info!(vm = %name, pid, "re-adopted running VM");
-                    self.watch(&name, pid, None);
-                    if let Err(e) = self.network.open_vm_ports(&name).await {
-                        tracing::error!(vm = %name, error = %e, "cannot publish the VM's ports again");
+                (VmState::Suspending, live) => {
+                    let state = self.finish_suspend(&vm, live).await?;
+                    found.finished.push(name.clone());
+                    if state == VmState::Running {
+                        self.adopt(&name, live.expect("a running VM has a VMM"))
+                            .await;
+                        found.adopted.push(name);
                     }
+                }
+                (VmState::Restoring, _) | (VmState::Suspended, _) => {
+                    self.kill_strays(&name).await;
+                    if let Some(tap) = vm.tap().filter(|t| net::link_exists(t)) {
+                        let _ = self.network.netadmin().tap_del(tap).await;
+                    }
+                    if !super::snapshot::SnapshotDir::new(&dir).exists() {
+                        self.store
+                            .lock()
+                            .set_vm_state(&name, VmState::Stopped, None)?;
+                        let why = "its snapshot is gone: it boots from its disks";
+                        tracing::warn!(vm = %name, state = %vm.state, "marking the VM stopped: {why}");
+                        self.event(&name, "stopped", why);
+                        found.released.push(name);
+                    } else if vm.state == VmState::Restoring {
+                        self.store
+                            .lock()
+                            .set_vm_state(&name, VmState::Suspended, None)?;
+                        tracing::warn!(vm = %name, "a restore was cut off: the VM is suspended again");
+                        found.finished.push(name);
+                    }
+                }
+                (VmState::Paused | VmState::Forking, Some(pid)) => {
+                    let paused = control::is_paused(vm.vmm, &self.files(&name).control_socket())
+                        .await
+                        .unwrap_or(true);
+                    if vm.state == VmState::Forking || !paused {
+                        // A fork cut off halfway is undone: the source runs on.
+                        if paused {
+                            let _ =
+                                control::resume(vm.vmm, &self.files(&name).control_socket()).await;
+                        }
+                        self.store
+                            .lock()
+                            .set_vm_state(&name, VmState::Running, vm.process())?;
+                    }
+                    tracing::info!(vm = %name, pid, paused, "re-adopted VM");
+                    self.adopt(&name, pid).await;
+                    found.adopted.push(name);
+                }
+                (VmState::Running, Some(pid)) => {
+                    // A pause the last daemon did not get to record.
+                    let socket = self.files(&name).control_socket();
+                    if control::is_paused(vm.vmm, &socket).await == Ok(true) {
+                        self.store
+                            .lock()
+                            .set_vm_state(&name, VmState::Paused, vm.process())?;
+                    }
+                    tracing::info!(vm = %name, pid, "re-adopted running VM");
+                    self.adopt(&name, pid).await;
                     found.adopted.push(name);
                 }
                 (VmState::Stopping, Some(pid)) => {
@@ -90,7 +152,14 @@ impl Manager {
                     });
                     found.adopted.push(vm.name);
                 }
-                (VmState::Starting | VmState::Running | VmState::Stopping, _) => {
+                (
+                    VmState::Starting
+                    | VmState::Running
+                    | VmState::Stopping
+                    | VmState::Paused
+                    | VmState::Forking,
+                    _,
+                ) => {
                     // A start cut off halfway is not adopted: the VMM may not
                     // have its machine configured. The user starts it again.
                     self.kill_strays(&name).await;
@@ -129,6 +198,43 @@ impl Manager {
             self.network.ensure_dns().await;
         }
         Ok(found)
+    }
+
+    /// Watches VM `name`'s live VMM `pid` again and serves its ports.
+    async fn adopt(self: &Arc<Manager>, name: &str, pid: u32) {
+        self.watch(name, pid, None);
+        if let Err(e) = self.network.open_vm_ports(name).await {
+            tracing::error!(vm = %name, error = %e, "cannot publish the VM's ports again");
+        }
+    }
+
+    /// Finishes or undoes a suspend the last daemon did not finish: a whole
+    /// snapshot makes it suspended; else the guest runs on (its VMM told to
+    /// run it again) or, its VMM gone, the VM is stopped. Returns the state.
+    async fn finish_suspend(&self, vm: &VmRecord, live: Option<u32>) -> Result<VmState, VmError> {
+        let name = &vm.name;
+        let files = self.files(name);
+        let snapshot = SnapshotDir::new(&files.dir);
+        let _ = snapshot.discard_partial();
+        let state = if snapshot.exists() {
+            self.kill_strays(name).await;
+            VmState::Suspended
+        } else if live.is_some() {
+            let _ = control::resume(vm.vmm, &files.control_socket()).await;
+            VmState::Running
+        } else {
+            VmState::Stopped
+        };
+        if state != VmState::Running
+            && let Some(tap) = vm.tap().filter(|t| net::link_exists(t))
+        {
+            let _ = self.network.netadmin().tap_del(tap).await;
+        }
+        let process = vm.process().filter(|_| state == VmState::Running);
+        self.store.lock().set_vm_state(name, state, process)?;
+        tracing::warn!(vm = %name, %state, "finished a suspend the last daemon began");
+        self.event(name, "suspend-finished", &format!("the VM is {state}"));
+        Ok(state)
     }
 
     /// Kills every VMM working in VM `name`'s directory: ones a dead daemon

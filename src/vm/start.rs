@@ -19,15 +19,20 @@ use super::rollback::{Rollback, Undo};
 use super::{Clock, Manager, VmError, agent, fault};
 
 impl Manager {
-    /// Boots a stopped VM with the disks, address and keys it had; waits
-    /// for SSH when `wait_ssh`.
+    /// Boots a stopped VM with the disks, address and keys it had, or
+    /// restores a suspended one from its snapshot (unless `cold`: then the
+    /// snapshot is discarded and it boots); waits for SSH when `wait_ssh`.
     pub async fn start(
         self: &Arc<Manager>,
         name: &str,
         wait_ssh: bool,
+        cold: bool,
     ) -> Result<VmOpResult, VmError> {
         let _held = self.operation(name).await;
         let mut clock = Clock::start();
+        if cold && self.get(name)?.state == VmState::Suspended {
+            self.discard_snapshot(name)?;
+        }
         let booted = self.start_locked(name, &mut clock, wait_ssh).await?;
         let vm = self.get(name)?;
         Ok(booted.result(self.details(&vm), clock))
@@ -70,13 +75,22 @@ impl Manager {
     ) -> Result<Booted, VmError> {
         let vm = self.get(name)?;
         VmError::check_state(&vm, vm.state.can_start(), "start")?;
+        let bundle = self.bundle()?;
+        // A suspended VM is restored, once its snapshot is known to fit.
+        let restore = match vm.state {
+            VmState::Suspended => Some(self.snapshot_to_restore(&vm, &bundle)?),
+            _ => None,
+        };
+        let intent = match restore {
+            Some(_) => VmState::Restoring,
+            None => VmState::Starting,
+        };
         let vmm = vm.vmm;
         let lease = vm
             .lease
             .clone()
             .ok_or_else(|| VmError::NoLease(name.into()))?;
         let (ip, tap) = (lease.ip, lease.tap.clone());
-        let bundle = self.bundle()?;
         let firecracker = select::firecracker_binary(&self.config, Some(&bundle));
         let files = self.files(name);
         // A VMM that still runs on these disks (one this daemon lost track
@@ -114,9 +128,7 @@ impl Manager {
                 // one hold of the network lock (see `network_cleanup`).
                 let held = self.network.lock().await;
                 self.network.ensure_bridge(&held).await?;
-                self.store
-                    .lock()
-                    .set_vm_state(name, VmState::Starting, None)?;
+                self.store.lock().set_vm_state(name, intent, None)?;
                 // Fence first: the guard knows this tap, MAC and IP before
                 // the tap exists, so the guest never sends unfenced.
                 self.network.sync_nat_held(&held).await?;
@@ -136,7 +148,7 @@ impl Manager {
             if vm.root_mode == RootMode::Layered {
                 kernel_args.push_str(UPPER_ARG);
             }
-            if let Some(stall) = fault::stall_this_boot() {
+            if let Some(stall) = fault::stall_this_boot().filter(|_| restore.is_none()) {
                 kernel_args.push_str(stall);
             }
             let plan = LaunchPlan {
@@ -153,6 +165,7 @@ impl Manager {
                 jailer,
                 firecracker: firecracker.clone(),
                 agent: bundle.agent().is_ok(),
+                restore: restore.clone(),
             };
             let (log_from, console_from) = (file_len(&files.vmm_log), file_len(&files.console));
             let launched = launch::launch(vmm, &plan, &files.run_paths(), &logs, |pid| {
@@ -160,7 +173,7 @@ impl Manager {
                 let start_ticks = pid::start_ticks(pid).unwrap_or(0);
                 self.store.lock().set_vm_state(
                     name,
-                    VmState::Starting,
+                    intent,
                     Some(VmProcess { pid, start_ticks }),
                 )?;
                 fault::point("start:spawned");
@@ -177,6 +190,24 @@ impl Manager {
             })?;
             let pid = launched.pid;
             let watch = ExitWatch::new(pid).map_err(VmError::io(format!("/proc/{pid}")))?;
+            let mut foreign_identity = false;
+            if restore.is_some() {
+                tokio::select! {
+                    restored = self.finish_restore(&vm) => foreign_identity = restored?,
+                    () = watch.exited() => {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        return Err(VmError::Snapshot {
+                            name: name.into(),
+                            why: format!(
+                                "the {vmm} VMM exited loading it; its log ends with:\n{}",
+                                tail(&files.vmm_log, log_from, 15)
+                            ),
+                        });
+                    }
+                }
+                booted.restored = true;
+                clock.lap("restore");
+            }
             let start_ticks = pid::start_ticks(pid).unwrap_or(0);
             self.store.lock().set_vm_state(
                 name,
@@ -186,6 +217,12 @@ impl Manager {
             self.watch(name, pid, Some(launched.child));
             fault::point("start:running");
             clock.lap("launch");
+            if foreign_identity {
+                // Fenced until now: the guard drops what it sends as the
+                // VM whose memory it woke with.
+                self.assume_identity(&vm).await?;
+                clock.lap("identity");
+            }
             booted.vmm_started_ms = Some(clock.total().as_millis() as u64);
             // The guard and NAT already hold this VM (fenced before its tap).
             self.network.open_vm_ports(name).await?;
@@ -203,6 +240,8 @@ impl Manager {
                 console_from,
                 exit: &watch,
                 attempt,
+                restored: booted.restored,
+                identity_set: foreign_identity,
             };
             let readiness = self.wait_ready(name, &vm, ip, &boot).await?;
             // The wait began this long after the request.
@@ -226,6 +265,9 @@ impl Manager {
             Ok(()) => {
                 rollback.disarm();
                 let how = match booted.ssh_ready_ms {
+                    Some(ms) if booted.restored => {
+                        format!("restored from its snapshot; SSH ready in {ms} ms")
+                    }
                     Some(ms) => format!("SSH ready in {ms} ms"),
                     None => format!("VMM started in {} ms", clock.total().as_millis()),
                 };
@@ -236,7 +278,15 @@ impl Manager {
             Err(e) => {
                 self.network.close_vm_ports(name);
                 rollback.run().await;
-                let _ = self.store.lock().set_vm_state(name, VmState::Failed, None);
+                // A restore that failed before it consumed the snapshot
+                // leaves the VM suspended, its snapshot as it was.
+                let after = match restore {
+                    Some(_) if super::snapshot::SnapshotDir::new(&files.dir).exists() => {
+                        VmState::Suspended
+                    }
+                    _ => VmState::Failed,
+                };
+                let _ = self.store.lock().set_vm_state(name, after, None);
                 // The VM may already be in the NAT table: take it out again.
                 if let Err(nat) = self.network.sync_nat().await {
                     tracing::error!(vm = name, error = %nat, "cannot update the NAT table");
@@ -273,15 +323,21 @@ impl Manager {
         let ready = async {
             let mut readiness = Readiness::default();
             if let Some(channel) = &channel {
-                let (agent, _) = self
+                let (agent, hello) = self
                     .wait_agent(name, channel, self.ssh_timeout())
                     .await
                     .map_err(NotReady::Agent)?;
                 readiness.agent = Some(began.elapsed());
-                if let Err(e) = agent::sync_clock(&agent).await {
+                // A guest given its identity had its clock set with it.
+                if !boot.identity_set
+                    && let Err(e) = agent::sync_clock(&agent).await
+                {
                     tracing::warn!(vm = name, error = %e, "cannot set the guest's clock");
                 }
-                if !agent::has_sshd(&agent).await.map_err(NotReady::Agent)? {
+                // An sshd that accepts is there; else ask whether there is one.
+                if !hello.sshd_accepting
+                    && !agent::has_sshd(&agent).await.map_err(NotReady::Agent)?
+                {
                     return Ok(readiness);
                 }
                 agent::wait_sshd(&agent, self.ssh_timeout())
@@ -298,7 +354,11 @@ impl Manager {
         };
         let files = boot.files;
         let console_tail = || tail(&files.console, boot.console_from, 25);
-        let stall = Duration::from_secs(self.config.boot_stall_secs);
+        // A restored guest writes nothing to its console: it does not boot.
+        let stall = match boot.restored {
+            true => Duration::ZERO,
+            false => Duration::from_secs(self.config.boot_stall_secs),
+        };
         tokio::select! {
             result = ready => result.map_err(|e| e.into_error(console_tail())),
             silent = console_silent(&files.console, stall), if !stall.is_zero() => Err(VmError::Stalled {
@@ -328,6 +388,10 @@ struct BootWatch<'a> {
     console_from: u64,
     exit: &'a ExitWatch,
     attempt: Attempt,
+    /// The guest was restored from a snapshot, not booted.
+    restored: bool,
+    /// Its agent gave it its own identity (and clock) after the restore.
+    identity_set: bool,
 }
 
 /// Fails when another VMM holds `drives`. A jailed Firecracker's log relay
@@ -420,6 +484,8 @@ pub(crate) struct Booted {
     pub ssh_ready_ms: Option<u64>,
     /// Boots that stalled and were killed before this one.
     pub stalled_boots: u32,
+    /// Restored from a snapshot instead of booted.
+    pub restored: bool,
 }
 
 impl Booted {
@@ -431,6 +497,10 @@ impl Booted {
             agent_ready_ms: self.agent_ready_ms,
             vmm_started_ms: self.vmm_started_ms,
             stalled_boots: self.stalled_boots,
+            restored: self.restored,
+            template: None,
+            booted_because: None,
+            source_paused_ms: None,
         }
     }
 }

@@ -12,7 +12,7 @@ use crate::store::{VmProcess, VmRecord};
 use crate::system::pid::{self, ExitWatch};
 
 use super::{Clock, Manager, VmError, agent, fault};
-use crate::vmm::launch;
+use crate::vmm::control;
 
 impl Manager {
     /// Stops VM `name`: gracefully unless `force`.
@@ -60,9 +60,16 @@ impl Manager {
             Some(VmProcess { pid, start_ticks }),
         )?;
         fault::point("stop:marked");
+        if vm.state == VmState::Paused && !force {
+            // A paused guest cannot hear a shutdown request: run it again.
+            let socket = self.files(name).control_socket();
+            if let Err(e) = control::resume(vm.vmm, &socket).await {
+                tracing::warn!(vm = name, error = %e, "cannot resume the paused VM to stop it");
+            }
+        }
         let clean = self.halt(&vm, force).await?;
         fault::point("stop:halted");
-        self.release_if_current(name, pid).await;
+        self.release_if_current(name, pid, VmState::Stopped).await;
         let how = if clean {
             "shut down cleanly"
         } else {
@@ -100,7 +107,7 @@ impl Manager {
                 Ok(()) => Ok(()),
                 Err(e) => {
                     tracing::debug!(vm = %vm.name, error = %e, "no shutdown through the agent");
-                    launch::request_shutdown(vm.vmm, &files.control_socket()).await
+                    control::request_shutdown(vm.vmm, &files.control_socket()).await
                 }
             };
             match requested {

@@ -34,6 +34,9 @@ pub struct LaunchPlan {
     pub firecracker: Option<PathBuf>,
     /// Give the guest the agent's channel (its initrd brings the agent).
     pub agent: bool,
+    /// Restore the guest from this memory snapshot, held paused, instead
+    /// of booting the kernel.
+    pub restore: Option<PathBuf>,
 }
 
 /// Where a VMM runs and writes: the VM's directory and what is in it.
@@ -180,17 +183,4 @@ fn prepare(
         drives,
         jail,
     })
-}
-
-/// Asks the guest to shut down: the ACPI power button (QEMU) or
-/// Ctrl-Alt-Del (Firecracker).
-pub async fn request_shutdown(vmm: VmmKind, control_socket: &Path) -> Result<(), String> {
-    match vmm {
-        VmmKind::Qemu => super::qemu::powerdown(control_socket)
-            .await
-            .map_err(|e| e.to_string()),
-        VmmKind::Firecracker => super::firecracker::request_shutdown(control_socket)
-            .await
-            .map_err(|e| e.to_string()),
-    }
 }

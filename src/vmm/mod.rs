@@ -2,7 +2,8 @@
 //! what every VMM process needs. May spawn.
 //!
 //! - [`select`]: which VMM runs a VM (`auto`, or one asked for by name) and where its binary is.
-//! - [`launch`]: what every launch needs, then one launch per kind; asking a guest to shut down.
+//! - [`launch`]: what every launch needs, then one launch per kind.
+//! - [`control`]: a running VMM's guest: shut down, pause, resume.
 //! - [`firecracker`]: launch Firecracker (directly or through its jailer) and drive it through its API socket.
 //! - [`qemu`]: the QEMU `microvm` VMM process and its QMP socket.
 //! - [`jail`]: the layout Firecracker's jailer chroots a VMM into.
@@ -12,6 +13,7 @@
 //! - [`disklock`]: exclusive locks on a VM's disks, inherited by its VMM.
 #![allow(clippy::disallowed_methods)]
 
+pub mod control;
 pub mod disklock;
 mod error;
 pub mod firecracker;

@@ -65,6 +65,9 @@ pub struct QemuSpec {
     pub net: Option<QemuNet>,
     /// A virtio-serial port for the guest agent, on this unix socket.
     pub agent_socket: Option<PathBuf>,
+    /// Restore the guest from the snapshot on this inherited descriptor
+    /// (`-incoming`), held paused (`-S`) until `cont`, instead of booting.
+    pub incoming_fd: Option<i32>,
 }
 
 /// The guest's network card.
@@ -182,6 +185,9 @@ pub fn args(spec: &QemuSpec, files: &QemuFiles) -> Vec<String> {
             ),
         ]);
     }
+    if let Some(fd) = spec.incoming_fd {
+        args.extend(["-S".into(), "-incoming".into(), format!("fd:{fd}")]);
+    }
     if let Some(net) = &spec.net {
         args.extend([
             "-netdev".into(),
@@ -226,55 +232,244 @@ pub async fn qmp(
     command: &str,
     arguments: Option<Value>,
 ) -> Result<Value, QemuError> {
-    let mut request = json!({ "execute": command });
-    if let Some(arguments) = arguments {
-        request["arguments"] = arguments;
+    Qmp::connect(socket)
+        .await?
+        .execute(command, arguments)
+        .await
+}
+
+/// How long one QMP exchange may take.
+const QMP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One QMP connection, past its greeting and capabilities negotiation.
+pub struct Qmp {
+    socket: PathBuf,
+    lines: BufReader<tokio::net::unix::OwnedReadHalf>,
+    write: tokio::net::unix::OwnedWriteHalf,
+}
+
+impl Qmp {
+    pub async fn connect(socket: &Path) -> Result<Qmp, QemuError> {
+        let io = |source| QemuError::Qmp {
+            socket: socket.to_path_buf(),
+            source,
+        };
+        let stream = tokio::time::timeout(QMP_TIMEOUT, super::vmm_io::connect_control(socket))
+            .await
+            .map_err(|_| io(std::io::ErrorKind::TimedOut.into()))?
+            .map_err(io)?;
+        let (read, write) = stream.into_split();
+        let mut qmp = Qmp {
+            socket: socket.to_path_buf(),
+            lines: BufReader::new(read),
+            write,
+        };
+        qmp.exchange("(greeting)", None, None).await?;
+        qmp.execute("qmp_capabilities", None).await?;
+        Ok(qmp)
     }
-    let exchange = async {
-        let stream = super::vmm_io::connect_control(socket).await?;
-        let (read, mut write) = stream.into_split();
-        let mut lines = BufReader::new(read);
-        next_line(&mut lines).await?; // the greeting
-        for message in [json!({ "execute": "qmp_capabilities" }), request] {
-            write.write_all(format!("{message}\n").as_bytes()).await?;
-            let reply = loop {
+
+    /// Runs `command` and returns its `return` value.
+    pub async fn execute(
+        &mut self,
+        command: &str,
+        arguments: Option<Value>,
+    ) -> Result<Value, QemuError> {
+        let mut request = json!({ "execute": command });
+        if let Some(arguments) = arguments {
+            request["arguments"] = arguments;
+        }
+        self.exchange(command, Some(request), None).await
+    }
+
+    /// Hands QEMU descriptor `fd` under `name` (`getfd`), for a later
+    /// command on this connection to use as `fd:NAME`.
+    pub async fn send_fd(
+        &mut self,
+        name: &str,
+        fd: std::os::fd::BorrowedFd<'_>,
+    ) -> Result<(), QemuError> {
+        let request = json!({ "execute": "getfd", "arguments": { "fdname": name } });
+        self.exchange("getfd", Some(request), Some(fd))
+            .await
+            .map(drop)
+    }
+
+    /// Sends `request` (with `fd` attached, if any) and reads up to its
+    /// reply, skipping events; with no request, reads the greeting.
+    async fn exchange(
+        &mut self,
+        command: &str,
+        request: Option<Value>,
+        fd: Option<std::os::fd::BorrowedFd<'_>>,
+    ) -> Result<Value, QemuError> {
+        let io = |source| QemuError::Qmp {
+            socket: self.socket.clone(),
+            source,
+        };
+        let exchange = async {
+            if let Some(request) = &request {
+                let line = format!("{request}\n");
+                match fd {
+                    Some(fd) => send_with_fd(&self.write, line.as_bytes(), fd).await?,
+                    None => self.write.write_all(line.as_bytes()).await?,
+                }
+            }
+            loop {
                 // QEMU may close the socket as it quits: that is its answer.
-                let Some(line) = next_line(&mut lines).await? else {
-                    break Ok(Value::Null);
+                let Some(line) = next_line(&mut self.lines).await? else {
+                    return Ok(Ok(Value::Null));
                 };
                 let value: Value = serde_json::from_str(&line).map_err(std::io::Error::other)?;
                 if let Some(error) = value.get("error") {
-                    break Err(error["desc"]
+                    return Ok(Err(error["desc"]
                         .as_str()
                         .unwrap_or("unknown error")
-                        .to_string());
+                        .to_string()));
                 }
                 if let Some(ret) = value.get("return") {
-                    break Ok(ret.clone());
+                    return Ok(Ok(ret.clone()));
+                }
+                if request.is_none() && value.get("QMP").is_some() {
+                    return Ok(Ok(value));
                 }
                 // Anything else is an asynchronous event: skip it.
-            };
-            if message["execute"] == command {
-                return Ok(reply);
             }
-            if let Err(e) = reply {
-                return Ok(Err(e));
-            }
-        }
-        unreachable!("the loop returns on the request's reply")
-    };
-    let io = |source| QemuError::Qmp {
-        socket: socket.to_path_buf(),
-        source,
-    };
-    tokio::time::timeout(Duration::from_secs(5), exchange)
-        .await
-        .map_err(|_| io(std::io::ErrorKind::TimedOut.into()))?
-        .map_err(io)?
-        .map_err(|message| QemuError::QmpCommand {
-            command: command.to_string(),
-            message,
+        };
+        let answer = tokio::time::timeout(QMP_TIMEOUT, exchange).await;
+        let answer: std::io::Result<Result<Value, String>> =
+            answer.unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()));
+        answer
+            .map_err(io)?
+            .map_err(|message| QemuError::QmpCommand {
+                command: command.to_string(),
+                message,
+            })
+    }
+}
+
+/// Writes `bytes` in one message carrying `fd` (SCM_RIGHTS).
+async fn send_with_fd(
+    write: &tokio::net::unix::OwnedWriteHalf,
+    bytes: &[u8],
+    fd: std::os::fd::BorrowedFd<'_>,
+) -> std::io::Result<()> {
+    use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags, sendmsg};
+    let stream: &tokio::net::UnixStream = write.as_ref();
+    let fds = [fd];
+    let sent = stream
+        .async_io(tokio::io::Interest::WRITABLE, || {
+            let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+            let mut control = SendAncillaryBuffer::new(&mut space);
+            control.push(SendAncillaryMessage::ScmRights(&fds));
+            sendmsg(
+                stream,
+                &[std::io::IoSlice::new(bytes)],
+                &mut control,
+                SendFlags::NOSIGNAL,
+            )
+            .map_err(std::io::Error::from)
         })
+        .await?;
+    if sent != bytes.len() {
+        // A QMP command is a few dozen bytes: the socket takes it whole.
+        return Err(std::io::Error::other("QMP took part of a command"));
+    }
+    Ok(())
+}
+
+/// How often a migration's progress is asked for.
+const MIGRATION_POLL: Duration = Duration::from_millis(20);
+
+/// Writes the paused guest's memory and device state into `into` (QEMU's
+/// migration stream, through a descriptor: QEMU needs no path of ours),
+/// then ends QEMU. The guest is stopped first if it runs.
+pub async fn save(socket: &Path, into: &std::fs::File, timeout: Duration) -> Result<(), QemuError> {
+    use std::os::fd::AsFd;
+    let mut qmp = Qmp::connect(socket).await?;
+    qmp.execute("stop", None).await?;
+    // The default bandwidth cap (32 MiB/s) is for live migration over a
+    // network; a file takes what the disk gives.
+    qmp.execute(
+        "migrate-set-parameters",
+        Some(json!({ "max-bandwidth": 1u64 << 40 })),
+    )
+    .await?;
+    qmp.send_fd("snapshot", into.as_fd()).await?;
+    qmp.execute("migrate", Some(json!({ "uri": "fd:snapshot" })))
+        .await?;
+    let began = std::time::Instant::now();
+    loop {
+        let status = qmp.execute("query-migrate", None).await?;
+        match status["status"].as_str().unwrap_or("") {
+            "completed" => break,
+            "failed" | "cancelled" => {
+                return Err(QemuError::QmpCommand {
+                    command: "migrate".into(),
+                    message: status["error-desc"]
+                        .as_str()
+                        .unwrap_or("the migration failed")
+                        .to_string(),
+                });
+            }
+            _ if began.elapsed() > timeout => {
+                let _ = qmp.execute("migrate_cancel", None).await;
+                return Err(QemuError::QmpCommand {
+                    command: "migrate".into(),
+                    message: format!("not done in {} s", timeout.as_secs()),
+                });
+            }
+            _ => tokio::time::sleep(MIGRATION_POLL).await,
+        }
+    }
+    Ok(())
+}
+
+/// Waits until a QEMU started with `-incoming` has loaded its snapshot
+/// and holds the guest paused (`-S`), ready for `cont`.
+pub async fn wait_restored(qmp: &mut Qmp, timeout: Duration) -> Result<(), QemuError> {
+    let began = std::time::Instant::now();
+    loop {
+        // QMP answers while the stream loads.
+        let status = qmp.execute("query-status", None).await?;
+        if status["status"] != "inmigrate" {
+            if status["running"] == false {
+                return Ok(());
+            }
+            return Err(QemuError::QmpCommand {
+                command: "query-status".into(),
+                message: format!("unexpected state after restoring: {}", status["status"]),
+            });
+        }
+        if began.elapsed() > timeout {
+            return Err(QemuError::QmpCommand {
+                command: "query-status".into(),
+                message: format!("the snapshot did not load in {} s", timeout.as_secs()),
+            });
+        }
+        tokio::time::sleep(MIGRATION_POLL).await;
+    }
+}
+
+/// A QMP connection to a QEMU just spawned: its socket comes a moment
+/// after the process.
+pub async fn connect_new(socket: &Path, timeout: Duration) -> Result<Qmp, QemuError> {
+    let began = std::time::Instant::now();
+    loop {
+        match Qmp::connect(socket).await {
+            Err(QemuError::Qmp { .. }) if began.elapsed() < timeout => {
+                tokio::time::sleep(MIGRATION_POLL).await
+            }
+            other => return other,
+        }
+    }
+}
+
+/// The QEMU version that runs behind `socket`, as `MAJOR.MINOR.MICRO`.
+pub async fn version(qmp: &mut Qmp) -> Result<String, QemuError> {
+    let v = qmp.execute("query-version", None).await?;
+    let q = &v["qemu"];
+    Ok(format!("{}.{}.{}", q["major"], q["minor"], q["micro"]))
 }
 
 /// The longest QMP line read: QEMU runs as another uid and may be
@@ -354,6 +549,13 @@ pub(super) async fn start<E: From<VmmError>>(
         ..
     } = prepared;
     let tap = crate::system::net::open_tap(plan.tap.as_str()).map_err(|e| failed(e.into()))?;
+    let incoming_fd = match &plan.restore {
+        Some(memory) => {
+            let file = std::fs::File::open(memory).map_err(VmmError::io(memory))?;
+            Some(io.pass_fd(file.into()))
+        }
+        None => None,
+    };
     let spec = QemuSpec {
         name: plan.name.clone(),
         accel: accel_for(crate::system::host::kvm_kind()),
@@ -368,6 +570,7 @@ pub(super) async fn start<E: From<VmmError>>(
             mac: plan.mac.to_string(),
         }),
         agent_socket: plan.agent.then(|| paths.agent_socket.clone()),
+        incoming_fd,
     };
     let files = QemuFiles {
         dir: paths.dir.clone(),
@@ -405,6 +608,7 @@ mod tests {
                 mac: "06:00:00:00:00:01".into(),
             }),
             agent_socket: Some("/vm/run/agent.sock".into()),
+            incoming_fd: None,
         };
         let files = QemuFiles {
             dir: "/vm".into(),
@@ -435,5 +639,13 @@ mod tests {
         assert!(argv.contains("unix:q.sock,server=on,wait=off"), "{argv}");
         assert!(argv.contains("-chardev stdio,id=console"), "{argv}");
         assert!(argv.contains("-sandbox on,obsolete=deny"), "{argv}");
+        assert!(!argv.contains("-incoming"), "{argv}");
+        // A restore: held paused, the snapshot on an inherited descriptor.
+        let restore = QemuSpec {
+            incoming_fd: Some(11),
+            ..spec
+        };
+        let argv = args(&restore, &files).join(" ");
+        assert!(argv.contains("-S -incoming fd:11"), "{argv}");
     }
 }

@@ -102,13 +102,7 @@ impl Sandbox {
 
     /// This user's environment: its home and XDG directories.
     pub fn envs(&self) -> Vec<(&'static str, PathBuf)> {
-        vec![
-            ("HOME", self.path("home")),
-            ("XDG_CONFIG_HOME", self.path("config")),
-            ("XDG_STATE_HOME", self.path("state")),
-            ("XDG_DATA_HOME", self.path("data")),
-            ("XDG_RUNTIME_DIR", self.path("run")),
-        ]
+        xdg_envs(self.root.path())
     }
 
     /// Runs `banger ARGS...` to completion.
@@ -135,6 +129,18 @@ impl Drop for Sandbox {
             signal(pid, rustix::process::Signal::KILL);
         }
     }
+}
+
+/// The environment of a user whose home and XDG directories are `home`,
+/// `config`, `state`, `data` and `run` under `root`.
+pub fn xdg_envs(root: &Path) -> Vec<(&'static str, PathBuf)> {
+    vec![
+        ("HOME", root.join("home")),
+        ("XDG_CONFIG_HOME", root.join("config")),
+        ("XDG_STATE_HOME", root.join("state")),
+        ("XDG_DATA_HOME", root.join("data")),
+        ("XDG_RUNTIME_DIR", root.join("run")),
+    ]
 }
 
 /// Says why a test cannot run here and returns, so the caller can
@@ -235,4 +241,124 @@ pub fn ok(out: Output) -> String {
 
 pub fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// Every process on the machine: its pid and its `/proc` directory.
+pub fn processes() -> Vec<(i32, PathBuf)> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, e.path())))
+        .collect()
+}
+
+/// Runs `cmd` to completion and asserts it succeeded.
+pub fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}): {}",
+        out.status,
+        stderr(&out)
+    );
+    out
+}
+
+/// A new file of `bytes` at `path`, all hole.
+pub fn sparse_file(path: &Path, bytes: u64) {
+    std::fs::File::create(path).unwrap().set_len(bytes).unwrap();
+}
+
+/// True when `tool` is installed; otherwise says the test is skipped for
+/// want of it (found in the distribution's `package`).
+pub fn installed(tool: &str, package: &str) -> bool {
+    let found = banger::system::tools::find_program(tool, None).is_some();
+    if !found {
+        skip(&format!(
+            "{tool} is not installed (apt-get install {package})"
+        ));
+    }
+    found
+}
+
+/// Makes a sparse ext4 image of `bytes` at `image` holding `tree`.
+pub fn mkfs_ext4(tree: &Path, image: &Path, bytes: u64) {
+    sparse_file(image, bytes);
+    run(Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-d"])
+        .arg(tree)
+        .arg(image));
+}
+
+/// A 64 MiB ext4 image with nothing to boot, only the directories banger
+/// writes a VM's identity into: `dir/small.ext4`, made from `dir/small-tree`.
+pub fn small_image(dir: &Path) -> PathBuf {
+    let tree = dir.join("small-tree");
+    for sub in ["root", "etc/ssh"] {
+        std::fs::create_dir_all(tree.join(sub)).unwrap();
+    }
+    let image = dir.join("small.ext4");
+    mkfs_ext4(&tree, &image, 64 << 20);
+    image
+}
+
+/// `vm create` arguments for a VM on [`small_image`] imported as `small`.
+pub const ON_SMALL_IMAGE: [&str; 6] = ["--image", "small", "--disk", "64M", "--work-disk", "16M"];
+
+/// Builds the package tree `root` into `deb`.
+pub fn dpkg_deb(root: &Path, deb: &Path) {
+    run(Command::new("dpkg-deb")
+        .args(["-Zgzip", "--root-owner-group", "--build"])
+        .arg(root)
+        .arg(deb));
+}
+
+/// tmux arguments for a detached session `session` of `cols`×`rows`
+/// running `command` with PATH, `TERM=screen`, `envs` and nothing else in
+/// its environment.
+pub fn tmux_session(
+    session: &str,
+    (cols, rows): (u16, u16),
+    envs: &[(&str, PathBuf)],
+    command: &[&str],
+) -> Vec<String> {
+    let mut args: Vec<String> = ["new-session", "-d", "-s", session, "-x"]
+        .map(String::from)
+        .to_vec();
+    args.extend([cols.to_string(), "-y".into(), rows.to_string()]);
+    args.extend(["env".into(), "-i".into()]);
+    args.push(format!(
+        "PATH={}",
+        std::env::var("PATH").unwrap_or_default()
+    ));
+    args.push("TERM=screen".into());
+    for (key, value) in envs {
+        args.push(format!("{key}={}", value.display()));
+    }
+    args.extend(command.iter().map(|s| s.to_string()));
+    args
+}
+
+/// Live VMM processes (QEMU or Firecracker, by executable), each with the
+/// directory it works in (banger starts a VMM in its VM's directory).
+pub fn vmm_processes() -> Vec<(i32, PathBuf)> {
+    processes()
+        .into_iter()
+        .filter_map(|(pid, dir)| {
+            let cwd = std::fs::read_link(dir.join("cwd")).ok()?;
+            let exe = std::fs::read_link(dir.join("exe")).ok()?;
+            let name = exe.file_name()?.to_string_lossy();
+            let vmm = name.starts_with("qemu-system") || name.starts_with("firecracker");
+            (vmm && process_alive(pid)).then_some((pid, cwd))
+        })
+        .collect()
+}
+
+/// Asserts `out` is a failure whose stderr says `says`; returns stderr.
+pub fn fails(out: Output, says: &str) -> String {
+    let err = stderr(&out);
+    assert!(!out.status.success(), "succeeded: {}", stdout(&out));
+    assert!(err.contains(says), "no {says:?} in: {err}");
+    err
 }

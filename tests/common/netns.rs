@@ -30,6 +30,16 @@ pub fn in_fresh_netns<T: Send + 'static>(body: impl Future<Output = T> + Send + 
     .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
+/// A test's body, run as [`in_fresh_netns`] runs it; skipped (saying so)
+/// unless root.
+pub fn test_in_fresh_netns(body: impl Future<Output = ()> + Send + 'static) {
+    if !is_root() {
+        super::skip("needs root for network namespaces");
+        return;
+    }
+    in_fresh_netns(body);
+}
+
 /// Moves the calling thread into the named namespace `/run/netns/NAME`.
 pub fn enter_named_netns(name: &str) {
     let fd = std::fs::File::open(format!("/run/netns/{name}")).unwrap();

@@ -22,15 +22,7 @@ impl Upstream {
         let (ns, veth) = (format!("bgup{n}"), format!("bgup{n}h"));
         let (host_ip, ip) = (format!("10.214.{n}.1"), format!("10.214.{n}.2"));
         let ip_cmd = |args: &[&str]| {
-            let out = std::process::Command::new("ip")
-                .args(args)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "ip {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            super::run(std::process::Command::new("ip").args(args));
         };
         let _ = std::process::Command::new("ip")
             .args(["netns", "del", &ns])

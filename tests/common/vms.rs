@@ -63,11 +63,7 @@ impl VmSandbox {
             vec!["addr", "add", cidr, "dev", &self.bridge],
             vec!["link", "set", &self.bridge, "up"],
         ] {
-            let out = std::process::Command::new("ip")
-                .args(&args)
-                .output()
-                .unwrap();
-            assert!(out.status.success(), "ip {args:?}: {}", stderr(&out));
+            run(std::process::Command::new("ip").args(&args));
         }
         gateway
     }
@@ -114,17 +110,10 @@ impl Drop for VmSandbox {
         // or what a dead daemon left: any process still using this
         // sandbox's files.
         let root = self.sb.root.path().display().to_string();
-        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|p| p.parse::<i32>().ok())
-            else {
-                continue;
-            };
+        for (pid, dir) in processes() {
             // VMMs work in their VM's directory; others name files here.
-            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-            let cwd = std::fs::read_link(entry.path().join("cwd")).unwrap_or_default();
+            let cmdline = std::fs::read(dir.join("cmdline")).unwrap_or_default();
+            let cwd = std::fs::read_link(dir.join("cwd")).unwrap_or_default();
             let uses_sandbox = String::from_utf8_lossy(&cmdline).contains(&root)
                 || cwd.starts_with(self.sb.root.path());
             if pid != std::process::id() as i32 && uses_sandbox {
@@ -151,6 +140,57 @@ pub fn runtime_dir() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("runtime"))
 }
 
+/// A copy of the runtime bundle at `at` (links to its files) whose
+/// bundle.json does not claim layered roots: what an older or third-party
+/// bundle looks like.
+pub fn clone_only_bundle(at: &Path) -> PathBuf {
+    std::fs::create_dir_all(at).unwrap();
+    for entry in std::fs::read_dir(runtime_dir()).unwrap().flatten() {
+        let name = entry.file_name();
+        if name != "bundle.json" {
+            std::os::unix::fs::symlink(entry.path(), at.join(&name)).unwrap();
+        }
+    }
+    let json = std::fs::read_to_string(runtime_dir().join("bundle.json")).unwrap();
+    let json: String = json
+        .lines()
+        .filter(|l| !l.contains("layered_root"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(at.join("bundle.json"), json).unwrap();
+    at.to_path_buf()
+}
+
 pub fn link_exists(name: &str) -> bool {
     Path::new("/sys/class/net").join(name).exists()
+}
+
+/// What the host hears on a UDP port of `gateway` (the bridge's address)
+/// while VM `vm` runs `script` (with `{dest}` replaced by
+/// `/dev/udp/GATEWAY/PORT`) in the background: each datagram as
+/// `TEXT from IP`, until 4 s of silence.
+pub fn heard_from(sb: &Sandbox, vm: &str, gateway: &str, script: &str) -> Vec<String> {
+    let listener = std::net::UdpSocket::bind((gateway, 0)).unwrap();
+    listener
+        .set_read_timeout(Some(std::time::Duration::from_secs(4)))
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let script = script.replace("{dest}", &format!("/dev/udp/{gateway}/{port}"));
+    ok(sb.banger(&[
+        "vm",
+        "ssh",
+        vm,
+        "--",
+        &format!("nohup bash -c '{script}' >/dev/null 2>&1 &"),
+    ]));
+    let mut heard = Vec::new();
+    let mut buf = [0u8; 64];
+    while let Ok((len, from)) = listener.recv_from(&mut buf) {
+        heard.push(format!(
+            "{} from {}",
+            String::from_utf8_lossy(&buf[..len]).trim(),
+            from.ip()
+        ));
+    }
+    heard
 }

@@ -20,7 +20,7 @@ use super::FirecrackerError;
 const MAX_ANSWER: usize = 1 << 20;
 use super::models::{
     ActionType, ApiErrorBody, BootSource, Drive, InstanceActionInfo, InstanceInfo, Logger,
-    MachineConfiguration, NetworkInterface, Vsock,
+    MachineConfiguration, NetworkInterface, VmRunState, VmStateChange, Vsock,
 };
 
 /// How long one request may take before it counts as unanswered. Every
@@ -235,6 +235,13 @@ impl Client {
             .map_err(FirecrackerError::SendCtrlAltDel)
     }
 
+    /// `PATCH /vm`: pauses or resumes the running microVM.
+    pub async fn set_vm_state(&self, state: VmRunState) -> Result<(), FirecrackerError> {
+        self.send(Method::PATCH, "/vm", &VmStateChange { state })
+            .await
+            .map_err(FirecrackerError::SetVmState)
+    }
+
     async fn action(&self, action_type: ActionType) -> Result<(), ApiError> {
         self.put("/actions", &InstanceActionInfo { action_type })
             .await
@@ -251,12 +258,21 @@ impl Client {
     }
 
     async fn put<B: Serialize>(&self, path: &str, body: &B) -> Result<(), ApiError> {
+        self.send(Method::PUT, path, body).await
+    }
+
+    async fn send<B: Serialize>(
+        &self,
+        method: Method,
+        path: &str,
+        body: &B,
+    ) -> Result<(), ApiError> {
         let body = serde_json::to_vec(body).map_err(|source| ApiError::Encode {
-            method: Method::PUT,
+            method: method.clone(),
             path: path.to_owned(),
             source,
         })?;
-        self.request(Method::PUT, path, Some(body)).await?;
+        self.request(method, path, Some(body)).await?;
         Ok(())
     }
 

@@ -75,6 +75,8 @@ pub enum FirecrackerError {
     StartInstance(#[source] ApiError),
     #[error("cannot send Ctrl+Alt+Del")]
     SendCtrlAltDel(#[source] ApiError),
+    #[error("cannot pause or resume the VM")]
+    SetVmState(#[source] ApiError),
     #[error("cannot describe the instance")]
     DescribeInstance(#[source] ApiError),
     /// Stopping the process (SIGKILL and reap) failed.
@@ -98,6 +100,7 @@ impl FirecrackerError {
             | FirecrackerError::PutVsock(e)
             | FirecrackerError::StartInstance(e)
             | FirecrackerError::SendCtrlAltDel(e)
+            | FirecrackerError::SetVmState(e)
             | FirecrackerError::DescribeInstance(e) => Some(e),
             FirecrackerError::WaitApiSocket { source, .. } => source.as_ref(),
             _ => None,

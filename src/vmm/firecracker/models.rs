@@ -117,6 +117,19 @@ pub struct InstanceActionInfo {
     pub action_type: ActionType,
 }
 
+/// `PATCH /vm`: pause or resume a running microVM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VmRunState {
+    Paused,
+    Resumed,
+}
+
+/// The body of `PATCH /vm`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmStateChange {
+    pub state: VmRunState,
+}
+
 /// The state in [`InstanceInfo`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum InstanceState {
