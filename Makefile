@@ -5,9 +5,12 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 # Host packages the daemon and the whole test suite use (Debian/Ubuntu
 # names): `make deps` is all a fresh machine needs before `make test`
-# (openssh-server: the SSH client tests run a real sshd on loopback).
+# (openssh-server: the SSH client tests run a real sshd on loopback;
+# docker-registry, skopeo and apache2-utils: the OCI tests push their own
+# images to a registry they start on loopback).
 DEB_PACKAGES := e2fsprogs iproute2 nftables openssh-client openssh-server sudo ca-certificates \
-	qemu-system-x86 debootstrap busybox-static cpio lz4 zstd kmod binutils curl tmux systemd
+	qemu-system-x86 debootstrap busybox-static cpio lz4 zstd kmod binutils curl tmux systemd \
+	docker-registry skopeo apache2-utils
 
 .PHONY: help deps build agent test test-agent-boot test-firecracker nested-debs lint bench install uninstall clean runtime-debian runtime-bundle verify
 
@@ -25,9 +28,12 @@ help:
 	@echo "make runtime-bundle  fetch ./runtime from the archive RUNTIME_MANIFEST names"
 	@echo "make verify    boot a real VM and run the smoke test (verify.sh)"
 
+# docker-registry's package starts a registry on every interface; the tests
+# start their own on loopback, so the service is stopped and disabled.
 deps:
 	$(SUDO) apt-get update
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(DEB_PACKAGES)
+	-@command -v systemctl >/dev/null && $(SUDO) systemctl disable --now docker-registry >/dev/null 2>&1 || true
 
 build:
 	$(CARGO) build --release --bins

@@ -38,6 +38,8 @@ pub struct Paths {
     pub state_dir: PathBuf,
     /// `$XDG_DATA_HOME/banger`: images and the installed runtime bundle.
     pub data_dir: PathBuf,
+    /// `$XDG_CACHE_HOME/banger`: what can be fetched again (OCI blobs).
+    pub cache_dir: PathBuf,
     /// `$XDG_RUNTIME_DIR/banger` (else `/tmp/banger-<uid>`): the daemon's
     /// socket. logind removes it at logout while the daemon and the VMMs
     /// may run on, so nothing that must outlive a session lives here.
@@ -72,6 +74,7 @@ impl Paths {
             config_dir: base("XDG_CONFIG_HOME", "the configuration", ".config")?,
             state_dir: base("XDG_STATE_HOME", "the state", ".local/state")?,
             data_dir: base("XDG_DATA_HOME", "the data", ".local/share")?,
+            cache_dir: base("XDG_CACHE_HOME", "the cache", ".cache")?,
             runtime_dir,
         })
     }

@@ -159,7 +159,9 @@ pub async fn build(
     match result {
         Ok(built) => {
             tracing::info!(image = %req.name, cached = built.cached, ms = built.total_ms, "image built");
-            reporter.end(Progress::Done { image: built });
+            reporter.end(Progress::Done {
+                image: Box::new(built),
+            });
         }
         Err(err) => {
             tracing::warn!(image = %req.name, error = %err, "image build failed");
@@ -534,6 +536,8 @@ async fn finish(
         build_key: Some(plan.key),
         created_at: unix_now(),
         build_ms: Some(started.elapsed().as_millis() as u64),
+        // Built on an image from a registry: how it would run stays known.
+        oci: base_info.oci,
     };
     let staged = made.staged.take().expect("staged above");
     Ok(images.register(staged, &info, req.replace)?)
@@ -549,6 +553,7 @@ fn built(
 ) -> Result<ImageBuilt, BuildError> {
     rep.finish();
     Ok(ImageBuilt {
+        pulled_from: None,
         image: b.images.details(record)?,
         cached,
         total_ms: started.elapsed().as_millis() as u64,

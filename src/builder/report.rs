@@ -258,6 +258,16 @@ impl Lines {
     }
 }
 
+impl crate::image::oci::Progress for Reporter {
+    fn step(&mut self, step: &str) {
+        Reporter::step(self, step)
+    }
+
+    fn note(&mut self, message: &str) {
+        Reporter::note(self, message)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

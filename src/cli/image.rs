@@ -7,7 +7,7 @@ use anyhow::{Context, bail};
 use clap::Subcommand;
 
 use super::{Ctx, autostart, output};
-use crate::rpc::api::{ImportImage, WarmImage};
+use crate::rpc::api::{ImportImage, OciSource, Progress, PullImage, WarmImage};
 use crate::size::format_size;
 
 #[derive(Debug, Subcommand)]
@@ -25,8 +25,29 @@ pub enum ImageCommand {
     /// Build an image: boot a base in a build VM, install packages, modules,
     /// files and scripts over SSH, and register the result.
     Build(super::build::BuildArgs),
-    /// Register an ext4 root filesystem image (it is checked and copied).
-    Import { name: String, path: PathBuf },
+    /// Register an ext4 root filesystem image (it is checked and copied):
+    /// `import NAME FILE.ext4`. With --oci, an OCI image layout (directory
+    /// or archive) or a `docker save` tarball: `import --oci [NAME] PATH`.
+    Import {
+        /// The image's name (with --oci and no PATH: the path, the name made from it).
+        name: String,
+        path: Option<PathBuf>,
+        /// PATH is an OCI layout or a `docker save` tarball.
+        #[arg(long)]
+        oci: bool,
+    },
+    /// Pull an image from an OCI registry and register it: `ubuntu:24.04`,
+    /// `HOST[:PORT]/PATH:TAG`, `NAME@sha256:DIGEST`. Layers are cached by
+    /// digest; credentials come from ~/.docker/config.json.
+    Pull {
+        reference: String,
+        /// The image's name (default: made from the reference, `ubuntu:24.04` → ubuntu-24-04).
+        #[arg(long)]
+        name: Option<String>,
+        /// Speak plain HTTP to the registry (one on this host).
+        #[arg(long)]
+        insecure: bool,
+    },
     /// Boot an image once and keep its memory as a warm template: `vm
     /// create` of that image and shape then restores it instead of booting.
     Warm {
@@ -46,6 +67,31 @@ pub enum ImageCommand {
 pub async fn run(ctx: &Ctx, command: ImageCommand) -> anyhow::Result<ExitCode> {
     let command = match command {
         ImageCommand::Build(args) => return super::build::run(ctx, args).await,
+        ImageCommand::Pull {
+            reference,
+            name,
+            insecure,
+        } => {
+            let source = OciSource::Registry {
+                reference,
+                insecure,
+            };
+            return pull(ctx, PullImage { source, name }).await;
+        }
+        ImageCommand::Import {
+            name,
+            path,
+            oci: true,
+        } => {
+            let (name, path) = match path {
+                Some(path) => (Some(name), path),
+                None => (None, PathBuf::from(name)),
+            };
+            let path = std::path::absolute(&path)
+                .with_context(|| format!("bad path {}", path.display()))?;
+            let source = OciSource::Layout { path };
+            return pull(ctx, PullImage { source, name }).await;
+        }
         other => other,
     };
     // A bad name is refused before a daemon is started for it.
@@ -106,6 +152,9 @@ pub async fn run(ctx: &Ctx, command: ImageCommand) -> anyhow::Result<ExitCode> {
                 );
                 println!("rootfs    {}", image.rootfs.display());
                 println!("base      {}", image.base.as_deref().unwrap_or("-"));
+                if let (Some(from), Some(digest)) = (&image.oci_reference, &image.oci_digest) {
+                    println!("from      {from} ({digest})");
+                }
                 if !image.requested_packages.is_empty() {
                     println!("asked     {}", image.requested_packages.join(" "));
                 }
@@ -132,7 +181,12 @@ pub async fn run(ctx: &Ctx, command: ImageCommand) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        ImageCommand::Import { name, path } => {
+        ImageCommand::Import { name, path, .. } => {
+            let Some(path) = path else {
+                bail!(
+                    "say which file to import: `banger image import {name} FILE.ext4` (or --oci PATH)"
+                );
+            };
             let path = std::path::absolute(&path)
                 .with_context(|| format!("bad path {}", path.display()))?;
             let image = client.import_image(&ImportImage { name, path }).await?;
@@ -171,7 +225,33 @@ pub async fn run(ctx: &Ctx, command: ImageCommand) -> anyhow::Result<ExitCode> {
             client.delete_image(&name).await?;
             println!("{name} deleted");
         }
-        ImageCommand::Build(_) => unreachable!("handled before connecting"),
+        ImageCommand::Build(_) | ImageCommand::Pull { .. } => {
+            unreachable!("handled before connecting")
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `image pull` and `image import --oci`: progress as a build shows it.
+async fn pull(ctx: &Ctx, req: PullImage) -> anyhow::Result<ExitCode> {
+    if let Some(name) = &req.name {
+        crate::rpc::check_image_name(name)?;
+    }
+    let client = autostart::client(&ctx.paths).await?;
+    let mut view = super::progress::BuildView::new(ctx.json);
+    let pulled = client.pull_image(&req, |event| view.show(&event));
+    tokio::select! {
+        result = pulled => result?,
+        _ = tokio::signal::ctrl_c() => {
+            view.interrupted();
+            return Ok(ExitCode::from(130));
+        }
+    }
+    Ok(match view.last() {
+        Some(Progress::Done { .. }) => ExitCode::SUCCESS,
+        Some(Progress::Failed { .. }) => ExitCode::FAILURE,
+        _ => bail!(
+            "bangerd ended the pull without saying how it went; see `banger daemon status` for its log"
+        ),
+    })
 }

@@ -65,6 +65,11 @@ impl ApiError {
         }
     }
 
+    /// The error and its causes, outermost first.
+    pub fn into_chain(self) -> Vec<String> {
+        self.body.error
+    }
+
     /// Adds what the user can do about it.
     pub fn hint(mut self, hint: impl Into<String>) -> ApiError {
         self.body.hint = Some(hint.into());

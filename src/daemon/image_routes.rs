@@ -12,7 +12,8 @@ use super::Daemon;
 use super::error::{ApiError, detached};
 use super::extract::{ImageName, JsonBody};
 use crate::rpc::api::{
-    BuildImage, ImageDetails, ImageSummary, ImportImage, TemplateInfo, WarmImage,
+    BuildImage, ImageBuilt, ImageDetails, ImageSummary, ImportImage, Progress, PullImage,
+    TemplateInfo, WarmImage,
 };
 use crate::store::ImageRecord;
 
@@ -85,15 +86,85 @@ pub async fn build(
         let (reporter, cancelled) = crate::builder::Reporter::new(tx);
         crate::builder::build(vms, images, req, reporter, cancelled).await;
     });
+    Ok(ndjson_stream(rx))
+}
+
+/// Pulls (or imports) an OCI image and streams its progress as NDJSON,
+/// like a build. The client hanging up cancels it; nothing is left.
+pub async fn pull(
+    State(daemon): State<Arc<Daemon>>,
+    JsonBody(req): JsonBody<PullImage>,
+) -> Result<Response, ApiError> {
+    if let Some(name) = &req.name {
+        crate::rpc::check_image_name(name)
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, &e))?;
+    }
+    let (tx, rx) = crate::builder::progress_channel();
+    let images = daemon.images.clone();
+    let cache_dir = daemon.paths.cache_dir.clone();
+    let shown = daemon.clone();
+    tokio::spawn(async move {
+        let (mut reporter, cancelled) = crate::builder::Reporter::new(tx);
+        let started = std::time::Instant::now();
+        let pulled = tokio::select! {
+            pulled = crate::image::oci::pull(&images, &cache_dir, &req.source, req.name.as_deref(), &mut reporter) => pulled,
+            () = cancelled.wait() => return,
+        };
+        reporter.finish();
+        let event = match pulled.map(|p| (details(&shown, p.image), p.cached)) {
+            Ok((Ok(image), cached)) => Progress::Done {
+                image: Box::new(ImageBuilt {
+                    pulled_from: image.oci_reference.clone(),
+                    image,
+                    cached,
+                    total_ms: started.elapsed().as_millis() as u64,
+                    log: None,
+                    timings: std::mem::take(&mut reporter.timings),
+                }),
+            },
+            Ok((Err(e), _)) => failed(&reporter, e.into_chain()),
+            Err(e) => {
+                tracing::warn!(error = %e, "image pull failed");
+                failed(&reporter, error_chain(&e))
+            }
+        };
+        reporter.end(event);
+    });
+    Ok(ndjson_stream(rx))
+}
+
+fn failed(reporter: &crate::builder::Reporter, error: Vec<String>) -> Progress {
+    Progress::Failed {
+        step: reporter.current_step(),
+        error,
+        hint: None,
+        output_tail: Vec::new(),
+        log: None,
+    }
+}
+
+/// `err` and its sources, outermost first.
+fn error_chain(err: &dyn std::error::Error) -> Vec<String> {
+    let mut chain = vec![err.to_string()];
+    let mut source = err.source();
+    while let Some(e) = source {
+        chain.push(e.to_string());
+        source = e.source();
+    }
+    chain
+}
+
+/// The events of `rx` as an NDJSON response, one event a line.
+fn ndjson_stream(rx: crate::builder::ProgressRx) -> Response {
     let lines = futures_util::stream::unfold(rx, |mut rx| async move {
         let event = rx.recv().await?;
         Some((Ok::<_, std::convert::Infallible>(ndjson_line(&event)), rx))
     });
-    Ok((
+    (
         [(header::CONTENT_TYPE, "application/x-ndjson")],
         Body::from_stream(lines),
     )
-        .into_response())
+        .into_response()
 }
 
 /// `event` as one line of the stream. Only a path that is not UTF-8 (in the

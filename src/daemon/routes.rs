@@ -52,6 +52,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         )
         .route("/v1/images/{name}/warm", post(image_routes::warm))
         .route("/v1/builds", post(image_routes::build))
+        .route("/v1/pulls", post(image_routes::pull))
         .route("/v1/network", get(network_status))
         .route("/v1/network/cleanup", post(network_cleanup))
         .route("/v1/daemon/shutdown", post(shutdown))

@@ -7,6 +7,9 @@
 //! store is the only truth about which version is current, and whatever a
 //! crash leaves outside it is swept away when the daemon starts.
 
+pub mod oci;
+pub mod packages;
+
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -98,6 +101,9 @@ pub struct ImageInfo {
     /// How long the build took.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub build_ms: Option<u64>,
+    /// The OCI image it was pulled or imported from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oci: Option<oci::OciOrigin>,
 }
 
 /// A new version of an image being put together; removed on drop unless
@@ -213,6 +219,8 @@ impl Images {
             created_at: image.created_at,
             used_by,
             templates: Vec::new(),
+            oci_reference: info.oci.as_ref().map(|o| o.reference.clone()),
+            oci_digest: info.oci.map(|o| o.digest),
         })
     }
 

@@ -448,6 +448,25 @@ pub struct ImportImage {
     pub path: PathBuf,
 }
 
+/// `image pull` and `image import --oci`: an OCI image registered as an
+/// ext4 image (default name: made from the reference or file).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PullImage {
+    pub source: OciSource,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// Where an OCI image comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OciSource {
+    /// A registry reference; `insecure` allows plain HTTP to its registry.
+    Registry { reference: String, insecure: bool },
+    /// An OCI layout (directory or archive) or a `docker save` tarball.
+    Layout { path: PathBuf },
+}
+
 /// One image in full.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ImageDetails {
@@ -474,6 +493,12 @@ pub struct ImageDetails {
     /// Its warm templates (`image warm`).
     #[serde(default)]
     pub templates: Vec<TemplateInfo>,
+    /// The OCI image it came from (`image pull`, `image import --oci`):
+    /// the reference or file, and the manifest's digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oci_reference: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oci_digest: Option<String>,
 }
 
 /// `POST /v1/builds`: what to build. The answer is an NDJSON stream
@@ -577,7 +602,7 @@ pub enum Progress {
     /// Something worth saying that is not a step (a cache hit, say).
     Note { message: String },
     /// The operation succeeded; always the last event of a success.
-    Done { image: ImageBuilt },
+    Done { image: Box<ImageBuilt> },
     /// The operation failed; always the last event of a failure.
     Failed {
         /// The step that failed, when one was running.
@@ -608,6 +633,9 @@ pub struct ImageBuilt {
     /// The build's full log.
     pub log: Option<PathBuf>,
     pub timings: Vec<Timing>,
+    /// Set when the image was pulled or imported from an OCI image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pulled_from: Option<String>,
 }
 
 impl ImageBuilt {
@@ -621,10 +649,14 @@ impl ImageBuilt {
             || "no package manifest".into(),
             |p| format!("{} packages", p.len()),
         );
-        let how = if self.cached {
-            "up to date (cached)"
-        } else {
-            "built"
+        let pulled = self
+            .pulled_from
+            .as_ref()
+            .map(|from| format!("pulled from {from}"));
+        let how = match (self.cached, &pulled) {
+            (true, _) => "up to date (cached)",
+            (false, Some(pulled)) => pulled.as_str(),
+            (false, None) => "built",
         };
         let took = if self.total_ms < 60_000 {
             format!("{:.1} s", self.total_ms as f64 / 1000.0)

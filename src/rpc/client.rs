@@ -13,8 +13,8 @@ use tokio::net::UnixStream;
 
 use super::api::{
     BuildImage, CloneVm, CreateDefaults, CreateVm, DoctorReport, ErrorBody, Health, ImageDetails,
-    ImageSummary, ImportImage, NetworkCleanup, NetworkStatus, Progress, PublishPort, StartVm,
-    StopVm, TemplateInfo, VmAction, VmDetails, VmOpResult, VmStats, VmSummary, WarmImage,
+    ImageSummary, ImportImage, NetworkCleanup, NetworkStatus, Progress, PublishPort, PullImage,
+    StartVm, StopVm, TemplateInfo, VmAction, VmDetails, VmOpResult, VmStats, VmSummary, WarmImage,
 };
 use super::names::{NameError, check_image_name, check_vm_name};
 
@@ -322,15 +322,39 @@ impl Client {
     pub async fn build_image(
         &self,
         req: &BuildImage,
-        mut on_event: impl FnMut(Progress),
+        mut on_event: impl FnMut(Progress) + Send,
     ) -> Result<(), ClientError> {
         check_image_name(&req.name)?;
         if let Some(from) = &req.from {
             check_image_name(from)?;
         }
-        let response = self
-            .send(Method::POST, "/v1/builds", Some(json(req)?))
-            .await?;
+        self.stream(Method::POST, "/v1/builds", json(req)?, &mut on_event)
+            .await
+    }
+
+    /// Pulls or imports an OCI image, calling `on_event` for each progress
+    /// event as it arrives; returns once the daemon ends the stream.
+    pub async fn pull_image(
+        &self,
+        req: &PullImage,
+        mut on_event: impl FnMut(Progress) + Send,
+    ) -> Result<(), ClientError> {
+        if let Some(name) = &req.name {
+            check_image_name(name)?;
+        }
+        self.stream(Method::POST, "/v1/pulls", json(req)?, &mut on_event)
+            .await
+    }
+
+    /// Sends a request whose answer is an NDJSON stream of progress events.
+    async fn stream(
+        &self,
+        method: Method,
+        path: &str,
+        body: serde_json::Value,
+        on_event: &mut (dyn FnMut(Progress) + Send),
+    ) -> Result<(), ClientError> {
+        let response = self.send(method, path, Some(body)).await?;
         let status = response.status();
         if !status.is_success() {
             let bytes = response.into_body().collect().await?.to_bytes();

@@ -13,8 +13,10 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, ResolveFlags};
+use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
 use tar::{EntryType, Header, HeaderMode};
+
+use crate::system::beneath::Beneath;
 
 /// One host path and where it lands in the guest (absolute guest path). A
 /// directory lands as that directory, with its whole tree.
@@ -280,55 +282,6 @@ fn replace(parent: &OwnedFd, leaf: &OsStr, at: &Path) -> io::Result<()> {
             "would replace a directory on the host with something else",
         )),
         Err(e) => Err(host_error("Cannot replace", at, e.into())),
-    }
-}
-
-/// A directory every path is resolved beneath, never through a symlink.
-struct Beneath(OwnedFd);
-
-impl Beneath {
-    const RESOLVE: ResolveFlags = ResolveFlags::BENEATH
-        .union(ResolveFlags::NO_SYMLINKS)
-        .union(ResolveFlags::NO_MAGICLINKS);
-
-    fn open(dir: &Path) -> io::Result<Beneath> {
-        let fd = rfs::open(
-            dir,
-            OFlags::DIRECTORY | OFlags::PATH | OFlags::CLOEXEC,
-            Mode::empty(),
-        )?;
-        Ok(Beneath(fd))
-    }
-
-    /// The directory holding relative path `at`, opened beneath this one,
-    /// and `at`'s last component.
-    fn parent_of<'a>(&self, at: &'a Path) -> io::Result<(OwnedFd, &'a OsStr)> {
-        let leaf = at
-            .file_name()
-            .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
-        let parent = at.parent().filter(|p| !p.as_os_str().is_empty());
-        let fd = self.open_path(
-            parent.unwrap_or(Path::new(".")),
-            OFlags::DIRECTORY | OFlags::PATH,
-        )?;
-        Ok((fd, leaf))
-    }
-
-    /// Directory `at`, opened beneath this one to change its mode and times.
-    fn open_dir(&self, at: &Path) -> io::Result<File> {
-        Ok(File::from(
-            self.open_path(at, OFlags::DIRECTORY | OFlags::RDONLY)?,
-        ))
-    }
-
-    fn open_path(&self, at: &Path, flags: OFlags) -> io::Result<OwnedFd> {
-        Ok(rfs::openat2(
-            &self.0,
-            at,
-            flags | OFlags::CLOEXEC | OFlags::NOFOLLOW,
-            Mode::empty(),
-            Self::RESOLVE,
-        )?)
     }
 }
 

@@ -204,3 +204,84 @@ async fn run_requests(
         .await?;
     Ok(out.stderr)
 }
+
+/// What an image's inode must be that a tree on the host could not say:
+/// its owner and exact mode (setuid bits, modes the daemon cannot work
+/// with), extended attributes, or a device node the daemon cannot make.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InodeFix {
+    /// Absolute path inside the image.
+    pub path: String,
+    /// The whole `st_mode` (file type and permission bits).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// Made here rather than found: `(kind, major, minor)` with kind `c`,
+    /// `b` or `p`.
+    pub node: Option<(char, u32, u32)>,
+    pub xattrs: Vec<(String, Vec<u8>)>,
+}
+
+/// Applies `fixes` to `image` in one debugfs run. Any path is taken (it is
+/// quoted), but a newline, which ends a debugfs request, is refused.
+pub async fn fix_inodes(
+    image: &Path,
+    fixes: &[InodeFix],
+    scratch: &Path,
+) -> Result<(), DebugfsError> {
+    std::fs::create_dir_all(scratch).map_err(|source| DebugfsError::Scratch {
+        path: scratch.display().to_string(),
+        source,
+    })?;
+    let mut script = String::new();
+    for (i, fix) in fixes.iter().enumerate() {
+        if !fix.path.starts_with('/') || fix.path.contains('\n') {
+            return Err(DebugfsError::BadPath(fix.path.clone()));
+        }
+        let path = quoted(&fix.path);
+        if let Some((kind, major, minor)) = fix.node {
+            // mknod links its name into the current directory.
+            let (dir, leaf) = fix.path.rsplit_once('/').unwrap_or(("", &fix.path));
+            let dir = if dir.is_empty() { "/" } else { dir };
+            writeln!(script, "cd {}", quoted(dir)).unwrap();
+            match kind {
+                'p' => writeln!(script, "mknod {} p", quoted(leaf)).unwrap(),
+                _ => writeln!(script, "mknod {} {kind} {major} {minor}", quoted(leaf)).unwrap(),
+            }
+            writeln!(script, "cd /").unwrap();
+        }
+        writeln!(script, "sif {path} mode 0{:o}", fix.mode).unwrap();
+        writeln!(script, "sif {path} uid {}", fix.uid).unwrap();
+        writeln!(script, "sif {path} gid {}", fix.gid).unwrap();
+        for (j, (name, value)) in fix.xattrs.iter().enumerate() {
+            let file = scratch.join(format!("xattr-{i}-{j}"));
+            std::fs::write(&file, value).map_err(|source| DebugfsError::Scratch {
+                path: file.display().to_string(),
+                source,
+            })?;
+            writeln!(
+                script,
+                "ea_set -f {} {path} {}",
+                quoted(&file.display().to_string()),
+                quoted(name)
+            )
+            .unwrap();
+        }
+    }
+    let stderr = run_requests(image, &script, scratch, "fix").await?;
+    match stderr
+        .lines()
+        .find(|l| !is_banner(l) && !l.starts_with("Allocated inode"))
+    {
+        Some(problem) => Err(DebugfsError::Request {
+            image: image.display().to_string(),
+            detail: problem.trim().to_string(),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// `text` as one debugfs argument: in double quotes, a quote doubled.
+fn quoted(text: &str) -> String {
+    format!("\"{}\"", text.replace('"', "\"\""))
+}

@@ -56,6 +56,36 @@ pub async fn mkfs_ext4(path: &Path, label: Option<&str>) -> Result<(), E2fsError
     Ok(())
 }
 
+/// Creates a sparse ext4 image of `bytes` at `path` holding the tree at
+/// `tree` (`mkfs.ext4 -d`: contents, modes, hard links and symlinks as
+/// they are on the host), with room for `inodes` files.
+pub async fn mkfs_ext4_from(
+    path: &Path,
+    tree: &Path,
+    bytes: u64,
+    inodes: u64,
+) -> Result<(), E2fsError> {
+    let io = |op| {
+        move |source| FsError::Io {
+            op,
+            path: path.to_path_buf(),
+            source,
+        }
+    };
+    let file = std::fs::File::create(path).map_err(io("create"))?;
+    file.set_len(bytes).map_err(io("size"))?;
+    Cmd::new("mkfs.ext4")
+        .args(["-F", "-q", "-E", "lazy_itable_init=1,lazy_journal_init=1"])
+        .arg("-N")
+        .arg(inodes.to_string())
+        .arg("-d")
+        .arg(tree)
+        .arg(path)
+        .run()
+        .await?;
+    Ok(())
+}
+
 /// Grows the ext4 image file at `path` to `new_len` bytes: extends the
 /// file, checks the filesystem (`e2fsck -fp`, required by resize2fs) and
 /// grows it to fill the file. Refuses to shrink.

@@ -13,9 +13,11 @@
 //! - [`nft`]: nftables scripts on stdin; only banger's table is touched.
 //! - [`trust`]: login names from `/etc/passwd`; paths only root can change.
 //! - [`debugfs`]: write files into an ext4 image without mounting it.
+//! - [`beneath`]: paths resolved beneath a directory, never through a symlink.
 //! - [`ssh`]: SSH keys (`ssh-keygen`), readiness probe, the `ssh` argv.
 #![allow(clippy::disallowed_methods)]
 
+pub mod beneath;
 pub mod debugfs;
 pub mod e2fs;
 pub mod exec;

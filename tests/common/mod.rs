@@ -3,6 +3,7 @@
 #![allow(clippy::disallowed_methods, dead_code)]
 
 pub mod netns;
+pub mod oci;
 pub mod upstream;
 pub mod vms;
 
