@@ -464,6 +464,37 @@ fn an_image_without_init_or_sshd_boots_with_the_agent_as_init() {
     ok(sb.banger(&["vm", "start", "bb"]));
     assert_eq!(ok(exec(&["busybox", "cat", "/root/note"])), "kept\n");
     ok(sb.banger(&["vm", "delete", "bb"]));
+
+    // A build on it goes through the agent; --packages says what it needs.
+    let script = dir.path().join("setup.sh");
+    std::fs::write(&script, "#!/bin/sh\necho from-a-build > /etc/built\n").unwrap();
+    let built = ok(sb.banger(&[
+        "image",
+        "build",
+        "--from",
+        "busybox",
+        "busybox-built",
+        "--run",
+        script.to_str().unwrap(),
+    ]));
+    assert!(built.contains("built"), "{built}");
+    assert_eq!(
+        debugfs(&rootfs(sb, "busybox-built"), "cat /etc/built"),
+        "from-a-build\n"
+    );
+    let err = fails(
+        sb.banger(&[
+            "image",
+            "build",
+            "--from",
+            "busybox",
+            "with-curl",
+            "--packages",
+            "curl",
+        ]),
+        "needs apt-get",
+    );
+    assert!(err.contains("--run"), "{err}");
 }
 
 #[test]

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 pub use banger_agent::proto;
 pub use conn::Agent;
-pub use session::{Output, Session, SessionSender};
+pub use session::{Output, Session, SessionSender, Stream};
 
 /// How a VM's agent is reached.
 #[derive(Debug, Clone, PartialEq, Eq)]

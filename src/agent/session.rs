@@ -81,13 +81,31 @@ impl Session {
     /// up to `cap` bytes of each stream, and waits up to `timeout` for it to
     /// end. Output beyond `cap` ends the session with an error.
     pub async fn collect(
-        mut self,
+        self,
         stdin: &[u8],
         cap: usize,
         timeout: Duration,
     ) -> Result<Output, AgentError> {
+        let mut output = Output::default();
+        output.code = self
+            .run(stdin, timeout, &mut |stream, data| match stream {
+                Stream::Stdout => take(&mut output.stdout, data, cap),
+                Stream::Stderr => take(&mut output.stderr, data, cap),
+            })
+            .await?;
+        Ok(output)
+    }
+
+    /// Feeds `stdin` to the program (then end of file), hands each piece of
+    /// its output to `on_output` as it comes (an error there ends the
+    /// session), and waits up to `timeout` for it to end; its exit status.
+    pub async fn run(
+        mut self,
+        stdin: &[u8],
+        timeout: Duration,
+        on_output: &mut OnOutput<'_>,
+    ) -> Result<i32, AgentError> {
         let run = async {
-            let mut output = Output::default();
             let mut stdin = stdin.chunks(proto::DATA_CHUNK);
             let mut unacked: u32 = 0;
             let mut eof_sent = false;
@@ -105,35 +123,41 @@ impl Session {
                         }
                     }
                 }
-                match self.next().await.ok_or(AgentError::Closed)? {
-                    Message::Started { .. } => {}
-                    Message::StdinCredit(n) => unacked = unacked.saturating_sub(n),
+                let (stream, data) = match self.next().await.ok_or(AgentError::Closed)? {
+                    Message::Started { .. } => continue,
+                    Message::StdinCredit(n) => {
+                        unacked = unacked.saturating_sub(n);
+                        continue;
+                    }
                     Message::Stdout(data) | Message::Stderr(data)
                         if data.len() > proto::DATA_CHUNK =>
                     {
                         return Err(AgentError::Unexpected("an output frame over the limit"));
                     }
-                    Message::Stdout(data) => {
-                        take(&mut output.stdout, &data, cap)?;
-                        self.send(&Message::OutputCredit(data.len() as u32)).await?;
-                    }
-                    Message::Stderr(data) => {
-                        take(&mut output.stderr, &data, cap)?;
-                        self.send(&Message::OutputCredit(data.len() as u32)).await?;
-                    }
-                    Message::Exited { code, .. } => {
-                        output.code = code;
-                        return Ok(output);
-                    }
+                    Message::Stdout(data) => (Stream::Stdout, data),
+                    Message::Stderr(data) => (Stream::Stderr, data),
+                    Message::Exited { code, .. } => return Ok(code),
                     Message::Error { message, .. } => return Err(AgentError::Refused(message)),
                     other => return Err(AgentError::Unexpected(kind_name(&other))),
-                }
+                };
+                on_output(stream, &data)?;
+                self.send(&Message::OutputCredit(data.len() as u32)).await?;
             }
         };
         tokio::time::timeout(timeout, run)
             .await
             .map_err(|_| AgentError::Timeout(timeout))?
     }
+}
+
+/// What [`Session::run`] hands each piece of output to.
+pub type OnOutput<'a> = dyn FnMut(Stream, &[u8]) -> Result<(), AgentError> + Send + 'a;
+
+/// Which of a program's output streams a piece came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
 }
 
 fn take(into: &mut Vec<u8>, data: &[u8], cap: usize) -> Result<(), AgentError> {

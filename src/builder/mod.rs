@@ -15,6 +15,7 @@
 //! and a staging directory that the next daemon start removes.
 
 mod guest;
+mod link;
 mod report;
 mod spec;
 
@@ -29,10 +30,11 @@ pub use spec::{Spec, SpecError, image_identity};
 use crate::image::{DEFAULT_IMAGE, ImageError, ImageInfo, Images, Staged, unix_now};
 use crate::rpc::api::{BuildImage, CreateVm, ImageBuilt, OutputStream, Progress, VmOpResult};
 use crate::ssh::archive::Entry;
-use crate::ssh::{Session, SshError, Target};
+use crate::ssh::{SshError, Target};
 use crate::store::{ImageRecord, StoreError};
 use crate::system::pid::ExitWatch;
 use crate::vm::{Manager, VmError};
+use link::Link;
 use report::Lines;
 
 /// How many build logs are kept per image name.
@@ -61,6 +63,12 @@ pub enum BuildError {
     Store(#[from] StoreError),
     #[error("SSH to the build VM failed")]
     Ssh(#[from] SshError),
+    #[error("the build VM's agent failed")]
+    Agent(#[source] crate::agent::AgentError),
+    #[error(
+        "--packages needs apt-get in the image, and `{image}` has none: banger installs packages with apt (Debian, Ubuntu); for another image, install them with --run SCRIPT using its own package manager"
+    )]
+    NoApt { image: String },
     #[error("the build VM's VMM exited; the console ends with:\n{console_tail}")]
     VmmExited { console_tail: String },
     #[error("{what} failed with exit code {code}")]
@@ -248,6 +256,14 @@ impl Plan {
         }
         let kver = modules.as_ref().map(|(_, k)| k.as_str());
         let key = spec.build_key(&image_identity(&base), kver)?;
+        // Refused before a boot: packages come from apt, and the base has none.
+        if !spec.packages.is_empty()
+            && !crate::system::debugfs::exists(&base.rootfs_path, "/usr/bin/apt-get")
+                .await
+                .unwrap_or(true)
+        {
+            return Err(BuildError::NoApt { image: base.name });
+        }
         Ok(Plan {
             spec,
             base,
@@ -312,7 +328,7 @@ async fn boot(
     plan: &Plan,
     rep: &mut Reporter,
     made: &mut Made,
-) -> Result<Session, BuildError> {
+) -> Result<Link, BuildError> {
     rep.step("boot the build VM");
     let vm_name = format!("{}.build", req.name);
     made.vm = Some(vm_name.clone());
@@ -356,6 +372,16 @@ async fn boot(
         &format!("{} ({})", boot.vm.vmm_detail, steps.join(", ")),
     );
 
+    if boot.ssh_ready_ms.is_none() && boot.vm.agent.is_some() {
+        rep.output(
+            OutputStream::Stdout,
+            "no sshd in the image: provisioning through the guest agent",
+        );
+        return Ok(Link::Agent {
+            vms: Arc::clone(&b.vms),
+            vm: vm_name,
+        });
+    }
     rep.step("wait for SSH");
     let vm = b.vms.get(&vm_name)?;
     let ip: Ipv4Addr = vm
@@ -373,7 +399,7 @@ async fn boot(
     let exited = ExitWatch::new(pid).map_err(VmError::io(format!("/proc/{pid}")))?;
     let timeout = Duration::from_secs(b.vms.config.ssh_timeout_secs);
     tokio::select! {
-        session = crate::ssh::wait_for(&target, timeout) => Ok(session?),
+        session = crate::ssh::wait_for(&target, timeout) => Ok(Link::Ssh(session?)),
         () = exited.exited() => Err(BuildError::VmmExited {
             console_tail: crate::vm::log_tail(&b.vms.files(&vm_name).console, 0, 25),
         }),
@@ -383,7 +409,7 @@ async fn boot(
 /// Copies, apt sources, packages, modules and scripts, in that order;
 /// then the guest's package manifest (`None` without dpkg).
 async fn provision(
-    ssh: &mut Session,
+    ssh: &mut Link,
     plan: &Plan,
     rep: &mut Reporter,
 ) -> Result<Option<Vec<String>>, BuildError> {
@@ -415,6 +441,11 @@ async fn provision(
     }
     if !spec.packages.is_empty() {
         rep.step("install packages");
+        if ssh.output("command -v apt-get").await?.0 != 0 {
+            return Err(BuildError::NoApt {
+                image: plan.base.name.clone(),
+            });
+        }
         let cmd = guest::apt_install(&spec.packages, spec.install_recommends);
         let code = exec(ssh, &cmd, rep).await?;
         check(code, "apt-get install")?;
@@ -456,10 +487,10 @@ async fn provision(
     }
 
     rep.step("record packages");
-    let listed = ssh.output(guest::LIST_PACKAGES).await?;
-    match listed.status {
+    let (status, listed) = ssh.output(guest::LIST_PACKAGES).await?;
+    match status {
         0 => {
-            let manifest = guest::parse_manifest(&String::from_utf8_lossy(&listed.stdout));
+            let manifest = guest::parse_manifest(&String::from_utf8_lossy(&listed));
             let count = format!("{} packages installed", manifest.len());
             rep.output(OutputStream::Stdout, &count);
             Ok(Some(manifest))
@@ -565,11 +596,11 @@ fn built(
 /// Runs `cmd` in the guest (with `stdin`, if any), its output going to
 /// the reporter line by line.
 async fn exec_input(
-    ssh: &mut Session,
+    ssh: &mut Link,
     cmd: &str,
     stdin: Option<&[u8]>,
     rep: &mut Reporter,
-) -> Result<u32, SshError> {
+) -> Result<u32, BuildError> {
     let (mut stdout, mut stderr) = (Lines::default(), Lines::default());
     let mut on_output = |stream, bytes: &[u8]| {
         let lines = match stream {
@@ -578,16 +609,13 @@ async fn exec_input(
         };
         lines.feed(bytes, |line| rep.output(stream, line));
     };
-    let code = match stdin {
-        Some(input) => ssh.exec_with_input(cmd, input, &mut on_output).await,
-        None => ssh.exec(cmd, &mut on_output).await,
-    };
+    let code = ssh.exec(cmd, stdin, &mut on_output).await;
     stdout.flush(|line| rep.output(OutputStream::Stdout, line));
     stderr.flush(|line| rep.output(OutputStream::Stderr, line));
     code
 }
 
-async fn exec(ssh: &mut Session, cmd: &str, rep: &mut Reporter) -> Result<u32, SshError> {
+async fn exec(ssh: &mut Link, cmd: &str, rep: &mut Reporter) -> Result<u32, BuildError> {
     exec_input(ssh, cmd, None, rep).await
 }
 

@@ -363,7 +363,12 @@ impl Manager {
             RootMode::Clone => {
                 debugfs::write_files(
                     &files.rootfs,
-                    &[("/root/.ssh", 0o700), (WORK_MOUNT, 0o755)],
+                    // An image from a registry may have no /etc/ssh.
+                    &[
+                        ("/root/.ssh", 0o700),
+                        ("/etc/ssh", 0o755),
+                        (WORK_MOUNT, 0o755),
+                    ],
                     &guest,
                     &files.scratch,
                 )
