@@ -553,3 +553,151 @@ fn a_daemon_that_is_not_root_gives_files_their_owners_all_the_same() {
     let cap = debugfs(&image, "ea_get /bin/ping security.capability");
     assert!(cap.contains("01 00 00 02"), "{cap}");
 }
+
+/// Every file of the ext4 `image` (but lost+found) with its type, mode,
+/// owner and content digest, from `debugfs rdump` (run as root, which keeps
+/// owners).
+fn files_of(image: &Path) -> std::collections::BTreeMap<String, String> {
+    let dump = tempfile::tempdir().unwrap();
+    let out = Command::new("debugfs")
+        .arg("-R")
+        .arg(format!("rdump / {}", dump.path().display()))
+        .arg(image)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut files = std::collections::BTreeMap::new();
+    fn walk_into(dir: &Path, root: &Path, files: &mut std::collections::BTreeMap<String, String>) {
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            let path = entry.path();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            let rel = path.strip_prefix(root).unwrap().display().to_string();
+            if rel == "lost+found" {
+                continue;
+            }
+            let what = if meta.is_symlink() {
+                format!("link {}", std::fs::read_link(&path).unwrap().display())
+            } else if meta.is_dir() {
+                walk_into(&path, root, files);
+                "dir".to_string()
+            } else {
+                sha256(&std::fs::read(&path).unwrap())
+            };
+            let mode = if meta.is_symlink() {
+                0
+            } else {
+                meta.mode() & 0o7777
+            };
+            files.insert(
+                rel,
+                format!("{what} {mode:o} {}:{}", meta.uid(), meta.gid()),
+            );
+        }
+    }
+    walk_into(dump.path(), dump.path(), &mut files);
+    files
+}
+
+#[test]
+fn exports_come_back_the_same_through_import_and_a_registry() {
+    if !have_tools() || !rustix::process::geteuid().is_root() {
+        skip("needs root (debugfs rdump keeps owners only for root) and e2fsprogs");
+        return;
+    }
+    let Some(registry) = Registry::start(false) else {
+        return;
+    };
+    if !common::vms::runtime_dir().join("vmlinux").exists() {
+        skip("no runtime bundle (make runtime-debian): an export carries its kernel");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let layout = Layout::new(&dir.path().join("app"));
+    let manifest = layout.image(&[base_layer(), top_layer()], "amd64");
+    layout.tag(&manifest, "v1");
+    let sb = Sandbox::with_config(&format!(
+        "runtime_dir = \"{}\"",
+        common::vms::runtime_dir().display()
+    ));
+    ok(sb.banger(&[
+        "image",
+        "import",
+        "--oci",
+        "app",
+        layout.dir.to_str().unwrap(),
+    ]));
+    let original = files_of(&rootfs(&sb, "app"));
+    assert!(original.contains_key("usr/bin/su"), "{original:?}");
+
+    // raw: a kernel and an ext4 boot disk, imported again as it is.
+    let raw = dir.path().join("raw");
+    ok(sb.banger(&[
+        "image",
+        "export",
+        "app",
+        "--format",
+        "raw",
+        raw.to_str().unwrap(),
+    ]));
+    for file in ["vmlinux", "rootfs.ext4", "banger-image.json"] {
+        assert!(raw.join(file).exists(), "no {file}");
+    }
+    let description: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(raw.join("banger-image.json")).unwrap()).unwrap();
+    assert_eq!(description["rootfs"], "rootfs.ext4");
+    ok(sb.banger(&[
+        "image",
+        "import",
+        "app-raw",
+        raw.join("rootfs.ext4").to_str().unwrap(),
+    ]));
+    assert_eq!(files_of(&rootfs(&sb, "app-raw")), original);
+    // An export never writes into a directory that holds something.
+    fails(
+        sb.banger(&[
+            "image",
+            "export",
+            "app",
+            "--format",
+            "raw",
+            raw.to_str().unwrap(),
+        ]),
+        "not empty",
+    );
+
+    // oci: a layout (root and kernel images), imported again, and pushed
+    // to the registry and pulled back.
+    let oci = dir.path().join("oci");
+    ok(sb.banger(&[
+        "image",
+        "export",
+        "app",
+        "--format",
+        "oci",
+        oci.to_str().unwrap(),
+    ]));
+    ok(sb.banger(&["image", "import", "--oci", "app-oci", oci.to_str().unwrap()]));
+    // Device nodes and extended attributes do not travel in an export.
+    let travels = |files: std::collections::BTreeMap<String, String>| {
+        files
+            .into_iter()
+            .filter(|(path, _)| path != "dev/null")
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        travels(files_of(&rootfs(&sb, "app-oci"))),
+        travels(original.clone())
+    );
+    let reference = format!("{}/test/exported:v1", registry.addr);
+    let pushed = ok(sb.banger(&["image", "push", "app", &reference, "--insecure"]));
+    assert!(pushed.contains(&format!("{reference}-kernel")), "{pushed}");
+    ok(pull(&sb, &reference, "app-pushed"));
+    assert_eq!(
+        travels(files_of(&rootfs(&sb, "app-pushed"))),
+        travels(original)
+    );
+    // The kernel image carries boot/vmlinux.
+    ok(pull(&sb, &format!("{reference}-kernel"), "app-kernel"));
+    let kernel = debugfs(&rootfs(&sb, "app-kernel"), "stat /boot/vmlinux");
+    assert!(kernel.contains("Type: regular"), "{kernel}");
+}

@@ -7,7 +7,9 @@ use anyhow::{Context, bail};
 use clap::Subcommand;
 
 use super::{Ctx, autostart, output};
-use crate::rpc::api::{ImportImage, OciSource, Progress, PullImage, WarmImage};
+use crate::rpc::api::{
+    ExportFormat, ExportImage, ImportImage, OciSource, Progress, PullImage, PushImage, WarmImage,
+};
 use crate::size::format_size;
 
 #[derive(Debug, Subcommand)]
@@ -59,6 +61,25 @@ pub enum ImageCommand {
         #[arg(long)]
         memory: Option<String>,
     },
+    /// Write an image into a new directory for other platforms: `raw`
+    /// (vmlinux, initrd.img, rootfs.ext4, banger-image.json: Nomad's
+    /// Firecracker driver) or `oci` (an OCI layout with a root image and a
+    /// kernel image: Flintlock).
+    Export {
+        name: String,
+        #[arg(long, value_enum)]
+        format: ExportFormat,
+        dir: PathBuf,
+    },
+    /// Push an image to an OCI registry: its root filesystem as REF and its
+    /// kernel as REF's tag with `-kernel`.
+    Push {
+        name: String,
+        reference: String,
+        /// Speak plain HTTP to the registry (one on this host).
+        #[arg(long)]
+        insecure: bool,
+    },
     /// Forget an image and delete its files (refused while a VM uses it).
     #[command(visible_alias = "rm")]
     Delete { name: String },
@@ -98,6 +119,8 @@ pub async fn run(ctx: &Ctx, command: ImageCommand) -> anyhow::Result<ExitCode> {
     if let ImageCommand::Show { name, .. }
     | ImageCommand::Import { name, .. }
     | ImageCommand::Warm { name, .. }
+    | ImageCommand::Export { name, .. }
+    | ImageCommand::Push { name, .. }
     | ImageCommand::Delete { name } = &command
     {
         crate::rpc::check_image_name(name)?;
@@ -218,6 +241,37 @@ pub async fn run(ctx: &Ctx, command: ImageCommand) -> anyhow::Result<ExitCode> {
                     format_size(template.snapshot_bytes),
                     template.vcpus,
                     template.memory_mib
+                );
+            }
+        }
+        ImageCommand::Export { name, format, dir } => {
+            let dir =
+                std::path::absolute(&dir).with_context(|| format!("bad path {}", dir.display()))?;
+            let done = client
+                .export_image(&name, &ExportImage { format, dir })
+                .await?;
+            println!("{name} exported to {}", done.dir.display());
+        }
+        ImageCommand::Push {
+            name,
+            reference,
+            insecure,
+        } => {
+            let pushed = client
+                .push_image(
+                    &name,
+                    &PushImage {
+                        reference,
+                        insecure,
+                    },
+                )
+                .await?;
+            if ctx.json {
+                output::json(&pushed)?;
+            } else {
+                println!(
+                    "{name} pushed: {} (kernel: {})",
+                    pushed.reference, pushed.kernel_reference
                 );
             }
         }

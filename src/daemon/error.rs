@@ -185,6 +185,20 @@ impl From<crate::image::ImageError> for ApiError {
     }
 }
 
+impl From<crate::image::oci::OciError> for ApiError {
+    fn from(err: crate::image::oci::OciError) -> ApiError {
+        use crate::image::oci::OciError as E;
+        match &err {
+            E::Image(image) => ApiError::from_image(image, &err),
+            E::BadReference { .. } | E::ExportTarget { .. } | E::NoName { .. } => {
+                ApiError::new(StatusCode::BAD_REQUEST, &err)
+            }
+            E::Registry { .. } | E::Download { .. } => ApiError::new(StatusCode::BAD_GATEWAY, &err),
+            _ => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, &err),
+        }
+    }
+}
+
 impl ApiError {
     fn from_image(image: &crate::image::ImageError, err: &(dyn Error + 'static)) -> ApiError {
         use crate::image::ImageError as E;

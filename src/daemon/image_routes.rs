@@ -12,8 +12,8 @@ use super::Daemon;
 use super::error::{ApiError, detached};
 use super::extract::{ImageName, JsonBody};
 use crate::rpc::api::{
-    BuildImage, ImageBuilt, ImageDetails, ImageSummary, ImportImage, Progress, PullImage,
-    TemplateInfo, WarmImage,
+    BuildImage, ExportImage, ImageBuilt, ImageDetails, ImageSummary, ImportImage, Progress,
+    PullImage, PushImage, Pushed, TemplateInfo, WarmImage,
 };
 use crate::store::ImageRecord;
 
@@ -131,6 +131,64 @@ pub async fn pull(
         reporter.end(event);
     });
     Ok(ndjson_stream(rx))
+}
+
+/// Writes image `name` into a directory in a shape other platforms take.
+pub async fn export(
+    State(daemon): State<Arc<Daemon>>,
+    ImageName(name): ImageName,
+    JsonBody(req): JsonBody<ExportImage>,
+) -> Result<Json<ExportImage>, ApiError> {
+    let bundle = daemon.vms.bundle()?;
+    let images = daemon.images.clone();
+    detached(async move {
+        let mut log = Logged(name.clone());
+        crate::image::oci::export_image(&images, &bundle, &name, req.format, &req.dir, &mut log)
+            .await
+            .map(|()| req)
+    })
+    .await
+}
+
+/// Pushes image `name` to a registry as an OCI image (and its kernel).
+pub async fn push(
+    State(daemon): State<Arc<Daemon>>,
+    ImageName(name): ImageName,
+    JsonBody(req): JsonBody<PushImage>,
+) -> Result<Json<Pushed>, ApiError> {
+    let bundle = daemon.vms.bundle()?;
+    let images = daemon.images.clone();
+    let cache_dir = daemon.paths.cache_dir.clone();
+    detached(async move {
+        let mut log = Logged(name.clone());
+        let (reference, kernel_reference) = crate::image::oci::push_image(
+            &images,
+            &bundle,
+            &cache_dir,
+            &name,
+            &req.reference,
+            req.insecure,
+            &mut log,
+        )
+        .await?;
+        Ok::<_, crate::image::oci::OciError>(Pushed {
+            reference,
+            kernel_reference,
+        })
+    })
+    .await
+}
+
+/// Progress of an operation that answers once, into the daemon's log.
+struct Logged(String);
+
+impl crate::image::oci::Progress for Logged {
+    fn step(&mut self, step: &str) {
+        tracing::info!(image = %self.0, step, "export");
+    }
+    fn note(&mut self, message: &str) {
+        tracing::info!(image = %self.0, message, "export");
+    }
 }
 
 fn failed(reporter: &crate::builder::Reporter, error: Vec<String>) -> Progress {

@@ -51,6 +51,8 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
             get(image_routes::show).delete(image_routes::delete),
         )
         .route("/v1/images/{name}/warm", post(image_routes::warm))
+        .route("/v1/images/{name}/export", post(image_routes::export))
+        .route("/v1/images/{name}/push", post(image_routes::push))
         .route("/v1/builds", post(image_routes::build))
         .route("/v1/pulls", post(image_routes::pull))
         .route("/v1/network", get(network_status))

@@ -457,6 +457,38 @@ pub struct PullImage {
     pub name: Option<String>,
 }
 
+/// `image export`: the image in a shape other platforms take.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportImage {
+    pub format: ExportFormat,
+    /// A new (or empty) directory.
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ExportFormat {
+    /// vmlinux, initrd.img, rootfs.ext4 and banger-image.json.
+    Raw,
+    /// An OCI image layout: the root image and a kernel image.
+    Oci,
+}
+
+/// `image push`: the image to a registry, as an OCI image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushImage {
+    pub reference: String,
+    #[serde(default)]
+    pub insecure: bool,
+}
+
+/// What `image push` pushed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pushed {
+    pub reference: String,
+    pub kernel_reference: String,
+}
+
 /// Where an OCI image comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

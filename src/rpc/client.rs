@@ -12,9 +12,10 @@ use serde::de::DeserializeOwned;
 use tokio::net::UnixStream;
 
 use super::api::{
-    BuildImage, CloneVm, CreateDefaults, CreateVm, DoctorReport, ErrorBody, Health, ImageDetails,
-    ImageSummary, ImportImage, NetworkCleanup, NetworkStatus, Progress, PublishPort, PullImage,
-    StartVm, StopVm, TemplateInfo, VmAction, VmDetails, VmOpResult, VmStats, VmSummary, WarmImage,
+    BuildImage, CloneVm, CreateDefaults, CreateVm, DoctorReport, ErrorBody, ExportImage, Health,
+    ImageDetails, ImageSummary, ImportImage, NetworkCleanup, NetworkStatus, Progress, PublishPort,
+    PullImage, PushImage, Pushed, StartVm, StopVm, TemplateInfo, VmAction, VmDetails, VmOpResult,
+    VmStats, VmSummary, WarmImage,
 };
 use super::names::{NameError, check_image_name, check_vm_name};
 
@@ -294,6 +295,24 @@ impl Client {
     ) -> Result<TemplateInfo, ClientError> {
         check_image_name(name)?;
         let path = format!("/v1/images/{name}/warm");
+        self.call(Method::POST, &path, Some(json(req)?)).await
+    }
+
+    /// Exports image `name` (see [`ExportImage`]).
+    pub async fn export_image(
+        &self,
+        name: &str,
+        req: &ExportImage,
+    ) -> Result<ExportImage, ClientError> {
+        check_image_name(name)?;
+        let path = format!("/v1/images/{name}/export");
+        self.call(Method::POST, &path, Some(json(req)?)).await
+    }
+
+    /// Pushes image `name` to a registry.
+    pub async fn push_image(&self, name: &str, req: &PushImage) -> Result<Pushed, ClientError> {
+        check_image_name(name)?;
+        let path = format!("/v1/images/{name}/push");
         self.call(Method::POST, &path, Some(json(req)?)).await
     }
 

@@ -285,3 +285,118 @@ pub async fn fix_inodes(
 fn quoted(text: &str) -> String {
     format!("\"{}\"", text.replace('"', "\"\""))
 }
+
+/// Copies every file of `image` into the existing directory `dest`
+/// (`rdump`): contents, modes and symlinks; owners too when root.
+pub async fn dump_tree(image: &Path, dest: &Path) -> Result<(), DebugfsError> {
+    let out = Cmd::new("debugfs")
+        .arg("-R")
+        .arg(format!("rdump / {}", quoted(&dest.display().to_string())))
+        .arg(image)
+        .run()
+        .await?;
+    match out.stderr.lines().find(|l| !is_banner(l)) {
+        Some(problem) => Err(DebugfsError::Request {
+            image: image.display().to_string(),
+            detail: problem.trim().to_string(),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// One directory entry as `ls -p` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub ino: u64,
+    /// The whole `st_mode`.
+    pub mode: u32,
+    pub uid: u64,
+    pub gid: u64,
+    pub name: String,
+}
+
+/// The entries of each of `dirs` in `image` (`.` and `..` included), in
+/// one debugfs run.
+pub async fn list_dirs(
+    image: &Path,
+    dirs: &[String],
+    scratch: &Path,
+) -> Result<Vec<Vec<Listed>>, DebugfsError> {
+    let mut script = String::new();
+    for dir in dirs {
+        if dir.contains('\n') {
+            return Err(DebugfsError::BadPath(dir.clone()));
+        }
+        writeln!(script, "ls -p {}", quoted(dir)).unwrap();
+    }
+    let file = scratch.join("debugfs-list.cmds");
+    std::fs::write(&file, script).map_err(|source| DebugfsError::Scratch {
+        path: file.display().to_string(),
+        source,
+    })?;
+    let out = Cmd::new("debugfs")
+        .arg("-f")
+        .arg(&file)
+        .arg(image)
+        .run()
+        .await?;
+    Ok(parse_listings(&out.stdout))
+}
+
+/// `ls -p` output of several requests: each begins with its echoed
+/// `debugfs: ls -p ...` line; entries are `/INO/MODE/UID/GID/NAME/SIZE/`.
+fn parse_listings(stdout: &str) -> Vec<Vec<Listed>> {
+    let mut listings: Vec<Vec<Listed>> = Vec::new();
+    for line in stdout.lines() {
+        if line.starts_with("debugfs: ") {
+            listings.push(Vec::new());
+            continue;
+        }
+        let fields: Vec<&str> = line.split('/').collect();
+        let (Some(current), [_, ino, mode, uid, gid, name, ..]) =
+            (listings.last_mut(), fields.as_slice())
+        else {
+            continue;
+        };
+        let parsed = (
+            ino.parse(),
+            u32::from_str_radix(mode, 8),
+            uid.parse(),
+            gid.parse(),
+        );
+        if let (Ok(ino), Ok(mode), Ok(uid), Ok(gid)) = parsed {
+            current.push(Listed {
+                ino,
+                mode,
+                uid,
+                gid,
+                name: name.to_string(),
+            });
+        }
+    }
+    listings
+}
+
+#[cfg(test)]
+mod listing_tests {
+    use super::*;
+
+    #[test]
+    fn listings_split_at_each_request() {
+        let out = "debugfs: ls -p \"/\"\n/2/040755/0/0/.//\n/12/040755/0/0/bin//\n\n\
+                   debugfs: ls -p \"/bin\"\n/13/100755/1000/50/busy box/1982256/\n/15/120777/0/0/sh/7/\n";
+        let got = parse_listings(out);
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0][1].name, "bin");
+        assert_eq!(
+            got[1][0],
+            Listed {
+                ino: 13,
+                mode: 0o100755,
+                uid: 1000,
+                gid: 50,
+                name: "busy box".into()
+            }
+        );
+    }
+}

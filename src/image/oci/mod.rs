@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod cache;
+pub mod export;
 pub mod layout;
 pub mod manifest;
 pub mod registry;
@@ -17,7 +18,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::{ImageError, ImageInfo, Images};
-pub use crate::rpc::api::OciSource;
+pub use crate::rpc::api::{ExportFormat, OciSource};
 use crate::store::ImageRecord;
 use crate::system::{debugfs, e2fs};
 use cache::BlobCache;
@@ -77,6 +78,8 @@ pub enum OciError {
     Ext4(#[from] e2fs::E2fsError),
     #[error("cannot give the image's files their owners and modes")]
     Owners(#[from] debugfs::DebugfsError),
+    #[error("{dir} is not empty; export into a new directory")]
+    ExportTarget { dir: PathBuf },
     #[error("no image name given and none can be made from `{from}`; pass --name")]
     NoName { from: String },
     #[error(transparent)]
@@ -297,6 +300,69 @@ async fn convert(
         ..ImageInfo::default()
     };
     Ok(images.register(staged, &info, replace)?)
+}
+
+/// Exports image `name` as `format` into `dir` (see [`export`]).
+pub async fn export_image(
+    images: &Images,
+    bundle: &crate::bundle::Bundle,
+    name: &str,
+    format: ExportFormat,
+    dir: &Path,
+    progress: &mut dyn Progress,
+) -> Result<(), OciError> {
+    let image = images.get(name).map_err(ImageError::from)?;
+    let origin = images.info(&image).and_then(|info| info.oci);
+    let kernel = image
+        .kernel_path
+        .clone()
+        .unwrap_or_else(|| bundle.kernel.clone());
+    let parts = export::Parts {
+        name,
+        rootfs: &image.rootfs_path,
+        kernel: &kernel,
+        initrd: bundle.initrd.as_deref(),
+        origin,
+    };
+    match format {
+        ExportFormat::Raw => export::raw(&parts, dir, progress).await,
+        ExportFormat::Oci => export::oci(&parts, dir, progress).await,
+    }
+}
+
+/// Pushes image `name` to `reference` as an OCI image (its root filesystem
+/// as one layer), and its kernel to the same repository with the tag
+/// suffixed `-kernel`. The two references pushed.
+pub async fn push_image(
+    images: &Images,
+    bundle: &crate::bundle::Bundle,
+    cache_dir: &Path,
+    name: &str,
+    reference: &str,
+    insecure: bool,
+    progress: &mut dyn Progress,
+) -> Result<(String, String), OciError> {
+    let docker_config = auth::docker_config_path().and_then(|p| std::fs::read(p).ok());
+    let root = registry::Source::parse(reference, insecure, docker_config.as_deref())?;
+    let tag = root.reference.tag().unwrap_or("latest").to_string();
+    let kernel_ref = format!(
+        "{}/{}:{tag}-kernel",
+        root.reference.registry(),
+        root.reference.repository()
+    );
+    let kernel = registry::Source::parse(&kernel_ref, insecure, docker_config.as_deref())?;
+    std::fs::create_dir_all(cache_dir).map_err(OciError::cache(cache_dir))?;
+    let layout = cache_dir.join(format!("push-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&layout);
+    let result = async {
+        export_image(images, bundle, name, ExportFormat::Oci, &layout, progress).await?;
+        registry::push(&root, &layout, name, progress).await?;
+        registry::push(&kernel, &layout, &format!("{name}-kernel"), progress).await?;
+        Ok((root.reference.whole(), kernel.reference.whole()))
+    }
+    .await;
+    let _ = std::fs::remove_dir_all(&layout);
+    result
 }
 
 /// Applies the cached layer at `path`, checking its digest on the way.

@@ -3,7 +3,7 @@
 //! config and layers into the blob cache. Every document's digest is
 //! checked here, whatever the client library already checks.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use futures_util::StreamExt;
@@ -217,4 +217,96 @@ async fn pull_blob(
 /// `sha256:0123456789ab`, enough to tell layers apart.
 pub fn short(digest: &str) -> &str {
     &digest[..digest.len().min(19)]
+}
+
+/// Pushes image `tag` of the OCI layout at `layout` (as [`super::export`]
+/// writes it) to the reference `to` names: its blobs, then its manifest.
+/// The manifest's digest.
+pub async fn push(
+    to: &Source,
+    layout: &Path,
+    tag: &str,
+    progress: &mut dyn Progress,
+) -> Result<String, OciError> {
+    let client = client(to);
+    let registry = |e| OciError::Registry {
+        reference: to.reference.whole(),
+        source: e,
+    };
+    client
+        .store_auth_if_needed(to.reference.resolve_registry(), &to.auth)
+        .await;
+    let index: Document = read_json(&layout.join("index.json"))?;
+    let entry = index
+        .manifests
+        .iter()
+        .flatten()
+        .find(|m| {
+            m.annotations
+                .as_ref()
+                .and_then(|a| a.get("org.opencontainers.image.ref.name"))
+                .is_some_and(|name| name == tag)
+        })
+        .ok_or_else(|| OciError::NotAnImage {
+            what: format!("{} (tag {tag})", layout.display()),
+        })?;
+    let blob_path = |digest: &str| -> Result<PathBuf, OciError> {
+        let hex = super::manifest::digest_hex(digest).ok_or_else(|| OciError::BadDigest {
+            digest: digest.to_string(),
+        })?;
+        Ok(layout.join("blobs/sha256").join(hex))
+    };
+    let manifest_bytes =
+        std::fs::read(blob_path(&entry.digest)?).map_err(OciError::read("the manifest"))?;
+    let manifest: Document =
+        serde_json::from_slice(&manifest_bytes).map_err(|e| OciError::BadDocument {
+            what: entry.digest.clone(),
+            why: e.to_string(),
+        })?;
+    let config = manifest
+        .config
+        .clone()
+        .ok_or_else(|| OciError::NotAnImage {
+            what: entry.digest.clone(),
+        })?;
+    for blob in manifest.layers.iter().chain([&config]) {
+        progress.step(&format!(
+            "push {} ({})",
+            short(&blob.digest),
+            crate::size::format_size(blob.size.max(0) as u64)
+        ));
+        let exists = client
+            .blob_exists(&to.reference, &blob.digest)
+            .await
+            .unwrap_or(false);
+        if exists {
+            progress.note(&format!("{} is already there", short(&blob.digest)));
+            continue;
+        }
+        // Read whole: a root layer of a few hundred MB fits in memory.
+        let path = blob_path(&blob.digest)?;
+        let bytes = std::fs::read(&path).map_err(OciError::read(&path))?;
+        client
+            .push_blob(&to.reference, bytes, &blob.digest)
+            .await
+            .map_err(registry)?;
+    }
+    progress.step("push manifest");
+    client
+        .push_manifest_raw(
+            &to.reference,
+            manifest_bytes.clone(),
+            http::HeaderValue::from_static(super::manifest::OCI_MANIFEST),
+        )
+        .await
+        .map_err(registry)?;
+    Ok(sha256(&manifest_bytes))
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, OciError> {
+    let bytes = std::fs::read(path).map_err(OciError::read(path))?;
+    serde_json::from_slice(&bytes).map_err(|e| OciError::BadDocument {
+        what: path.display().to_string(),
+        why: e.to_string(),
+    })
 }
