@@ -22,7 +22,11 @@
 //! and TCP throughput into a guest through a published port against a
 //! direct connection to its address. As root with a runtime bundle and
 //! tmux: `banger tui` with 20 VMs listed, its idle CPU and RSS, and key
-//! press → the list showing the change.
+//! press → the list showing the change. As root with a runtime bundle,
+//! docker-registry and skopeo: `image pull` of the bundle's rootfs as one
+//! layer from a registry on loopback against `skopeo copy` + `umoci
+//! unpack` + `mkfs.ext4 -d`, a repeat pull, and (with BANGER_BENCH_BOOT)
+//! a busybox image from pull to `vm exec` answering.
 #![allow(clippy::disallowed_methods)]
 
 #[path = "../tests/common/mod.rs"]
@@ -164,7 +168,8 @@ impl Drop for Env {
 }
 
 /// BANGER_BENCH_ONLY=a,b runs only those sections (list, clone, dns, nat,
-/// firecracker, lifecycle, disks, tui, boot, boots, build, ports, agent).
+/// firecracker, lifecycle, disks, tui, oci, boot, boots, build, ports,
+/// agent, snapshots).
 fn wanted(section: &str) -> bool {
     std::env::var("BANGER_BENCH_ONLY").map_or(true, |only| only.split(',').any(|s| s == section))
 }
@@ -197,6 +202,7 @@ fn main() {
             ("lifecycle", lifecycle_figures),
             ("disks", disk_figures),
             ("tui", tui_figures),
+            ("oci", oci_figures),
         ]);
         if std::env::var_os("BANGER_BENCH_BOOT").is_some() {
             run(&[
@@ -1526,4 +1532,106 @@ fn tui_figures() {
         env.banger(&["vm", "delete", "--force", &format!("idle{i:02}")]);
     }
     env.banger(&["network", "cleanup"]);
+}
+
+/// OCI images: a ~400 MB image (the bundle's rootfs, one gzip layer) pulled
+/// from a registry on loopback and made ext4, against the pipeline a user
+/// would write (skopeo copy, umoci unpack, mkfs.ext4 -d), in one run; a
+/// repeat pull; and a busybox image from pull to `vm exec` answering.
+fn oci_figures() {
+    use common::oci::Registry;
+    let Some(env) = Env::bundled("oci", "vmm = \"qemu\"") else {
+        return;
+    };
+    let Some(registry) = Registry::start(false) else {
+        println!("oci: skipped (needs docker-registry and skopeo)");
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let (layer, unpacked) = common::oci::bundle_rootfs_layer(work.path());
+    let mb = layer.len() as f64 / 1e6;
+    let (reference, _) = registry.publish(&work.path().join("layout"), "bench/rootfs", &[layer]);
+    env.banger(&["daemon", "start"]);
+    let t = Instant::now();
+    env.banger(&["image", "pull", "--insecure", &reference, "--name", "big"]);
+    let pull = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    env.banger(&["image", "pull", "--insecure", &reference, "--name", "big"]);
+    let again = t.elapsed().as_secs_f64();
+    // The pipeline: copy to a layout, unpack it, make the ext4 image.
+    let pipeline = if common::installed("umoci", "umoci") {
+        let t = Instant::now();
+        let copy = work.path().join("copy");
+        common::run(
+            Command::new("skopeo")
+                .args(["copy", "--quiet", "--src-tls-verify=false"])
+                .arg(format!("docker://{reference}"))
+                .arg(format!("oci:{}:v1", copy.display())),
+        );
+        let bundle = work.path().join("bundle");
+        common::run(
+            Command::new("umoci")
+                .args(["unpack", "--image"])
+                .arg(format!("{}:v1", copy.display()))
+                .arg(&bundle),
+        );
+        let image = work.path().join("pipeline.ext4");
+        common::sparse_file(
+            &image,
+            (unpacked + unpacked / 5 + (64 << 20)).div_ceil(1 << 20) << 20,
+        );
+        common::run(
+            Command::new("mkfs.ext4")
+                .args(["-q", "-F", "-d"])
+                .arg(bundle.join("rootfs"))
+                .arg(&image),
+        );
+        Some(t.elapsed().as_secs_f64())
+    } else {
+        None
+    };
+    println!(
+        "image pull of {:.0} MB ({:.0} MB unpacked, one gzip layer) from a loopback registry: {pull:.2} s ({:.1} MB/s of layer); repeat pull (up to date): {again:.3} s   goal <= 1 s",
+        mb,
+        unpacked as f64 / 1e6,
+        mb / pull
+    );
+    match pipeline {
+        Some(secs) => println!(
+            "  the same by skopeo copy + umoci unpack + mkfs.ext4 -d: {secs:.2} s ({:.1} MB/s); banger is {:.2}x its speed   goal > 1x",
+            mb / secs,
+            secs / pull
+        ),
+        None => println!("  pipeline comparison skipped (apt-get install umoci)"),
+    }
+    if std::env::var_os("BANGER_BENCH_BOOT").is_none() {
+        println!("  busybox pull to vm exec: skipped (set BANGER_BENCH_BOOT=1)");
+        return;
+    }
+    let Some(layer) = common::oci::busybox_layer() else {
+        return;
+    };
+    let (reference, _) = registry.publish(&work.path().join("busybox"), "bench/busybox", &[layer]);
+    env.no_upstream_dns();
+    env.banger(&["daemon", "stop"]);
+    let t = Instant::now();
+    env.banger(&[
+        "image",
+        "pull",
+        "--insecure",
+        &reference,
+        "--name",
+        "busybox",
+    ]);
+    let pulled = t.elapsed().as_secs_f64();
+    env.banger(&[
+        "vm", "create", "--name", "bb", "--image", "busybox", "--vcpus", "1", "--memory", "256",
+    ]);
+    let out = env.banger(&["vm", "exec", "bb", "--", "busybox", "uname", "-r"]);
+    let total = t.elapsed().as_secs_f64();
+    println!(
+        "  busybox image: pull {pulled:.2} s, pull to `vm exec` answering {total:.2} s (QEMU/TCG; uname -r: {})",
+        common::stdout(&out).trim()
+    );
+    env.banger(&["vm", "delete", "bb", "--force"]);
 }

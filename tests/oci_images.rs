@@ -87,24 +87,26 @@ fn top_layer() -> Vec<u8> {
         .finish()
 }
 
+/// A registry on loopback and a scratch directory, once the tools are here.
+fn registry_and_dir() -> Option<(Registry, tempfile::TempDir)> {
+    if !have_tools() {
+        return None;
+    }
+    Some((Registry::start(false)?, tempfile::tempdir().unwrap()))
+}
+
 fn have_tools() -> bool {
     installed("mkfs.ext4", "e2fsprogs") && installed("debugfs", "e2fsprogs")
 }
 
 #[test]
 fn a_pulled_image_holds_what_its_layers_say_and_layers_download_once() {
-    if !have_tools() {
-        return;
-    }
-    let Some(registry) = Registry::start(false) else {
+    let Some((registry, dir)) = registry_and_dir() else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let layout = Layout::new(&dir.path().join("app"));
     let (base, top) = (base_layer(), top_layer());
-    let manifest = layout.image(&[base.clone(), top.clone()], "amd64");
-    layout.tag(&manifest, "v1");
-    let reference = registry.push(&layout, "v1", "test/app");
+    let (reference, manifest) =
+        registry.publish(&dir.path().join("app"), "test/app", &[base.clone(), top]);
     let sb = Sandbox::new();
 
     let out = pull(&sb, &reference, "app");
@@ -172,13 +174,14 @@ fn a_pulled_image_holds_what_its_layers_say_and_layers_download_once() {
     assert_eq!(registry.blob_gets(&base_digest), 1);
 
     // Another image sharing the base layer: only its own layer is fetched.
-    let other = Layout::new(&dir.path().join("other"));
     let extra = Layer::default()
         .file("etc/other", b"other\n", 0o644)
         .finish();
-    let other_manifest = other.image(&[base.clone(), extra.clone()], "amd64");
-    other.tag(&other_manifest, "v1");
-    let other_ref = registry.push(&other, "v1", "test/other");
+    let (other_ref, _) = registry.publish(
+        &dir.path().join("other"),
+        "test/other",
+        &[base.clone(), extra.clone()],
+    );
     ok(pull(&sb, &other_ref, "other"));
     assert_eq!(
         registry.blob_gets(&base_digest),
@@ -196,13 +199,9 @@ fn a_pulled_image_holds_what_its_layers_say_and_layers_download_once() {
 
 #[test]
 fn an_index_gives_its_linux_amd64_image_or_a_clear_refusal() {
-    if !have_tools() {
-        return;
-    }
-    let Some(registry) = Registry::start(false) else {
+    let Some((registry, dir)) = registry_and_dir() else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
     let layout = Layout::new(&dir.path().join("multi"));
     let arch_layer = |arch: &str| {
         Layer::default()
@@ -230,18 +229,15 @@ fn an_index_gives_its_linux_amd64_image_or_a_clear_refusal() {
 
 #[test]
 fn a_blob_that_is_not_what_its_digest_says_is_refused_and_nothing_registered() {
-    if !have_tools() {
-        return;
-    }
-    let Some(registry) = Registry::start(false) else {
+    let Some((registry, dir)) = registry_and_dir() else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let layout = Layout::new(&dir.path().join("app"));
     let top = top_layer();
-    let manifest = layout.image(&[base_layer(), top.clone()], "amd64");
-    layout.tag(&manifest, "v1");
-    let reference = registry.push(&layout, "v1", "test/app");
+    let (reference, _) = registry.publish(
+        &dir.path().join("app"),
+        "test/app",
+        &[base_layer(), top.clone()],
+    );
     // The registry's copy of the top layer goes bad behind its back.
     let stored = registry.blob_file(&sha256(&top));
     let mut bad = std::fs::read(&stored).unwrap();
@@ -305,9 +301,7 @@ fn layers_that_reach_outside_the_image_are_refused() {
     ];
     let sb = Sandbox::new();
     for (name, layer, says) in cases {
-        let layout = Layout::new(&dir.path().join(name));
-        let manifest = layout.image(&[layer], "amd64");
-        layout.tag(&manifest, "v1");
+        let (layout, _) = Layout::single(&dir.path().join(name), &[layer]);
         let path = layout.dir.to_str().unwrap();
         let err = fails(sb.banger(&["image", "import", "--oci", name, path]), says);
         assert!(err.contains("refused"), "{name}: {err}");
@@ -317,11 +311,8 @@ fn layers_that_reach_outside_the_image_are_refused() {
     assert!(walk(&sb.path("data/banger/images")).is_empty());
     // The same through a registry.
     if let Some(registry) = Registry::start(false) {
-        let layout = Layout::new(&dir.path().join("pushed"));
         let layer = Layer::default().raw_member("../evil", b"x").finish();
-        let manifest = layout.image(&[layer], "amd64");
-        layout.tag(&manifest, "v1");
-        let reference = registry.push(&layout, "v1", "test/evil");
+        let (reference, _) = registry.publish(&dir.path().join("pushed"), "test/evil", &[layer]);
         fails(pull(&sb, &reference, "evil"), "outside the image");
         fails(sb.banger(&["image", "show", "evil"]), "evil");
     }
@@ -336,10 +327,7 @@ fn a_registry_that_asks_for_a_password_gets_the_users_docker_login() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let layout = Layout::new(&dir.path().join("app"));
-    let manifest = layout.image(&[base_layer()], "amd64");
-    layout.tag(&manifest, "v1");
-    let reference = registry.push(&layout, "v1", "test/private");
+    let (reference, _) = registry.publish(&dir.path().join("app"), "test/private", &[base_layer()]);
     let sb = Sandbox::new();
     let err = fails(pull(&sb, &reference, "private"), "refused or failed");
     assert!(err.contains("authorized"), "{err}");
@@ -363,9 +351,7 @@ fn layout_archives_and_docker_save_tarballs_import() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let layout = Layout::new(&dir.path().join("app"));
-    let manifest = layout.image(&[base_layer(), top_layer()], "amd64");
-    layout.tag(&manifest, "v1");
+    let (layout, _) = Layout::single(&dir.path().join("app"), &[base_layer(), top_layer()]);
     // The layout as a tar archive.
     let archive = dir.path().join("app.tar");
     let mut tar = tar::Builder::new(std::fs::File::create(&archive).unwrap());
@@ -405,24 +391,6 @@ fn layout_archives_and_docker_save_tarballs_import() {
     assert_eq!(debugfs(&rootfs(&sb, "saved"), "cat /etc/saved"), "saved\n");
 }
 
-/// An image of busybox-static alone: no init, no sshd, no package database.
-fn busybox_layer() -> Option<Vec<u8>> {
-    let busybox = std::fs::read("/bin/busybox")
-        .ok()
-        .filter(|b| b.len() > 500_000);
-    let Some(busybox) = busybox else {
-        skip("/bin/busybox is not busybox-static (apt-get install busybox-static)");
-        return None;
-    };
-    Some(
-        Layer::default()
-            .dir("bin", 0o755)
-            .file("bin/busybox", &busybox, 0o755)
-            .symlink("bin/sh", "busybox")
-            .finish(),
-    )
-}
-
 #[test]
 fn an_image_without_init_or_sshd_boots_with_the_agent_as_init() {
     if !have_tools() {
@@ -436,10 +404,7 @@ fn an_image_without_init_or_sshd_boots_with_the_agent_as_init() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let layout = Layout::new(&dir.path().join("busybox"));
-    let manifest = layout.image(&[layer], "amd64");
-    layout.tag(&manifest, "v1");
-    let reference = registry.push(&layout, "v1", "test/busybox");
+    let (reference, _) = registry.publish(&dir.path().join("busybox"), "test/busybox", &[layer]);
     let sb = &t.sb;
     let _turn = common::vms::booting();
     t.no_upstream_dns();
@@ -507,9 +472,7 @@ fn a_daemon_that_is_not_root_gives_files_their_owners_all_the_same() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let layout = Layout::new(&dir.path().join("app"));
-    let manifest = layout.image(&[base_layer(), top_layer()], "amd64");
-    layout.tag(&manifest, "v1");
+    let (layout, _) = Layout::single(&dir.path().join("app"), &[base_layer(), top_layer()]);
     let sb = Sandbox::new();
     // Everything of the sandbox and the layout belongs to `nobody`.
     for path in [sb.root.path(), dir.path()] {
@@ -612,9 +575,7 @@ fn exports_come_back_the_same_through_import_and_a_registry() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let layout = Layout::new(&dir.path().join("app"));
-    let manifest = layout.image(&[base_layer(), top_layer()], "amd64");
-    layout.tag(&manifest, "v1");
+    let (layout, _) = Layout::single(&dir.path().join("app"), &[base_layer(), top_layer()]);
     let sb = Sandbox::with_config(&format!(
         "runtime_dir = \"{}\"",
         common::vms::runtime_dir().display()
@@ -700,4 +661,76 @@ fn exports_come_back_the_same_through_import_and_a_registry() {
     ok(pull(&sb, &format!("{reference}-kernel"), "app-kernel"));
     let kernel = debugfs(&rootfs(&sb, "app-kernel"), "stat /boot/vmlinux");
     assert!(kernel.contains("Type: regular"), "{kernel}");
+}
+
+#[test]
+fn a_debian_image_from_a_registry_boots_with_systemd_and_builds_on() {
+    if !have_tools() {
+        return;
+    }
+    let Some(t) = common::vms::VmSandbox::new("") else {
+        return;
+    };
+    if !installed("dpkg-deb", "dpkg") {
+        return;
+    }
+    let Some(registry) = Registry::start(false) else {
+        return;
+    };
+    // The bundle's own Debian root filesystem, as one layer.
+    let dir = tempfile::tempdir().unwrap();
+    let (layer, _) = bundle_rootfs_layer(dir.path());
+    let (reference, _) = registry.publish(&dir.path().join("debian"), "test/debian", &[layer]);
+    std::fs::remove_dir_all(dir.path().join("debian")).unwrap();
+
+    let sb = &t.sb;
+    t.no_upstream_dns();
+    let _turn = common::vms::booting();
+    ok(pull(sb, &reference, "deb"));
+    let shown: serde_json::Value =
+        serde_json::from_str(&ok(sb.banger(&["image", "show", "deb", "--json"]))).unwrap();
+    let packages = shown["packages"].as_array().map_or(0, Vec::len);
+    assert!(packages > 100, "no package manifest from dpkg: {shown}");
+    let created = ok(sb.banger(&["vm", "create", "--name", "d1", "--image", "deb"]));
+    assert!(
+        created.contains("ssh ready") || created.contains("SSH"),
+        "{created}"
+    );
+    let init = ok(sb.banger(&["vm", "ssh", "d1", "--", "cat", "/proc/1/comm"]));
+    assert_eq!(init.trim(), "systemd");
+    ok(sb.banger(&["vm", "delete", "d1"]));
+
+    // A build on it, with a package from a repository on the bridge.
+    let gateway = t.bridge_up();
+    let mut repo = common::apt::LocalRepo::new();
+    repo.add(
+        "banger-oci",
+        "1.0",
+        &[("/usr/share/banger-oci/hello", "from a package\n")],
+    );
+    let server = common::apt::FileServer::start(gateway, repo.dir.path().to_path_buf());
+    let empty = dir.path().join("sources.list");
+    std::fs::write(&empty, "").unwrap();
+    let source = format!("deb [trusted=yes] http://{}/ ./", server.addr);
+    let copy = format!("{}:/etc/apt/sources.list", empty.display());
+    ok(sb.banger(&[
+        "image",
+        "build",
+        "--from",
+        "deb",
+        "deb-built",
+        "--packages",
+        "banger-oci",
+        "--apt-source",
+        &source,
+        "--copy",
+        &copy,
+    ]));
+    let built = rootfs(sb, "deb-built");
+    assert_eq!(
+        debugfs(&built, "cat /usr/share/banger-oci/hello"),
+        "from a package\n"
+    );
+    let manifest = std::fs::read_to_string(built.with_file_name("rootfs.ext4.packages")).unwrap();
+    assert!(manifest.contains("banger-oci 1.0"), "{manifest}");
 }

@@ -139,13 +139,7 @@ async fn write_pass(
         );
     }
     let stderr = run_requests(image, &write, scratch, "write").await?;
-    if let Some(problem) = stderr.lines().find(|l| !is_banner(l)) {
-        return Err(DebugfsError::Request {
-            image: image.display().to_string(),
-            detail: problem.trim().to_string(),
-        });
-    }
-    Ok(())
+    refused(image, &stderr, |_| false)
 }
 
 /// The contents of `path` inside `image`, or `None` when it is absent.
@@ -177,6 +171,22 @@ fn set_owner_and_mode(requests: &mut String, path: &str, mode: u32, uid: u32, gi
     writeln!(requests, "set_inode_field {path} mode 0{mode:o}").unwrap();
     writeln!(requests, "set_inode_field {path} uid {uid}").unwrap();
     writeln!(requests, "set_inode_field {path} gid {gid}").unwrap();
+}
+
+/// The first request debugfs refused, as an error: a line of `stderr` that
+/// is neither its banner nor `expected`. (debugfs exits 0 regardless.)
+fn refused(
+    image: &Path,
+    stderr: &str,
+    expected: impl Fn(&str) -> bool,
+) -> Result<(), DebugfsError> {
+    match stderr.lines().find(|l| !is_banner(l) && !expected(l)) {
+        Some(problem) => Err(DebugfsError::Request {
+            image: image.display().to_string(),
+            detail: problem.trim().to_string(),
+        }),
+        None => Ok(()),
+    }
 }
 
 /// debugfs prints its version on stderr before anything else.
@@ -269,16 +279,8 @@ pub async fn fix_inodes(
         }
     }
     let stderr = run_requests(image, &script, scratch, "fix").await?;
-    match stderr
-        .lines()
-        .find(|l| !is_banner(l) && !l.starts_with("Allocated inode"))
-    {
-        Some(problem) => Err(DebugfsError::Request {
-            image: image.display().to_string(),
-            detail: problem.trim().to_string(),
-        }),
-        None => Ok(()),
-    }
+    // mknod says which inode it took.
+    refused(image, &stderr, |l| l.starts_with("Allocated inode"))
 }
 
 /// `text` as one debugfs argument: in double quotes, a quote doubled.
@@ -295,13 +297,7 @@ pub async fn dump_tree(image: &Path, dest: &Path) -> Result<(), DebugfsError> {
         .arg(image)
         .run()
         .await?;
-    match out.stderr.lines().find(|l| !is_banner(l)) {
-        Some(problem) => Err(DebugfsError::Request {
-            image: image.display().to_string(),
-            detail: problem.trim().to_string(),
-        }),
-        None => Ok(()),
-    }
+    refused(image, &out.stderr, |_| false)
 }
 
 /// One directory entry as `ls -p` shows it.

@@ -2,6 +2,7 @@
 //! `bangerd` binaries, and cleanup of any daemon a test started.
 #![allow(clippy::disallowed_methods, dead_code)]
 
+pub mod apt;
 pub mod netns;
 pub mod oci;
 pub mod upstream;

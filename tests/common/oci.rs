@@ -200,6 +200,15 @@ impl Layout {
         )
     }
 
+    /// A layout at `dir` holding one linux/amd64 image of `layers`, tagged
+    /// `v1`; and its manifest's descriptor.
+    pub fn single(dir: &Path, layers: &[Vec<u8>]) -> (Layout, serde_json::Value) {
+        let layout = Layout::new(dir);
+        let manifest = layout.image(layers, "amd64");
+        layout.tag(&manifest, "v1");
+        (layout, manifest)
+    }
+
     /// Names `desc` `tag` in the layout's index.json.
     pub fn tag(&self, desc: &serde_json::Value, tag: &str) {
         let mut desc = desc.clone();
@@ -294,6 +303,18 @@ impl Registry {
         reference
     }
 
+    /// `layers` as image `repo:v1` here (through a layout at `dir`): its
+    /// reference and its manifest's descriptor.
+    pub fn publish(
+        &self,
+        dir: &Path,
+        repo: &str,
+        layers: &[Vec<u8>],
+    ) -> (String, serde_json::Value) {
+        let (layout, manifest) = Layout::single(dir, layers);
+        (self.push(&layout, "v1", repo), manifest)
+    }
+
     /// How many times the registry was asked for blob `digest`'s content.
     pub fn blob_gets(&self, digest: &str) -> usize {
         let log = std::fs::read_to_string(&self.log).unwrap_or_default();
@@ -320,4 +341,52 @@ impl Drop for Registry {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A layer of busybox-static alone (`bin/busybox`, `bin/sh`): an image
+/// with no init, no sshd and no package database. None, saying why,
+/// without busybox-static.
+pub fn busybox_layer() -> Option<Vec<u8>> {
+    let busybox = std::fs::read("/bin/busybox")
+        .ok()
+        .filter(|b| b.len() > 500_000);
+    let Some(busybox) = busybox else {
+        super::skip("/bin/busybox is not busybox-static (apt-get install busybox-static)");
+        return None;
+    };
+    Some(
+        Layer::default()
+            .dir("bin", 0o755)
+            .file("bin/busybox", &busybox, 0o755)
+            .symlink("bin/sh", "busybox")
+            .finish(),
+    )
+}
+
+/// The runtime bundle's root filesystem as one gzip layer (through a tree
+/// dumped under `work`, removed again), and how many bytes it unpacks to.
+pub fn bundle_rootfs_layer(work: &Path) -> (Vec<u8>, u64) {
+    let tree = work.join("rootfs-tree");
+    std::fs::create_dir_all(&tree).unwrap();
+    super::run(
+        Command::new("debugfs")
+            .arg("-R")
+            .arg(format!("rdump / {}", tree.display()))
+            .arg(super::vms::runtime_dir().join("rootfs.ext4")),
+    );
+    let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::fast(),
+    ));
+    tar.follow_symlinks(false);
+    tar.append_dir_all(".", &tree).unwrap();
+    let layer = tar.into_inner().unwrap().finish().unwrap();
+    let du = super::run(Command::new("du").arg("-sb").arg(&tree));
+    let unpacked = super::stdout(&du)
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    std::fs::remove_dir_all(&tree).unwrap();
+    (layer, unpacked)
 }

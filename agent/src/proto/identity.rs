@@ -274,8 +274,9 @@ impl<'a> SshReader<'a> {
     }
 }
 
-/// Standard base64 with padding; `None` on anything else.
-fn base64_decode(s: &[u8]) -> Option<Vec<u8>> {
+/// Standard base64 with padding; `None` on anything else. (The host
+/// reads Docker's registry credentials with it too.)
+pub fn base64_decode(s: &[u8]) -> Option<Vec<u8>> {
     if !s.len().is_multiple_of(4) {
         return None;
     }

@@ -36,40 +36,11 @@ pub fn credentials(json: &[u8], registry: &str, resolves: &str) -> Option<(Strin
     ) {
         return Some((user.to_string(), pass.to_string()));
     }
-    let decoded = base64_decode(entry.get("auth")?.as_str()?)?;
+    let auth = entry.get("auth")?.as_str()?.trim();
+    let decoded = banger_agent::proto::identity::base64_decode(auth.as_bytes())?;
     let text = String::from_utf8(decoded).ok()?;
     let (user, pass) = text.split_once(':')?;
     Some((user.to_string(), pass.to_string()))
-}
-
-/// Standard base64 (padding optional); `None` on anything else.
-fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    let value = |c: u8| -> Option<u32> {
-        Some(match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        } as u32)
-    };
-    let bytes: Vec<u8> = text.trim().trim_end_matches('=').bytes().collect();
-    let mut out = Vec::with_capacity(bytes.len() * 3 / 4);
-    for chunk in bytes.chunks(4) {
-        let mut acc = 0u32;
-        for (i, &c) in chunk.iter().enumerate() {
-            acc |= value(c)? << (18 - 6 * i);
-        }
-        let n = match chunk.len() {
-            4 => 3,
-            3 => 2,
-            2 => 1,
-            _ => return None,
-        };
-        out.extend_from_slice(&acc.to_be_bytes()[1..1 + n]);
-    }
-    Some(out)
 }
 
 #[cfg(test)]
@@ -90,14 +61,5 @@ mod tests {
         );
         assert_eq!(credentials(json, "none.test", "none.test"), None);
         assert_eq!(credentials(b"not json", "reg.test:5000", "x"), None);
-    }
-
-    #[test]
-    fn base64_decodes_with_or_without_padding() {
-        assert_eq!(base64_decode("aGk=").unwrap(), b"hi");
-        assert_eq!(base64_decode("aGk").unwrap(), b"hi");
-        assert_eq!(base64_decode("aGVsbG8gd29ybGQ=").unwrap(), b"hello world");
-        assert_eq!(base64_decode("a"), None);
-        assert_eq!(base64_decode("a*b="), None);
     }
 }

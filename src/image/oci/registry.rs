@@ -107,6 +107,13 @@ pub async fn fetch(
     })?;
     let config_path = pull_blob(&client, &reference, cache, &config_desc, progress).await?;
     let config = std::fs::read(&config_path).map_err(OciError::cache(&config_path))?;
+    if sha256(&config) != config_desc.digest {
+        let _ = std::fs::remove_file(&config_path);
+        return Err(OciError::WrongBlob {
+            digest: config_desc.digest,
+            why: "the cached copy's content differs; pull again".into(),
+        });
+    }
     let mut layers = Vec::new();
     for (i, layer) in doc.layers.iter().enumerate() {
         progress.step(&format!(
