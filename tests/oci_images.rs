@@ -686,6 +686,8 @@ fn a_debian_image_from_a_registry_boots_with_systemd_and_builds_on() {
     let sb = &t.sb;
     t.no_upstream_dns();
     let _turn = common::vms::booting();
+    // The bridge first: the build's package repository listens on it.
+    let gateway = t.bridge_up();
     ok(pull(sb, &reference, "deb"));
     let shown: serde_json::Value =
         serde_json::from_str(&ok(sb.banger(&["image", "show", "deb", "--json"]))).unwrap();
@@ -701,7 +703,6 @@ fn a_debian_image_from_a_registry_boots_with_systemd_and_builds_on() {
     ok(sb.banger(&["vm", "delete", "d1"]));
 
     // A build on it, with a package from a repository on the bridge.
-    let gateway = t.bridge_up();
     let mut repo = common::apt::LocalRepo::new();
     repo.add(
         "banger-oci",
