@@ -255,6 +255,12 @@ fn a_blob_that_is_not_what_its_digest_says_is_refused_and_nothing_registered() {
     let cached = sb.path("home/.cache/banger/oci/blobs/sha256");
     let hex = sha256(&top).trim_start_matches("sha256:").to_string();
     assert!(!cached.join(hex).exists(), "a bad blob was cached");
+    // A daemon killed mid-download leaves a partial blob; the next start removes it.
+    let partial = cached.join(".0123.7.part");
+    std::fs::write(&partial, b"half a layer").unwrap();
+    ok(sb.banger(&["daemon", "stop"]));
+    ok(sb.banger(&["image", "list"]));
+    assert!(!partial.exists(), "a partial blob outlived a daemon start");
 }
 
 /// Every file under `dir`.

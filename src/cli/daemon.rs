@@ -44,7 +44,17 @@ pub async fn run(ctx: &Ctx, command: DaemonCommand) -> anyhow::Result<ExitCode> 
                     return Ok(ExitCode::SUCCESS);
                 }
                 Err(e) => return Err(e.into()),
-                Ok(_) => client.shutdown().await?,
+                Ok(health) => {
+                    // Watched before it is asked to go: "stopped" means the
+                    // process (and its lock) is gone, not just its socket.
+                    let exit = crate::system::pid::ExitWatch::new(health.pid).ok();
+                    client.shutdown().await?;
+                    if let Some(exit) = exit
+                        && !exit.exited_within(STOP_TIMEOUT).await
+                    {
+                        bail!("bangerd did not stop within {} s", STOP_TIMEOUT.as_secs());
+                    }
+                }
             }
             let deadline = Instant::now() + STOP_TIMEOUT;
             while ctx.paths.socket().exists() {

@@ -190,6 +190,8 @@ impl Manager {
         if let Err(e) = self.images.sweep() {
             tracing::warn!(error = %e, "cannot sweep the image store");
         }
+        // Blobs a pull was writing when the daemon died; no pull runs yet.
+        crate::image::oci::cache::BlobCache::new(&self.paths.cache_dir).sweep();
         // The NAT table matches what runs now; names resolve again.
         if let Err(e) = self.network.sync_nat().await {
             tracing::warn!(error = %e, "cannot bring the NAT table in line with the running VMs");

@@ -23,6 +23,17 @@ impl BlobCache {
         }
     }
 
+    /// Removes the partial blobs a daemon that died mid-pull left behind.
+    pub fn sweep(&self) {
+        for entry in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+            let name = entry.file_name();
+            if name.to_string_lossy().ends_with(".part") {
+                tracing::info!(file = %entry.path().display(), "removing a partial blob");
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+
     /// Where blob `digest` lives (whether or not it is there).
     pub fn path(&self, digest: &str) -> Result<PathBuf, OciError> {
         let hex = digest_hex(digest).ok_or_else(|| OciError::BadDigest {
