@@ -434,6 +434,26 @@ fn an_image_without_init_or_sshd_boots_with_the_agent_as_init() {
     ok(sb.banger(&["vm", "stop", "bb"]));
     ok(sb.banger(&["vm", "start", "bb"]));
     assert_eq!(ok(exec(&["busybox", "cat", "/root/note"])), "kept\n");
+
+    // Its changes, flattened onto its image as a new image: a file
+    // removed, a directory replaced whole, a file added; its identity
+    // (host key, name) left behind.
+    ok(exec(&[
+        "busybox",
+        "sh",
+        "-c",
+        "busybox rm /bin/sh && busybox rm -rf /etc && busybox mkdir /etc && echo only > /etc/only",
+    ]));
+    fails(sb.banger(&["vm", "export", "bb", "bb-flat"]), "is running");
+    ok(sb.banger(&["vm", "stop", "bb"]));
+    ok(sb.banger(&["vm", "export", "bb", "bb-flat"]));
+    let flat = rootfs(sb, "bb-flat");
+    assert_eq!(debugfs(&flat, "cat /root/note"), "kept\n");
+    assert!(debugfs(&flat, "stat /bin/sh").contains("not found"));
+    assert!(debugfs(&flat, "stat /bin/busybox").contains("Type: regular"));
+    let etc = debugfs(&flat, "ls /etc");
+    assert!(etc.contains("only") && !etc.contains("hostname"), "{etc}");
+    assert!(debugfs(&flat, "stat /etc/ssh/ssh_host_ed25519_key").contains("not found"));
     ok(sb.banger(&["vm", "delete", "bb"]));
 
     // A build on it goes through the agent; --packages says what it needs.

@@ -70,6 +70,15 @@ pub enum VmCommand {
         /// The new VM's name.
         name: String,
     },
+    /// Register a stopped VM's root filesystem as a new image: its image
+    /// with the VM's changes on top (its own keys and name left out).
+    /// `banger image export` or `push` then takes it elsewhere.
+    Export {
+        /// The stopped VM.
+        name: String,
+        /// The new image's name.
+        image: String,
+    },
     /// Delete a VM and its disks (a running one is stopped first).
     #[command(visible_alias = "rm")]
     Delete {
@@ -211,6 +220,7 @@ pub async fn run(ctx: &Ctx, command: VmCommand) -> anyhow::Result<ExitCode> {
         | VmCommand::Unpublish { name, .. }
         | VmCommand::Clone { name, .. }
         | VmCommand::Fork { name, .. }
+        | VmCommand::Export { name, .. }
         | VmCommand::Delete { name, .. }
         | VmCommand::Ssh { name, .. }
         | VmCommand::Exec { name, .. }
@@ -252,6 +262,19 @@ pub async fn run(ctx: &Ctx, command: VmCommand) -> anyhow::Result<ExitCode> {
             print_op(ctx, &result, "forked")?;
             if let (false, Some(ms)) = (ctx.json, result.source_paused_ms) {
                 println!("  {src} was held still for {ms} ms and runs on");
+            }
+        }
+        VmCommand::Export { name, image } => {
+            let details = client.export_vm(&name, &image).await?;
+            if ctx.json {
+                output::json(&details)?;
+            } else {
+                println!(
+                    "{name} exported as image {image} ({})",
+                    details
+                        .size_bytes
+                        .map_or_else(|| "-".into(), crate::size::format_size)
+                );
             }
         }
         VmCommand::Publish { name, port } => {

@@ -142,7 +142,7 @@ pub async fn export(
     let bundle = daemon.vms.bundle()?;
     let images = daemon.images.clone();
     detached(async move {
-        let mut log = Logged(name.clone());
+        let mut log = crate::image::oci::Logged(name.clone());
         crate::image::oci::export_image(&images, &bundle, &name, req.format, &req.dir, &mut log)
             .await
             .map(|()| req)
@@ -160,7 +160,7 @@ pub async fn push(
     let images = daemon.images.clone();
     let cache_dir = daemon.paths.cache_dir.clone();
     detached(async move {
-        let mut log = Logged(name.clone());
+        let mut log = crate::image::oci::Logged(name.clone());
         let (reference, kernel_reference) = crate::image::oci::push_image(
             &images,
             &bundle,
@@ -177,18 +177,6 @@ pub async fn push(
         })
     })
     .await
-}
-
-/// Progress of an operation that answers once, into the daemon's log.
-struct Logged(String);
-
-impl crate::image::oci::Progress for Logged {
-    fn step(&mut self, step: &str) {
-        tracing::info!(image = %self.0, step, "export");
-    }
-    fn note(&mut self, message: &str) {
-        tracing::info!(image = %self.0, message, "export");
-    }
 }
 
 fn failed(reporter: &crate::builder::Reporter, error: Vec<String>) -> Progress {

@@ -34,6 +34,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/v1/vms/{name}/suspend", post(vm_routes::suspend))
         .route("/v1/vms/{name}/clone", post(vm_routes::clone))
         .route("/v1/vms/{name}/fork", post(vm_routes::fork))
+        .route("/v1/vms/{name}/export", post(vm_routes::export))
         .route("/v1/vms/{name}/publish", post(vm_routes::publish))
         .route("/v1/vms/{name}/unpublish", post(vm_routes::unpublish))
         .route("/v1/vms/{name}/stats", get(vm_routes::stats))

@@ -164,6 +164,20 @@ pub async fn clone(
     .await
 }
 
+/// Registers stopped VM `name`'s root filesystem as a new image.
+pub async fn export(
+    State(daemon): State<Arc<Daemon>>,
+    VmName(name): VmName,
+    JsonBody(req): JsonBody<crate::rpc::api::ExportVm>,
+) -> Result<Json<crate::rpc::api::ImageDetails>, ApiError> {
+    let image = on_user_vm(&daemon, name, move |vms, name| async move {
+        let mut log = crate::image::oci::Logged(name.clone());
+        vms.export_vm(&name, &req.image, &mut log).await
+    })
+    .await?;
+    Ok(Json(daemon.images.details(image.0)?))
+}
+
 pub async fn fork(
     State(daemon): State<Arc<Daemon>>,
     VmName(name): VmName,

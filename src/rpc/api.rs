@@ -474,6 +474,12 @@ pub enum ExportFormat {
     Oci,
 }
 
+/// `vm export`: a stopped VM's root filesystem as a new image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportVm {
+    pub image: String,
+}
+
 /// `image push`: the image to a registry, as an OCI image.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PushImage {

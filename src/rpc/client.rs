@@ -298,6 +298,16 @@ impl Client {
         self.call(Method::POST, &path, Some(json(req)?)).await
     }
 
+    /// Registers stopped VM `name`'s root filesystem as image `image`.
+    pub async fn export_vm(&self, name: &str, image: &str) -> Result<ImageDetails, ClientError> {
+        check_image_name(image)?;
+        let req = super::api::ExportVm {
+            image: image.to_string(),
+        };
+        self.call(Method::POST, &vm_path(name, "/export")?, Some(json(&req)?))
+            .await
+    }
+
     /// Exports image `name` (see [`ExportImage`]).
     pub async fn export_image(
         &self,

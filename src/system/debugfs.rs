@@ -288,16 +288,62 @@ fn quoted(text: &str) -> String {
     format!("\"{}\"", text.replace('"', "\"\""))
 }
 
-/// Copies every file of `image` into the existing directory `dest`
-/// (`rdump`): contents, modes and symlinks; owners too when root.
-pub async fn dump_tree(image: &Path, dest: &Path) -> Result<(), DebugfsError> {
+/// Copies directory `from` of `image` into the existing directory `dest`
+/// (`rdump`): contents, modes and symlinks; owners too when root. `/`
+/// lands as `dest` itself, any other directory as `dest/NAME`.
+pub async fn dump_tree(image: &Path, from: &str, dest: &Path) -> Result<(), DebugfsError> {
     let out = Cmd::new("debugfs")
         .arg("-R")
-        .arg(format!("rdump / {}", quoted(&dest.display().to_string())))
+        .arg(format!(
+            "rdump {} {}",
+            quoted(from),
+            quoted(&dest.display().to_string())
+        ))
         .arg(image)
         .run()
         .await?;
     refused(image, &out.stderr, |_| false)
+}
+
+/// For each of `dirs` in `image`, whether overlayfs marked it opaque
+/// (`trusted.overlay.opaque` is `y`), in one debugfs run.
+pub async fn overlay_opaque(
+    image: &Path,
+    dirs: &[String],
+    scratch: &Path,
+) -> Result<Vec<bool>, DebugfsError> {
+    let mut script = String::new();
+    for dir in dirs {
+        if dir.contains('\n') {
+            return Err(DebugfsError::BadPath(dir.clone()));
+        }
+        writeln!(script, "ea_get {} trusted.overlay.opaque", quoted(dir)).unwrap();
+    }
+    let file = scratch.join("debugfs-opaque.cmds");
+    std::fs::write(&file, script).map_err(|source| DebugfsError::Scratch {
+        path: file.display().to_string(),
+        source,
+    })?;
+    let out = Cmd::new("debugfs")
+        .arg("-f")
+        .arg(&file)
+        .arg(image)
+        .run()
+        .await?;
+    // Each request's echo, then its value when there is one.
+    let mut found: Vec<bool> = Vec::new();
+    for line in out.stdout.lines() {
+        if line.starts_with("debugfs: ") {
+            found.push(false);
+        } else if line.starts_with("trusted.overlay.opaque")
+            && line.ends_with("= \"y\"")
+            && let Some(last) = found.last_mut()
+        {
+            *last = true;
+        }
+    }
+    found.resize(dirs.len(), false);
+    Ok(found)
 }
 
 /// One directory entry as `ls -p` shows it.

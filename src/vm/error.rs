@@ -72,6 +72,8 @@ pub enum VmError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Image(#[from] ImageError),
+    #[error("cannot export the VM")]
+    Export(#[source] Box<crate::image::oci::OciError>),
     #[error("cannot prepare the VM's disk")]
     Disk(#[from] FsError),
     #[error("cannot prepare the VM's filesystem")]

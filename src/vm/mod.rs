@@ -10,6 +10,7 @@ mod create;
 mod delete;
 mod error;
 mod events;
+mod export;
 pub mod fault;
 mod files;
 mod identity;

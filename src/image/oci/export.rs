@@ -98,18 +98,7 @@ pub async fn oci(
     let blobs = dir.join("blobs/sha256");
     std::fs::create_dir_all(&blobs).map_err(OciError::cache(&blobs))?;
     progress.step("read the root filesystem");
-    let scratch = dir.join(".export");
-    let tree = scratch.join("tree");
-    std::fs::create_dir_all(&tree).map_err(OciError::cache(&tree))?;
-    let entries = read_tree(parts.rootfs, &tree, &scratch).await?;
-    progress.step("write the root layer");
-    let layer = {
-        let (tree, blobs) = (tree.clone(), blobs.clone());
-        tokio::task::spawn_blocking(move || root_layer(&tree, &entries, &blobs))
-            .await
-            .expect("writing a layer does not panic")?
-    };
-    let _ = std::fs::remove_dir_all(&scratch);
+    let layer = layer_of(parts.rootfs, &Source::Root, &dir.join(".export"), &blobs).await?;
     let config = parts
         .origin
         .as_ref()
@@ -145,9 +134,9 @@ fn write(path: &Path, bytes: &[u8]) -> Result<(), OciError> {
 }
 
 /// A gzip layer in the layout's blobs, and the digest of its tar.
-struct LayerBlob {
-    desc: Descriptor,
-    diff_id: String,
+pub struct LayerBlob {
+    pub desc: Descriptor,
+    pub diff_id: String,
 }
 
 /// Writes a layer straight into the layout: a tar stream, hashed (its diff
@@ -277,21 +266,97 @@ fn write_image(dir: &Path, layer: &LayerBlob, run: RunConfig) -> Result<Descript
     Ok(desc)
 }
 
-/// Dumps the image's files into `tree` and lists every entry's owner and
-/// mode (by path relative to the root, "" for the root).
+/// Which part of an ext4 image becomes a layer.
+pub enum Source<'a> {
+    /// The whole filesystem.
+    Root,
+    /// A layered VM's upper disk: its `/upper` directory, an overlayfs
+    /// upper layer whose whiteouts (character devices 0:0) and opaque
+    /// directories (`trusted.overlay.opaque`) become OCI whiteouts; the
+    /// paths in `leave_out` (banger's per-VM identity) are not carried.
+    OverlayUpper { leave_out: &'a [&'a str] },
+}
+
+impl Source<'_> {
+    fn dir(&self) -> &'static str {
+        match self {
+            Source::Root => "/",
+            Source::OverlayUpper { .. } => "/upper",
+        }
+    }
+}
+
+/// `source` of the ext4 image `image` as one layer in `blobs`, through a
+/// tree dumped under `scratch` (removed again).
+pub async fn layer_of(
+    image: &Path,
+    source: &Source<'_>,
+    scratch: &Path,
+    blobs: &Path,
+) -> Result<LayerBlob, OciError> {
+    std::fs::create_dir_all(blobs).map_err(OciError::cache(blobs))?;
+    let tree = scratch.join("tree");
+    let _ = std::fs::remove_dir_all(&tree);
+    std::fs::create_dir_all(&tree).map_err(OciError::cache(&tree))?;
+    let (mut entries, opaque) = read_tree(image, source.dir(), &tree, scratch).await?;
+    if let Source::OverlayUpper { leave_out } = source {
+        entries.retain(|path, _| {
+            !leave_out
+                .iter()
+                .any(|l| path == Path::new(l.trim_start_matches('/')))
+        });
+    }
+    let root = match source {
+        Source::Root => tree.clone(),
+        Source::OverlayUpper { .. } => tree.join("upper"),
+    };
+    let overlay = matches!(source, Source::OverlayUpper { .. });
+    let layer = {
+        let blobs = blobs.to_path_buf();
+        tokio::task::spawn_blocking(move || root_layer(&root, &entries, &opaque, overlay, &blobs))
+            .await
+            .expect("writing a layer does not panic")?
+    };
+    let _ = std::fs::remove_dir_all(scratch);
+    Ok(layer)
+}
+
+/// Dumps directory `from` of `image` into `tree` and lists every entry's
+/// owner and mode (by path relative to `from`, "" for `from` itself); and
+/// the directories marked opaque for overlayfs.
 async fn read_tree(
-    rootfs: &Path,
+    image: &Path,
+    from: &str,
     tree: &Path,
     scratch: &Path,
-) -> Result<HashMap<PathBuf, Listed>, OciError> {
-    debugfs::dump_tree(rootfs, tree).await?;
+) -> Result<(HashMap<PathBuf, Listed>, Vec<PathBuf>), OciError> {
+    debugfs::dump_tree(image, from, tree).await?;
     // Owners, modes and inode numbers, one directory at a time.
     let mut listed = HashMap::new();
+    let mut opaque = Vec::new();
     let mut dirs = vec![PathBuf::new()];
+    let base = from.trim_end_matches('/');
     while !dirs.is_empty() {
         let batch: Vec<PathBuf> = std::mem::take(&mut dirs);
-        let names: Vec<String> = batch.iter().map(|d| format!("/{}", d.display())).collect();
-        let listings = debugfs::list_dirs(rootfs, &names, scratch).await?;
+        let names: Vec<String> = batch
+            .iter()
+            .map(|d| match d.as_os_str().is_empty() {
+                true if base.is_empty() => "/".to_string(),
+                true => base.to_string(),
+                false => format!("{base}/{}", d.display()),
+            })
+            .collect();
+        if !base.is_empty() {
+            for (dir, is_opaque) in batch
+                .iter()
+                .zip(debugfs::overlay_opaque(image, &names, scratch).await?)
+            {
+                if is_opaque {
+                    opaque.push(dir.clone());
+                }
+            }
+        }
+        let listings = debugfs::list_dirs(image, &names, scratch).await?;
         for (dir, entries) in batch.iter().zip(listings) {
             for entry in entries {
                 let path = dir.join(&entry.name);
@@ -310,7 +375,7 @@ async fn read_tree(
             }
         }
     }
-    Ok(listed)
+    Ok((listed, opaque))
 }
 
 /// The tree as one gzip layer, with the owners and modes the image has;
@@ -319,6 +384,8 @@ async fn read_tree(
 fn root_layer(
     tree: &Path,
     listed: &HashMap<PathBuf, Listed>,
+    opaque: &[PathBuf],
+    overlay: bool,
     blobs: &Path,
 ) -> Result<LayerBlob, OciError> {
     let mut paths: Vec<&PathBuf> = listed
@@ -344,6 +411,24 @@ fn root_layer(
                 header.set_size(0);
                 tar.append_data(&mut header, path, std::io::empty())
                     .map_err(fail)?;
+                if opaque.contains(path) {
+                    let mut marker = root_header(0o644);
+                    marker.set_size(0);
+                    tar.append_data(&mut marker, path.join(".wh..wh..opq"), std::io::empty())
+                        .map_err(fail)?;
+                }
+            }
+            // overlayfs marks what the VM removed with a 0:0 device.
+            0o020000 if overlay => {
+                let name = path.file_name().unwrap_or_default().to_string_lossy();
+                let mut marker = root_header(0o644);
+                marker.set_size(0);
+                tar.append_data(
+                    &mut marker,
+                    path.with_file_name(format!(".wh.{name}")),
+                    std::io::empty(),
+                )
+                .map_err(fail)?;
             }
             0o120000 => {
                 let target = std::fs::read_link(&on_host).map_err(fail)?;

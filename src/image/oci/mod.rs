@@ -104,6 +104,19 @@ pub trait Progress: Send {
     fn note(&mut self, message: &str);
 }
 
+/// Progress of an operation that answers once (export, push), told to the
+/// daemon's log under the name it concerns.
+pub struct Logged(pub String);
+
+impl Progress for Logged {
+    fn step(&mut self, step: &str) {
+        tracing::info!(name = %self.0, step, "step");
+    }
+    fn note(&mut self, message: &str) {
+        tracing::info!(name = %self.0, message, "note");
+    }
+}
+
 /// An image's documents and layers, all in the blob cache and checked.
 #[derive(Debug, Clone)]
 pub struct Fetched {
@@ -362,6 +375,86 @@ pub async fn push_image(
     }
     .await;
     let _ = std::fs::remove_dir_all(&layout);
+    result
+}
+
+/// What [`flatten`] makes an image of.
+pub struct Flatten<'a> {
+    /// The new image's name.
+    pub name: &'a str,
+    /// The image file the VM runs on.
+    pub lower: &'a Path,
+    /// The VM's upper disk (ext4 holding overlayfs's `/upper`).
+    pub upper: &'a Path,
+    /// Paths under `/upper` not to carry (the VM's own identity).
+    pub leave_out: &'a [&'a str],
+    /// The VM's name, for `image.json`.
+    pub from: &'a str,
+    /// The image's own OCI origin, whose run config is kept.
+    pub origin: Option<OciOrigin>,
+}
+
+/// Registers a layered VM's root as an image: its image's tree with the
+/// VM's changes applied on top as a second layer (whiteouts and opaque
+/// directories as overlayfs recorded them), made ext4 like a pull.
+pub async fn flatten(
+    images: &Images,
+    cache_dir: &Path,
+    flat: Flatten<'_>,
+    progress: &mut dyn Progress,
+) -> Result<ImageRecord, OciError> {
+    crate::rpc::check_image_name(flat.name).map_err(ImageError::from)?;
+    let lock = images.lock(flat.name);
+    let _held = lock.lock().await;
+    if images.get(flat.name).is_ok() {
+        return Err(ImageError::Store(crate::store::StoreError::Conflict {
+            what: crate::store::Taken::ImageName,
+            value: flat.name.to_string(),
+        })
+        .into());
+    }
+    let scratch = cache_dir.join(format!("flatten-{}-{}", flat.name, std::process::id()));
+    let blobs = scratch.join("blobs");
+    let result = async {
+        progress.step("read the image");
+        let lower = export::layer_of(
+            flat.lower,
+            &export::Source::Root,
+            &scratch.join("lower"),
+            &blobs,
+        )
+        .await?;
+        progress.step("read the VM's changes");
+        let upper_source = export::Source::OverlayUpper {
+            leave_out: flat.leave_out,
+        };
+        let upper =
+            export::layer_of(flat.upper, &upper_source, &scratch.join("upper"), &blobs).await?;
+        let run = flat.origin.as_ref().map(|o| o.config.clone());
+        let config = ImageConfig {
+            architecture: "amd64".into(),
+            os: "linux".into(),
+            config: run,
+            rootfs: Some(manifest::RootFs {
+                kind: "layers".into(),
+                diff_ids: vec![lower.diff_id.clone(), upper.diff_id.clone()],
+            }),
+        };
+        let blob_path =
+            |d: &Descriptor| blobs.join(manifest::digest_hex(&d.digest).unwrap_or_default());
+        let fetched = Fetched {
+            source: format!("vm {}", flat.from),
+            digest: upper.desc.digest.clone(),
+            config: serde_json::to_vec(&config).expect("serializes"),
+            layers: vec![
+                (lower.desc.clone(), blob_path(&lower.desc)),
+                (upper.desc.clone(), blob_path(&upper.desc)),
+            ],
+        };
+        convert(images, flat.name, &fetched, false, progress).await
+    }
+    .await;
+    let _ = std::fs::remove_dir_all(&scratch);
     result
 }
 
