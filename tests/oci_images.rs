@@ -395,6 +395,25 @@ fn layout_archives_and_docker_save_tarballs_import() {
     drop(tar);
     ok(sb.banger(&["image", "import", "--oci", "saved", saved.to_str().unwrap()]));
     assert_eq!(debugfs(&rootfs(&sb, "saved"), "cat /etc/saved"), "saved\n");
+
+    // A zstd-compressed layer (the `zstd` tool compresses it here).
+    if installed("zstd", "zstd") {
+        let tar = Layer::default()
+            .file("etc/zst", b"zstd\n", 0o644)
+            .finish_tar();
+        let plain = dir.path().join("layer.tar");
+        std::fs::write(&plain, &tar).unwrap();
+        let zst = run(Command::new("zstd").args(["-q", "-c"]).arg(&plain)).stdout;
+        let (layout, _) = Layout::single(&dir.path().join("zstd"), &[zst]);
+        ok(sb.banger(&[
+            "image",
+            "import",
+            "--oci",
+            "zst",
+            layout.dir.to_str().unwrap(),
+        ]));
+        assert_eq!(debugfs(&rootfs(&sb, "zst"), "cat /etc/zst"), "zstd\n");
+    }
 }
 
 #[test]

@@ -108,6 +108,11 @@ impl Layer {
         self
     }
 
+    /// The layer, uncompressed.
+    pub fn finish_tar(self) -> Vec<u8> {
+        self.tar.into_inner().unwrap()
+    }
+
     /// The layer, gzip-compressed.
     pub fn finish(self) -> Vec<u8> {
         let tar = self.tar.into_inner().unwrap();
@@ -126,6 +131,20 @@ pub fn sha256(bytes: &[u8]) -> String {
             .map(|b| format!("{b:02x}"))
             .collect::<String>()
     )
+}
+
+/// A layer's tar: gzip and zstd undone, a plain tar as it is.
+pub fn uncompressed(layer: &[u8]) -> Vec<u8> {
+    let mut raw = Vec::new();
+    let mut reader: Box<dyn std::io::Read + '_> = if layer.starts_with(&[0x1f, 0x8b]) {
+        Box::new(flate2::read::GzDecoder::new(layer))
+    } else if layer.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Box::new(ruzstd::decoding::StreamingDecoder::new(layer).unwrap())
+    } else {
+        Box::new(layer)
+    };
+    reader.read_to_end(&mut raw).unwrap();
+    raw
 }
 
 /// An OCI image layout being written at a directory.
@@ -156,15 +175,7 @@ impl Layout {
             .iter()
             .map(|l| self.blob("application/vnd.oci.image.layer.v1.tar+gzip", l))
             .collect();
-        let diff_ids: Vec<String> = layers
-            .iter()
-            .map(|l| {
-                let mut raw = Vec::new();
-                std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&l[..]), &mut raw)
-                    .unwrap();
-                sha256(&raw)
-            })
-            .collect();
+        let diff_ids: Vec<String> = layers.iter().map(|l| sha256(&uncompressed(l))).collect();
         let config = serde_json::json!({
             "architecture": arch, "os": "linux",
             "config": {"Env": ["PATH=/bin"], "Cmd": ["/bin/sh"], "WorkingDir": "/root"},

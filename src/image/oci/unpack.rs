@@ -90,15 +90,18 @@ impl Tree {
         &self.root
     }
 
-    /// Applies one layer (a tar stream, gzip-compressed or not).
+    /// Applies one layer (a tar stream: plain, gzip or zstd).
     pub fn apply(&mut self, layer: impl Read) -> Result<(), UnpackError> {
         let mut layer = io::BufReader::new(layer);
         let magic = io::BufRead::fill_buf(&mut layer).map_err(UnpackError::Read)?;
-        if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-            return Err(UnpackError::Zstd);
-        }
+        let zstd = magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]);
+        let gzip = magic.starts_with(&[0x1f, 0x8b]);
         self.this_layer.clear();
-        if magic.starts_with(&[0x1f, 0x8b]) {
+        if zstd {
+            let frame = ruzstd::decoding::StreamingDecoder::new(layer)
+                .map_err(|e| UnpackError::Read(io::Error::other(e)))?;
+            self.apply_tar(frame)
+        } else if gzip {
             self.apply_tar(flate2::read::GzDecoder::new(layer))
         } else {
             self.apply_tar(layer)
