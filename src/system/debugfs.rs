@@ -319,20 +319,10 @@ pub async fn overlay_opaque(
         }
         writeln!(script, "ea_get {} trusted.overlay.opaque", quoted(dir)).unwrap();
     }
-    let file = scratch.join("debugfs-opaque.cmds");
-    std::fs::write(&file, script).map_err(|source| DebugfsError::Scratch {
-        path: file.display().to_string(),
-        source,
-    })?;
-    let out = Cmd::new("debugfs")
-        .arg("-f")
-        .arg(&file)
-        .arg(image)
-        .run()
-        .await?;
+    let stdout = run_script(image, &script, scratch, "opaque").await?;
     // Each request's echo, then its value when there is one.
     let mut found: Vec<bool> = Vec::new();
-    for line in out.stdout.lines() {
+    for line in stdout.lines() {
         if line.starts_with("debugfs: ") {
             found.push(false);
         } else if line.starts_with("trusted.overlay.opaque")
@@ -371,18 +361,9 @@ pub async fn list_dirs(
         }
         writeln!(script, "ls -p {}", quoted(dir)).unwrap();
     }
-    let file = scratch.join("debugfs-list.cmds");
-    std::fs::write(&file, script).map_err(|source| DebugfsError::Scratch {
-        path: file.display().to_string(),
-        source,
-    })?;
-    let out = Cmd::new("debugfs")
-        .arg("-f")
-        .arg(&file)
-        .arg(image)
-        .run()
-        .await?;
-    Ok(parse_listings(&out.stdout))
+    Ok(parse_listings(
+        &run_script(image, &script, scratch, "list").await?,
+    ))
 }
 
 /// `ls -p` output of several requests: each begins with its echoed
@@ -441,4 +422,126 @@ mod listing_tests {
             }
         );
     }
+}
+
+/// The extended attributes of each of `paths` in `image` (names and raw
+/// values): one debugfs run lists their names, a second writes each value
+/// to a file in `scratch`.
+pub async fn xattrs(
+    image: &Path,
+    paths: &[String],
+    scratch: &Path,
+) -> Result<Vec<Vec<(String, Vec<u8>)>>, DebugfsError> {
+    let lists = run_each(image, paths, scratch, "ea_list").await?;
+    let names: Vec<Vec<String>> = lists
+        .iter()
+        .map(|out| {
+            out.lines()
+                .filter_map(|l| l.strip_prefix("  ")?.split_once(" ("))
+                .map(|(name, _)| name.to_string())
+                .collect()
+        })
+        .collect();
+    let mut script = String::new();
+    let mut wanted = Vec::new();
+    for (i, (path, names)) in paths.iter().zip(&names).enumerate() {
+        for (j, name) in names.iter().enumerate() {
+            let file = scratch.join(format!("ea-{i}-{j}"));
+            writeln!(
+                script,
+                "ea_get -f {} {} {}",
+                quoted(&file.display().to_string()),
+                quoted(path),
+                quoted(name)
+            )
+            .unwrap();
+            wanted.push((i, name.clone(), file));
+        }
+    }
+    let mut found = vec![Vec::new(); paths.len()];
+    if wanted.is_empty() {
+        return Ok(found);
+    }
+    run_script(image, &script, scratch, "ea-get").await?;
+    for (i, name, file) in wanted {
+        if let Ok(value) = std::fs::read(&file) {
+            found[i].push((name, value));
+            let _ = std::fs::remove_file(&file);
+        }
+    }
+    Ok(found)
+}
+
+/// The device numbers (major, minor) of each of `paths` in `image`, where
+/// `stat` shows them (character and block devices).
+pub async fn device_numbers(
+    image: &Path,
+    paths: &[String],
+    scratch: &Path,
+) -> Result<Vec<Option<(u32, u32)>>, DebugfsError> {
+    let stats = run_each(image, paths, scratch, "stat").await?;
+    Ok(stats
+        .iter()
+        .map(|out| {
+            let line = out
+                .lines()
+                .find_map(|l| l.strip_prefix("Device major/minor number: "))?;
+            let (major, minor) = line.split_whitespace().next()?.split_once(':')?;
+            Some((major.parse().ok()?, minor.parse().ok()?))
+        })
+        .collect())
+}
+
+/// Runs `request PATH` for each of `paths` in one debugfs run; the output
+/// of each, in order (split at debugfs's echo of each request).
+async fn run_each(
+    image: &Path,
+    paths: &[String],
+    scratch: &Path,
+    request: &str,
+) -> Result<Vec<String>, DebugfsError> {
+    let mut script = String::new();
+    for path in paths {
+        if path.contains('\n') {
+            return Err(DebugfsError::BadPath(path.clone()));
+        }
+        writeln!(script, "{request} {}", quoted(path)).unwrap();
+    }
+    let stdout = run_script(image, &script, scratch, request).await?;
+    let mut outputs: Vec<String> = Vec::new();
+    for line in stdout.lines() {
+        if line.starts_with("debugfs: ") {
+            outputs.push(String::new());
+        } else if let Some(current) = outputs.last_mut() {
+            current.push_str(line);
+            current.push('\n');
+        }
+    }
+    outputs.resize(paths.len(), String::new());
+    Ok(outputs)
+}
+
+/// Runs `script` read-only against `image` (`debugfs -f`); its stdout.
+async fn run_script(
+    image: &Path,
+    script: &str,
+    scratch: &Path,
+    name: &str,
+) -> Result<String, DebugfsError> {
+    std::fs::create_dir_all(scratch).map_err(|source| DebugfsError::Scratch {
+        path: scratch.display().to_string(),
+        source,
+    })?;
+    let file = scratch.join(format!("debugfs-{}.cmds", name.replace(' ', "-")));
+    std::fs::write(&file, script).map_err(|source| DebugfsError::Scratch {
+        path: file.display().to_string(),
+        source,
+    })?;
+    let out = Cmd::new("debugfs")
+        .arg("-f")
+        .arg(&file)
+        .arg(image)
+        .run()
+        .await?;
+    Ok(out.stdout)
 }

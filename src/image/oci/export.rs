@@ -311,14 +311,78 @@ pub async fn layer_of(
         Source::OverlayUpper { .. } => tree.join("upper"),
     };
     let overlay = matches!(source, Source::OverlayUpper { .. });
+    let extras = extras(image, source.dir(), &entries, overlay, scratch).await?;
     let layer = {
         let blobs = blobs.to_path_buf();
-        tokio::task::spawn_blocking(move || root_layer(&root, &entries, &opaque, overlay, &blobs))
+        let marks = Marks {
+            opaque,
+            overlay,
+            extras,
+        };
+        tokio::task::spawn_blocking(move || root_layer(&root, &entries, &marks, &blobs))
             .await
             .expect("writing a layer does not panic")?
     };
     let _ = std::fs::remove_dir_all(scratch);
     Ok(layer)
+}
+
+/// What a layer carries beyond the tree `rdump` writes.
+struct Marks {
+    /// Directories overlayfs marked opaque.
+    opaque: Vec<PathBuf>,
+    /// The tree is an overlayfs upper layer (0:0 devices are whiteouts).
+    overlay: bool,
+    extras: HashMap<PathBuf, Extra>,
+}
+
+/// An entry's extended attributes and device numbers.
+#[derive(Default)]
+struct Extra {
+    xattrs: Vec<(String, Vec<u8>)>,
+    device: Option<(u32, u32)>,
+}
+
+/// The extended attributes of every entry (overlayfs's own left out) and
+/// the numbers of every device node, read from `image` with debugfs.
+async fn extras(
+    image: &Path,
+    from: &str,
+    entries: &HashMap<PathBuf, Listed>,
+    overlay: bool,
+    scratch: &Path,
+) -> Result<HashMap<PathBuf, Extra>, OciError> {
+    let base = from.trim_end_matches('/');
+    let full = |p: &PathBuf| format!("{base}/{}", p.display());
+    let paths: Vec<&PathBuf> = entries
+        .keys()
+        .filter(|p| !p.as_os_str().is_empty())
+        .collect();
+    let names: Vec<String> = paths.iter().map(|p| full(p)).collect();
+    let xattrs = debugfs::xattrs(image, &names, scratch).await?;
+    let mut extras: HashMap<PathBuf, Extra> = HashMap::new();
+    for (path, found) in paths.iter().zip(xattrs) {
+        let kept: Vec<_> = found
+            .into_iter()
+            .filter(|(name, _)| !name.starts_with("trusted.overlay."))
+            .collect();
+        if !kept.is_empty() {
+            extras.entry((*path).clone()).or_default().xattrs = kept;
+        }
+    }
+    let devices: Vec<&PathBuf> = paths
+        .into_iter()
+        .filter(|p| matches!(entries[*p].mode & 0o170000, 0o020000 | 0o060000))
+        .filter(|p| !(overlay && entries[*p].mode & 0o170000 == 0o020000))
+        .collect();
+    let names: Vec<String> = devices.iter().map(|p| full(p)).collect();
+    for (path, numbers) in devices
+        .into_iter()
+        .zip(debugfs::device_numbers(image, &names, scratch).await?)
+    {
+        extras.entry(path.clone()).or_default().device = numbers;
+    }
+    Ok(extras)
 }
 
 /// Dumps directory `from` of `image` into `tree` and lists every entry's
@@ -378,16 +442,16 @@ async fn read_tree(
     Ok((listed, opaque))
 }
 
-/// The tree as one gzip layer, with the owners and modes the image has;
-/// a second name of an inode is a hard link. Device nodes and FIFOs, which
-/// `rdump` does not write, are left out.
+/// The tree as one gzip layer, with the owners, modes and extended
+/// attributes the image has, and its device nodes and FIFOs (which `rdump`
+/// does not write); a second name of an inode is a hard link.
 fn root_layer(
     tree: &Path,
     listed: &HashMap<PathBuf, Listed>,
-    opaque: &[PathBuf],
-    overlay: bool,
+    marks: &Marks,
     blobs: &Path,
 ) -> Result<LayerBlob, OciError> {
+    let (opaque, overlay) = (&marks.opaque, marks.overlay);
     let mut paths: Vec<&PathBuf> = listed
         .keys()
         .filter(|p| !p.as_os_str().is_empty())
@@ -405,6 +469,19 @@ fn root_layer(
         header.set_mtime(0);
         let on_host = tree.join(path);
         let fail = |e| OciError::read(&on_host)(e);
+        let extra = marks.extras.get(path);
+        if let Some(extra) = extra.filter(|e| !e.xattrs.is_empty()) {
+            let keys: Vec<String> = extra
+                .xattrs
+                .iter()
+                .map(|(n, _)| format!("SCHILY.xattr.{n}"))
+                .collect();
+            let pax = keys
+                .iter()
+                .map(String::as_str)
+                .zip(extra.xattrs.iter().map(|(_, v)| v.as_slice()));
+            tar.append_pax_extensions(pax).map_err(fail)?;
+        }
         match entry.mode & 0o170000 {
             0o040000 => {
                 header.set_entry_type(tar::EntryType::Directory);
@@ -450,6 +527,19 @@ fn root_layer(
                 header.set_entry_type(tar::EntryType::Regular);
                 header.set_size(len);
                 tar.append_data(&mut header, path, file).map_err(fail)?;
+            }
+            kind @ (0o020000 | 0o060000 | 0o010000) => {
+                let (major, minor) = extra.and_then(|e| e.device).unwrap_or((0, 0));
+                header.set_entry_type(match kind {
+                    0o020000 => tar::EntryType::Char,
+                    0o060000 => tar::EntryType::Block,
+                    _ => tar::EntryType::Fifo,
+                });
+                header.set_device_major(major).map_err(fail)?;
+                header.set_device_minor(minor).map_err(fail)?;
+                header.set_size(0);
+                tar.append_data(&mut header, path, std::io::empty())
+                    .map_err(fail)?;
             }
             _ => {}
         }
