@@ -400,30 +400,6 @@ fn parse_listings(stdout: &str) -> Vec<Vec<Listed>> {
     listings
 }
 
-#[cfg(test)]
-mod listing_tests {
-    use super::*;
-
-    #[test]
-    fn listings_split_at_each_request() {
-        let out = "debugfs: ls -p \"/\"\n/2/040755/0/0/.//\n/12/040755/0/0/bin//\n\n\
-                   debugfs: ls -p \"/bin\"\n/13/100755/1000/50/busy box/1982256/\n/15/120777/0/0/sh/7/\n";
-        let got = parse_listings(out);
-        assert_eq!(got.len(), 2);
-        assert_eq!(got[0][1].name, "bin");
-        assert_eq!(
-            got[1][0],
-            Listed {
-                ino: 13,
-                mode: 0o100755,
-                uid: 1000,
-                gid: 50,
-                name: "busy box".into()
-            }
-        );
-    }
-}
-
 /// The extended attributes of each of `paths` in `image` (names and raw
 /// values): one debugfs run lists their names, a second writes each value
 /// to a file in `scratch`.
@@ -544,4 +520,28 @@ async fn run_script(
         .run()
         .await?;
     Ok(out.stdout)
+}
+
+#[cfg(test)]
+mod listing_tests {
+    use super::*;
+
+    #[test]
+    fn listings_split_at_each_request() {
+        let out = "debugfs: ls -p \"/\"\n/2/040755/0/0/.//\n/12/040755/0/0/bin//\n\n\
+                   debugfs: ls -p \"/bin\"\n/13/100755/1000/50/busy box/1982256/\n/15/120777/0/0/sh/7/\n";
+        let got = parse_listings(out);
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0][1].name, "bin");
+        assert_eq!(
+            got[1][0],
+            Listed {
+                ino: 13,
+                mode: 0o100755,
+                uid: 1000,
+                gid: 50,
+                name: "busy box".into()
+            }
+        );
+    }
 }
