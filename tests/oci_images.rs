@@ -692,6 +692,24 @@ fn exports_come_back_the_same_through_import_and_a_registry() {
     };
     assert_eq!(files_of(&rootfs(&sb, "app-oci")), original);
     special(&rootfs(&sb, "app-oci"));
+    // The layout's other image, by its name.
+    let oci_dir = oci.to_str().unwrap();
+    ok(sb.banger(&[
+        "image",
+        "import",
+        "--oci",
+        "--tag",
+        "app-kernel",
+        "app-k",
+        oci_dir,
+    ]));
+    assert!(debugfs(&rootfs(&sb, "app-k"), "stat /boot/vmlinux").contains("Type: regular"));
+    fails(
+        sb.banger(&[
+            "image", "import", "--oci", "--tag", "nope", "app-n", oci_dir,
+        ]),
+        "no image tagged `nope`",
+    );
     let reference = format!("{}/test/exported:v1", registry.addr);
     let pushed = ok(sb.banger(&["image", "push", "app", &reference, "--insecure"]));
     assert!(pushed.contains(&format!("{reference}-kernel")), "{pushed}");

@@ -37,6 +37,9 @@ pub enum ImageCommand {
         /// PATH is an OCI layout or a `docker save` tarball.
         #[arg(long)]
         oci: bool,
+        /// With --oci: the layout's image of this name (its ref.name).
+        #[arg(long, requires = "oci")]
+        tag: Option<String>,
     },
     /// Pull an image from an OCI registry and register it: `ubuntu:24.04`,
     /// `HOST[:PORT]/PATH:TAG`, `NAME@sha256:DIGEST`. Layers are cached by
@@ -103,6 +106,7 @@ pub async fn run(ctx: &Ctx, command: ImageCommand) -> anyhow::Result<ExitCode> {
             name,
             path,
             oci: true,
+            tag,
         } => {
             let (name, path) = match path {
                 Some(path) => (Some(name), path),
@@ -110,7 +114,7 @@ pub async fn run(ctx: &Ctx, command: ImageCommand) -> anyhow::Result<ExitCode> {
             };
             let path = std::path::absolute(&path)
                 .with_context(|| format!("bad path {}", path.display()))?;
-            let source = OciSource::Layout { path };
+            let source = OciSource::Layout { path, tag };
             return pull(ctx, PullImage { source, name }).await;
         }
         other => other,

@@ -501,8 +501,13 @@ pub struct Pushed {
 pub enum OciSource {
     /// A registry reference; `insecure` allows plain HTTP to its registry.
     Registry { reference: String, insecure: bool },
-    /// An OCI layout (directory or archive) or a `docker save` tarball.
-    Layout { path: PathBuf },
+    /// An OCI layout (directory or archive) or a `docker save` tarball;
+    /// `tag` picks the layout's image of that name (`org.opencontainers.image.ref.name`).
+    Layout {
+        path: PathBuf,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tag: Option<String>,
+    },
 }
 
 /// One image in full.

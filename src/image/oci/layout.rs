@@ -36,6 +36,7 @@ const MAX_JSON: u64 = 4 << 20;
 /// or a `docker save` tarball) into `cache`.
 pub fn read(
     path: &Path,
+    tag: Option<&str>,
     cache: &BlobCache,
     progress: &mut dyn Progress,
 ) -> Result<Fetched, OciError> {
@@ -56,7 +57,7 @@ pub fn read(
     }
     let source = path.display().to_string();
     if files.json.contains_key("index.json") {
-        oci(&files, source)
+        oci(&files, source, tag)
     } else if files.json.contains_key("manifest.json") {
         docker(&files, source)
     } else {
@@ -171,7 +172,7 @@ impl Files {
 }
 
 /// An OCI layout: `index.json` to one linux/amd64 image manifest.
-fn oci(files: &Files, source: String) -> Result<Fetched, OciError> {
+fn oci(files: &Files, source: String, tag: Option<&str>) -> Result<Fetched, OciError> {
     let index: Document =
         serde_json::from_slice(&files.json["index.json"]).map_err(|e| OciError::BadDocument {
             what: "index.json".into(),
@@ -179,6 +180,25 @@ fn oci(files: &Files, source: String) -> Result<Fetched, OciError> {
         })?;
     let mut doc = index;
     let mut digest = String::new();
+    if let Some(tag) = tag {
+        let named = |m: &&Descriptor| {
+            m.annotations
+                .as_ref()
+                .and_then(|a| a.get("org.opencontainers.image.ref.name"))
+                .is_some_and(|name| name == tag)
+        };
+        let entry = doc
+            .manifests
+            .iter()
+            .flatten()
+            .find(named)
+            .cloned()
+            .ok_or_else(|| OciError::NotAnImage {
+                what: format!("{source} (no image tagged `{tag}`)"),
+            })?;
+        (doc, _) = files.document(&entry)?;
+        digest = entry.digest;
+    }
     // index.json → (an index →) a manifest.
     for _ in 0..3 {
         if !doc.is_index() {

@@ -165,7 +165,7 @@ pub async fn pull(
 ) -> Result<Pulled, OciError> {
     let origin_text = match source {
         OciSource::Registry { reference, .. } => reference.clone(),
-        OciSource::Layout { path } => path.display().to_string(),
+        OciSource::Layout { path, .. } => path.display().to_string(),
     };
     let name = match name {
         Some(name) => name.to_string(),
@@ -198,11 +198,11 @@ pub async fn pull(
             let source = registry::Source::parse(reference, *insecure, docker_config.as_deref())?;
             registry::fetch(&source, &cache, progress).await?
         }
-        OciSource::Layout { path } => {
-            let (path, cache) = (path.clone(), cache.clone());
+        OciSource::Layout { path, tag } => {
+            let (path, tag, cache) = (path.clone(), tag.clone(), cache.clone());
             let mut notes = Notes::default();
             let result = tokio::task::spawn_blocking(move || {
-                let fetched = layout::read(&path, &cache, &mut notes);
+                let fetched = layout::read(&path, tag.as_deref(), &cache, &mut notes);
                 (fetched, notes)
             })
             .await

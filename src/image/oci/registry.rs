@@ -290,11 +290,18 @@ pub async fn push(
             progress.note(&format!("{} is already there", short(&blob.digest)));
             continue;
         }
-        // Read whole: a root layer of a few hundred MB fits in memory.
+        // Streamed from the file in chunks (PATCH requests), never whole.
         let path = blob_path(&blob.digest)?;
-        let bytes = std::fs::read(&path).map_err(OciError::read(&path))?;
+        let file = tokio::fs::File::open(&path)
+            .await
+            .map_err(OciError::read(&path))?;
         client
-            .push_blob(&to.reference, bytes, &blob.digest)
+            .push_blob_stream(
+                &to.reference,
+                chunks(file),
+                &blob.digest,
+                Some(blob.size.max(0) as u64),
+            )
             .await
             .map_err(registry)?;
     }
@@ -308,6 +315,25 @@ pub async fn push(
         .await
         .map_err(registry)?;
     Ok(sha256(&manifest_bytes))
+}
+
+/// A file as a stream of 4 MiB chunks; it ends at the first error.
+fn chunks(
+    file: tokio::fs::File,
+) -> impl futures_util::Stream<Item = oci_client::errors::Result<hyper::body::Bytes>> + Send + 'static
+{
+    futures_util::stream::unfold(Some(file), |file| async move {
+        let mut file = file?;
+        let mut buf = vec![0u8; 4 << 20];
+        match tokio::io::AsyncReadExt::read(&mut file, &mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok(hyper::body::Bytes::from(buf)), Some(file)))
+            }
+            Err(e) => Some((Err(e.into()), None)),
+        }
+    })
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, OciError> {
