@@ -48,6 +48,11 @@ fn inode(image: &Path, path: &str) -> String {
         .to_string()
 }
 
+/// `banger image import --oci NAME PATH`.
+fn import_oci(sb: &Sandbox, name: &str, path: &Path) -> std::process::Output {
+    sb.banger(&["image", "import", "--oci", name, path.to_str().unwrap()])
+}
+
 fn pull(sb: &Sandbox, reference: &str, name: &str) -> std::process::Output {
     sb.banger(&["image", "pull", "--insecure", reference, "--name", name])
 }
@@ -308,8 +313,7 @@ fn layers_that_reach_outside_the_image_are_refused() {
     let sb = Sandbox::new();
     for (name, layer, says) in cases {
         let (layout, _) = Layout::single(&dir.path().join(name), &[layer]);
-        let path = layout.dir.to_str().unwrap();
-        let err = fails(sb.banger(&["image", "import", "--oci", name, path]), says);
+        let err = fails(import_oci(&sb, name, &layout.dir), says);
         assert!(err.contains("refused"), "{name}: {err}");
         fails(sb.banger(&["image", "show", name]), name);
     }
@@ -393,7 +397,7 @@ fn layout_archives_and_docker_save_tarballs_import() {
     );
     tar.finish().unwrap();
     drop(tar);
-    ok(sb.banger(&["image", "import", "--oci", "saved", saved.to_str().unwrap()]));
+    ok(import_oci(&sb, "saved", &saved));
     assert_eq!(debugfs(&rootfs(&sb, "saved"), "cat /etc/saved"), "saved\n");
 
     // A zstd-compressed layer (the `zstd` tool compresses it here).
@@ -405,13 +409,7 @@ fn layout_archives_and_docker_save_tarballs_import() {
         std::fs::write(&plain, &tar).unwrap();
         let zst = run(Command::new("zstd").args(["-q", "-c"]).arg(&plain)).stdout;
         let (layout, _) = Layout::single(&dir.path().join("zstd"), &[zst]);
-        ok(sb.banger(&[
-            "image",
-            "import",
-            "--oci",
-            "zst",
-            layout.dir.to_str().unwrap(),
-        ]));
+        ok(import_oci(&sb, "zst", &layout.dir));
         assert_eq!(debugfs(&rootfs(&sb, "zst"), "cat /etc/zst"), "zstd\n");
     }
 }
@@ -625,13 +623,7 @@ fn exports_come_back_the_same_through_import_and_a_registry() {
         "runtime_dir = \"{}\"",
         common::vms::runtime_dir().display()
     ));
-    ok(sb.banger(&[
-        "image",
-        "import",
-        "--oci",
-        "app",
-        layout.dir.to_str().unwrap(),
-    ]));
+    ok(import_oci(&sb, "app", &layout.dir));
     let original = files_of(&rootfs(&sb, "app"));
     assert!(original.contains_key("usr/bin/su"), "{original:?}");
 
@@ -682,7 +674,7 @@ fn exports_come_back_the_same_through_import_and_a_registry() {
         "oci",
         oci.to_str().unwrap(),
     ]));
-    ok(sb.banger(&["image", "import", "--oci", "app-oci", oci.to_str().unwrap()]));
+    ok(import_oci(&sb, "app-oci", &oci));
     // rdump shows neither device numbers nor extended attributes: asked apart.
     let special = |image: &Path| {
         let null = debugfs(image, "stat /dev/null");

@@ -73,6 +73,16 @@ pub enum ImageError {
     Store(#[from] StoreError),
 }
 
+impl ImageError {
+    /// Image name `name` is already registered.
+    pub fn taken(name: &str) -> ImageError {
+        ImageError::Store(StoreError::Conflict {
+            what: crate::store::Taken::ImageName,
+            value: name.to_string(),
+        })
+    }
+}
+
 /// `image.json`: where an image came from and how it was made.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct ImageInfo {
@@ -309,11 +319,7 @@ impl Images {
         }
         // Refuse a taken name before copying a gigabyte.
         if self.store.lock().get_image(name).is_ok() {
-            return Err(StoreError::Conflict {
-                what: crate::store::Taken::ImageName,
-                value: name.to_string(),
-            }
-            .into());
+            return Err(ImageError::taken(name));
         }
         let is_ext = e2fs::has_ext_magic(source).map_err(|source_err| ImageError::Read {
             path: source.to_path_buf(),

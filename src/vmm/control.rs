@@ -20,27 +20,27 @@ pub async fn request_shutdown(vmm: VmmKind, control_socket: &Path) -> Result<(),
 
 /// Stops the guest's vCPUs; its memory and devices stay as they are.
 pub async fn pause(vmm: VmmKind, control_socket: &Path) -> Result<(), String> {
-    match vmm {
-        VmmKind::Qemu => qemu::qmp(control_socket, "stop", None)
-            .await
-            .map(drop)
-            .map_err(text),
-        VmmKind::Firecracker => firecracker::Client::new(control_socket)
-            .set_vm_state(firecracker::models::VmRunState::Paused)
-            .await
-            .map_err(text),
-    }
+    set_running(vmm, control_socket, false).await
 }
 
 /// Runs a paused guest's vCPUs again.
 pub async fn resume(vmm: VmmKind, control_socket: &Path) -> Result<(), String> {
+    set_running(vmm, control_socket, true).await
+}
+
+async fn set_running(vmm: VmmKind, control_socket: &Path, run: bool) -> Result<(), String> {
+    use firecracker::models::VmRunState;
     match vmm {
-        VmmKind::Qemu => qemu::qmp(control_socket, "cont", None)
+        VmmKind::Qemu => qemu::qmp(control_socket, if run { "cont" } else { "stop" }, None)
             .await
             .map(drop)
             .map_err(text),
         VmmKind::Firecracker => firecracker::Client::new(control_socket)
-            .set_vm_state(firecracker::models::VmRunState::Resumed)
+            .set_vm_state(if run {
+                VmRunState::Resumed
+            } else {
+                VmRunState::Paused
+            })
             .await
             .map_err(text),
     }

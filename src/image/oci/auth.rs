@@ -6,13 +6,13 @@
 
 use std::path::PathBuf;
 
-/// The Docker config file, if the user has one.
-pub fn docker_config_path() -> Option<PathBuf> {
+/// The user's Docker config file, read afresh, if there is one.
+pub fn docker_config() -> Option<Vec<u8>> {
     let dir = match std::env::var_os("DOCKER_CONFIG") {
         Some(dir) => PathBuf::from(dir),
         None => PathBuf::from(std::env::var_os("HOME")?).join(".docker"),
     };
-    Some(dir.join("config.json"))
+    std::fs::read(dir.join("config.json")).ok()
 }
 
 /// `(user, password)` for `registry` (or the host it `resolves` to) from a

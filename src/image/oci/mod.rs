@@ -182,11 +182,7 @@ pub async fn pull(
         .and_then(|image| images.info(image))
         .and_then(|info| info.oci);
     if existing.is_some() && existing_origin.as_ref().map(|o| &o.reference) != Some(&origin_text) {
-        return Err(ImageError::Store(crate::store::StoreError::Conflict {
-            what: crate::store::Taken::ImageName,
-            value: name,
-        })
-        .into());
+        return Err(ImageError::taken(&name).into());
     }
     let cache = BlobCache::new(cache_dir);
     let fetched = match source {
@@ -194,7 +190,7 @@ pub async fn pull(
             reference,
             insecure,
         } => {
-            let docker_config = auth::docker_config_path().and_then(|p| std::fs::read(p).ok());
+            let docker_config = auth::docker_config();
             let source = registry::Source::parse(reference, *insecure, docker_config.as_deref())?;
             registry::fetch(&source, &cache, progress).await?
         }
@@ -355,7 +351,7 @@ pub async fn push_image(
     insecure: bool,
     progress: &mut dyn Progress,
 ) -> Result<(String, String), OciError> {
-    let docker_config = auth::docker_config_path().and_then(|p| std::fs::read(p).ok());
+    let docker_config = auth::docker_config();
     let root = registry::Source::parse(reference, insecure, docker_config.as_deref())?;
     let tag = root.reference.tag().unwrap_or("latest").to_string();
     let kernel_ref = format!(
@@ -407,11 +403,7 @@ pub async fn flatten(
     let lock = images.lock(flat.name);
     let _held = lock.lock().await;
     if images.get(flat.name).is_ok() {
-        return Err(ImageError::Store(crate::store::StoreError::Conflict {
-            what: crate::store::Taken::ImageName,
-            value: flat.name.to_string(),
-        })
-        .into());
+        return Err(ImageError::taken(flat.name).into());
     }
     let scratch = cache_dir.join(format!("flatten-{}-{}", flat.name, std::process::id()));
     let blobs = scratch.join("blobs");

@@ -193,7 +193,7 @@ impl Tree {
                 set_mode_at(&self.dir, at, staged).map_err(&write)?;
             }
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
-                self.clear(at, name)?;
+                self.remove(at, name)?;
                 let fd = rfs::openat(
                     &parent,
                     leaf,
@@ -215,7 +215,7 @@ impl Tree {
                     .link_name()
                     .map_err(UnpackError::Read)?
                     .ok_or_else(|| refused(name, "is a symlink without a target"))?;
-                self.clear(at, name)?;
+                self.remove(at, name)?;
                 // Never followed while unpacking: an absolute target means
                 // the image's own root, once it boots.
                 rfs::symlinkat(target.as_ref(), &parent, leaf).map_err(|e| write(e.into()))?;
@@ -235,7 +235,7 @@ impl Tree {
                     Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile => {}
                     _ => return Err(refused(name, "is a hard link to no file of the image")),
                 }
-                self.clear(at, name)?;
+                self.remove(at, name)?;
                 rfs::linkat(&src_parent, src_leaf, &parent, leaf, AtFlags::empty())
                     .map_err(|e| write(e.into()))?;
                 wanted = self
@@ -245,7 +245,7 @@ impl Tree {
                     .ok_or_else(|| refused(name, "is a hard link to no file of the image"))?;
             }
             EntryType::Char | EntryType::Block | EntryType::Fifo => {
-                self.clear(at, name)?;
+                self.remove(at, name)?;
                 let major = header.device_major().ok().flatten().unwrap_or(0);
                 let minor = header.device_minor().ok().flatten().unwrap_or(0);
                 let (kind, ifmt) = match kind {
@@ -302,14 +302,8 @@ impl Tree {
         Ok(())
     }
 
-    /// Removes what stands at `at` unless it is a directory and a
-    /// directory is coming (see [`Tree::add`]): a file is replaced, never
-    /// written through.
-    fn clear(&mut self, at: &Path, name: &Path) -> Result<(), UnpackError> {
-        self.remove(at, name)
-    }
-
-    /// Removes `at` and everything under it, from the host and the image.
+    /// Removes `at` and everything under it, from the host and the image:
+    /// a member is created anew in its place, never written through it.
     fn remove(&mut self, at: &Path, name: &Path) -> Result<(), UnpackError> {
         if at.as_os_str().is_empty() {
             return Err(refused(name, "would remove the image's root"));
