@@ -500,27 +500,23 @@ fn boot_figures() {
                 Some((disk["path"].as_str()?.to_string(), *role == "image"))
             })
             .collect();
-        let mut args: Vec<String> = [
-            "-M",
-            "microvm,acpi=on,rtc=on,pit=on,pic=on",
-            "-accel",
-            "tcg",
-            "-cpu",
-            "max",
-            "-m",
-            "512",
-            "-smp",
-            "2",
-            "-nodefaults",
-            "-no-user-config",
-            "-display",
-            "none",
-            "-no-reboot",
-            "-serial",
-            "null",
-        ]
-        .map(String::from)
-        .into();
+        let mut args = banger::vmm::qemu::machine_args(banger::vmm::qemu::Accel::Tcg);
+        args.extend(
+            [
+                "-m",
+                "512",
+                "-smp",
+                "2",
+                "-nodefaults",
+                "-no-user-config",
+                "-display",
+                "none",
+                "-no-reboot",
+                "-serial",
+                "null",
+            ]
+            .map(String::from),
+        );
         args.extend([
             "-kernel".into(),
             bundle.join("vmlinux").display().to_string(),

@@ -24,6 +24,7 @@
 //! - [`paths`]: XDG locations and the daemon socket.
 //! - [`config`]: `config.toml`, every key defaulted.
 //! - [`model`]: the domain types every layer shares: VM state and its guards, roles, root modes, VMM kinds, ports, leases.
+//! - `testing` (tests only): fixtures the unit tests share.
 
 pub mod agent;
 pub mod builder;
@@ -47,3 +48,6 @@ pub mod system;
 pub mod tui;
 pub mod vm;
 pub mod vmm;
+
+#[cfg(test)]
+mod testing;

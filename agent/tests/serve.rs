@@ -14,7 +14,7 @@ use banger_agent::proto::{
     ErrorCode, Exec, INPUT_WINDOW, MAGIC, Message, OUTPUT_WINDOW, WinSize, crc32c, encode_frame,
     sync_preamble,
 };
-use common::{Client, Output, argv, exec, pty_exec, wait_gone};
+use common::{Client, Output, argv, assert_error, exec, pty_exec, wait_gone};
 
 struct Agent {
     child: Child,
@@ -433,56 +433,20 @@ fn unknown_kinds_and_bad_payloads_are_answered_with_errors() {
     a.client.send_raw(&f);
     let (id, m) = a.client.recv(Duration::from_secs(5)).unwrap();
     assert_eq!(id, 5);
-    assert!(
-        matches!(
-            m,
-            Message::Error {
-                code: ErrorCode::UnknownKind,
-                ..
-            }
-        ),
-        "{m:?}"
-    );
+    assert_error(&m, ErrorCode::UnknownKind);
     // An exec whose argv count runs past the payload.
     let mut f = Vec::new();
     encode_frame(0x0002, 6, &[9, 0, 0, 0, 1], &mut f).unwrap();
     a.client.send_raw(&f);
     let m = a.client.recv(Duration::from_secs(5)).unwrap();
     assert_eq!(m.0, 6);
-    assert!(
-        matches!(
-            m.1,
-            Message::Error {
-                code: ErrorCode::Malformed,
-                ..
-            }
-        ),
-        "{m:?}"
-    );
+    assert_error(&m.1, ErrorCode::Malformed);
     // A reply kind sent to the agent.
     let m = a.client.request(7, &Message::Done);
-    assert!(
-        matches!(
-            m,
-            Message::Error {
-                code: ErrorCode::UnknownKind,
-                ..
-            }
-        ),
-        "{m:?}"
-    );
+    assert_error(&m, ErrorCode::UnknownKind);
     // Session 0 is the connection's.
     let m = a.client.request(0, &Message::Exec(exec(&["true"])));
-    assert!(
-        matches!(
-            m,
-            Message::Error {
-                code: ErrorCode::Malformed,
-                ..
-            }
-        ),
-        "{m:?}"
-    );
+    assert_error(&m, ErrorCode::Malformed);
     // The same id twice.
     let mut e = exec(&["cat"]);
     e.stdin = true;
@@ -490,16 +454,7 @@ fn unknown_kinds_and_bad_payloads_are_answered_with_errors() {
     let m = a.client.request(8, &Message::Exec(e));
     assert!(matches!(m, Message::Started { .. }), "{m:?}");
     let m = a.client.recv(Duration::from_secs(5)).unwrap();
-    assert!(
-        matches!(
-            m.1,
-            Message::Error {
-                code: ErrorCode::SessionExists,
-                ..
-            }
-        ),
-        "{m:?}"
-    );
+    assert_error(&m.1, ErrorCode::SessionExists);
     a.client.send(8, &Message::StdinEof);
     // A frame with a correct header CRC but a wrong payload CRC is dropped.
     let mut f = Vec::new();
@@ -570,16 +525,7 @@ fn system_requests_are_parsed_and_refused_in_test_mode() {
         }
     };
     assert_eq!(id, 9);
-    assert!(
-        matches!(
-            m,
-            Message::Error {
-                code: ErrorCode::Malformed,
-                ..
-            }
-        ),
-        "{m:?}"
-    );
+    assert_error(&m, ErrorCode::Malformed);
 }
 
 #[test]
@@ -711,16 +657,7 @@ fn status_answers_without_ending_the_conversation() {
     );
     // Id 0 is the connection's.
     let m = a.client.request(0, &Message::Status);
-    assert!(
-        matches!(
-            m,
-            Message::Error {
-                code: ErrorCode::Malformed,
-                ..
-            }
-        ),
-        "{m:?}"
-    );
+    assert_error(&m, ErrorCode::Malformed);
     // The session runs to its end.
     let until = Instant::now() + Duration::from_secs(30);
     loop {
@@ -874,15 +811,6 @@ fn identity_is_a_system_request_refused_in_test_mode() {
         1,
         &Message::SetIdentity(banger_agent::proto::Identity::default()),
     );
-    assert!(
-        matches!(
-            m,
-            Message::Error {
-                code: ErrorCode::Unsupported,
-                ..
-            }
-        ),
-        "{m:?}"
-    );
+    assert_error(&m, ErrorCode::Unsupported);
     assert_eq!(identity_snapshot(), before);
 }

@@ -295,9 +295,7 @@ mod tests {
 
     #[test]
     fn the_key_follows_the_inputs_not_their_order_or_place() {
-        let dir = tempfile::tempdir().unwrap();
-        let script = dir.path().join("setup.sh");
-        std::fs::write(&script, "echo one\n").unwrap();
+        let (dir, script) = crate::testing::temp_file("setup.sh", "echo one\n");
         let with_script = |r: BuildImage| BuildImage {
             run: vec![script.clone()],
             ..r

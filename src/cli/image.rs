@@ -236,17 +236,15 @@ pub async fn run(ctx: &Ctx, command: ImageCommand) -> anyhow::Result<ExitCode> {
             let template = client
                 .warm_image(&name, &WarmImage { vcpus, memory_mib })
                 .await?;
-            if ctx.json {
-                output::json(&template)?;
-            } else {
-                println!(
+            ctx.print(&template, |template| {
+                format!(
                     "{name} warmed: template {} ({} of memory); `banger vm create --image {name} --vcpus {} --memory {}` restores it",
                     template.key,
                     format_size(template.snapshot_bytes),
                     template.vcpus,
                     template.memory_mib
-                );
-            }
+                )
+            })?;
         }
         ImageCommand::Export { name, format, dir } => {
             let dir =
@@ -270,14 +268,12 @@ pub async fn run(ctx: &Ctx, command: ImageCommand) -> anyhow::Result<ExitCode> {
                     },
                 )
                 .await?;
-            if ctx.json {
-                output::json(&pushed)?;
-            } else {
-                println!(
+            ctx.print(&pushed, |pushed| {
+                format!(
                     "{name} pushed: {} (kernel: {})",
                     pushed.reference, pushed.kernel_reference
-                );
-            }
+                )
+            })?;
         }
         ImageCommand::Delete { name } => {
             client.delete_image(&name).await?;

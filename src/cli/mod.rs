@@ -69,6 +69,21 @@ pub struct Ctx {
     json: bool,
 }
 
+impl Ctx {
+    /// `value` as JSON under `--json`, else the line `text` makes of it.
+    fn print<T: serde::Serialize>(
+        &self,
+        value: &T,
+        text: impl FnOnce(&T) -> String,
+    ) -> anyhow::Result<()> {
+        if self.json {
+            return output::json(value);
+        }
+        println!("{}", text(value));
+        Ok(())
+    }
+}
+
 /// The `banger` binary: exit 0 on success, 1 on failure, 2 on a usage error.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -209,9 +209,14 @@ mod tests {
 
     #[test]
     fn guest_output_cannot_drive_the_terminal() {
-        assert_eq!(printable("\u{1b}[31mred\u{1b}[0m text"), "red text");
-        assert_eq!(printable("a\u{7}b\u{1b}]0;title\u{7}c"), "abc");
-        assert_eq!(printable("tab\there"), "tab    here");
+        let shown = [
+            ("\u{1b}[31mred\u{1b}[0m text", "red text"),
+            ("a\u{7}b\u{1b}]0;title\u{7}c", "abc"),
+            ("tab\there", "tab    here"),
+        ];
+        for (raw, text) in shown {
+            assert_eq!(printable(raw), text);
+        }
     }
 
     #[test]

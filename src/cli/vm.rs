@@ -266,16 +266,14 @@ pub async fn run(ctx: &Ctx, command: VmCommand) -> anyhow::Result<ExitCode> {
         }
         VmCommand::Export { name, image } => {
             let details = client.export_vm(&name, &image).await?;
-            if ctx.json {
-                output::json(&details)?;
-            } else {
-                println!(
+            ctx.print(&details, |details| {
+                format!(
                     "{name} exported as image {image} ({})",
                     details
                         .size_bytes
                         .map_or_else(|| "-".into(), crate::size::format_size)
-                );
-            }
+                )
+            })?;
         }
         VmCommand::Publish { name, port } => {
             print_ports(ctx, &client.publish_port(&name, &port, false).await?)?
@@ -327,27 +325,23 @@ pub async fn run(ctx: &Ctx, command: VmCommand) -> anyhow::Result<ExitCode> {
                 new_host_key,
             };
             let vm = client.set_identity(&name, &req).await?;
-            if ctx.json {
-                output::json(&vm)?;
-            } else {
-                println!(
+            ctx.print(&vm, |vm| {
+                format!(
                     "{} has a new identity: {} ({})",
                     vm.name,
                     vm.ip.map_or("-".into(), |ip| ip.to_string()),
                     vm.dns_name
-                );
-            }
+                )
+            })?;
         }
         VmCommand::Clock { name } => {
             let set = client.sync_clock(&name).await?;
-            if ctx.json {
-                output::json(&set)?;
-            } else {
-                println!(
+            ctx.print(&set, |set| {
+                format!(
                     "{name}: clock set from the host's (it was {:.3} s off)",
                     set.skew_ms as f64 / 1000.0
-                );
-            }
+                )
+            })?;
         }
         VmCommand::Stats { name } => {
             let stats = client.vm_stats(&name).await?;

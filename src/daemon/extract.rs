@@ -35,25 +35,23 @@ pub struct VmName(pub String);
 /// An image name from the path (`/v1/images/{name}`), checked.
 pub struct ImageName(pub String);
 
-impl<S: Send + Sync> FromRequestParts<S> for VmName {
-    type Rejection = ApiError;
+/// Each name type is the path's one `{name}`, refused unless its check
+/// passes.
+macro_rules! checked_path_name {
+    ($($name:ident: $check:path),*) => {$(
+        impl<S: Send + Sync> FromRequestParts<S> for $name {
+            type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let name = path_name(parts, state).await?;
-        check_vm_name(&name).map_err(bad_name)?;
-        Ok(VmName(name))
-    }
+            async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+                let name = path_name(parts, state).await?;
+                $check(&name).map_err(bad_name)?;
+                Ok($name(name))
+            }
+        }
+    )*};
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for ImageName {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let name = path_name(parts, state).await?;
-        check_image_name(&name).map_err(bad_name)?;
-        Ok(ImageName(name))
-    }
-}
+checked_path_name!(VmName: check_vm_name, ImageName: check_image_name);
 
 /// The one `{name}` of the path, percent-decoded.
 async fn path_name<S: Send + Sync>(parts: &mut Parts, state: &S) -> Result<String, ApiError> {
@@ -94,6 +92,19 @@ impl<T: DeserializeOwned, S: Send + Sync> OptionalFromRequest<S> for JsonBody<T>
             Ok(value) => Ok(value.map(|Json(v)| JsonBody(v))),
             Err(rejection) => Err(json_rejection(&rejection)),
         }
+    }
+}
+
+/// An optional JSON request body of type `T`: its default when the
+/// request has none (no `Content-Type`).
+pub struct BodyOrDefault<T>(pub T);
+
+impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for BodyOrDefault<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        let body = <JsonBody<T> as OptionalFromRequest<S>>::from_request(request, state).await?;
+        Ok(BodyOrDefault(body.map(|JsonBody(b)| b).unwrap_or_default()))
     }
 }
 

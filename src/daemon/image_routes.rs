@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::Daemon;
 use super::error::{ApiError, detached};
-use super::extract::{ImageName, JsonBody};
+use super::extract::{BodyOrDefault, ImageName, JsonBody};
 use crate::rpc::api::{
     BuildImage, ExportImage, ImageBuilt, ImageDetails, ImageSummary, ImportImage, Progress,
     PullImage, PushImage, Pushed, TemplateInfo, WarmImage,
@@ -55,9 +55,8 @@ pub async fn show(
 pub async fn warm(
     State(daemon): State<Arc<Daemon>>,
     ImageName(name): ImageName,
-    body: Option<JsonBody<WarmImage>>,
+    BodyOrDefault(WarmImage { vcpus, memory_mib }): BodyOrDefault<WarmImage>,
 ) -> Result<Json<TemplateInfo>, ApiError> {
-    let WarmImage { vcpus, memory_mib } = body.map(|JsonBody(b)| b).unwrap_or_default();
     let vms = daemon.vms.clone();
     detached(async move { vms.warm_image(&name, vcpus, memory_mib).await }).await
 }

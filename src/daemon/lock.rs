@@ -72,8 +72,7 @@ mod tests {
 
     #[test]
     fn second_lock_is_refused_with_the_holders_pid() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("bangerd.lock");
+        let (_dir, path) = crate::testing::temp_path("bangerd.lock");
         let held = DaemonLock::acquire(&path).unwrap();
         let err = DaemonLock::acquire(&path).unwrap_err();
         assert!(

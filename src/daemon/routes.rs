@@ -14,7 +14,7 @@ use super::Daemon;
 use super::error::{ApiError, detached};
 use super::socket::Peer;
 use super::{exec_route, extract, image_routes, vm_routes};
-use crate::rpc::api::{DoctorReport, Health, NetworkCleanup, NetworkStatus};
+use crate::rpc::api::{DoctorReport, Health, NetworkCleanup, NetworkStatus, VmAction};
 
 /// The daemon's HTTP surface.
 pub fn router(daemon: Arc<Daemon>) -> Router {
@@ -29,14 +29,35 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/v1/vms/{name}/start", post(vm_routes::start))
         .route("/v1/vms/{name}/stop", post(vm_routes::stop))
         .route("/v1/vms/{name}/restart", post(vm_routes::restart))
-        .route("/v1/vms/{name}/pause", post(vm_routes::pause))
-        .route("/v1/vms/{name}/resume", post(vm_routes::resume))
-        .route("/v1/vms/{name}/suspend", post(vm_routes::suspend))
-        .route("/v1/vms/{name}/clone", post(vm_routes::clone))
-        .route("/v1/vms/{name}/fork", post(vm_routes::fork))
+        .route(
+            "/v1/vms/{name}/pause",
+            post(|d, n| vm_routes::act(d, n, VmAction::Pause)),
+        )
+        .route(
+            "/v1/vms/{name}/resume",
+            post(|d, n| vm_routes::act(d, n, VmAction::Resume)),
+        )
+        .route(
+            "/v1/vms/{name}/suspend",
+            post(|d, n| vm_routes::act(d, n, VmAction::Suspend)),
+        )
+        .route(
+            "/v1/vms/{name}/clone",
+            post(|d, n, r| vm_routes::copy(d, n, r, false)),
+        )
+        .route(
+            "/v1/vms/{name}/fork",
+            post(|d, n, r| vm_routes::copy(d, n, r, true)),
+        )
         .route("/v1/vms/{name}/export", post(vm_routes::export))
-        .route("/v1/vms/{name}/publish", post(vm_routes::publish))
-        .route("/v1/vms/{name}/unpublish", post(vm_routes::unpublish))
+        .route(
+            "/v1/vms/{name}/publish",
+            post(|d, n, r| vm_routes::change_port(d, n, r, true)),
+        )
+        .route(
+            "/v1/vms/{name}/unpublish",
+            post(|d, n, r| vm_routes::change_port(d, n, r, false)),
+        )
         .route("/v1/vms/{name}/stats", get(vm_routes::stats))
         .route("/v1/vms/{name}/exec", post(exec_route::exec))
         .route("/v1/vms/{name}/clock", post(vm_routes::clock))
@@ -130,25 +151,23 @@ async fn shutdown(State(daemon): State<Arc<Daemon>>) -> Json<serde_json::Value> 
 }
 
 async fn not_found(request: Request) -> ApiError {
-    ApiError::message(
+    no_route(
         StatusCode::NOT_FOUND,
-        format!(
-            "no such endpoint: {} {}",
-            extract::clip(request.method().as_str()),
-            extract::clip(request.uri().path())
-        ),
+        "no such endpoint: {method} {path}",
+        &request,
     )
-    .hint("the client and daemon may be different versions: `banger version`")
 }
 
 async fn method_not_allowed(request: Request) -> ApiError {
-    ApiError::message(
-        StatusCode::METHOD_NOT_ALLOWED,
-        format!(
-            "{} is not allowed on {}",
-            extract::clip(request.method().as_str()),
-            extract::clip(request.uri().path())
-        ),
-    )
-    .hint("the client and daemon may be different versions: `banger version`")
+    let template = "{method} is not allowed on {path}";
+    no_route(StatusCode::METHOD_NOT_ALLOWED, template, &request)
+}
+
+/// A request no route takes, told with its method and path (clipped).
+fn no_route(status: StatusCode, template: &str, request: &Request) -> ApiError {
+    let message = template
+        .replace("{method}", &extract::clip(request.method().as_str()))
+        .replace("{path}", &extract::clip(request.uri().path()));
+    ApiError::message(status, message)
+        .hint("the client and daemon may be different versions: `banger version`")
 }

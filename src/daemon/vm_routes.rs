@@ -9,7 +9,7 @@ use axum::extract::State;
 
 use super::Daemon;
 use super::error::{ApiError, detached};
-use super::extract::{JsonBody, VmName};
+use super::extract::{BodyOrDefault, JsonBody, VmName};
 use crate::rpc::api::{
     CloneVm, CreateDefaults, CreateVm, PublishPort, StartVm, StopVm, VmAction, VmDetails,
     VmOpResult, VmStats, VmSummary,
@@ -69,32 +69,16 @@ pub async fn show(
 pub async fn start(
     State(daemon): State<Arc<Daemon>>,
     VmName(name): VmName,
-    body: Option<JsonBody<StartVm>>,
+    BodyOrDefault(StartVm { no_wait, cold }): BodyOrDefault<StartVm>,
 ) -> Result<Json<VmOpResult>, ApiError> {
-    let StartVm { no_wait, cold } = body.map(|JsonBody(b)| b).unwrap_or_default();
     on_user_vm(&daemon, name, move |vms, name| async move {
         vms.start(&name, !no_wait, cold).await
     })
     .await
 }
 
-pub async fn pause(daemon: State<Arc<Daemon>>, name: VmName) -> Result<Json<VmDetails>, ApiError> {
-    act(daemon, name, VmAction::Pause).await
-}
-
-pub async fn resume(daemon: State<Arc<Daemon>>, name: VmName) -> Result<Json<VmDetails>, ApiError> {
-    act(daemon, name, VmAction::Resume).await
-}
-
-pub async fn suspend(
-    daemon: State<Arc<Daemon>>,
-    name: VmName,
-) -> Result<Json<VmDetails>, ApiError> {
-    act(daemon, name, VmAction::Suspend).await
-}
-
 /// Pause, resume or suspend a VM's guest.
-async fn act(
+pub async fn act(
     State(daemon): State<Arc<Daemon>>,
     VmName(name): VmName,
     action: VmAction,
@@ -112,9 +96,8 @@ async fn act(
 pub async fn stop(
     State(daemon): State<Arc<Daemon>>,
     VmName(name): VmName,
-    body: Option<JsonBody<StopVm>>,
+    BodyOrDefault(StopVm { force }): BodyOrDefault<StopVm>,
 ) -> Result<Json<VmDetails>, ApiError> {
-    let force = body.is_some_and(|JsonBody(b)| b.force);
     on_user_vm(&daemon, name, move |vms, name| async move {
         vms.stop(&name, force).await
     })
@@ -131,35 +114,31 @@ pub async fn restart(
     .await
 }
 
-pub async fn publish(
+/// Publishes or unpublishes one of a VM's ports.
+pub async fn change_port(
     State(daemon): State<Arc<Daemon>>,
     VmName(name): VmName,
     JsonBody(req): JsonBody<PublishPort>,
+    publish: bool,
 ) -> Result<Json<VmDetails>, ApiError> {
     on_user_vm(&daemon, name, move |vms, name| async move {
-        vms.publish(&name, &req.port).await
+        vms.set_published(&name, &req.port, publish).await
     })
     .await
 }
 
-pub async fn unpublish(
-    State(daemon): State<Arc<Daemon>>,
-    VmName(name): VmName,
-    JsonBody(req): JsonBody<PublishPort>,
-) -> Result<Json<VmDetails>, ApiError> {
-    on_user_vm(&daemon, name, move |vms, name| async move {
-        vms.unpublish(&name, &req.port).await
-    })
-    .await
-}
-
-pub async fn clone(
+/// Clones a stopped VM, or forks a running one.
+pub async fn copy(
     State(daemon): State<Arc<Daemon>>,
     VmName(name): VmName,
     JsonBody(req): JsonBody<CloneVm>,
+    fork: bool,
 ) -> Result<Json<VmOpResult>, ApiError> {
     on_user_vm(&daemon, name, move |vms, name| async move {
-        vms.clone_vm(&name, &req.name).await
+        match fork {
+            true => vms.fork(&name, &req.name).await,
+            false => vms.clone_vm(&name, &req.name).await,
+        }
     })
     .await
 }
@@ -178,23 +157,11 @@ pub async fn export(
     Ok(Json(daemon.images.details(image.0)?))
 }
 
-pub async fn fork(
-    State(daemon): State<Arc<Daemon>>,
-    VmName(name): VmName,
-    JsonBody(req): JsonBody<CloneVm>,
-) -> Result<Json<VmOpResult>, ApiError> {
-    on_user_vm(&daemon, name, move |vms, name| async move {
-        vms.fork(&name, &req.name).await
-    })
-    .await
-}
-
 pub async fn delete(
     State(daemon): State<Arc<Daemon>>,
     VmName(name): VmName,
-    body: Option<JsonBody<StopVm>>,
+    BodyOrDefault(StopVm { force }): BodyOrDefault<StopVm>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let force = body.is_some_and(|JsonBody(b)| b.force);
     on_user_vm(&daemon, name, move |vms, name| async move {
         vms.delete(&name, force).await?;
         Ok(serde_json::json!({ "deleted": name }))

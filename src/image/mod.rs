@@ -321,25 +321,20 @@ impl Images {
         if self.store.lock().get_image(name).is_ok() {
             return Err(ImageError::taken(name));
         }
-        let is_ext = e2fs::has_ext_magic(source).map_err(|source_err| ImageError::Read {
-            path: source.to_path_buf(),
-            source: source_err,
-        })?;
-        if !is_ext {
-            return Err(ImageError::NotExtFs {
-                path: source.to_path_buf(),
-            });
+        let path = || source.to_path_buf();
+        let read = |e| ImageError::Read {
+            path: path(),
+            source: e,
+        };
+        if !e2fs::has_ext_magic(source).map_err(read)? {
+            return Err(ImageError::NotExtFs { path: path() });
         }
-        let clean = e2fs::fsck_clean(source)
-            .await
-            .map_err(|source_err| ImageError::Check {
-                path: source.to_path_buf(),
-                source: source_err,
-            })?;
-        if !clean {
-            return Err(ImageError::NotExt4 {
-                path: source.to_path_buf(),
-            });
+        let check = |e| ImageError::Check {
+            path: path(),
+            source: e,
+        };
+        if !e2fs::fsck_clean(source).await.map_err(check)? {
+            return Err(ImageError::NotExt4 { path: path() });
         }
         let staged = self.stage(name)?;
         let size = copy_rootfs(source, &staged.rootfs()).await?;

@@ -34,49 +34,29 @@ impl NatPlan {
         let mut sources = self.nat_sources.clone();
         sources.sort();
         sources.dedup();
-        let (bridge, table) = (&self.bridge, &self.table);
-        let mut s = String::new();
-        writeln!(s, "table {FAMILY} {table}").unwrap();
-        writeln!(s, "delete table {FAMILY} {table}").unwrap();
-        writeln!(s, "table {FAMILY} {table} {{").unwrap();
-        writeln!(s, "\tset nat_sources {{").unwrap();
-        writeln!(s, "\t\ttype ipv4_addr").unwrap();
-        if !sources.is_empty() {
-            let list: Vec<String> = sources.iter().map(Ipv4Addr::to_string).collect();
-            writeln!(s, "\t\telements = {{ {} }}", list.join(", ")).unwrap();
-        }
-        writeln!(s, "\t}}").unwrap();
-        writeln!(s, "\tchain postrouting {{").unwrap();
-        writeln!(
-            s,
-            "\t\ttype nat hook postrouting priority srcnat; policy accept;"
-        )
-        .unwrap();
-        writeln!(
-            s,
-            "\t\tip saddr @nat_sources oifname != \"{bridge}\" masquerade"
-        )
-        .unwrap();
-        writeln!(s, "\t}}").unwrap();
-        writeln!(s, "\tchain forward {{").unwrap();
-        writeln!(
-            s,
-            "\t\ttype filter hook forward priority filter; policy accept;"
-        )
-        .unwrap();
-        writeln!(s, "\t\tiifname \"{bridge}\" oifname \"{bridge}\" accept").unwrap();
-        writeln!(s, "\t\tiifname \"{bridge}\" ip saddr @nat_sources accept").unwrap();
-        writeln!(
-            s,
-            "\t\toifname \"{bridge}\" ct state established,related accept"
-        )
-        .unwrap();
-        // Host-only VMs (and anything else on the bridge) do not get out,
-        // and nothing from elsewhere (the LAN, other bridges) gets in.
-        writeln!(s, "\t\tiifname \"{bridge}\" drop").unwrap();
-        writeln!(s, "\t\toifname \"{bridge}\" drop").unwrap();
-        writeln!(s, "\t}}").unwrap();
-        writeln!(s, "}}").unwrap();
+        let sources: Vec<String> = sources.iter().map(Ipv4Addr::to_string).collect();
+        let bridge = &self.bridge;
+        let head = table_head(FAMILY, &self.table);
+        let sources = set("nat_sources", "ipv4_addr", &sources);
+        // The forward chain: host-only VMs (and anything else on the
+        // bridge) do not get out, and nothing from elsewhere (the LAN,
+        // other bridges) gets in.
+        let mut s = format!(
+            "{head}{sources}\tchain postrouting {{
+\t\ttype nat hook postrouting priority srcnat; policy accept;
+\t\tip saddr @nat_sources oifname != \"{bridge}\" masquerade
+\t}}
+\tchain forward {{
+\t\ttype filter hook forward priority filter; policy accept;
+\t\tiifname \"{bridge}\" oifname \"{bridge}\" accept
+\t\tiifname \"{bridge}\" ip saddr @nat_sources accept
+\t\toifname \"{bridge}\" ct state established,related accept
+\t\tiifname \"{bridge}\" drop
+\t\toifname \"{bridge}\" drop
+\t}}
+}}
+"
+        );
         self.guard_script(&mut s);
         s
     }
@@ -85,55 +65,52 @@ impl NatPlan {
     /// their VM's own MAC and IPv4 address (IP and ARP); everything else
     /// from them (another address, another MAC, IPv6, other ethertypes) is
     /// dropped as it enters the bridge. Other interfaces are not touched.
+    ///
+    /// ARP passes only when the frame's Ethernet source and the ARP sender
+    /// agree with the guest's own MAC and IP: a frame from a neighbour's
+    /// MAC would teach the bridge that MAC on this port.
     fn guard_script(&self, s: &mut String) {
         let mut guests = self.guests.clone();
         guests.sort();
         guests.dedup();
-        let table = &self.table;
-        writeln!(s, "table {GUARD_FAMILY} {table}").unwrap();
-        writeln!(s, "delete table {GUARD_FAMILY} {table}").unwrap();
-        writeln!(s, "table {GUARD_FAMILY} {table} {{").unwrap();
-        writeln!(s, "\tset taps {{").unwrap();
-        writeln!(s, "\t\ttype ifname").unwrap();
-        if !guests.is_empty() {
-            let taps: Vec<String> = guests.iter().map(|g| format!("\"{}\"", g.tap)).collect();
-            writeln!(s, "\t\telements = {{ {} }}", taps.join(", ")).unwrap();
-        }
-        writeln!(s, "\t}}").unwrap();
-        writeln!(s, "\tset guests {{").unwrap();
-        writeln!(s, "\t\ttype ifname . ether_addr . ipv4_addr").unwrap();
-        if !guests.is_empty() {
-            let entries: Vec<String> = guests
-                .iter()
-                .map(|g| format!("\"{}\" . {} . {}", g.tap, g.mac, g.ip))
-                .collect();
-            writeln!(s, "\t\telements = {{ {} }}", entries.join(", ")).unwrap();
-        }
-        writeln!(s, "\t}}").unwrap();
-        writeln!(s, "\tchain prerouting {{").unwrap();
-        writeln!(
+        let taps: Vec<String> = guests.iter().map(|g| format!("\"{}\"", g.tap)).collect();
+        let entries: Vec<String> = guests
+            .iter()
+            .map(|g| format!("\"{}\" . {} . {}", g.tap, g.mac, g.ip))
+            .collect();
+        let head = table_head(GUARD_FAMILY, &self.table);
+        let taps = set("taps", "ifname", &taps);
+        let guests = set("guests", "ifname . ether_addr . ipv4_addr", &entries);
+        write!(
             s,
-            "\t\ttype filter hook prerouting priority -200; policy accept;"
+            "{head}{taps}{guests}\tchain prerouting {{
+\t\ttype filter hook prerouting priority -200; policy accept;
+\t\tiifname != @taps accept
+\t\tether type ip iifname . ether saddr . ip saddr @guests accept
+\t\tether type arp iifname . ether saddr . arp saddr ip @guests iifname . arp saddr ether . arp saddr ip @guests accept
+\t\tdrop
+\t}}
+}}
+"
         )
         .unwrap();
-        writeln!(s, "\t\tiifname != @taps accept").unwrap();
-        writeln!(
-            s,
-            "\t\tether type ip iifname . ether saddr . ip saddr @guests accept"
-        )
-        .unwrap();
-        // ARP passes only when the frame's Ethernet source and the ARP
-        // sender agree with the guest's own MAC and IP: a frame from a
-        // neighbour's MAC would teach the bridge that MAC on this port.
-        writeln!(
-            s,
-            "\t\tether type arp iifname . ether saddr . arp saddr ip @guests iifname . arp saddr ether . arp saddr ip @guests accept"
-        )
-        .unwrap();
-        writeln!(s, "\t\tdrop").unwrap();
-        writeln!(s, "\t}}").unwrap();
-        writeln!(s, "}}").unwrap();
     }
+}
+
+/// The opening of table `table` of `family`, emptied first: a script
+/// defines it whole (created if missing, so the delete cannot fail).
+fn table_head(family: &str, table: &str) -> String {
+    format!("table {family} {table}\ndelete table {family} {table}\ntable {family} {table} {{\n")
+}
+
+/// A set of `kind` holding `items`; an empty set has no `elements` line
+/// (nft refuses `elements = { }`).
+fn set(name: &str, kind: &str, items: &[String]) -> String {
+    let elements = match items.is_empty() {
+        true => String::new(),
+        false => format!("\t\telements = {{ {} }}\n", items.join(", ")),
+    };
+    format!("\tset {name} {{\n\t\ttype {kind}\n{elements}\t}}\n")
 }
 
 /// One IPv4 route of the host, as `/proc/net/route` lists it.
@@ -197,24 +174,20 @@ mod tests {
             guests: vec![Lease::for_ip(Ipv4Addr::new(172, 30, 0, 2))],
         };
         let s = plan.script();
-        assert!(s.contains("oifname \"banger0\" drop"), "{s}");
-        assert!(
-            s.contains("elements = { \"bg-ac1e0002\" . 06:00:ac:1e:00:02 . 172.30.0.2 }"),
-            "{s}"
-        );
-        assert!(s.contains("table bridge banger {"), "{s}");
-        assert!(
-            s.contains("ether type arp iifname . ether saddr . arp saddr ip @guests iifname . arp saddr ether . arp saddr ip @guests accept"),
-            "{s}"
-        );
         assert!(
             s.starts_with("table ip banger\ndelete table ip banger\ntable ip banger {\n"),
             "{s}"
         );
-        assert!(s.contains("elements = { 172.30.0.2, 172.30.0.3 }"), "{s}");
-        assert!(
-            s.contains("ip saddr @nat_sources oifname != \"banger0\" masquerade"),
-            "{s}"
+        crate::testing::assert_contains_all(
+            &s,
+            &[
+                "oifname \"banger0\" drop",
+                "elements = { \"bg-ac1e0002\" . 06:00:ac:1e:00:02 . 172.30.0.2 }",
+                "table bridge banger {",
+                "ether type arp iifname . ether saddr . arp saddr ip @guests iifname . arp saddr ether . arp saddr ip @guests accept",
+                "elements = { 172.30.0.2, 172.30.0.3 }",
+                "ip saddr @nat_sources oifname != \"banger0\" masquerade",
+            ],
         );
         let empty = NatPlan {
             table: "banger".into(),

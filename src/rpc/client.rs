@@ -30,10 +30,10 @@ fn vm_path(name: &str, rest: &str) -> Result<String, ClientError> {
     Ok(format!("/v1/vms/{name}{rest}"))
 }
 
-/// `/v1/images/NAME`, once `name` is known to be one.
-fn image_path(name: &str) -> Result<String, ClientError> {
+/// `/v1/images/NAME` then `rest`, once `name` is known to be an image name.
+fn image_path(name: &str, rest: &str) -> Result<String, ClientError> {
     check_image_name(name)?;
-    Ok(format!("/v1/images/{name}"))
+    Ok(format!("/v1/images/{name}{rest}"))
 }
 
 /// Errors talking to the daemon.
@@ -278,7 +278,7 @@ impl Client {
     }
 
     pub async fn image(&self, name: &str) -> Result<ImageDetails, ClientError> {
-        self.call(Method::GET, &image_path(name)?, None).await
+        self.call(Method::GET, &image_path(name, "")?, None).await
     }
 
     pub async fn import_image(&self, req: &ImportImage) -> Result<ImageDetails, ClientError> {
@@ -293,8 +293,7 @@ impl Client {
         name: &str,
         req: &WarmImage,
     ) -> Result<TemplateInfo, ClientError> {
-        check_image_name(name)?;
-        let path = format!("/v1/images/{name}/warm");
+        let path = image_path(name, "/warm")?;
         self.call(Method::POST, &path, Some(json(req)?)).await
     }
 
@@ -314,20 +313,20 @@ impl Client {
         name: &str,
         req: &ExportImage,
     ) -> Result<ExportImage, ClientError> {
-        check_image_name(name)?;
-        let path = format!("/v1/images/{name}/export");
+        let path = image_path(name, "/export")?;
         self.call(Method::POST, &path, Some(json(req)?)).await
     }
 
     /// Pushes image `name` to a registry.
     pub async fn push_image(&self, name: &str, req: &PushImage) -> Result<Pushed, ClientError> {
-        check_image_name(name)?;
-        let path = format!("/v1/images/{name}/push");
+        let path = image_path(name, "/push")?;
         self.call(Method::POST, &path, Some(json(req)?)).await
     }
 
     pub async fn delete_image(&self, name: &str) -> Result<(), ClientError> {
-        let _: serde_json::Value = self.call(Method::DELETE, &image_path(name)?, None).await?;
+        let _: serde_json::Value = self
+            .call(Method::DELETE, &image_path(name, "")?, None)
+            .await?;
         Ok(())
     }
 

@@ -5,6 +5,24 @@ use std::path::PathBuf;
 
 use rusqlite::ErrorCode;
 
+/// The one row `sql` selects for `name` (its `?1`), or `NotFound` naming
+/// it as a `kind`.
+pub(super) fn one_named<T>(
+    conn: &rusqlite::Connection,
+    kind: &'static str,
+    sql: &str,
+    name: &str,
+    from_row: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> Result<T, StoreError> {
+    use rusqlite::OptionalExtension;
+    conn.query_row(sql, [name], from_row)
+        .optional()?
+        .ok_or_else(|| StoreError::NotFound {
+            kind,
+            name: name.to_string(),
+        })
+}
+
 /// Everything the store can refuse or fail at.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use serde::Serialize;
 
-use super::error::{Taken, conflict};
+use super::error::{Taken, conflict, one_named};
 use super::{Store, StoreError};
 
 /// What it takes to register an image.
@@ -62,29 +62,19 @@ fn image_from_row(row: &Row<'_>) -> rusqlite::Result<ImageRecord> {
 
 /// The image named `name`, or `NotFound`.
 fn image_named(conn: &Connection, name: &str) -> Result<ImageRecord, StoreError> {
-    conn.query_row(
+    one_named(
+        conn,
+        "image",
         &format!("{SELECT_IMAGE} WHERE name = ?1"),
-        [name],
+        name,
         image_from_row,
     )
-    .optional()?
-    .ok_or_else(|| not_found(name))
 }
 
 /// The row id of the image named `name`, or `NotFound`.
 pub(super) fn image_id(conn: &Connection, name: &str) -> Result<i64, StoreError> {
-    conn.query_row("SELECT id FROM images WHERE name = ?1", [name], |row| {
-        row.get(0)
-    })
-    .optional()?
-    .ok_or_else(|| not_found(name))
-}
-
-fn not_found(name: &str) -> StoreError {
-    StoreError::NotFound {
-        kind: "image",
-        name: name.to_string(),
-    }
+    let sql = "SELECT id FROM images WHERE name = ?1";
+    one_named(conn, "image", sql, name, |row| row.get(0))
 }
 
 /// `path` as text, which is how SQLite keeps it.
@@ -94,11 +84,18 @@ fn path_text(path: &Path) -> Result<&str, StoreError> {
     })
 }
 
+impl NewImage {
+    /// Its rootfs and kernel paths as the text SQLite keeps.
+    fn paths_as_text(&self) -> Result<(&str, Option<&str>), StoreError> {
+        let kernel_path = self.kernel_path.as_deref().map(path_text).transpose()?;
+        Ok((path_text(&self.rootfs_path)?, kernel_path))
+    }
+}
+
 impl Store {
     /// Registers an image. A taken name is a [`StoreError::Conflict`].
     pub fn insert_image(&mut self, image: &NewImage) -> Result<ImageRecord, StoreError> {
-        let rootfs_path = path_text(&image.rootfs_path)?;
-        let kernel_path = image.kernel_path.as_deref().map(path_text).transpose()?;
+        let (rootfs_path, kernel_path) = image.paths_as_text()?;
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -127,8 +124,7 @@ impl Store {
     /// transaction; VMs made from it keep referring to it. Returns the
     /// record as it was, so the caller can remove the old files.
     pub fn replace_image(&mut self, image: &NewImage) -> Result<ImageRecord, StoreError> {
-        let rootfs_path = path_text(&image.rootfs_path)?;
-        let kernel_path = image.kernel_path.as_deref().map(path_text).transpose()?;
+        let (rootfs_path, kernel_path) = image.paths_as_text()?;
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;

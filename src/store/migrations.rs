@@ -243,25 +243,41 @@ fn apply(conn: &mut Connection, version: u32, sql: &str) -> rusqlite::Result<()>
 mod tests {
     use super::*;
 
+    /// A database at schema `version` holding the rows `seed` inserts,
+    /// then migrated to the newest schema.
+    fn migrated_from(version: usize, seed: &str) -> Connection {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.pragma_update(None, "foreign_keys", true).unwrap();
+        for (version, sql) in (1..).zip(&MIGRATIONS[..version]) {
+            apply(&mut conn, version, sql).unwrap();
+        }
+        conn.execute_batch(seed).unwrap();
+        migrate(&mut conn).unwrap();
+        conn
+    }
+
+    fn count(conn: &Connection, sql: &str) -> i64 {
+        conn.query_row(sql, [], |r| r.get(0)).unwrap()
+    }
+
     /// Rebuilding `vms` (migration 4) keeps leases and events attached.
     #[test]
     fn rebuilding_vms_keeps_the_rows_that_refer_to_it() {
-        let mut conn = Connection::open_in_memory().unwrap();
-        conn.pragma_update(None, "foreign_keys", true).unwrap();
-        for (version, sql) in (1..).zip(&MIGRATIONS[..3]) {
-            apply(&mut conn, version, sql).unwrap();
-        }
-        conn.execute_batch(
+        let conn = migrated_from(
+            3,
             "INSERT INTO vms (id, name, state, backend, vcpus, memory_mib, disk_bytes, created_at, updated_at)
                  VALUES (7, 'box', 'running', 'qemu', 1, 256, 1024, 0, 0);
              INSERT INTO leases (vm_id, ip, mac, tap) VALUES (7, '10.0.0.2', '06:00:0a:00:00:02', 'tap2');
              INSERT INTO events (vm_id, vm_name, at, kind, message) VALUES (7, 'box', 0, 'created', '');",
-        )
-        .unwrap();
-        migrate(&mut conn).unwrap();
-        let count = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap();
-        assert_eq!(count("SELECT count(*) FROM leases WHERE vm_id = 7"), 1);
-        assert_eq!(count("SELECT count(*) FROM events WHERE vm_id = 7"), 1);
+        );
+        assert_eq!(
+            count(&conn, "SELECT count(*) FROM leases WHERE vm_id = 7"),
+            1
+        );
+        assert_eq!(
+            count(&conn, "SELECT count(*) FROM events WHERE vm_id = 7"),
+            1
+        );
         assert_eq!(user_version(&conn).unwrap(), SCHEMA_VERSION);
         conn.execute("UPDATE vms SET state = 'deleting' WHERE id = 7", [])
             .unwrap();
@@ -279,17 +295,12 @@ mod tests {
     /// share a TCP port's number.
     #[test]
     fn ports_become_tcp_and_udp_may_share_the_number() {
-        let mut conn = Connection::open_in_memory().unwrap();
-        for (version, sql) in (1..).zip(&MIGRATIONS[..6]) {
-            apply(&mut conn, version, sql).unwrap();
-        }
-        conn.execute_batch(
+        let conn = migrated_from(
+            6,
             "INSERT INTO vms (id, name, state, backend, vcpus, memory_mib, disk_bytes, created_at, updated_at)
                  VALUES (7, 'box', 'running', 'qemu', 1, 256, 1024, 0, 0);
              INSERT INTO ports (vm_id, host_addr, host_port, guest_port) VALUES (7, '127.0.0.1', 8080, 80);",
-        )
-        .unwrap();
-        migrate(&mut conn).unwrap();
+        );
         let proto: String = conn
             .query_row("SELECT proto FROM ports WHERE host_port = 8080", [], |r| {
                 r.get(0)
@@ -314,24 +325,27 @@ mod tests {
     /// states, and still refuses a state nobody knows.
     #[test]
     fn snapshot_states_come_with_migration_8() {
-        let mut conn = Connection::open_in_memory().unwrap();
-        for (version, sql) in (1..).zip(&MIGRATIONS[..7]) {
-            apply(&mut conn, version, sql).unwrap();
-        }
-        conn.execute_batch(
+        let conn = migrated_from(
+            7,
             "INSERT INTO vms (id, name, state, backend, vcpus, memory_mib, disk_bytes, created_at, updated_at, root_mode)
                  VALUES (7, 'box', 'running', 'qemu', 1, 256, 1024, 0, 0, 'layered');
              INSERT INTO leases (vm_id, ip, mac, tap) VALUES (7, '10.0.0.2', '06:00:0a:00:00:02', 'tap2');
              INSERT INTO ports (vm_id, host_addr, host_port, guest_port) VALUES (7, '127.0.0.1', 8080, 80);",
-        )
-        .unwrap();
-        migrate(&mut conn).unwrap();
+        );
         conn.pragma_update(None, "foreign_keys", true).unwrap();
-        let count = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap();
-        assert_eq!(count("SELECT count(*) FROM leases WHERE vm_id = 7"), 1);
-        assert_eq!(count("SELECT count(*) FROM ports WHERE vm_id = 7"), 1);
         assert_eq!(
-            count("SELECT count(*) FROM vms WHERE root_mode = 'layered'"),
+            count(&conn, "SELECT count(*) FROM leases WHERE vm_id = 7"),
+            1
+        );
+        assert_eq!(
+            count(&conn, "SELECT count(*) FROM ports WHERE vm_id = 7"),
+            1
+        );
+        assert_eq!(
+            count(
+                &conn,
+                "SELECT count(*) FROM vms WHERE root_mode = 'layered'"
+            ),
             1
         );
         for state in crate::model::VmState::ALL {

@@ -6,7 +6,7 @@ use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, ValueRe
 use rusqlite::{Connection, OptionalExtension, Row, ToSql, TransactionBehavior, params};
 use serde::Serialize;
 
-use super::error::{Taken, conflict};
+use super::error::{Taken, conflict, one_named};
 use super::images::image_id;
 use super::{Store, StoreError};
 use crate::model::{Lease, PortSpec, Proto, RootMode, UnknownName, VmRole, VmState, VmmKind};
@@ -197,22 +197,19 @@ fn lease_from_row(row: &Row<'_>) -> rusqlite::Result<Option<Lease>> {
 
 /// The VM named `name`, or `NotFound`.
 fn vm_named(conn: &Connection, name: &str) -> Result<VmRecord, StoreError> {
-    conn.query_row(
+    one_named(
+        conn,
+        "VM",
         &format!("{SELECT_VM} WHERE vms.name = ?1"),
-        [name],
+        name,
         vm_from_row,
     )
-    .optional()?
-    .ok_or_else(|| not_found(name))
 }
 
 /// The row id of the VM named `name`, or `NotFound`.
 pub(super) fn vm_id(conn: &Connection, name: &str) -> Result<i64, StoreError> {
-    conn.query_row("SELECT id FROM vms WHERE name = ?1", [name], |row| {
-        row.get(0)
-    })
-    .optional()?
-    .ok_or_else(|| not_found(name))
+    let sql = "SELECT id FROM vms WHERE name = ?1";
+    one_named(conn, "VM", sql, name, |row| row.get(0))
 }
 
 fn not_found(name: &str) -> StoreError {

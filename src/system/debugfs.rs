@@ -312,28 +312,17 @@ pub async fn overlay_opaque(
     dirs: &[String],
     scratch: &Path,
 ) -> Result<Vec<bool>, DebugfsError> {
-    let mut script = String::new();
-    for dir in dirs {
-        if dir.contains('\n') {
-            return Err(DebugfsError::BadPath(dir.clone()));
-        }
-        writeln!(script, "ea_get {} trusted.overlay.opaque", quoted(dir)).unwrap();
-    }
-    let stdout = run_script(image, &script, scratch, "opaque").await?;
-    // Each request's echo, then its value when there is one.
-    let mut found: Vec<bool> = Vec::new();
-    for line in stdout.lines() {
-        if line.starts_with("debugfs: ") {
-            found.push(false);
-        } else if line.starts_with("trusted.overlay.opaque")
-            && line.ends_with("= \"y\"")
-            && let Some(last) = found.last_mut()
-        {
-            *last = true;
-        }
-    }
-    found.resize(dirs.len(), false);
-    Ok(found)
+    let values = run_each(image, dirs, scratch, "opaque", |dir| {
+        format!("ea_get {dir} trusted.overlay.opaque")
+    })
+    .await?;
+    Ok(values
+        .iter()
+        .map(|out| {
+            out.lines()
+                .any(|line| line.starts_with("trusted.overlay.opaque") && line.ends_with("= \"y\""))
+        })
+        .collect())
 }
 
 /// One directory entry as `ls -p` shows it.
@@ -354,50 +343,27 @@ pub async fn list_dirs(
     dirs: &[String],
     scratch: &Path,
 ) -> Result<Vec<Vec<Listed>>, DebugfsError> {
-    let mut script = String::new();
-    for dir in dirs {
-        if dir.contains('\n') {
-            return Err(DebugfsError::BadPath(dir.clone()));
-        }
-        writeln!(script, "ls -p {}", quoted(dir)).unwrap();
-    }
-    Ok(parse_listings(
-        &run_script(image, &script, scratch, "list").await?,
-    ))
+    let outputs = run_each(image, dirs, scratch, "list", |dir| format!("ls -p {dir}")).await?;
+    Ok(outputs.iter().map(|out| parse_listing(out)).collect())
 }
 
-/// `ls -p` output of several requests: each begins with its echoed
-/// `debugfs: ls -p ...` line; entries are `/INO/MODE/UID/GID/NAME/SIZE/`.
-fn parse_listings(stdout: &str) -> Vec<Vec<Listed>> {
-    let mut listings: Vec<Vec<Listed>> = Vec::new();
-    for line in stdout.lines() {
-        if line.starts_with("debugfs: ") {
-            listings.push(Vec::new());
-            continue;
-        }
-        let fields: Vec<&str> = line.split('/').collect();
-        let (Some(current), [_, ino, mode, uid, gid, name, ..]) =
-            (listings.last_mut(), fields.as_slice())
-        else {
-            continue;
-        };
-        let parsed = (
-            ino.parse(),
-            u32::from_str_radix(mode, 8),
-            uid.parse(),
-            gid.parse(),
-        );
-        if let (Ok(ino), Ok(mode), Ok(uid), Ok(gid)) = parsed {
-            current.push(Listed {
-                ino,
-                mode,
-                uid,
-                gid,
+/// One `ls -p` output: entries are `/INO/MODE/UID/GID/NAME/SIZE/`.
+fn parse_listing(out: &str) -> Vec<Listed> {
+    out.lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split('/').collect();
+            let [_, ino, mode, uid, gid, name, ..] = fields.as_slice() else {
+                return None;
+            };
+            Some(Listed {
+                ino: ino.parse().ok()?,
+                mode: u32::from_str_radix(mode, 8).ok()?,
+                uid: uid.parse().ok()?,
+                gid: gid.parse().ok()?,
                 name: name.to_string(),
-            });
-        }
-    }
-    listings
+            })
+        })
+        .collect()
 }
 
 /// The extended attributes of each of `paths` in `image` (names and raw
@@ -408,7 +374,7 @@ pub async fn xattrs(
     paths: &[String],
     scratch: &Path,
 ) -> Result<Vec<Vec<(String, Vec<u8>)>>, DebugfsError> {
-    let lists = run_each(image, paths, scratch, "ea_list").await?;
+    let lists = run_each(image, paths, scratch, "ea_list", |p| format!("ea_list {p}")).await?;
     let names: Vec<Vec<String>> = lists
         .iter()
         .map(|out| {
@@ -455,7 +421,7 @@ pub async fn device_numbers(
     paths: &[String],
     scratch: &Path,
 ) -> Result<Vec<Option<(u32, u32)>>, DebugfsError> {
-    let stats = run_each(image, paths, scratch, "stat").await?;
+    let stats = run_each(image, paths, scratch, "stat", |p| format!("stat {p}")).await?;
     Ok(stats
         .iter()
         .map(|out| {
@@ -468,22 +434,30 @@ pub async fn device_numbers(
         .collect())
 }
 
-/// Runs `request PATH` for each of `paths` in one debugfs run; the output
-/// of each, in order (split at debugfs's echo of each request).
+/// Runs the request `request` makes of each of `paths` (given quoted) in
+/// one debugfs run named `name`; the output of each, in order (split at
+/// debugfs's echo of each request).
 async fn run_each(
     image: &Path,
     paths: &[String],
     scratch: &Path,
-    request: &str,
+    name: &str,
+    request: impl Fn(&str) -> String,
 ) -> Result<Vec<String>, DebugfsError> {
     let mut script = String::new();
     for path in paths {
         if path.contains('\n') {
             return Err(DebugfsError::BadPath(path.clone()));
         }
-        writeln!(script, "{request} {}", quoted(path)).unwrap();
+        writeln!(script, "{}", request(&quoted(path))).unwrap();
     }
-    let stdout = run_script(image, &script, scratch, request).await?;
+    let stdout = run_script(image, &script, scratch, name).await?;
+    Ok(split_outputs(&stdout, paths.len()))
+}
+
+/// The output of each of `count` requests in `stdout`, split at
+/// debugfs's echo of each.
+fn split_outputs(stdout: &str, count: usize) -> Vec<String> {
     let mut outputs: Vec<String> = Vec::new();
     for line in stdout.lines() {
         if line.starts_with("debugfs: ") {
@@ -493,8 +467,8 @@ async fn run_each(
             current.push('\n');
         }
     }
-    outputs.resize(paths.len(), String::new());
-    Ok(outputs)
+    outputs.resize(count, String::new());
+    outputs
 }
 
 /// Runs `script` read-only against `image` (`debugfs -f`); its stdout.
@@ -530,7 +504,10 @@ mod listing_tests {
     fn listings_split_at_each_request() {
         let out = "debugfs: ls -p \"/\"\n/2/040755/0/0/.//\n/12/040755/0/0/bin//\n\n\
                    debugfs: ls -p \"/bin\"\n/13/100755/1000/50/busy box/1982256/\n/15/120777/0/0/sh/7/\n";
-        let got = parse_listings(out);
+        let got: Vec<_> = split_outputs(out, 2)
+            .iter()
+            .map(|out| parse_listing(out))
+            .collect();
         assert_eq!(got.len(), 2);
         assert_eq!(got[0][1].name, "bin");
         assert_eq!(

@@ -167,9 +167,7 @@ mod tests {
 
     #[test]
     fn ext_magic_is_read_from_the_superblock() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("img");
-        std::fs::write(&path, vec![0u8; 4096]).unwrap();
+        let (dir, path) = crate::testing::temp_file("img", vec![0u8; 4096]);
         assert!(!has_ext_magic(&path).unwrap());
         let mut ext = vec![0u8; 4096];
         ext[1080..1082].copy_from_slice(&[0x53, 0xef]);

@@ -83,9 +83,7 @@ mod tests {
 
     #[test]
     fn reads_whole_lines_then_the_rest_when_quiet() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("console.log");
-        std::fs::write(&log, "before\n").unwrap();
+        let (_dir, log) = crate::testing::temp_file("console.log", "before\n");
         let mut follow = Follow::from_end(&log);
         assert_eq!(follow.read(), "");
         let mut file = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
@@ -102,9 +100,7 @@ mod tests {
 
     #[test]
     fn a_rotated_log_is_read_from_its_start() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("console.log");
-        std::fs::write(&log, "a long first line\n").unwrap();
+        let (_dir, log) = crate::testing::temp_file("console.log", "a long first line\n");
         let mut follow = Follow::from_end(&log);
         std::fs::write(&log, "new\n").unwrap();
         assert_eq!(follow.read(), "new\n");

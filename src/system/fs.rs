@@ -419,13 +419,10 @@ mod tests {
 
     #[test]
     fn log_tail_cannot_drive_the_terminal() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("console.log");
-        std::fs::write(
-            &log,
+        let (_dir, log) = crate::testing::temp_file(
+            "console.log",
             b"old line\n\x1b]0;owned\x07boot\r\nok \x1b[31mred\x1b[0m\xff\n\x1b[2J\n",
-        )
-        .unwrap();
+        );
         assert_eq!(log_tail(&log, 0, 2), "boot\nok red\u{fffd}");
         assert_eq!(log_tail(&log, 9, 10), "boot\nok red\u{fffd}");
     }

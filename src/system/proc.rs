@@ -133,14 +133,18 @@ pub fn parse_cmdline(raw: &[u8]) -> Vec<String> {
 
 /// The real uid `pid` runs as (`Uid:` in `/proc/<pid>/status`).
 pub fn uid_of(pid: u32) -> Option<u32> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("Uid:"))?
+    status_field(pid, "Uid:")?
         .split_whitespace()
         .next()?
         .parse()
         .ok()
+}
+
+/// The value of `field` (with its colon) in `/proc/<pid>/status`.
+fn status_field(pid: u32, field: &str) -> Option<String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let value = status.lines().find_map(|line| line.strip_prefix(field))?;
+    Some(value.trim().to_string())
 }
 
 /// Raises this process's soft limit on open files to its hard limit (a
@@ -167,13 +171,7 @@ pub fn open_files_limit() -> u64 {
 
 /// The parent of `pid` (`PPid:` in `/proc/<pid>/status`).
 pub fn parent_of(pid: u32) -> Option<u32> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("PPid:"))?
-        .trim()
-        .parse()
-        .ok()
+    status_field(pid, "PPid:")?.parse().ok()
 }
 
 /// Finds the boot time (`btime`, seconds since the epoch) in `/proc/stat`.

@@ -157,75 +157,87 @@ c++lib 1#2
         assert!(normalize_lines("  # only a comment\n\n").is_empty());
     }
 
+    /// `printable` of each input is the text beside it.
+    fn cases(cases: &[(&[u8], &str)]) {
+        for (input, want) in cases {
+            assert_eq!(printable(input), *want, "{input:?}");
+        }
+    }
+
     #[test]
     fn printable_keeps_text_newlines_and_tabs() {
-        assert_eq!(
-            printable(b"plain text\n\tindented\n"),
-            "plain text\n\tindented\n"
-        );
-        assert_eq!(printable("héllo ✓".as_bytes()), "héllo ✓");
-        assert_eq!(printable(b""), "");
+        cases(&[
+            (b"plain text\n\tindented\n", "plain text\n\tindented\n"),
+            ("héllo ✓".as_bytes(), "héllo ✓"),
+            (b"", ""),
+        ]);
     }
 
     #[test]
     fn printable_drops_csi_sequences() {
-        assert_eq!(printable(b"\x1b[31mred\x1b[0m text"), "red text");
-        assert_eq!(printable(b"\x1b[2J\x1b[H\x1b[?25lclear"), "clear");
-        assert_eq!(printable(b"a\x1b[1;31;4mb"), "ab");
-        // 8-bit CSI (U+009B in UTF-8).
-        assert_eq!(printable("x\u{9b}31my".as_bytes()), "xy");
-        // A malformed CSI ends at the first character that cannot be in one.
-        assert_eq!(printable("a\x1b[12é".as_bytes()), "aé");
+        cases(&[
+            (b"\x1b[31mred\x1b[0m text", "red text"),
+            (b"\x1b[2J\x1b[H\x1b[?25lclear", "clear"),
+            (b"a\x1b[1;31;4mb", "ab"),
+            // 8-bit CSI (U+009B in UTF-8).
+            ("x\u{9b}31my".as_bytes(), "xy"),
+            // A malformed CSI ends at the first character that cannot be in one.
+            ("a\x1b[12é".as_bytes(), "aé"),
+        ]);
     }
 
     #[test]
     fn printable_drops_osc_ended_by_bel_or_st() {
-        assert_eq!(printable(b"a\x1b]0;evil title\x07b"), "ab");
-        assert_eq!(printable(b"a\x1b]0;evil title\x1b\\b"), "ab");
-        assert_eq!(
-            printable(b"\x1b]8;;http://evil/\x1b\\link\x1b]8;;\x1b\\"),
-            "link"
-        );
-        assert_eq!(printable("a\u{9d}52;c;AAAA\u{9c}b".as_bytes()), "ab");
-        // An OSC cut short by another escape: that one is judged on its own.
-        assert_eq!(printable(b"a\x1b]0;t\x1b[31mb"), "ab");
-        // Never terminated: everything after it goes.
-        assert_eq!(printable(b"a\x1b]0;never ends\nstill title"), "a");
+        cases(&[
+            (b"a\x1b]0;evil title\x07b", "ab"),
+            (b"a\x1b]0;evil title\x1b\\b", "ab"),
+            (b"\x1b]8;;http://evil/\x1b\\link\x1b]8;;\x1b\\", "link"),
+            ("a\u{9d}52;c;AAAA\u{9c}b".as_bytes(), "ab"),
+            // An OSC cut short by another escape: that one is judged on its own.
+            (b"a\x1b]0;t\x1b[31mb", "ab"),
+            // Never terminated: everything after it goes.
+            (b"a\x1b]0;never ends\nstill title", "a"),
+        ]);
     }
 
     #[test]
     fn printable_drops_dcs_and_other_strings() {
-        assert_eq!(printable(b"a\x1bP1$r0m\x1b\\b"), "ab");
-        assert_eq!(printable(b"a\x1b_apc\x1b\\b\x1b^pm\x07c"), "abc");
-        assert_eq!(printable("a\u{90}dcs\u{9c}b".as_bytes()), "ab");
+        cases(&[
+            (b"a\x1bP1$r0m\x1b\\b", "ab"),
+            (b"a\x1b_apc\x1b\\b\x1b^pm\x07c", "abc"),
+            ("a\u{90}dcs\u{9c}b".as_bytes(), "ab"),
+        ]);
     }
 
     #[test]
     fn printable_drops_short_escapes_and_a_trailing_esc() {
-        assert_eq!(printable(b"a\x1b(Bb\x1b#8c\x1bcd\x1b7e"), "abcde");
-        assert_eq!(printable(b"end\x1b"), "end");
-        assert_eq!(printable(b"end\x1b["), "end");
-        assert_eq!(printable(b"end\x1b[31"), "end");
-        assert_eq!(printable(b"\x1b\x1b[31mx"), "x");
-        assert_eq!(printable(b"a\x1b\nb"), "a\nb");
+        cases(&[
+            (b"a\x1b(Bb\x1b#8c\x1bcd\x1b7e", "abcde"),
+            (b"end\x1b", "end"),
+            (b"end\x1b[", "end"),
+            (b"end\x1b[31", "end"),
+            (b"\x1b\x1b[31mx", "x"),
+            (b"a\x1b\nb", "a\nb"),
+        ]);
     }
 
     #[test]
     fn printable_drops_other_controls() {
-        assert_eq!(printable(b"over\rwrite"), "overwrite");
-        assert_eq!(printable(b"line\r\n"), "line\n");
-        assert_eq!(
-            printable(b"bell\x07 back\x08 nul\x00 del\x7f"),
-            "bell back nul del"
-        );
-        assert_eq!(printable("c1\u{85}\u{8d}x".as_bytes()), "c1x");
+        cases(&[
+            (b"over\rwrite", "overwrite"),
+            (b"line\r\n", "line\n"),
+            (b"bell\x07 back\x08 nul\x00 del\x7f", "bell back nul del"),
+            ("c1\u{85}\u{8d}x".as_bytes(), "c1x"),
+        ]);
     }
 
     #[test]
     fn printable_replaces_invalid_utf8() {
-        assert_eq!(printable(b"a\xffb"), "a\u{fffd}b");
-        // A raw 8-bit CSI byte is not UTF-8: replaced, so it cannot act.
-        assert_eq!(printable(b"a\x9b31mb"), "a\u{fffd}31mb");
-        assert_eq!(printable(b"cut \xe2\x9c"), "cut \u{fffd}");
+        cases(&[
+            (b"a\xffb", "a\u{fffd}b"),
+            // A raw 8-bit CSI byte is not UTF-8: replaced, so it cannot act.
+            (b"a\x9b31mb", "a\u{fffd}31mb"),
+            (b"cut \xe2\x9c", "cut \u{fffd}"),
+        ]);
     }
 }

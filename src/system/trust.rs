@@ -61,9 +61,7 @@ mod tests {
     #[test]
     fn only_root_owned_locked_paths_are_trusted() {
         assert_eq!(root_owned(Path::new("/etc/passwd")), Ok(()));
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("policy.toml");
-        std::fs::write(&file, "").unwrap();
+        let (_dir, file) = crate::testing::temp_file("policy.toml", "");
         if rustix::process::geteuid().is_root() {
             // The temp dir is root's, 0700, under sticky /tmp.
             assert_eq!(root_owned(&file), Ok(()));

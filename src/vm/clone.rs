@@ -30,23 +30,33 @@ fn copy_all(copies: &[(std::path::PathBuf, std::path::PathBuf)]) -> Result<(), f
 }
 
 impl Manager {
+    /// Checks the name `new` of a copy (a `what`) of VM `src`, then holds
+    /// both names, always locked in the same order, so two copies between
+    /// the same pair cannot wait on each other.
+    async fn operations_on_pair(
+        &self,
+        src: &str,
+        new: &str,
+        what: &str,
+    ) -> Result<[super::Operation; 2], VmError> {
+        crate::rpc::check_vm_name(new)?;
+        if src == new {
+            return Err(VmError::BadRequest(format!(
+                "a {what} needs a name of its own, not `{src}`"
+            )));
+        }
+        let (first, second) = if src < new { (src, new) } else { (new, src) };
+        let first = self.operation(first).await;
+        Ok([first, self.operation(second).await])
+    }
+
     /// Makes VM `new` from stopped VM `src`; `new` is left created, not started.
     pub async fn clone_vm(
         self: &Arc<Manager>,
         src: &str,
         new: &str,
     ) -> Result<VmOpResult, VmError> {
-        crate::rpc::check_vm_name(new)?;
-        if src == new {
-            return Err(VmError::BadRequest(format!(
-                "a clone needs a name of its own, not `{src}`"
-            )));
-        }
-        // Both names locked, always in the same order, so two clones
-        // between the same pair cannot wait on each other.
-        let (first, second) = if src < new { (src, new) } else { (new, src) };
-        let _first = self.operation(first).await;
-        let _second = self.operation(second).await;
+        let _held = self.operations_on_pair(src, new, "clone").await?;
         let mut clock = Clock::start();
         let mut rollback = Rollback::new(self.store.clone(), self.network.netadmin().clone());
         match self.clone_locked(src, new, &mut clock, &mut rollback).await {
@@ -66,15 +76,7 @@ impl Manager {
     /// restores it; both run after. Returns how `new` came up, and how long
     /// `src` was held still.
     pub async fn fork(self: &Arc<Manager>, src: &str, new: &str) -> Result<VmOpResult, VmError> {
-        crate::rpc::check_vm_name(new)?;
-        if src == new {
-            return Err(VmError::BadRequest(format!(
-                "a fork needs a name of its own, not `{src}`"
-            )));
-        }
-        let (first, second) = if src < new { (src, new) } else { (new, src) };
-        let _first = self.operation(first).await;
-        let _second = self.operation(second).await;
+        let _held = self.operations_on_pair(src, new, "fork").await?;
         let mut clock = Clock::start();
         let mut rollback = Rollback::new(self.store.clone(), self.network.netadmin().clone());
         let paused = match self

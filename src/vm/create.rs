@@ -261,7 +261,7 @@ impl Manager {
                 return Ok(()); // copied from the template below
             }
             match root_mode {
-                RootMode::Layered => make_upper_disk(&files, disk_bytes).await,
+                RootMode::Layered => make_disk(&files.upper, disk_bytes, "upper").await,
                 RootMode::Clone => {
                     tokio::task::spawn_blocking(move || fs::clone_file(&src, &dst))
                         .await
@@ -284,7 +284,9 @@ impl Manager {
                 return Ok(());
             }
             match role {
-                VmRole::Vm | VmRole::Template => make_work_disk(&files, work_disk_bytes).await,
+                VmRole::Vm | VmRole::Template => {
+                    make_disk(&files.work_disk, work_disk_bytes, "work").await
+                }
                 VmRole::Build => Ok(()),
             }
         };
@@ -443,21 +445,13 @@ const UPPER_DIRS: &[(&str, u32)] = &[
     ("/upper/work", 0o755),
 ];
 
-/// A layered VM's upper disk: a sparse file of `bytes`, ext4, label `upper`.
-async fn make_upper_disk(files: &VmFiles, bytes: u64) -> Result<(), VmError> {
-    let file = std::fs::File::create(&files.upper).map_err(VmError::io(&files.upper))?;
-    file.set_len(bytes).map_err(VmError::io(&files.upper))?;
+/// A sparse file of `bytes` at `path`, formatted ext4 with `label`: a
+/// layered VM's upper disk (`upper`) or a work disk (`work`).
+async fn make_disk(path: &std::path::Path, bytes: u64, label: &str) -> Result<(), VmError> {
+    let file = std::fs::File::create(path).map_err(VmError::io(path))?;
+    file.set_len(bytes).map_err(VmError::io(path))?;
     drop(file);
-    e2fs::mkfs_ext4(&files.upper, Some("upper")).await?;
-    Ok(())
-}
-
-/// A sparse file of `bytes`, formatted ext4 with label `work`.
-async fn make_work_disk(files: &VmFiles, bytes: u64) -> Result<(), VmError> {
-    let file = std::fs::File::create(&files.work_disk).map_err(VmError::io(&files.work_disk))?;
-    file.set_len(bytes).map_err(VmError::io(&files.work_disk))?;
-    drop(file);
-    e2fs::mkfs_ext4(&files.work_disk, Some("work")).await?;
+    e2fs::mkfs_ext4(path, Some(label)).await?;
     Ok(())
 }
 

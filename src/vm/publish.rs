@@ -9,15 +9,24 @@ use crate::rpc::api::VmDetails;
 use super::{Manager, VmError};
 
 impl Manager {
-    /// Publishes `spec` for VM `name`; at once if it runs, else from its
-    /// next start.
-    pub async fn publish(
+    /// Publishes `spec` for VM `name` (at once if it runs, else from its
+    /// next start), or with `publish` false stops publishing it.
+    pub async fn set_published(
         self: &Arc<Manager>,
         name: &str,
         spec: &str,
+        publish: bool,
     ) -> Result<VmDetails, VmError> {
         let port: PortSpec = spec.parse().map_err(VmError::BadRequest)?;
         let _held = self.operation(name).await;
+        match publish {
+            true => self.publish_locked(name, port).await?,
+            false => self.unpublish_locked(name, port)?,
+        }
+        Ok(self.details(&self.get(name)?))
+    }
+
+    async fn publish_locked(&self, name: &str, port: PortSpec) -> Result<(), VmError> {
         let vm = self.get(name)?;
         if vm.role != VmRole::Vm {
             return Err(VmError::BadRequest(format!(
@@ -25,7 +34,7 @@ impl Manager {
             )));
         }
         if self.store.lock().ports_of(name)?.contains(&port) {
-            return Ok(self.details(&vm));
+            return Ok(());
         }
         // Taken on the host (by anyone) is an error before anything is recorded.
         self.network.check_ports_free(&[port]).await?;
@@ -34,23 +43,16 @@ impl Manager {
             self.network.open_port(name, port).await?;
         }
         tracing::info!(vm = name, %port, "published");
-        Ok(self.details(&self.get(name)?))
+        Ok(())
     }
 
-    /// Stops publishing `spec` for VM `name`.
-    pub async fn unpublish(
-        self: &Arc<Manager>,
-        name: &str,
-        spec: &str,
-    ) -> Result<VmDetails, VmError> {
-        let port: PortSpec = spec.parse().map_err(VmError::BadRequest)?;
-        let _held = self.operation(name).await;
+    fn unpublish_locked(&self, name: &str, port: PortSpec) -> Result<(), VmError> {
         if !self.store.lock().remove_port(name, &port)? {
             return Err(VmError::BadRequest(format!(
                 "VM `{name}` does not publish {port}"
             )));
         }
         self.network.close_port(name, &port);
-        Ok(self.details(&self.get(name)?))
+        Ok(())
     }
 }

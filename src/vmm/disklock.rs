@@ -139,9 +139,7 @@ mod tests {
 
     #[test]
     fn a_locked_disk_is_refused_until_released() {
-        let dir = tempfile::tempdir().unwrap();
-        let disk = dir.path().join("rootfs.ext4");
-        std::fs::write(&disk, b"disk").unwrap();
+        let (_dir, disk) = crate::testing::temp_file("rootfs.ext4", b"disk");
         let held = DiskLocks::acquire(&[Disk::rw(&disk)]).unwrap();
         let err = DiskLocks::check(&[Disk::rw(&disk)]).unwrap_err();
         assert!(matches!(err, DiskLockError::Busy { .. }), "{err}");
@@ -154,9 +152,7 @@ mod tests {
 
     #[test]
     fn read_only_disks_are_shared_but_never_with_a_writer() {
-        let dir = tempfile::tempdir().unwrap();
-        let image = dir.path().join("image.ext4");
-        std::fs::write(&image, b"image").unwrap();
+        let (_dir, image) = crate::testing::temp_file("image.ext4", b"image");
         let first = DiskLocks::acquire(&[Disk::ro(&image)]).unwrap();
         let second = DiskLocks::acquire(&[Disk::ro(&image)]).unwrap();
         assert!(DiskLocks::check(&[Disk::rw(&image)]).is_err());

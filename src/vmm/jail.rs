@@ -217,8 +217,7 @@ mod tests {
 
     #[test]
     fn a_jail_holds_links_a_fifo_and_nothing_else() {
-        let dir = tempfile::tempdir().unwrap();
-        let vm = dir.path().join("vm");
+        let (dir, vm) = crate::testing::temp_path("vm");
         std::fs::create_dir(&vm).unwrap();
         for f in ["vmlinux", "initrd.img", "upper.ext4"] {
             std::fs::write(dir.path().join(f), f).unwrap();

@@ -224,8 +224,7 @@ mod tests {
 
     #[test]
     fn a_capped_file_rotates_and_never_passes_its_cap() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("console.log");
+        let (_dir, path) = crate::testing::temp_path("console.log");
         let mut log = CappedFile::open(&path, MIN_CAP).unwrap();
         let line = [b'x'; 1000];
         for _ in 0..300 {

@@ -99,35 +99,23 @@ impl QemuFiles {
     }
 }
 
+/// The machine, accelerator and CPU options for `accel`.
+pub fn machine_args(accel: Accel) -> Vec<String> {
+    let (machine, accel, cpu) = match accel {
+        // Under TCG the guest needs the PIT and PIC for its timer, or it
+        // hangs calibrating the TSC (E2E.md).
+        Accel::Tcg => ("microvm,acpi=on,rtc=on,pit=on,pic=on", "tcg", "max"),
+        Accel::Kvm => ("microvm,acpi=on,rtc=on", "kvm", "host"),
+    };
+    ["-M", machine, "-accel", accel, "-cpu", cpu]
+        .map(String::from)
+        .into()
+}
+
 /// The argv after the program name.
 pub fn args(spec: &QemuSpec, files: &QemuFiles) -> Vec<String> {
     let mut args: Vec<String> = vec!["-name".into(), spec.name.clone()];
-    match spec.accel {
-        // Under TCG the guest needs the PIT and PIC for its timer, or it
-        // hangs calibrating the TSC (E2E.md).
-        Accel::Tcg => args.extend(
-            [
-                "-M",
-                "microvm,acpi=on,rtc=on,pit=on,pic=on",
-                "-accel",
-                "tcg",
-                "-cpu",
-                "max",
-            ]
-            .map(String::from),
-        ),
-        Accel::Kvm => args.extend(
-            [
-                "-M",
-                "microvm,acpi=on,rtc=on",
-                "-accel",
-                "kvm",
-                "-cpu",
-                "host",
-            ]
-            .map(String::from),
-        ),
-    }
+    args.extend(machine_args(spec.accel));
     args.extend([
         "-m".into(),
         spec.memory_mib.to_string(),
@@ -615,30 +603,26 @@ mod tests {
             qmp_socket: "/vm/q.sock".into(),
         };
         let argv = args(&spec, &files).join(" ");
-        assert!(argv.contains("-accel tcg"), "{argv}");
-        assert!(
-            argv.contains("socket,id=agent,path=run/agent.sock,server=on,wait=off")
-                && argv.contains("virtserialport,chardev=agent,name=org.banger.agent"),
-            "{argv}"
-        );
-        assert!(argv.contains("pit=on,pic=on"), "{argv}");
-        assert!(argv.contains("-initrd /i"), "{argv}");
-        assert!(
-            argv.contains("file=/root.ext4,format=raw,if=none,readonly=on"),
-            "{argv}"
-        );
-        assert!(
-            argv.contains("file=/work.ext4,format=raw,if=none -device"),
-            "{argv}"
+        crate::testing::assert_contains_all(
+            &argv,
+            &[
+                "-accel tcg",
+                "socket,id=agent,path=run/agent.sock,server=on,wait=off",
+                "virtserialport,chardev=agent,name=org.banger.agent",
+                "pit=on,pic=on",
+                "-initrd /i",
+                "file=/root.ext4,format=raw,if=none,readonly=on",
+                "file=/work.ext4,format=raw,if=none -device",
+                "-netdev tap,id=net0,fd=9 ",
+                "mac=06:00:00:00:00:01",
+                "unix:q.sock,server=on,wait=off",
+                "-chardev stdio,id=console",
+                "-sandbox on,obsolete=deny",
+            ],
         );
         let root = argv.find("file=/root.ext4").unwrap();
         let work = argv.find("file=/work.ext4").unwrap();
         assert!(root < work);
-        assert!(argv.contains("-netdev tap,id=net0,fd=9 "), "{argv}");
-        assert!(argv.contains("mac=06:00:00:00:00:01"), "{argv}");
-        assert!(argv.contains("unix:q.sock,server=on,wait=off"), "{argv}");
-        assert!(argv.contains("-chardev stdio,id=console"), "{argv}");
-        assert!(argv.contains("-sandbox on,obsolete=deny"), "{argv}");
         assert!(!argv.contains("-incoming"), "{argv}");
         // A restore: held paused, the snapshot on an inherited descriptor.
         let restore = QemuSpec {

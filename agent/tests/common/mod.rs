@@ -270,3 +270,12 @@ pub fn wait_gone(pids: &[u32], within: Duration) -> bool {
     }
     false
 }
+
+/// Fails, showing `m`, unless it is an `Error` with `code`.
+#[track_caller]
+pub fn assert_error(m: &Message, code: ErrorCode) {
+    assert!(
+        matches!(m, Message::Error { code: got, .. } if *got == code),
+        "expected a {code:?} error: {m:?}"
+    );
+}

@@ -227,13 +227,10 @@ impl Tree {
                     .map_err(UnpackError::Read)?
                     .ok_or_else(|| refused(name, "is a hard link without a target"))?;
                 let source = inside(&target)?;
-                let (src_parent, src_leaf) = self
-                    .dir
-                    .parent_of(&source)
-                    .map_err(|e| escape(name, e, "is a hard link through a symlink"))?;
-                match rfs::statat(&src_parent, src_leaf, AtFlags::SYMLINK_NOFOLLOW) {
-                    Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile => {}
-                    _ => return Err(refused(name, "is a hard link to no file of the image")),
+                let (src_parent, src_leaf, found) =
+                    self.lookup(&source, name, "is a hard link through a symlink")?;
+                if found != Some(FileType::RegularFile) {
+                    return Err(refused(name, "is a hard link to no file of the image"));
                 }
                 self.remove(at, name)?;
                 rfs::linkat(&src_parent, src_leaf, &parent, leaf, AtFlags::empty())
@@ -267,6 +264,22 @@ impl Tree {
         Ok(())
     }
 
+    /// `at`'s parent directory (reached without following a symlink, or
+    /// member `name` is refused as one that `why`), its leaf, and the type
+    /// of what is there (`None`: nothing).
+    fn lookup<'a>(
+        &self,
+        at: &'a Path,
+        name: &Path,
+        why: &'static str,
+    ) -> Result<(std::os::fd::OwnedFd, &'a std::ffi::OsStr, Option<FileType>), UnpackError> {
+        let (parent, leaf) = self.dir.parent_of(at).map_err(|e| escape(name, e, why))?;
+        let found = rfs::statat(&parent, leaf, AtFlags::SYMLINK_NOFOLLOW)
+            .ok()
+            .map(|st| FileType::from_raw_mode(st.st_mode));
+        Ok((parent, leaf, found))
+    }
+
     /// Creates the missing directories above `at` (root's, 0755), as a
     /// layer that names `a/b/c` without `a/b` expects.
     fn make_parents(&mut self, at: &Path, name: &Path) -> Result<(), UnpackError> {
@@ -280,22 +293,16 @@ impl Tree {
             {
                 continue;
             }
-            let (parent, leaf) = self
-                .dir
-                .parent_of(&dir)
-                .map_err(|e| escape(name, e, "would be written through a symlink or a file"))?;
-            match rfs::statat(&parent, leaf, AtFlags::SYMLINK_NOFOLLOW) {
-                Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {}
-                Ok(_) => {
-                    return Err(refused(
-                        name,
-                        "would be written through a symlink or a file",
-                    ));
+            let why = "would be written through a symlink or a file";
+            match self.lookup(&dir, name, why)? {
+                (_, _, Some(FileType::Directory)) => {}
+                (_, _, Some(_)) => return Err(refused(name, why)),
+                (parent, leaf, None) => {
+                    mkdir(&parent, leaf).map_err(|source| UnpackError::Write {
+                        path: self.root.join(&dir),
+                        source,
+                    })?
                 }
-                Err(_) => mkdir(&parent, leaf).map_err(|source| UnpackError::Write {
-                    path: self.root.join(&dir),
-                    source,
-                })?,
             }
             self.wanted.insert(dir.clone(), dir_wanted(0o755));
         }

@@ -651,9 +651,7 @@ mod tests {
 
     #[test]
     fn console_tail_reads_only_this_run_and_at_most_the_tail() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("console.log");
-        std::fs::write(&path, "previous run\n").unwrap();
+        let (_dir, path) = crate::testing::temp_file("console.log", "previous run\n");
         let start = std::fs::metadata(&path).unwrap().len();
         let mut file = OpenOptions::new().append(true).open(&path).unwrap();
         writeln!(file, "Error: bad argument").unwrap();
@@ -669,18 +667,14 @@ mod tests {
 
     #[test]
     fn console_tail_says_when_there_is_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("console.log");
-        std::fs::write(&path, "").unwrap();
+        let (dir, path) = crate::testing::temp_file("console.log", "");
         assert_eq!(console_tail(&path, 0), "(nothing)");
         assert!(console_tail(&dir.path().join("absent"), 0).starts_with("(cannot read"));
     }
 
     #[test]
     fn stale_socket_is_removed_and_absence_is_fine() {
-        let dir = tempfile::tempdir().unwrap();
-        let socket = dir.path().join("firecracker.sock");
-        std::fs::write(&socket, "").unwrap();
+        let (_dir, socket) = crate::testing::temp_file("firecracker.sock", "");
         remove_stale_socket(&socket).unwrap();
         assert!(!socket.exists());
         remove_stale_socket(&socket).unwrap();
