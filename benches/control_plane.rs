@@ -702,10 +702,13 @@ fn agent_figures() {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
-    let size = std::fs::metadata(target.join("x86_64-unknown-linux-gnu/agent/banger-agent"))
-        .map_or("not built here (make agent)".to_string(), |m| {
-            format!("{} bytes", m.len())
-        });
+    let size = ["x86_64-unknown-linux-musl", "x86_64-unknown-linux-gnu"]
+        .iter()
+        .find_map(|triple| {
+            let built = std::fs::metadata(target.join(triple).join("agent/banger-agent")).ok()?;
+            Some(format!("{} bytes ({triple})", built.len()))
+        })
+        .unwrap_or_else(|| "not built here (make agent)".to_string());
     println!("agent: binary {size}; in the guest {agent_status} (init: {rss})");
     env.banger(&["vm", "delete", "--force", "agent0"]);
     env.banger(&["network", "cleanup"]);

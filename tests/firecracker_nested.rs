@@ -50,6 +50,7 @@ const TESTS: &[(&str, TestFn)] = &[
     ),
     ("nat_and_dns_between_two_guests", nat_and_dns),
     ("image_build_runs_its_build_vm_on_firecracker", image_build),
+    ("exec_and_identity_go_through_vsock", exec_and_identity),
     ("failed_boot_rolls_back_and_shows_the_console", failed_boot),
 ];
 
@@ -607,6 +608,43 @@ fn image_build(fc: &FcHost) {
         "built-on-firecracker\n"
     );
     fc.ok("banger vm delete built && banger image delete fcimg");
+}
+
+/// The guest agent over Firecracker's vsock: `vm exec` (streams, exit
+/// codes, a signal, stdin) and a new identity (name, address, host key).
+fn exec_and_identity(fc: &FcHost) {
+    let created = fc.json(&format!("vm create --name agent {FC}"));
+    assert!(created["agent_ready_ms"].is_u64(), "{created:#}");
+    let vm = fc.json("vm show agent");
+    assert_eq!(vm["agent"]["channel"], "vsock", "{vm:#}");
+    let both = fc.sh("banger vm exec agent -- sh -c 'echo out; echo err >&2; exit 7'");
+    assert_eq!(both.status.code(), Some(7), "{}", stderr(&both));
+    assert_eq!(stdout(&both), "out\n");
+    assert!(stderr(&both).contains("err"), "{}", stderr(&both));
+    let killed = fc.sh("banger vm exec agent -- sh -c 'kill -TERM $$'");
+    assert_eq!(killed.status.code(), Some(128 + 15), "{}", stderr(&killed));
+    // 4 MiB through stdin and back, byte for byte.
+    let sums = fc.ok(
+        "head -c 4194304 /dev/urandom > /tmp/blob && sha256sum < /tmp/blob && \
+         banger vm exec agent -- cat < /tmp/blob | sha256sum",
+    );
+    let sums: Vec<&str> = sums.lines().collect();
+    assert_eq!(sums.len(), 2, "{sums:?}");
+    assert_eq!(sums[0], sums[1]);
+
+    let old_ip = vm["ip"].as_str().unwrap().to_string();
+    let changed = fc.json("vm identity agent --hostname renamed --new-address --new-host-key");
+    let new_ip = changed["ip"].as_str().unwrap();
+    assert_ne!(new_ip, old_ip, "{changed:#}");
+    assert_ne!(changed["host_key"], vm["host_key"], "{changed:#}");
+    // SSH (which trusts only the recorded key) answers at the new address.
+    assert_eq!(fc.ok("banger vm ssh agent -- hostname"), "renamed\n");
+    let old = fc.sh(&format!("timeout 5 bash -c 'echo > /dev/tcp/{old_ip}/22'"));
+    assert!(
+        !old.status.success(),
+        "the old address {old_ip} still answers"
+    );
+    fc.ok("banger vm delete --force agent");
 }
 
 fn failed_boot(fc: &FcHost) {

@@ -9,9 +9,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 /// `_IOWR('X', 119, int)`
-pub const FIFREEZE: libc::Ioctl = 0xC004_5877;
+pub const FIFREEZE: libc::Ioctl = 0xC004_5877_u32 as libc::Ioctl;
 /// `_IOWR('X', 120, int)`
-pub const FITHAW: libc::Ioctl = 0xC004_5878;
+pub const FITHAW: libc::Ioctl = 0xC004_5878_u32 as libc::Ioctl;
 /// `_IOW('R', 0x03, int[2])`
 pub const RNDADDENTROPY: libc::Ioctl = 0x4008_5203;
 /// `_IO('R', 0x07)`
@@ -269,7 +269,7 @@ pub fn clock_get() -> io::Result<libc::timespec> {
 
 pub fn clock_set(secs: i64, nanos: u32) -> io::Result<()> {
     let ts = libc::timespec {
-        tv_sec: secs as libc::time_t,
+        tv_sec: secs as _,
         tv_nsec: nanos as libc::c_long,
     };
     // SAFETY: `ts` is a valid, initialised timespec.
@@ -461,9 +461,12 @@ fn ifreq(name: &str) -> io::Result<libc::ifreq> {
     Ok(ifr)
 }
 
-fn ifreq_ioctl(sock: BorrowedFd<'_>, req: libc::Ioctl, ifr: &mut libc::ifreq) -> io::Result<()> {
+/// `req` is one of libc's `SIOC*` constants: a `c_ulong`, where `ioctl`
+/// takes a `c_int` on musl.
+fn ifreq_ioctl(sock: BorrowedFd<'_>, req: libc::c_ulong, ifr: &mut libc::ifreq) -> io::Result<()> {
     // SAFETY: every request passed here reads or writes one ifreq through
     // the valid, exclusively borrowed pointer.
+    let req = req as libc::Ioctl;
     cvt(unsafe { libc::ioctl(sock.as_raw_fd(), req, ifr as *mut libc::ifreq) }).map(|_| ())
 }
 
@@ -501,7 +504,11 @@ pub fn set_if_flags(sock: BorrowedFd<'_>, name: &str, flags: libc::c_short) -> i
 
 /// SIOCGIFADDR, SIOCGIFNETMASK or SIOCGIFBRDADDR; `None` when the interface has no IPv4
 /// address.
-pub fn if_inet(sock: BorrowedFd<'_>, name: &str, req: libc::Ioctl) -> io::Result<Option<[u8; 4]>> {
+pub fn if_inet(
+    sock: BorrowedFd<'_>,
+    name: &str,
+    req: libc::c_ulong,
+) -> io::Result<Option<[u8; 4]>> {
     let mut ifr = ifreq(name)?;
     match ifreq_ioctl(sock, req, &mut ifr) {
         // SAFETY: the request filled the address member.
@@ -515,7 +522,7 @@ pub fn if_inet(sock: BorrowedFd<'_>, name: &str, req: libc::Ioctl) -> io::Result
 pub fn set_if_inet(
     sock: BorrowedFd<'_>,
     name: &str,
-    req: libc::Ioctl,
+    req: libc::c_ulong,
     addr: [u8; 4],
 ) -> io::Result<()> {
     let mut ifr = ifreq(name)?;
@@ -593,7 +600,13 @@ pub fn add_default_route(
     rt.rt_dev = dev.as_ptr().cast_mut();
     // SAFETY: SIOCADDRT reads one rtentry, and the name rt_dev points to,
     // which `dev` keeps alive for the call.
-    let r = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCADDRT, &rt as *const RtEntry) };
+    let r = unsafe {
+        libc::ioctl(
+            sock.as_raw_fd(),
+            libc::SIOCADDRT as libc::Ioctl,
+            &rt as *const RtEntry,
+        )
+    };
     match cvt(r) {
         Ok(_) => Ok(()),
         Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
