@@ -159,6 +159,7 @@ impl VmDir {
             }],
             net: None,
             vsock: None,
+            restore: None,
             log_path: "/dev/stderr".into(),
         }
     }
@@ -175,6 +176,7 @@ fn diskless_spec(kernel: PathBuf, kernel_args: &str) -> MachineSpec {
         drives: Vec::new(),
         net: None,
         vsock: None,
+        restore: None,
         log_path: "/dev/stderr".into(),
     }
 }

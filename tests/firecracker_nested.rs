@@ -51,6 +51,7 @@ const TESTS: &[(&str, TestFn)] = &[
     ("nat_and_dns_between_two_guests", nat_and_dns),
     ("image_build_runs_its_build_vm_on_firecracker", image_build),
     ("exec_and_identity_go_through_vsock", exec_and_identity),
+    ("suspend_warm_and_fork_through_snapshots", snapshots),
     ("failed_boot_rolls_back_and_shows_the_console", failed_boot),
 ];
 
@@ -98,6 +99,9 @@ fn main() -> ExitCode {
             }
             Err(_) => {
                 println!("test {name} ... FAILED ({secs:.0} s)");
+                // The inner daemon's view, gone with the outer VM otherwise.
+                let log = host.sh("tail -n 40 ~/.local/state/banger/bangerd.log");
+                println!("the inner bangerd.log ends:\n{}", stdout(&log));
                 failed.push(*name);
             }
         }
@@ -265,13 +269,33 @@ fn make_outer(
     // and the .debs it lacks.
     let ctx = sb.path("outer-context");
     std::fs::create_dir_all(ctx.join("config/banger")).unwrap();
-    // The bundle's own initrd layers roots when it says so: the inner VMs
-    // then boot Firecracker with the image read-only under an upper disk.
-    let layered = layered_bundle(runtime);
+    // The bundle's own description (its initrd layers roots and carries
+    // the agent when it says so), with the inner paths and VM shape.
+    let runtime_bundle: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(runtime.join("bundle.json")).unwrap())
+            .unwrap();
     let bundle_json = |extra_args: &str, dir: &str| {
-        format!(
-            r#"{{"kernel":"{dir}/vmlinux","initrd":"{dir}/initrd.img","rootfs":"{dir}/rootfs.ext4","layered_root":{layered},"defaults":{{"vcpus":1,"memory_mib":512,"disk_size":"2G","work_disk_size":"256M","kernel_args":"console=ttyS0 reboot=k panic=1 root=/dev/vda rw{extra_args}"}}}}"#
-        )
+        let mut bundle = runtime_bundle.clone();
+        let object = bundle.as_object_mut().unwrap();
+        object.remove("modules");
+        for (key, file) in [
+            ("kernel", "vmlinux"),
+            ("initrd", "initrd.img"),
+            ("rootfs", "rootfs.ext4"),
+        ] {
+            object.insert(key.into(), format!("{dir}/{file}").into());
+        }
+        object.insert(
+            "defaults".into(),
+            serde_json::json!({
+                "vcpus": 1,
+                "memory_mib": 512,
+                "disk_size": "2G",
+                "work_disk_size": "256M",
+                "kernel_args": format!("console=ttyS0 reboot=k panic=1 root=/dev/vda rw{extra_args}"),
+            }),
+        );
+        bundle.to_string()
     };
     std::fs::write(ctx.join("bundle.json"), bundle_json("", ".")).unwrap();
     std::fs::write(
@@ -626,7 +650,7 @@ fn exec_and_identity(fc: &FcHost) {
     // 4 MiB through stdin and back, byte for byte.
     let sums = fc.ok(
         "head -c 4194304 /dev/urandom > /tmp/blob && sha256sum < /tmp/blob && \
-         banger vm exec agent -- cat < /tmp/blob | sha256sum",
+         banger vm exec -i agent -- cat < /tmp/blob | sha256sum",
     );
     let sums: Vec<&str> = sums.lines().collect();
     assert_eq!(sums.len(), 2, "{sums:?}");
@@ -645,6 +669,55 @@ fn exec_and_identity(fc: &FcHost) {
         "the old address {old_ip} still answers"
     );
     fc.ok("banger vm delete --force agent");
+}
+
+/// Firecracker's snapshot API: a suspended guest comes back with its
+/// processes, a warm template restores instead of booting, and a fork runs
+/// beside its source.
+fn snapshots(fc: &FcHost) {
+    fc.json(&format!("vm create --name sleepy {FC}"));
+    let sleeper = fc.ok("banger vm ssh sleepy -- 'nohup sleep 9999 >/dev/null 2>&1 & echo $!'");
+    fc.ok("banger vm ssh sleepy -- 'echo tmpfs > /dev/shm/file'");
+    let suspended = fc.json("vm suspend sleepy");
+    assert_eq!(suspended["state"], "suspended", "{suspended:#}");
+    let dir = suspended["dir"].as_str().unwrap().to_string();
+    let modes = fc.ok(&format!("stat -c '%a %n' {dir}/snapshot/*"));
+    assert_eq!(
+        modes.lines().filter(|l| l.starts_with("600 ")).count(),
+        3,
+        "memory, vmstate and snapshot.json, each 0600: {modes}"
+    );
+    let started = fc.json("vm start sleepy");
+    assert_eq!(started["restored"], true, "{started:#}");
+    let still = fc.ok(&format!(
+        "banger vm ssh sleepy -- 'kill -0 {} && cat /dev/shm/file'",
+        sleeper.trim()
+    ));
+    assert_eq!(still, "tmpfs\n");
+
+    // A fork: both run; the fork has what the source had before it.
+    fc.ok("banger vm ssh sleepy -- 'echo before > /root/before; sync'");
+    let forked = fc.json("vm fork sleepy forked");
+    assert_eq!(forked["restored"], true, "{forked:#}");
+    fc.ok("banger vm ssh sleepy -- 'echo after > /root/after; sync'");
+    assert_eq!(
+        fc.ok("banger vm ssh forked -- cat /root/before"),
+        "before\n"
+    );
+    assert_eq!(
+        fc.ok("banger vm ssh forked -- 'test -e /root/after && echo there || echo absent'"),
+        "absent\n"
+    );
+    assert_eq!(fc.ok("banger vm ssh forked -- hostname"), "forked\n");
+    fc.ok("banger vm delete --force sleepy && banger vm delete --force forked");
+
+    // A warm template: `vm create` restores it, with the VM's own identity.
+    let shape = "--vcpus 1 --memory 512";
+    fc.ok(&format!("banger image warm default {shape}"));
+    let warm = fc.json(&format!("vm create --name warm {FC}"));
+    assert!(warm["template"].is_string(), "{warm:#}");
+    assert_eq!(fc.ok("banger vm ssh warm -- hostname"), "warm\n");
+    fc.ok("banger vm delete --force warm");
 }
 
 fn failed_boot(fc: &FcHost) {
@@ -773,6 +846,35 @@ echo $(( (end - start) / 1000000 ))"
         b as f64 / 1000.0,
         f as f64 / 1000.0,
         b as f64 / f as f64
+    );
+
+    // Restore from a warm template against a cold boot, to agent- and
+    // SSH-ready.
+    fc.ok("banger image warm default --vcpus 1 --memory 512");
+    let ready = |name: &str, cold: bool| {
+        let flag = if cold { " --cold" } else { "" };
+        let r = fc.json(&format!("vm create --name {name}{flag} {FC}"));
+        fc.ok(&format!("banger vm delete --force {name}"));
+        (
+            r["agent_ready_ms"].as_u64().unwrap(),
+            r["ssh_ready_ms"].as_u64().unwrap(),
+        )
+    };
+    let cold: Vec<(u64, u64)> = (0..RUNS)
+        .map(|i| ready(&format!("cold{i}"), true))
+        .collect();
+    let warm: Vec<(u64, u64)> = (0..RUNS)
+        .map(|i| ready(&format!("warm{i}"), false))
+        .collect();
+    let agent = |v: &[(u64, u64)]| median(v.iter().map(|r| r.0).collect()) as f64 / 1000.0;
+    let ssh = |v: &[(u64, u64)]| median(v.iter().map(|r| r.1).collect()) as f64 / 1000.0;
+    println!(
+        "figure: Firecracker, median of {RUNS}: cold boot to agent-ready {:.1} s, SSH-ready {:.1} s; \
+         restored from a warm template to agent-ready {:.1} s, SSH-ready {:.1} s",
+        agent(&cold),
+        ssh(&cold),
+        agent(&warm),
+        ssh(&warm)
     );
 }
 

@@ -119,12 +119,17 @@ impl Manager {
             return Ok((agent, hello));
         }
         let deadline = tokio::time::Instant::now() + within;
-        // The VMM may not have bound its socket yet: retry the connect.
+        // The VMM may not have bound its socket yet, and Firecracker ends a
+        // vsock connection at once while nothing in the guest listens on
+        // the port (the agent starts late in the boot), or as the guest's
+        // vsock transport resets: retry the connect.
         let agent = loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             match Agent::connect(channel, left).await {
                 Ok(agent) => break Arc::new(agent),
-                Err(AgentError::Connect { .. }) if !left.is_zero() => {
+                Err(AgentError::Connect { .. } | AgentError::Handshake(_) | AgentError::Closed)
+                    if !left.is_zero() =>
+                {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 Err(e) => return Err(e),

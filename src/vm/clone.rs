@@ -271,7 +271,7 @@ impl Manager {
         }
         let made = async {
             let (version, memory) =
-                save_memory(&socket, &snapshot)
+                save_memory(source.vmm, &socket, &snapshot)
                     .await
                     .map_err(|message| VmError::Control {
                         name: src.clone(),

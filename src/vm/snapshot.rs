@@ -57,6 +57,18 @@ impl SnapshotDir {
             .open(self.partial.join(MEMORY))
     }
 
+    /// A Firecracker snapshot's device state, beside its memory (QEMU's
+    /// memory file holds both).
+    pub fn state(&self) -> PathBuf {
+        self.dir.join(crate::vmm::firecracker::snapshot::STATE_FILE)
+    }
+
+    /// Where a Firecracker snapshot's device state is written before the rename.
+    pub fn partial_state(&self) -> PathBuf {
+        self.partial
+            .join(crate::vmm::firecracker::snapshot::STATE_FILE)
+    }
+
     /// Where [`SnapshotDir::begin`] puts the memory.
     pub fn partial_memory(&self) -> PathBuf {
         self.partial.join(MEMORY)

@@ -14,7 +14,7 @@ use crate::rpc::api::VmDetails;
 use crate::store::VmRecord;
 use crate::system::host::kvm_kind;
 use crate::system::pid::{self, ExitWatch};
-use crate::vmm::{control, qemu};
+use crate::vmm::{control, firecracker, qemu};
 
 use super::snapshot::{SnapshotDir, SnapshotMeta};
 use super::{Manager, VmError, agent, fault};
@@ -87,7 +87,7 @@ impl Manager {
         fault::point("suspend:marked");
 
         let saved = async {
-            let (version, memory) = save_memory(&socket, &snapshot).await?;
+            let (version, memory) = save_memory(vm.vmm, &socket, &snapshot).await?;
             fault::point("suspend:saved");
             let meta = self
                 .snapshot_meta(&vm, version, &memory, false)
@@ -116,9 +116,12 @@ impl Manager {
             }
         };
         fault::point("suspend:written");
-        // The snapshot is whole: the VMM has nothing left to do.
-        let _ = qemu::qmp(&socket, "quit", None).await;
-        if !watch.exited_within(Duration::from_secs(10)).await {
+        // The snapshot is whole: the VMM has nothing left to do (and
+        // Firecracker no request that ends it but the guest's own).
+        if vm.vmm == VmmKind::Qemu {
+            let _ = qemu::qmp(&socket, "quit", None).await;
+        }
+        if vm.vmm == VmmKind::Firecracker || !watch.exited_within(Duration::from_secs(10)).await {
             let _ = pid::signal(process.pid, rustix::process::Signal::KILL);
             watch.exited_within(Duration::from_secs(10)).await;
         }
@@ -141,10 +144,10 @@ impl Manager {
         action: &'static str,
     ) -> Result<crate::store::VmProcess, VmError> {
         if vm.vmm == VmmKind::Firecracker {
-            return Err(VmError::Unsupported(format!(
-                "snapshots of Firecracker VMs are not built yet (cannot {action} `{}`); `banger vm pause` keeps one in memory",
-                vm.name
-            )));
+            let socket = self.files(&vm.name).control_socket();
+            firecracker::snapshot::jail_root(&socket).map_err(|why| {
+                VmError::Unsupported(format!("cannot {action} `{}`: {why}", vm.name))
+            })?;
         }
         vm.process().ok_or_else(|| VmError::WrongState {
             name: vm.name.clone(),
@@ -282,6 +285,31 @@ impl Manager {
             why,
         };
         let meta = snapshot.read_meta().map_err(unfit)?;
+        if vm.vmm == VmmKind::Firecracker {
+            // The launch loaded the snapshot already (a version it cannot
+            // read fails there, in Firecracker's words).
+            let client = firecracker::Client::new(&socket);
+            let info = client
+                .describe_instance()
+                .await
+                .map_err(|e| unfit(crate::system::host::error_chain(&e)))?;
+            if info.vmm_version != meta.vmm_version {
+                return Err(unfit(format!(
+                    "the snapshot was taken by Firecracker {}, and Firecracker is now {}",
+                    meta.vmm_version, info.vmm_version
+                )));
+            }
+            self.consume_snapshot(&snapshot)?;
+            return client
+                .set_vm_state(firecracker::models::VmRunState::Resumed)
+                .await
+                .map(|()| meta.foreign_identity)
+                .map_err(|e| VmError::Control {
+                    name: vm.name.clone(),
+                    action: "resume",
+                    message: crate::system::host::error_chain(&e),
+                });
+        }
         let qemu_failed = |e: qemu::QemuError| unfit(crate::system::host::error_chain(&e));
         let mut qmp = qemu::connect_new(&socket, LOAD_TIMEOUT)
             .await
@@ -296,12 +324,7 @@ impl Manager {
         qemu::wait_restored(&mut qmp, LOAD_TIMEOUT)
             .await
             .map_err(qemu_failed)?;
-        // From here the guest's disks move on: the snapshot no longer fits
-        // them, so it goes before the guest runs.
-        snapshot
-            .discard()
-            .map_err(VmError::io(snapshot.dir.clone()))?;
-        fault::point("restore:consumed");
+        self.consume_snapshot(&snapshot)?;
         // On this connection: QEMU's monitor serves one client at a time.
         qmp.execute("cont", None)
             .await
@@ -312,12 +335,42 @@ impl Manager {
                 message: crate::system::host::error_chain(&e),
             })
     }
+
+    /// From here a restored guest's disks move on: the snapshot no longer
+    /// fits them, so it goes before the guest runs.
+    fn consume_snapshot(&self, snapshot: &SnapshotDir) -> Result<(), VmError> {
+        snapshot
+            .discard()
+            .map_err(VmError::io(snapshot.dir.clone()))?;
+        fault::point("restore:consumed");
+        Ok(())
+    }
 }
 
-/// Writes the guest's memory behind QEMU control socket `socket` into a
-/// new snapshot begun in `snapshot` (QEMU holds the guest paused after);
-/// the QEMU version and the memory file.
+/// Writes the guest behind control socket `socket` into a new snapshot
+/// begun in `snapshot` (the VMM holds the guest paused after); the VMM's
+/// version and the memory file.
 pub(crate) async fn save_memory(
+    vmm: VmmKind,
+    socket: &std::path::Path,
+    snapshot: &SnapshotDir,
+) -> Result<(String, std::fs::File), String> {
+    match vmm {
+        VmmKind::Qemu => save_qemu(socket, snapshot).await,
+        VmmKind::Firecracker => {
+            drop(snapshot.begin().map_err(|e| e.to_string())?);
+            let (state, memory) = (snapshot.partial_state(), snapshot.partial_memory());
+            let version =
+                firecracker::snapshot::save(socket, &state, &memory, SAVE_TIMEOUT).await?;
+            let memory = std::fs::File::open(&memory).map_err(|e| e.to_string())?;
+            Ok((version, memory))
+        }
+    }
+}
+
+/// QEMU's half of [`save_memory`]: its memory and device stream, into a
+/// descriptor handed over its monitor socket.
+async fn save_qemu(
     socket: &std::path::Path,
     snapshot: &SnapshotDir,
 ) -> Result<(String, std::fs::File), String> {

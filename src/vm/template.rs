@@ -327,8 +327,10 @@ impl Manager {
             .map(|d| (template.disk(d), d.clone()))
             .collect();
         let memory = (from.memory(), snapshot.partial_memory());
+        // A Firecracker snapshot's device state is the VM's own too.
+        let state = Some((from.state(), snapshot.partial_state())).filter(|(f, _)| f.is_file());
         tokio::task::spawn_blocking(move || {
-            for (src, dst) in copies {
+            for (src, dst) in copies.into_iter().chain(state) {
                 fs::clone_file(&src, &dst)?;
             }
             let (src, dst) = memory;

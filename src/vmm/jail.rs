@@ -39,6 +39,10 @@ pub const LOG_FIFO: &str = "/vmm.log.fifo";
 pub const API_SOCKET: &str = "/vmm.sock";
 /// Where a jailed Firecracker binds the guest agent's vsock socket.
 pub const VSOCK_SOCKET: &str = "/agent.sock";
+/// A snapshot's device state and memory inside the jail, where a jailed
+/// Firecracker writes them and loads them from.
+pub const SNAPSHOT_STATE: &str = "/snapshot.vmstate";
+pub const SNAPSHOT_MEMORY: &str = "/snapshot.memory";
 
 impl Jail {
     /// Lays the jail out afresh under `vm_dir` for Firecracker binary
@@ -132,6 +136,43 @@ impl Jail {
         }
         std::os::unix::fs::symlink(self.root.join(VSOCK_SOCKET.trim_start_matches('/')), link)
     }
+}
+
+impl Jail {
+    /// Puts a snapshot's `state` and `memory` files in the jail for the VMM
+    /// (uid and gid `owner`) to load: linked, or copied where the file is
+    /// linked elsewhere too (a warm template's memory, which must stay the
+    /// daemon's). Returns the paths as the VMM sees them.
+    pub fn stage_snapshot(
+        &self,
+        state: &Path,
+        memory: &Path,
+        owner: (u32, u32),
+    ) -> io::Result<(PathBuf, PathBuf)> {
+        use std::os::unix::fs::MetadataExt;
+        for (from, inside) in [(state, SNAPSHOT_STATE), (memory, SNAPSHOT_MEMORY)] {
+            let to = self.root.join(inside.trim_start_matches('/'));
+            if std::fs::metadata(from)?.nlink() > 1 {
+                crate::system::fs::clone_file(from, &to).map_err(io::Error::other)?;
+            } else {
+                link_or_copy(from, &to)?;
+            }
+            own(&to, owner)?;
+        }
+        Ok((SNAPSHOT_STATE.into(), SNAPSHOT_MEMORY.into()))
+    }
+}
+
+/// Makes `path` (no link followed) `owner`'s, mode 0600.
+pub fn own(path: &Path, owner: (u32, u32)) -> io::Result<()> {
+    rustix::fs::chownat(
+        rustix::fs::CWD,
+        path,
+        Some(rustix::process::Uid::from_raw(owner.0)),
+        Some(rustix::process::Gid::from_raw(owner.1)),
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+    )?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
 }
 
 /// Firecracker's jailer, where a root daemon can use it: the `jailer`

@@ -15,13 +15,15 @@ use serde::de::DeserializeOwned;
 
 use super::FirecrackerError;
 
+use super::models::{
+    ActionType, ApiErrorBody, BootSource, Drive, InstanceActionInfo, InstanceInfo, Logger,
+    MachineConfiguration, NetworkInterface, SnapshotCreateParams, SnapshotLoadParams, VmRunState,
+    VmStateChange, Vsock,
+};
+
 /// The largest answer read from Firecracker's API (its biggest, the VM
 /// config, is a few KiB).
 const MAX_ANSWER: usize = 1 << 20;
-use super::models::{
-    ActionType, ApiErrorBody, BootSource, Drive, InstanceActionInfo, InstanceInfo, Logger,
-    MachineConfiguration, NetworkInterface, VmRunState, VmStateChange, Vsock,
-};
 
 /// How long one request may take before it counts as unanswered. Every
 /// call is local and answered in milliseconds; this only bounds a hung VMM.
@@ -240,6 +242,33 @@ impl Client {
         self.send(Method::PATCH, "/vm", &VmStateChange { state })
             .await
             .map_err(FirecrackerError::SetVmState)
+    }
+
+    /// `PUT /snapshot/create` of a paused VM; it may take as long as
+    /// writing the guest's memory does (`timeout`).
+    pub async fn create_snapshot(
+        &self,
+        params: &SnapshotCreateParams,
+        timeout: Duration,
+    ) -> Result<(), FirecrackerError> {
+        self.clone()
+            .with_timeout(timeout)
+            .put("/snapshot/create", params)
+            .await
+            .map_err(FirecrackerError::CreateSnapshot)
+    }
+
+    /// `PUT /snapshot/load` into this fresh process.
+    pub async fn load_snapshot(
+        &self,
+        params: &SnapshotLoadParams,
+        timeout: Duration,
+    ) -> Result<(), FirecrackerError> {
+        self.clone()
+            .with_timeout(timeout)
+            .put("/snapshot/load", params)
+            .await
+            .map_err(FirecrackerError::LoadSnapshot)
     }
 
     async fn action(&self, action_type: ActionType) -> Result<(), ApiError> {

@@ -14,7 +14,8 @@ use tokio::process::{Child, Command};
 use super::FirecrackerError;
 use super::client::{ApiError, Client};
 use super::models::{
-    BootSource, Drive, LogLevel, Logger, MachineConfiguration, NetworkInterface, Vsock,
+    BootSource, Drive, LogLevel, Logger, MachineConfiguration, MemoryBackend, MemoryBackendType,
+    NetworkInterface, NetworkOverride, SnapshotLoadParams, Vsock,
 };
 use crate::model::VmmKind;
 use crate::vmm::VmmError;
@@ -53,6 +54,11 @@ pub struct MachineSpec {
     /// The vsock device's unix socket (as Firecracker sees the path), for
     /// the guest agent; no vsock device when absent.
     pub vsock: Option<PathBuf>,
+    /// Load this snapshot (its device state, then its memory, as
+    /// Firecracker sees the paths) instead of booting: the machine, drives,
+    /// network and vsock come from it, the tap from `net`; the guest is
+    /// held paused until `PATCH /vm` resumes it.
+    pub restore: Option<(PathBuf, PathBuf)>,
     /// Where Firecracker writes its own log, as it sees the path: its
     /// stderr, or a jailed Firecracker's log FIFO.
     pub log_path: PathBuf,
@@ -274,8 +280,10 @@ impl Spawned {
             wait_api_ready(&client, child, &files.log, self.log_start).await?;
             watch.lap("api_ready");
             configure(&client, spec, watch).await?;
-            client.instance_start().await?;
-            watch.lap("instance_start");
+            if spec.restore.is_none() {
+                client.instance_start().await?;
+                watch.lap("instance_start");
+            }
             Ok::<(), FirecrackerError>(())
         }
         .await;
@@ -381,6 +389,29 @@ async fn configure(
         })
         .await?;
     watch.lap("put_logger");
+    if let Some((state, memory)) = &spec.restore {
+        let params = SnapshotLoadParams {
+            snapshot_path: state.clone(),
+            mem_backend: MemoryBackend {
+                backend_type: MemoryBackendType::File,
+                backend_path: memory.clone(),
+            },
+            resume_vm: false,
+            network_overrides: spec
+                .net
+                .iter()
+                .map(|net| NetworkOverride {
+                    iface_id: IFACE_ID.to_owned(),
+                    host_dev_name: net.tap.clone(),
+                })
+                .collect(),
+        };
+        client
+            .load_snapshot(&params, super::client::INSTANCE_START_TIMEOUT)
+            .await?;
+        watch.lap("load_snapshot");
+        return Ok(());
+    }
     client
         .put_machine_config(&MachineConfiguration {
             vcpu_count: spec.vcpus,
@@ -586,6 +617,26 @@ pub(crate) async fn start<E: From<VmmError>>(
             paths.api_socket.clone(),
         ),
     };
+    // A snapshot to load goes into the jail, the VMM's.
+    let restore = match (&plan.restore, &jail, &plan.user) {
+        (None, _, _) => None,
+        (Some(memory), Some((_, jail)), Some(user)) => Some(
+            jail.stage_snapshot(
+                &memory.with_file_name(super::snapshot::STATE_FILE),
+                memory,
+                (user.uid, user.gid),
+            )
+            .map_err(VmmError::io(&jail.root))?,
+        ),
+        (Some(_), _, _) => {
+            return Err(failed(
+                super::snapshot::jail_root(Path::new(""))
+                    .unwrap_err()
+                    .into(),
+            )
+            .into());
+        }
+    };
     let spec = MachineSpec {
         vcpus: plan.vcpus,
         memory_mib: plan.memory_mib,
@@ -609,6 +660,7 @@ pub(crate) async fn start<E: From<VmmError>>(
             mac: plan.mac.to_string(),
         }),
         vsock,
+        restore,
         log_path,
     };
     let run_files = RunFiles {

@@ -3,12 +3,15 @@
 //!
 //! - [`models`]: serde types mirroring Firecracker's OpenAPI spec (the subset banger uses).
 //! - [`client`]: a typed API client over the unix socket, one request per connection.
-//! - [`launch`]: spawn `firecracker` in its own session, configure it, `InstanceStart`.
+//! - [`launch`]: spawn `firecracker` in its own session, configure it, `InstanceStart`
+//!   (or load a snapshot).
+//! - [`snapshot`]: a jailed Firecracker's snapshots, written in its jail and moved out.
 #![allow(clippy::disallowed_methods)]
 
 pub mod client;
 pub mod launch;
 pub mod models;
+pub mod snapshot;
 
 use std::io;
 use std::path::PathBuf;
@@ -77,6 +80,10 @@ pub enum FirecrackerError {
     SendCtrlAltDel(#[source] ApiError),
     #[error("cannot pause or resume the VM")]
     SetVmState(#[source] ApiError),
+    #[error("cannot snapshot the VM")]
+    CreateSnapshot(#[source] ApiError),
+    #[error("cannot load the snapshot")]
+    LoadSnapshot(#[source] ApiError),
     #[error("cannot describe the instance")]
     DescribeInstance(#[source] ApiError),
     /// Stopping the process (SIGKILL and reap) failed.
@@ -101,6 +108,8 @@ impl FirecrackerError {
             | FirecrackerError::StartInstance(e)
             | FirecrackerError::SendCtrlAltDel(e)
             | FirecrackerError::SetVmState(e)
+            | FirecrackerError::CreateSnapshot(e)
+            | FirecrackerError::LoadSnapshot(e)
             | FirecrackerError::DescribeInstance(e) => Some(e),
             FirecrackerError::WaitApiSocket { source, .. } => source.as_ref(),
             _ => None,

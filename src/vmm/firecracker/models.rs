@@ -318,3 +318,53 @@ mod tests {
         assert_eq!(body.fault_message, "Invalid kernel path");
     }
 }
+
+/// `PUT /snapshot/create` (the VM paused): a full snapshot, its device
+/// state and its memory in two files Firecracker writes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotCreateParams {
+    pub snapshot_path: PathBuf,
+    pub mem_file_path: PathBuf,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_type: Option<SnapshotType>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SnapshotType {
+    Full,
+    Diff,
+}
+
+/// `PUT /snapshot/load`, on a fresh process (only the logger configured).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotLoadParams {
+    pub snapshot_path: PathBuf,
+    pub mem_backend: MemoryBackend,
+    /// Held paused when false, until `PATCH /vm` resumes it.
+    #[serde(default)]
+    pub resume_vm: bool,
+    /// Each interface's host tap, where it is not the snapshot's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub network_overrides: Vec<NetworkOverride>,
+}
+
+/// Where a restored guest's memory comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemoryBackend {
+    pub backend_type: MemoryBackendType,
+    pub backend_path: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MemoryBackendType {
+    /// The memory file, mapped privately: restores of one file share its
+    /// pages in the host's page cache.
+    File,
+    Uffd,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkOverride {
+    pub iface_id: String,
+    pub host_dev_name: String,
+}
