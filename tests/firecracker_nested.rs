@@ -52,6 +52,10 @@ const TESTS: &[(&str, TestFn)] = &[
     ("image_build_runs_its_build_vm_on_firecracker", image_build),
     ("exec_and_identity_go_through_vsock", exec_and_identity),
     ("suspend_warm_and_fork_through_snapshots", snapshots),
+    (
+        "unjailed_snapshots_as_the_daemons_own_uid",
+        unjailed_snapshots,
+    ),
     ("failed_boot_rolls_back_and_shows_the_console", failed_boot),
 ];
 
@@ -718,6 +722,65 @@ fn snapshots(fc: &FcHost) {
     assert!(warm["template"].is_string(), "{warm:#}");
     assert_eq!(fc.ok("banger vm ssh warm -- hostname"), "warm\n");
     fc.ok("banger vm delete --force warm");
+}
+
+/// Snapshots of a Firecracker that runs unjailed as the daemon's own uid
+/// (what a daemon that is not root gets): a second banger user with no
+/// jailer and no VMM users (a uid base that leaves no room: the VMM runs
+/// as root, the daemon's uid), on a bridge of its own.
+fn unjailed_snapshots(fc: &FcHost) {
+    let env = "env XDG_CONFIG_HOME=/root/free/config XDG_STATE_HOME=/root/free/state \
+               XDG_DATA_HOME=/root/free/data XDG_RUNTIME_DIR=/root/free/run";
+    fc.ok(&format!(
+        "mkdir -p /root/free/config/banger /root/free/run && chmod 700 /root/free/run && \
+         printf 'runtime_dir = \"{INNER_RUNTIME}\"\njailer = \"\"\nvmm_uid_base = 4294967295\nssh_timeout_secs = 180\n[network]\nbridge = \"bgfree0\"\nsubnet = \"172.31.10.1/24\"\nnat_table = \"bangerfree\"\ndns_upstreams = [\"127.0.0.1:9\"]\n' > /root/free/config/banger/config.toml"
+    ));
+    let banger = |args: &str| fc.ok(&format!("{env} banger {args}"));
+    let json = |args: &str| -> serde_json::Value {
+        let out = banger(&format!("{args} --json"));
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+    };
+    let created = json(&format!("vm create --name free {FC}"));
+    assert_eq!(created["vm"]["vmm_uid"], 0, "{created:#}");
+    let dir = created["vm"]["dir"].as_str().unwrap().to_string();
+    assert_eq!(
+        fc.ok(&format!(
+            "test -L {dir}/run/vmm.sock && echo jailed || echo unjailed"
+        )),
+        "unjailed\n"
+    );
+    let sleeper = banger("vm ssh free -- 'nohup sleep 9999 >/dev/null 2>&1 & echo $!'");
+    banger("vm ssh free -- 'echo before > /root/before; sync'");
+    assert_eq!(json("vm suspend free")["state"], "suspended");
+    let started = json("vm start free");
+    assert_eq!(started["restored"], true, "{started:#}");
+    assert_eq!(
+        banger(&format!(
+            "vm ssh free -- 'kill -0 {} && echo alive'",
+            sleeper.trim()
+        )),
+        "alive\n"
+    );
+    // A fork restores in another directory: its own disks, by their paths
+    // relative to it, not the source's.
+    let forked = json("vm fork free freed");
+    assert_eq!(forked["restored"], true, "{forked:#}");
+    banger("vm ssh free -- 'echo after > /root/after; sync'");
+    assert_eq!(banger("vm ssh freed -- cat /root/before"), "before\n");
+    assert_eq!(
+        banger("vm ssh freed -- 'test -e /root/after && echo there || echo absent'"),
+        "absent\n"
+    );
+    banger("vm ssh freed -- 'echo mine > /root/mine; sync'");
+    assert_eq!(
+        banger("vm ssh free -- 'test -e /root/mine && echo there || echo absent'"),
+        "absent\n"
+    );
+    banger("vm delete --force freed");
+    banger("vm delete --force free");
+    fc.ok(&format!(
+        "{env} banger daemon stop; ip link del bgfree0 2>/dev/null; true"
+    ));
 }
 
 fn failed_boot(fc: &FcHost) {

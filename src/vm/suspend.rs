@@ -145,7 +145,7 @@ impl Manager {
     ) -> Result<crate::store::VmProcess, VmError> {
         if vm.vmm == VmmKind::Firecracker {
             let socket = self.files(&vm.name).control_socket();
-            firecracker::snapshot::jail_root(&socket).map_err(|why| {
+            firecracker::snapshot::place(&socket).map_err(|why| {
                 VmError::Unsupported(format!("cannot {action} `{}`: {why}", vm.name))
             })?;
         }

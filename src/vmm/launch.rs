@@ -132,13 +132,24 @@ fn prepare(
         other => failed(other.into()),
     })?;
     // The VMM opens everything it boots from by descriptor: its user needs
-    // no path to the daemon's files.
+    // no path to the daemon's files. An unjailed Firecracker of the
+    // daemon's own uid opens its disks by path instead, relative to the VM's
+    // directory (its working directory): its snapshots record the paths,
+    // and a restore in another VM's directory (a fork's, a warm VM's) must
+    // find that VM's disks there, which no descriptor number promises.
+    let by_path = vmm == VmmKind::Firecracker && jail.is_none() && plan.user.is_none();
     let drives: Vec<Disk> = io
         .drive_paths()
         .into_iter()
         .zip(&plan.drives)
-        .map(|(path, disk)| Disk {
-            path,
+        .map(|(fd_path, disk)| Disk {
+            path: match by_path {
+                true => disk
+                    .path
+                    .strip_prefix(&paths.dir)
+                    .map_or_else(|_| disk.path.clone(), Path::to_path_buf),
+                false => fd_path,
+            },
             read_only: disk.read_only,
         })
         .collect();

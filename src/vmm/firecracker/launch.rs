@@ -617,7 +617,8 @@ pub(crate) async fn start<E: From<VmmError>>(
             paths.api_socket.clone(),
         ),
     };
-    // A snapshot to load goes into the jail, the VMM's.
+    // A snapshot to load goes into the jail, the VMM's; unjailed as the
+    // daemon, it reads the VM's own snapshot files where they are.
     let restore = match (&plan.restore, &jail, &plan.user) {
         (None, _, _) => None,
         (Some(memory), Some((_, jail)), Some(user)) => Some(
@@ -628,13 +629,12 @@ pub(crate) async fn start<E: From<VmmError>>(
             )
             .map_err(VmmError::io(&jail.root))?,
         ),
+        (Some(memory), None, None) => Some((
+            memory.with_file_name(super::snapshot::STATE_FILE),
+            memory.clone(),
+        )),
         (Some(_), _, _) => {
-            return Err(failed(
-                super::snapshot::jail_root(Path::new(""))
-                    .unwrap_err()
-                    .into(),
-            )
-            .into());
+            return Err(failed(super::snapshot::not_supported().into()).into());
         }
     };
     let spec = MachineSpec {
