@@ -822,7 +822,7 @@ fn figures(fc: &FcHost) {
     };
     let mut steps: Vec<Vec<(String, u64)>> = Vec::new();
     for i in 0..RUNS {
-        let r = fc.json(&format!("vm create --name nowait{i} --no-wait {FC}"));
+        let r = fc.json(&format!("vm create --name nowait{i} --no-wait --cold {FC}"));
         steps.push(
             r["timings"]
                 .as_array()
@@ -855,19 +855,27 @@ fn figures(fc: &FcHost) {
 
     let mut banger = Vec::new();
     for i in 0..RUNS {
-        let r = fc.json(&format!("vm create --name ready{i} {FC}"));
+        let r = fc.json(&format!("vm create --name ready{i} --cold {FC}"));
         banger.push(r["ssh_ready_ms"].as_u64().unwrap());
         fc.ok(&format!("banger vm delete --force ready{i}"));
     }
-    // Bare Firecracker: a disk banger prepared (keys, hostname) but never
-    // booted, the same kernel arguments, a tap on the same bridge.
+    // Bare Firecracker: the root disk of a VM banger made but never
+    // booted (a clone's own rootfs, or a layered VM's image: sshd's banner
+    // needs no key), the same kernel arguments, a tap on the same bridge.
     let vm = fc.json(&format!("vm create --name bare --no-start {FC}"));
-    let (ip, mac, tap, dir) = (
+    let (ip, mac, tap) = (
         vm["vm"]["ip"].as_str().unwrap().to_string(),
         vm["vm"]["mac"].as_str().unwrap().to_string(),
         vm["vm"]["tap"].as_str().unwrap().to_string(),
-        vm["vm"]["dir"].as_str().unwrap().to_string(),
     );
+    let root_disk = vm["vm"]["disks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["role"] == "root" || d["role"] == "image")
+        .and_then(|d| d["path"].as_str())
+        .unwrap()
+        .to_string();
     let gateway = "172.30.0.1";
     let config = format!(
         r#"{{"boot-source":{{"kernel_image_path":"{INNER_RUNTIME}/vmlinux","initrd_path":"{INNER_RUNTIME}/initrd.img","boot_args":"console=ttyS0 reboot=k panic=1 root=/dev/vda rw ip={ip}::{gateway}:255.255.255.0:bare:eth0:off"}},"drives":[{{"drive_id":"rootfs","path_on_host":"/root/bare-rootfs.ext4","is_root_device":true,"is_read_only":false}}],"network-interfaces":[{{"iface_id":"eth0","host_dev_name":"{tap}","guest_mac":"{mac}"}}],"machine-config":{{"vcpu_count":1,"mem_size_mib":512}}}}"#
@@ -876,7 +884,7 @@ fn figures(fc: &FcHost) {
     for _ in 0..RUNS {
         let ms = fc.ok(&format!(
             "set -e
-cp --sparse=always {dir}/rootfs.ext4 /root/bare-rootfs.ext4
+cp --sparse=always {root_disk} /root/bare-rootfs.ext4
 echo '{config}' > /root/bare.json
 if ! ip link show banger0 >/dev/null 2>&1; then
     ip link add banger0 type bridge

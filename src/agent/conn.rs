@@ -98,7 +98,7 @@ impl Agent {
                 source,
             })?;
         if let Channel::Vsock(_) = channel {
-            vsock_answer(&mut stream).await?;
+            vsock_answer(&mut stream, within.max(REQUEST_TIMEOUT)).await?;
         }
         let (reader, mut writer) = stream.into_split();
         if let Channel::Serial(_) = channel {
@@ -362,8 +362,11 @@ async fn read_frames(
 }
 
 /// Firecracker's answer to `CONNECT <port>`: `OK <host port>\n`. Read a
-/// byte at a time: what follows the line is the agent's.
-async fn vsock_answer(stream: &mut UnixStream) -> Result<(), AgentError> {
+/// byte at a time: what follows the line is the agent's. A booting guest
+/// takes the request only once its vsock driver runs: wait for it (up to
+/// `within`) rather than leave a request behind that the guest would take
+/// later, in place of the connection that replaced it.
+async fn vsock_answer(stream: &mut UnixStream, within: Duration) -> Result<(), AgentError> {
     let read_line = async {
         let mut line = Vec::new();
         while line.len() < 64 {
@@ -375,7 +378,7 @@ async fn vsock_answer(stream: &mut UnixStream) -> Result<(), AgentError> {
         }
         Ok::<Vec<u8>, std::io::Error>(line)
     };
-    match tokio::time::timeout(REQUEST_TIMEOUT, read_line).await {
+    match tokio::time::timeout(within, read_line).await {
         Ok(Ok(line)) if line.starts_with(b"OK ") => Ok(()),
         Ok(Ok(line)) => Err(AgentError::Handshake(format!(
             "answered {:?} (is the agent listening on vsock port {}?)",
@@ -383,7 +386,7 @@ async fn vsock_answer(stream: &mut UnixStream) -> Result<(), AgentError> {
             proto::VSOCK_PORT
         ))),
         Ok(Err(e)) => Err(AgentError::Handshake(e.to_string())),
-        Err(_) => Err(AgentError::Timeout(REQUEST_TIMEOUT)),
+        Err(_) => Err(AgentError::Timeout(within)),
     }
 }
 
