@@ -244,29 +244,20 @@ impl Client {
             .map_err(FirecrackerError::SetVmState)
     }
 
-    /// `PUT /snapshot/create` of a paused VM; it may take as long as
-    /// writing the guest's memory does (`timeout`).
+    /// `PUT /snapshot/create` of a paused VM. It takes as long as writing
+    /// the guest's memory does: call it on a client [`Client::with_timeout`].
     pub async fn create_snapshot(
         &self,
         params: &SnapshotCreateParams,
-        timeout: Duration,
     ) -> Result<(), FirecrackerError> {
-        self.clone()
-            .with_timeout(timeout)
-            .put("/snapshot/create", params)
+        self.put("/snapshot/create", params)
             .await
             .map_err(FirecrackerError::CreateSnapshot)
     }
 
     /// `PUT /snapshot/load` into this fresh process.
-    pub async fn load_snapshot(
-        &self,
-        params: &SnapshotLoadParams,
-        timeout: Duration,
-    ) -> Result<(), FirecrackerError> {
-        self.clone()
-            .with_timeout(timeout)
-            .put("/snapshot/load", params)
+    pub async fn load_snapshot(&self, params: &SnapshotLoadParams) -> Result<(), FirecrackerError> {
+        self.put("/snapshot/load", params)
             .await
             .map_err(FirecrackerError::LoadSnapshot)
     }

@@ -407,7 +407,9 @@ async fn configure(
                 .collect(),
         };
         client
-            .load_snapshot(&params, super::client::INSTANCE_START_TIMEOUT)
+            .clone()
+            .with_timeout(super::client::INSTANCE_START_TIMEOUT)
+            .load_snapshot(&params)
             .await?;
         watch.lap("load_snapshot");
         return Ok(());

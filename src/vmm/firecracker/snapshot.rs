@@ -68,6 +68,8 @@ pub async fn save(
     let place = place(api_socket)?;
     let text = |e: super::FirecrackerError| crate::system::host::error_chain(&e);
     let client = Client::new(api_socket);
+    // Writing the guest's memory takes its time; other requests do not.
+    let writer = client.clone().with_timeout(timeout);
     let info = client.describe_instance().await.map_err(text)?;
     if info.state == InstanceState::Running {
         client
@@ -82,8 +84,8 @@ pub async fn save(
     };
     match place {
         SnapshotPlace::Direct => {
-            client
-                .create_snapshot(&params(state, memory), timeout)
+            writer
+                .create_snapshot(&params(state, memory))
                 .await
                 .map_err(text)?;
             for file in [state, memory] {
@@ -93,15 +95,7 @@ pub async fn save(
         }
         SnapshotPlace::Jail(root) => {
             let inside = params(Path::new(SNAPSHOT_STATE), Path::new(SNAPSHOT_MEMORY));
-            write_through_jail(
-                &client,
-                &inside,
-                &root,
-                api_socket,
-                [state, memory],
-                timeout,
-            )
-            .await?;
+            write_through_jail(&writer, &inside, &root, api_socket, [state, memory]).await?;
         }
     }
     Ok(info.vmm_version)
@@ -116,7 +110,6 @@ async fn write_through_jail(
     root: &Path,
     api_socket: &Path,
     to: [&Path; 2],
-    timeout: Duration,
 ) -> Result<(), String> {
     // The VMM's uid owns its API socket; it may write only what it owns.
     let socket = std::fs::metadata(api_socket).map_err(|e| e.to_string())?;
@@ -137,7 +130,7 @@ async fn write_through_jail(
             own(file, owner).map_err(|e| e.to_string())?;
         }
         client
-            .create_snapshot(params, timeout)
+            .create_snapshot(params)
             .await
             .map_err(|e| crate::system::host::error_chain(&e))?;
         let me = (
